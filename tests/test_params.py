@@ -1,0 +1,85 @@
+"""The params loader: the shipped file loads; typos, gaps and wrong types fail naming the key and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from humpback.params import Params, ParamsError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_shipped_params_load():
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.base.model.startswith("gguf:")
+    assert params.curate.threshold > 0
+    with pytest.raises(Exception):
+        params.curate.threshold = 1  # frozen: stages cannot change params behind DVC's back
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["curate"].update(treshold=4))
+    with pytest.raises(ParamsError, match=r"params\.yaml: unknown key 'curate\.treshold'"):
+        load_params(path)
+
+
+def test_unknown_section(tmp_path):
+    path = _write(tmp_path, lambda raw: raw.update(extra={"a": 1}))
+    with pytest.raises(ParamsError, match="unknown key 'extra'"):
+        load_params(path)
+
+
+def test_missing_nested_key(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["train"]["lora"].pop("r"))
+    with pytest.raises(ParamsError, match=r"missing key 'train\.lora\.r'"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "max_steps", "ten", r"'train\.max_steps' must be an integer"),
+        ("train", "max_steps", 2.5, r"'train\.max_steps' must be an integer"),
+        ("train", "tagging", "yes", r"'train\.tagging' must be true or false"),
+        ("curate", "method", "vibes", r"'curate\.method' must be one of"),
+        ("curate", "threshold", "high", r"'curate\.threshold' must be a number"),
+        ("base", "model", 3, r"'base\.model' must be a string"),
+    ],
+)
+def test_wrong_types(tmp_path, section, key, value, message):
+    path = _write(tmp_path, lambda raw: raw[section].update({key: value}))
+    with pytest.raises(ParamsError, match=message):
+        load_params(path)
+
+
+def test_float_accepts_yaml_exponent_strings(tmp_path):
+    # YAML 1.1 reads `1e-5` (no dot) as a string; a float field must still accept it.
+    path = _write(tmp_path, lambda raw: raw["train"].update(learning_rate="1e-5"))
+    assert load_params(path).train.learning_rate == pytest.approx(1e-5)
+
+
+def test_list_item_types(tmp_path):
+    path = _write(tmp_path, lambda raw: raw["train"]["lora"].update(target_modules=["q_proj", 7]))
+    with pytest.raises(ParamsError, match=r"'train\.lora\.target_modules\[1\]' must be a string"):
+        load_params(path)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("base: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
