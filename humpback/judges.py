@@ -1,0 +1,261 @@
+"""Judges for alpaca_eval's `PairwiseAnnotator`: a local model read in one forward pass, or an OpenAI(-compatible) API.
+
+Every judge uses AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo` annotator: its prompt
+(alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt asks for one token, "m" = output_1 or "M" = output_2) and its
+`logprob_parser`, which turns P(m) / (P(m) + P(M)) into a preference in [1, 2]. Only where the completions come
+from changes:
+
+- `local`: `LocalJudge`, an alpaca_eval `fn_completions` callable. It renders alpaca_eval's ChatML prompt with
+  the judge model's own chat template and reads log P("m"), log P("M") from one forward pass
+  (`Engine.next_token_logprobs`), returned in the shape of the OpenAI decoder's `completions_all`.
+- `openai`: alpaca_eval's own OpenAI decoder with the config's GPT-4 model (key from OPENAI_API_KEY).
+- `openai-compatible`: the same decoder, pointed at `evaluate.base_url` by an alpaca_eval client-config YAML.
+
+Output order is never randomised here (`is_randomize_output_order: false`): evaluation.py judges every pair in
+both orders explicitly, which measures position bias instead of hiding it in noise.
+
+Annotations are cached by alpaca_eval itself (`caching_path`), one file per judge identity under
+`.humpback/cache/judge/<judge id>/`, keyed by (instruction, output_1, output_2): a rerun re-judges nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from humpback.params import EvaluateParams, GenerationParams
+
+ALPACA_EVAL_CONFIG = "weighted_alpaca_eval_gpt4_turbo"
+CACHE_ROOT = Path(".humpback/cache/judge")
+# Bump when the way a prompt reaches the local judge changes: it is part of the cache key (the judge id).
+LOCAL_FORMAT_VERSION = "1"
+
+
+class JudgeError(ValueError):
+    """A judge that cannot be set up (missing key, missing URL, unknown model); the message says what to set."""
+
+
+# ------------------------------------------------------------------------------------------ annotator config
+
+
+def alpaca_eval_config(**overrides: Any) -> dict[str, Any]:
+    """alpaca_eval's weighted GPT-4-turbo annotator config, with fixed output order and an absolute template."""
+    from alpaca_eval import constants
+
+    folder = Path(constants.EVALUATORS_CONFIG_DIR)
+    config = dict(yaml.safe_load((folder / ALPACA_EVAL_CONFIG / "configs.yaml").read_text())[ALPACA_EVAL_CONFIG])
+    config["prompt_template"] = str(folder / config["prompt_template"])
+    config["is_randomize_output_order"] = False
+    config.update(overrides)
+    return config
+
+
+def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completions: Callable | None = None,
+                    seed: int = 0):
+    """A `PairwiseAnnotator` for one judge config, caching its annotations in `folder`.
+
+    A Python callable cannot live in alpaca_eval's YAML config, so a local judge's `fn_completions` is handed
+    to the annotator as a keyword argument (alpaca_eval passes unknown keywords on to every single annotator).
+    """
+    from alpaca_eval.annotators import PairwiseAnnotator
+
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dict(config)
+    extra = {}
+    if fn_completions is not None:
+        config.pop("fn_completions", None)
+        config.pop("completions_kwargs", None)
+        extra["fn_completions"] = fn_completions
+    (folder / "configs.yaml").write_text(yaml.safe_dump({name: config}, sort_keys=False))
+    return PairwiseAnnotator(
+        annotators_config=str(folder / "configs.yaml"),
+        caching_path=str(folder / "annotations.json"),
+        seed=seed,
+        **extra,
+    )
+
+
+def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
+               cache_root: Path = CACHE_ROOT, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+    """The annotator for `params.judge`, and a description of the judge for the metrics file.
+
+    The judge id (a hash of what decides the judgements: model weights or name, server, prompt template) names
+    the cache folder, so a different judge never reads another judge's annotations."""
+    template_hash = _sha(Path(alpaca_eval_config()["prompt_template"]).read_bytes())[:8]
+    if params.judge == "local":
+        return _local_judge(params, generation, judge_base, cache_root, seed, template_hash)
+    if params.judge == "openai":
+        return _openai_judge(params, cache_root, seed, template_hash)
+    return _openai_compatible_judge(params, cache_root, seed, template_hash)
+
+
+def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
+                 seed: int, template_hash: str) -> tuple[Any, dict[str, Any]]:
+    judge_ref = str(judge_base) if params.judge_model == "base" else params.judge_model
+    judge_dir = Path(judge_ref)
+    if judge_dir.exists():
+        weights = folder_fingerprint(judge_dir)
+    elif _is_hub_id(judge_ref):
+        weights = judge_ref  # a hub id names fixed weights (up to the hub's revision)
+    else:
+        raise JudgeError(f"evaluate.judge_model: judge model folder '{judge_dir}' not found")
+    config = alpaca_eval_config()
+    candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
+    identity = f"local|{weights}|{generation.engine}|{generation.dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
+    judge_id = "local-" + _sha(identity.encode())[:16]
+    fn = LocalJudge(judge_dir, generation, candidates)
+    annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
+    return annotator, {"kind": "local", "model": str(judge_dir), "id": judge_id}
+
+
+def _openai_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str):
+    if not os.environ.get("OPENAI_API_KEY"):
+        raise JudgeError("evaluate.judge=openai needs the OPENAI_API_KEY environment variable")
+    config = alpaca_eval_config()
+    if params.judge_model != "base":
+        config["completions_kwargs"] = {**config["completions_kwargs"], "model_name": params.judge_model}
+    model = config["completions_kwargs"]["model_name"]
+    judge_id = "openai-" + _sha(f"{model}|{template_hash}".encode())[:16]
+    annotator = build_annotator(config, "humpback_openai", cache_root / judge_id, seed=seed)
+    return annotator, {"kind": "openai", "model": model, "id": judge_id}
+
+
+def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str):
+    """Any server speaking the OpenAI chat API with logprobs (vLLM, `transformers serve`, ...)."""
+    if not params.base_url:
+        raise JudgeError("evaluate.judge=openai-compatible needs evaluate.base_url (e.g. http://host:8000/v1)")
+    if params.judge_model == "base":
+        raise JudgeError("evaluate.judge=openai-compatible needs evaluate.judge_model = the served model's name")
+    judge_id = "oaic-" + _sha(f"{params.base_url}|{params.judge_model}|{template_hash}".encode())[:16]
+    folder = cache_root / judge_id
+    folder.mkdir(parents=True, exist_ok=True)
+    client_config = folder / "client_config.yaml"
+    # alpaca_eval's client-config file (the OPENAI_CLIENT_CONFIG_PATH format): kwargs of openai.OpenAI. The key
+    # stays in the environment (OPENAI_API_KEY); servers that need none get a placeholder.
+    client = {"base_url": params.base_url}
+    if not os.environ.get("OPENAI_API_KEY"):
+        client["api_key"] = "EMPTY"
+    client_config.write_text(yaml.safe_dump({"default": [client]}))
+    config = alpaca_eval_config()
+    config["completions_kwargs"] = {
+        **config["completions_kwargs"],
+        "model_name": params.judge_model,
+        "client_config_path": str(client_config.resolve()),
+        # alpaca_eval guesses chat vs. completion API from the name ("...-Instruct" reads as completion-only)
+        "requires_chatml": True,
+        "price_per_token": 0.0,
+    }
+    annotator = build_annotator(config, "humpback_openai_compatible", folder, seed=seed)
+    return annotator, {"kind": "openai-compatible", "model": params.judge_model, "base_url": params.base_url,
+                       "id": judge_id}
+
+
+# ------------------------------------------------------------------------------------------- the local judge
+
+
+class LocalJudge:
+    """alpaca_eval `fn_completions` callable: one forward pass of a local model per prompt.
+
+    The engine is loaded on the first call, so a rerun answered entirely from the cache loads no model.
+    """
+
+    def __init__(self, model_dir: str | Path, generation: GenerationParams, candidates: Sequence[str],
+                 engine: Any = None):
+        self.model_dir = Path(model_dir)
+        self.generation = generation
+        self.candidates = list(candidates)
+        self._engine = engine
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from humpback.generation import make_engine
+
+            self._engine = make_engine(self.model_dir, self.generation)
+        return self._engine
+
+    def __call__(self, prompts: Sequence[str], **_: Any) -> dict[str, list]:
+        start = time.perf_counter()
+        engine = self.engine
+        rendered = [judge_prompt(engine.tokenizer, p) for p in prompts]
+        rows = engine.next_token_logprobs(rendered, self.candidates, desc="judge") if rendered else []
+        completions = [logprob_completion(dict(zip(self.candidates, row))) for row in rows]
+        seconds = (time.perf_counter() - start) / max(1, len(prompts))
+        return {
+            "completions": [c["text"] for c in completions],
+            "completions_all": completions,
+            "price_per_example": [0.0] * len(completions),
+            "time_per_example": [seconds] * len(completions),
+        }
+
+
+def judge_prompt(tokenizer, alpaca_prompt: str) -> str:
+    """alpaca_eval's ChatML-marked prompt (<|im_start|>system ... <|im_end|>) rendered with the judge model's
+    own chat template, ending with the assistant header so the next token is the judge's answer.
+
+    The markers are parsed with alpaca_eval's `prompt_to_chatml` (what its OpenAI decoder does) rather than
+    passed through as text: a model whose template differs from ChatML would otherwise see foreign markers.
+    """
+    from alpaca_eval.utils import prompt_to_chatml
+
+    from humpback.prompts import format_example
+
+    text = alpaca_prompt.strip()
+    if not text.startswith("<|im_start|>"):
+        return format_example(tokenizer, user=text).prompt
+    messages = prompt_to_chatml(text)
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if len(users) != 1 or len(system) > 1 or len(messages) != len(users) + len(system):
+        raise JudgeError(
+            f"local judge: expected an optional system turn and one user turn, got roles {[m['role'] for m in messages]}"
+        )
+    return format_example(tokenizer, user=users[0], system=system[0] if system else None).prompt
+
+
+def logprob_completion(logprobs: dict[str, float]) -> dict[str, Any]:
+    """One completion shaped like alpaca_eval's OpenAI decoder output with `logprobs` and `top_logprobs`,
+    which is what `completion_parsers.logprob_parser` reads. Non-finite values are left out, so a judge that
+    gives nothing usable yields an unparsed annotation (NaN), never a crash."""
+    top = sorted(
+        ({"token": t, "logprob": float(lp)} for t, lp in logprobs.items() if lp is not None and math.isfinite(lp)),
+        key=lambda x: -x["logprob"],
+    )
+    best = top[0] if top else {"token": "", "logprob": float("-inf")}
+    content = [{"token": best["token"], "logprob": best["logprob"] if top else None, "top_logprobs": top}]
+    return {"text": best["token"], "logprobs": {"content": content}, "total_tokens": 0}
+
+
+# ------------------------------------------------------------------------------------------------- identity
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """A content hash of a model folder (and of its base, for a LoRA adapter): the judge's identity in the
+    annotation cache, so a retrained judge is never answered from a stale cache."""
+    from humpback.modeling import adapter_base, is_adapter
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    if is_adapter(path):
+        digest.update(folder_fingerprint(adapter_base(path)).encode())
+    return digest.hexdigest()
+
+
+def _is_hub_id(ref: str) -> bool:
+    return ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,79 @@
+"""metrics/report.md: the run's headline numbers as Markdown tables, from the metrics files the stages wrote.
+
+Two tables shaped like the paper's: win rate of each model against the reference (with the judge's order
+agreement, since a small judge can prefer a position rather than an answer), and the curation-quality table
+(precision / recall of each curator's selection on the labelled dev set). Missing files are skipped.
+
+    python -m humpback.report --evaluate metrics/evaluate.json \
+        --curation-quality metrics/curation_quality/m0.json metrics/curation_quality/m1.json --out metrics/report.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from humpback.records import atomic_path, read_json
+
+
+def render(evaluate: dict[str, Any] | None, curation: Sequence[dict[str, Any]]) -> str:
+    lines = ["# humpback run report", ""]
+    if evaluate:
+        judge = evaluate.get("judge", {})
+        lines += [
+            f"## Win rate against `{evaluate.get('reference')}`",
+            "",
+            f"Judge: {judge.get('kind')} `{judge.get('model')}` ({judge.get('annotator', 'alpaca_eval')}).",
+            "",
+            "| model | win rate (%) | ± s.e. | n | avg length | order agreement | position bias | unparsed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, m in evaluate.get("models", {}).items():
+            lines.append(
+                f"| {name} | {_num(m.get('win_rate'), 1)} | {_num(m.get('standard_error'), 1)} | {m.get('n')} | "
+                f"{_num(m.get('avg_length'), 0)} | {_num(m.get('order_agreement'), 2)} | "
+                f"{'yes' if m.get('position_bias') else 'no'} | {m.get('unparsed')} |"
+            )
+        if evaluate.get("length_controlled_reason"):
+            lines += ["", f"Length-controlled win rate: not reported. {evaluate['length_controlled_reason']}"]
+        lines.append("")
+    if curation:
+        lines += [
+            "## Curation quality on the labelled dev set",
+            "",
+            "| curator | precision | recall | ROC-AUC | length-only AUC | selected | n |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for m in curation:
+            lines.append(
+                f"| {m.get('model')} | {_num(m.get('precision'), 2)} | {_num(m.get('recall'), 2)} | "
+                f"{_num(m.get('roc_auc'), 2)} | {_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | "
+                f"{m.get('n')} |"
+            )
+        lines += ["", "The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, GPT-4 0.88 / 0.92.",
+                  ""]
+    return "\n".join(lines)
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evaluate", default="metrics/evaluate.json")
+    parser.add_argument("--curation-quality", nargs="*", default=[])
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    evaluate = read_json(args.evaluate) if Path(args.evaluate).is_file() else None
+    curation = [read_json(p) for p in args.curation_quality if Path(p).is_file()]
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(render(evaluate, curation), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The curation dev set: its kinds and labels, determinism, no overlap with training data, and curator metrics."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from humpback.devset import (
+    KINDS,
+    DevSetError,
+    build_dev_set,
+    curation_metrics,
+    forum_reply,
+    navigation_boilerplate,
+    truncate_mid_sentence,
+)
+from humpback.records import read_json, read_jsonl, write_jsonl
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tiny_profile"
+
+
+def _pairs() -> list[dict]:
+    lines = (FIXTURES / "seed.jsonl").read_text().splitlines()
+    return [{**json.loads(line), "id": f"faq-{i:03d}", "source": "fixture"} for i, line in enumerate(lines)]
+
+
+def _web() -> list[dict]:
+    lines = (FIXTURES / "web.jsonl").read_text().splitlines()
+    return [{**json.loads(line), "id": f"web-{i}", "header": f"Section {i}", "doc": "x.html"}
+            for i, line in enumerate(lines)]
+
+
+def _split() -> tuple[list[dict], list[dict]]:
+    pairs = _pairs()
+    return pairs[:8], pairs[8:]  # (training seed, held-out)
+
+
+def test_rows_have_contract_fields_kinds_and_labels():
+    _, heldout = _split()
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=3, seed=0)
+    assert [r["kind"] for r in rows].count("good") == 4
+    for kind in KINDS[1:]:
+        assert [r["kind"] for r in rows].count(kind) == 3
+    for r in rows:
+        assert set(r) >= {"id", "instruction", "output", "label", "kind"}
+        assert r["label"] == (1 if r["kind"] == "good" else 0)
+        assert r["output"].strip()
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_deterministic_with_seed_and_independent_of_input_order():
+    _, heldout = _split()
+    a = build_dev_set(heldout, _web(), 4, 2, seed=0)
+    b = build_dev_set(list(reversed(heldout)), list(reversed(_web())), 4, 2, seed=0)
+    c = build_dev_set(heldout, _web(), 4, 2, seed=1)
+    assert a == b
+    assert a != c
+
+
+def test_dev_set_never_overlaps_training_seed():
+    train, heldout = _split()
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=4, seed=0)
+    train_ids = {r["id"] for r in train}
+    train_texts = {r["instruction"] for r in train} | {r["output"] for r in train}
+    heldout_ids = {r["id"] for r in heldout}
+    for r in rows:
+        assert r["id"] not in train_ids
+        assert r["source_id"] in heldout_ids
+        assert r["instruction"] not in train_texts
+        assert r["output"] not in train_texts
+        # no training answer leaks in as a fragment either (forum replies quote their own answer only)
+        for text in train_texts:
+            assert text[:80] not in r["output"]
+
+
+def test_negative_kinds_look_like_what_they_claim():
+    rng = random.Random(0)
+    answer = ("The canonical way to share information across modules is to create a special module. "
+              "Just import the config module in all modules of your application. Then it is available everywhere.")
+    cut = truncate_mid_sentence(answer, rng)
+    assert answer.startswith(cut) and 0.15 * len(answer) < len(cut) < 0.36 * len(answer)
+    assert cut[-1] not in ".!?"
+    nav = navigation_boilerplate(["Module index", "Glossary"], rng)
+    assert "Next topic" in nav and "\u00a9" in nav and ("Module index" in nav or "Glossary" in nav)
+    forum = forum_reply(answer, rng)
+    assert "Edit" in forum or "EDIT" in forum
+    assert any(s.rstrip(".")[1:60] in forum for s in answer.split(". "))
+
+
+def test_mismatched_answer_belongs_to_another_question():
+    _, heldout = _split()
+    answers = {r["id"]: r["output"] for r in heldout}
+    rows = build_dev_set(heldout, _web(), positives=1, negatives_per_kind=4, seed=3)
+    for r in rows:
+        if r["kind"] == "mismatched":
+            assert r["output"] != answers[r["source_id"]]
+            assert r["output"] in answers.values()
+
+
+def test_too_few_heldout_pairs_is_a_clear_error():
+    with pytest.raises(DevSetError, match="heldout"):
+        build_dev_set([], _web(), 1, 1, seed=0)
+    with pytest.raises(DevSetError, match="at least 2"):
+        build_dev_set(_pairs()[:1], _web(), 1, 1, seed=0)
+
+
+def test_prepare_dev_stage_writes_rows_and_counts(tmp_path):
+    from stages.prepare_dev import main
+
+    _, heldout = _split()
+    write_jsonl(tmp_path / "heldout.jsonl", heldout)
+    write_jsonl(tmp_path / "web.jsonl", _web())
+    params = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    params = params.replace("positives: 30", "positives: 3").replace("negatives_per_kind: 10", "negatives_per_kind: 2")
+    (tmp_path / "params.yaml").write_text(params)
+    rc = main(["--heldout", str(tmp_path / "heldout.jsonl"), "--web", str(tmp_path / "web.jsonl"),
+               "--out", str(tmp_path / "dev.jsonl"), "--metrics", str(tmp_path / "m.json"),
+               "--params", str(tmp_path / "params.yaml")])
+    assert rc == 0
+    rows = read_jsonl(tmp_path / "dev.jsonl")
+    metrics = read_json(tmp_path / "m.json")
+    assert metrics["read"] == metrics["kept"] + sum(metrics["dropped"].values()) == len(heldout)
+    assert metrics["by_kind"] == {"good": 3, "mismatched": 2, "truncated": 2, "navigation": 2, "forum": 2}
+    assert metrics["rows"] == len(rows) == 11
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def test_curation_metrics_on_known_scores():
+    labels = [1, 1, 1, 0, 0, 0, 0]
+    kinds = ["good", "good", "good", "mismatched", "truncated", "navigation", "forum"]
+    scores = [4.8, 4.1, 2.0, 4.5, 1.5, None, 3.0]
+    selected = [s is not None and s >= 4.0 for s in scores]
+    lengths = [100, 200, 300, 400, 50, 60, 70]
+    m = curation_metrics(labels, kinds, scores, selected, lengths)
+    # selected: 4.8 (pos), 4.1 (pos), 4.5 (neg) → precision 2/3, recall 2/3
+    assert m["precision"] == pytest.approx(2 / 3)
+    assert m["recall"] == pytest.approx(2 / 3)
+    # AUC by hand, positives vs negatives {4.5, 1.5, unparsed = lowest, 3.0}:
+    # 4.8 beats 4, 4.1 beats 3, 2.0 beats 2 → 9 of 12 pairs
+    assert m["roc_auc"] == pytest.approx(9 / 12)
+    # lengths: 100 beats 50,60,70 (3); 200 beats 3; 300 beats 3 → 9 / 12
+    assert m["length_roc_auc"] == pytest.approx(9 / 12)
+    assert m["unparsed"] == 1
+    assert m["n"] == 7 and m["n_positive"] == 3 and m["n_selected"] == 3
+    assert m["by_kind"]["good"]["mean_score"] == pytest.approx((4.8 + 4.1 + 2.0) / 3)
+    assert m["by_kind"]["navigation"]["mean_score"] is None
+
+
+def test_curation_metrics_degenerate_cases():
+    m = curation_metrics([1, 1], ["good", "good"], [None, None], [False, False], [1, 2])
+    assert m["precision"] is None  # nothing selected
+    assert m["recall"] == 0.0
+    assert m["roc_auc"] is None  # one class only
+
+
+def test_dev_set_from_prepare_seed_split_is_disjoint_from_training():
+    """With the real seed importer's held-out split (the tiny profile's jsonl source)."""
+    import yaml
+
+    from humpback.params import parse_params
+    from humpback.sources import prepare_seed
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["data"]["seed"].update(source="jsonl", path=str(FIXTURES / "seed.jsonl"), heldout=4, limit=0)
+    params = parse_params(raw)
+    train, heldout, _ = prepare_seed(params.data.seed, params.base.seed)
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=params.base.seed)
+    train_texts = {r["instruction"] for r in train} | {r["output"] for r in train}
+    assert not {r["id"] for r in rows} & {r["id"] for r in train}
+    assert not {r["source_id"] for r in rows} & {r["id"] for r in train}
+    assert not ({r["instruction"] for r in rows} | {r["output"] for r in rows}) & train_texts
+
+
+def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
+    """Replace the curator's scores (scoring.score_pairs) by fixed scores per dev-row kind; the real
+    PairScore and is_selected stay, so the stage's selection is the curate stage's."""
+    from humpback import scoring
+    from stages import curation_quality
+
+    def score_pairs(engine, pairs, params, tagging, seed):
+        engine.seen = (len(pairs), tagging, seed)
+        return [scoring.PairScore(by_kind[p["kind"]], None, None, None, by_kind[p["kind"]] is not None)
+                for p in pairs]
+
+    monkeypatch.setattr(curation_quality.scoring, "score_pairs", score_pairs)
+
+
+def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
+    from humpback.params import load_params
+    from stages.curation_quality import rate_dev_set
+
+    _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
+    _, heldout = _split()
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # threshold 3.0
+    engine = type("Engine", (), {})()
+    scored, metrics = rate_dev_set(engine, rows, params)
+    assert engine.seen == (len(rows), params.train.tagging, params.base.seed)
+    assert len(scored) == len(rows) and all({"score", "selected", "parsed", "label"} <= set(r) for r in scored)
+    # selected at 3.0: 4 good + 2 truncated + 2 forum → precision 4/8, recall 1
+    assert metrics["precision"] == pytest.approx(0.5) and metrics["recall"] == 1.0
+    assert metrics["roc_auc"] == 1.0  # every good pair outscores every negative
+    assert metrics["unparsed"] == 2
+    assert metrics["by_kind"]["truncated"]["mean_score"] == pytest.approx(3.4)
+    assert metrics["sweep"]["4.0"] == {"precision": 1.0, "recall": 1.0, "n_selected": 4}
+
+
+def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
+    """The stage end to end with the real scoring code and transformers engine (untrained model: only the
+    plumbing and the metrics' shape are checked, not their values)."""
+    from stages.curation_quality import main
+
+    _, heldout = _split()
+    write_jsonl(tmp_path / "dev.jsonl", build_dev_set(heldout, _web(), 2, 1, seed=0))
+    rc = main(["--model", str(tiny_model_dir), "--dev", str(tmp_path / "dev.jsonl"),
+               "--out", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
+               "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
+    assert rc == 0
+    metrics = read_json(tmp_path / "m.json")
+    assert {"precision", "recall", "roc_auc", "length_roc_auc", "n", "by_kind", "sweep"} <= set(metrics)
+    assert metrics["n"] == 6 and metrics["unparsed"] == 0 and 0.0 <= metrics["roc_auc"] <= 1.0
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert all(1.0 <= r["score"] <= 5.0 and len(r["probs"]) == 5 for r in scored)

@@ -1,0 +1,337 @@
+"""Evaluation through alpaca_eval's own machinery (PairwiseAnnotator, logprob_parser, get_winrate) with stub judges."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from humpback.evaluation import evaluate_models, order_stats, reference_path
+from humpback.judges import alpaca_eval_config, build_annotator, judge_prompt, logprob_completion
+from humpback.records import read_json, write_json
+
+OUTPUT = re.compile(r'"model_identifier": "(m|M)",\s*"output": """(.*?)"""', re.DOTALL)
+
+
+def _outputs_in(prompt: str) -> dict[str, str]:
+    return dict(OUTPUT.findall(prompt))
+
+
+class LongerWins:
+    """A judge (alpaca_eval fn_completions) that is sure the longer answer is better; counts its calls."""
+
+    def __init__(self, unparsable: str | None = None):
+        self.calls = 0
+        self.unparsable = unparsable
+
+    def __call__(self, prompts, **_):
+        self.calls += len(prompts)
+        completions = []
+        for p in prompts:
+            outs = _outputs_in(p)
+            if self.unparsable and self.unparsable in outs["m"] + outs["M"]:
+                completions.append(logprob_completion({"Both": -0.1}))  # neither m nor M: unparsable
+                continue
+            first_longer = len(outs["m"]) > len(outs["M"])
+            completions.append(logprob_completion({"m": 0.0 if first_longer else -40.0,
+                                                   "M": -40.0 if first_longer else 0.0}))
+        return {"completions": [c["text"] for c in completions], "completions_all": completions}
+
+
+def _data(n: int = 12):
+    # odd model lengths, even reference lengths: never a tie
+    reference = [{"instruction": f"question {i}", "output": "r" * (10 + 2 * i), "generator": "base", "id": f"q{i}"}
+                 for i in range(n)]
+    model = [{"instruction": f"question {i}", "output": "x" * (6 * i + 1), "generator": "m1", "id": f"q{i}"}
+             for i in range(n)]
+    return reference, model
+
+
+def test_longer_answer_judge_gives_share_of_longer_outputs(tmp_path):
+    reference, model = _data()
+    judge = LongerWins()
+    annotator = build_annotator(alpaca_eval_config(), "stub", tmp_path / "cache", fn_completions=judge)
+    models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
+    longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
+    m1 = models["m1"]
+    assert m1["win_rate"] == pytest.approx(100 * longer, abs=1e-6)
+    assert m1["n"] == len(model) and m1["unparsed"] == 0
+    assert m1["order_agreement"] == 1.0 and m1["position_bias"] is False
+    assert m1["standard_error"] > 0
+    assert m1["avg_length"] == pytest.approx(sum(len(m["output"]) for m in model) / len(model))
+    assert m1["length_controlled"] is None
+    assert len(annotations) == 2 * len(model) and judge.calls == 2 * len(model)
+    assert {a["order"] for a in annotations} == {"reference_first", "model_first"}
+
+
+def test_cached_annotations_are_not_rejudged(tmp_path):
+    reference, model = _data(6)
+    first = LongerWins()
+    evaluate_models(build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=first),
+                    {"m1": model}, reference, max_chars=1000)
+    again = LongerWins()
+    models, _ = evaluate_models(build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=again),
+                                {"m1": model}, reference, max_chars=1000)
+    assert first.calls == 12 and again.calls == 0
+    assert models["m1"]["n"] == 6
+
+
+def test_unparsable_judgements_are_counted_not_fatal(tmp_path):
+    reference, model = _data(6)
+    model[2]["output"] = "UNPARSABLE " + model[2]["output"]
+    annotator = build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=LongerWins("UNPARSABLE"))
+    models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
+    assert models["m1"]["unparsed"] == 2  # both orders of that pair
+    assert models["m1"]["n"] == 5
+    assert sum(a["preference"] is None for a in annotations) == 2
+
+
+def test_outputs_are_cut_before_judging(tmp_path):
+    reference, model = _data(4)
+    seen = []
+
+    def judge(prompts, **_):
+        seen.extend(_outputs_in(p)["m"] for p in prompts)
+        return LongerWins()(prompts)
+
+    evaluate_models(build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=judge),
+                    {"m1": model}, reference, max_chars=7)
+    assert seen and max(len(s) for s in seen) == 7
+
+
+def test_order_agreement_and_position_bias():
+    # always prefers the first answer: it contradicts itself on every swap
+    first = order_stats([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    assert first["order_agreement"] == 0.0 and first["first_position_win_share"] == 1.0
+    assert first["position_bias"] is True
+    # consistent judge: model wins pair 0 (2 then 1), loses pair 1 (1 then 2)
+    fair = order_stats([2.0, 1.0], [1.0, 2.0])
+    assert fair["order_agreement"] == 1.0 and fair["first_position_win_share"] == 0.5
+    assert fair["position_bias"] is False
+    # one of four pairs flips; unparsed pairs are left out of the agreement
+    mixed = order_stats([2.0, 1.0, 1.8, 1.0, None], [1.0, 2.0, 1.9, 2.0, 1.0])
+    assert mixed["order_agreement"] == pytest.approx(3 / 4)
+    nothing = order_stats([None], [None])
+    assert nothing["order_agreement"] is None and nothing["position_bias"] is None
+
+
+def test_logprob_completion_is_read_by_alpaca_eval_parser():
+    from alpaca_eval.completion_parsers import logprob_parser
+
+    kwargs = alpaca_eval_config()["completion_parser_kwargs"]
+    completion = logprob_completion({"m": math.log(0.2), "M": math.log(0.6)})
+    assert logprob_parser(completion, **kwargs) == [pytest.approx(2 - 0.2 / 0.8)]
+    unusable = logprob_completion({"m": float("-inf"), "M": float("nan")})
+    assert math.isnan(logprob_parser(unusable, **kwargs)[0])
+
+
+def test_config_keeps_alpaca_eval_prompt_and_fixes_order():
+    config = alpaca_eval_config()
+    assert config["fn_completion_parser"] == "logprob_parser"
+    assert config["completion_parser_kwargs"]["numerator_token"] == "m"
+    assert config["is_randomize_output_order"] is False
+    template = Path(config["prompt_template"]).read_text()
+    assert "m or M" in template and "{output_1}" in template
+
+
+def test_judge_prompt_uses_the_judge_models_chat_template(tiny_tokenizer):
+    from humpback.prompts import format_example
+
+    template = Path(alpaca_eval_config()["prompt_template"]).read_text()
+    prompt = template.replace("{instruction}", "Say hi").replace("{output_1}", "hi").replace("{output_2}", "hello")
+    rendered = judge_prompt(tiny_tokenizer, prompt)
+    system = "You are a highly efficient assistant"
+    assert rendered.count("Say hi") == 1 and system in rendered
+    assert rendered.count("<|im_start|>system") == 1  # alpaca_eval's markers parsed, not nested as text
+    assert rendered == format_example(tiny_tokenizer, user=rendered.split("user\n", 1)[1].split("<|im_end|>")[0],
+                                      system=rendered.split("system\n", 1)[1].split("<|im_end|>")[0]).prompt
+    assert rendered.rstrip().endswith("assistant")
+
+
+def test_reference_path():
+    assert reference_path("base", "data/responses") == Path("data/responses/base.json")
+    assert reference_path("refs/gpt4.json", "data/responses") == Path("refs/gpt4.json")
+
+
+class FakeJudgeEngine:
+    """Stands in for the generation engine under the local judge: longer answer wins."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.prompts = []
+
+    def next_token_logprobs(self, prompts, candidates, *, desc=""):
+        self.prompts += prompts
+        rows = []
+        for p in prompts:
+            outs = _outputs_in(p)
+            first = len(outs["m"]) > len(outs["M"])
+            rows.append([-0.1 if first else -3.0, -3.0 if first else -0.1])
+        return rows
+
+
+def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
+    """The stage end to end: files in, metrics/annotations/plot out; the judge engine is faked."""
+    from humpback import judges
+    from stages.evaluate import main
+
+    reference, model = _data(5)
+    responses = tmp_path / "responses"
+    write_json(responses / "base.json", reference)
+    for name in ("m0", "m1"):
+        write_json(responses / f"{name}.json", [{**m, "generator": name} for m in model])
+    judge_dir = tmp_path / "judge"
+    judge_dir.mkdir()
+    (judge_dir / "config.json").write_text("{}")
+    engine = FakeJudgeEngine(tiny_tokenizer)
+    monkeypatch.setattr(judges.LocalJudge, "engine", property(lambda self: engine))
+    monkeypatch.chdir(tmp_path)
+    params = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(params)
+    args = ["--responses", str(responses), "--models", "m0", "m1", "--judge-base", str(judge_dir),
+            "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
+            "--params", "params.yaml"]
+    assert main(args) == 0
+    metrics = read_json(tmp_path / "metrics/evaluate.json")
+    assert set(metrics["models"]) == {"m0", "m1"}
+    for m in metrics["models"].values():
+        assert set(m) >= {"win_rate", "standard_error", "n", "avg_length", "order_agreement", "position_bias",
+                          "unparsed", "length_controlled"}
+        assert m["discrete_win_rate"] == pytest.approx(100 * 2 / 5)  # 2 of 5 model answers are longer
+        assert m["win_rate"] == pytest.approx(100 * 2 / 5, abs=5)  # weighted by P(m) / (P(m) + P(M)) = 0.95
+    assert metrics["judge"]["kind"] == "local"
+    assert len(read_json(tmp_path / "annotations.json")) == 2 * 2 * 5
+    assert (tmp_path / "metrics/wr.png").read_bytes()[:4] == b"\x89PNG"
+    # identical m0/m1 outputs are judged once; the prompts carry the judge model's chat template
+    assert len(engine.prompts) == 2 * 5
+    assert all(p.rstrip().endswith("assistant") for p in engine.prompts)
+    assert list((tmp_path / ".humpback/cache/judge").glob("local-*/annotations.json"))
+    # a rerun is answered from the cache
+    engine.prompts.clear()
+    assert main(args) == 0 and engine.prompts == []
+
+
+def test_report_renders_both_tables(tmp_path):
+    from humpback.report import main
+
+    write_json(tmp_path / "evaluate.json", {
+        "reference": "base", "judge": {"kind": "local", "model": "models/base"},
+        "models": {"m1": {"win_rate": 55.0, "standard_error": 4.0, "n": 16, "avg_length": 300.0,
+                          "order_agreement": 0.5, "position_bias": True, "unparsed": 0}},
+    })
+    write_json(tmp_path / "m0.json", {"model": "m0", "precision": 0.5, "recall": None, "roc_auc": 0.7,
+                                      "length_roc_auc": 0.6, "n_selected": 0, "n": 70})
+    assert main(["--evaluate", str(tmp_path / "evaluate.json"), "--curation-quality", str(tmp_path / "m0.json"),
+                 str(tmp_path / "missing.json"), "--out", str(tmp_path / "report.md")]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
+    assert "| m0 | 0.50 | n/a | 0.70 |" in text
+
+
+class _JudgeServer:
+    """A minimal OpenAI-compatible chat endpoint with logprobs, on localhost: prefers the longer answer."""
+
+    def __init__(self):
+        import http.server
+        import json
+        import threading
+
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                requests.append(body)
+                outs = _outputs_in(body["messages"][-1]["content"])
+                first = len(outs["m"]) > len(outs["M"])
+                top = [{"token": "m", "logprob": -0.05 if first else -4.0, "bytes": [109]},
+                       {"token": "M", "logprob": -4.0 if first else -0.05, "bytes": [77]}]
+                answer = "m" if first else "M"
+                reply = {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "length",
+                                 "message": {"role": "assistant", "content": answer},
+                                 "logprobs": {"content": [{"token": answer, "logprob": -0.05, "bytes": [ord(answer)],
+                                                           "top_logprobs": top}]}}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
+                }
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypatch):
+    """evaluate.judge=openai-compatible: alpaca_eval's own OpenAI decoder, pointed at a server by client config."""
+    from humpback.judges import make_judge
+    from humpback.params import EvaluateParams, load_params
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = _JudgeServer()
+    try:
+        settings = EvaluateParams(judge="openai-compatible", judge_model="Judge-7B-Instruct", base_url=server.url,
+                                  reference="base", max_chars=1000)
+        generation = load_params(Path(__file__).resolve().parents[1] / "params.yaml").generation
+        annotator, judge = make_judge(settings, generation, tmp_path / "unused", cache_root=tmp_path / "cache")
+        reference, model = _data(4)
+        models, _ = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
+    finally:
+        server.close()
+    assert judge["kind"] == "openai-compatible" and judge["id"].startswith("oaic-")
+    longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
+    assert models["m1"]["discrete_win_rate"] == pytest.approx(100 * longer)
+    assert models["m1"]["unparsed"] == 0 and models["m1"]["order_agreement"] == 1.0
+    request = server.requests[0]
+    assert request["model"] == "Judge-7B-Instruct"  # sent as a chat model despite "Instruct" in the name
+    assert [m["role"] for m in request["messages"]] == ["system", "user"]
+    assert request["logprobs"] is True and request["max_tokens"] == 1
+    assert len(server.requests) == 2 * len(model)
+
+
+def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
+    from humpback.judges import JudgeError, make_judge
+    from humpback.params import EvaluateParams, load_params
+
+    generation = load_params(Path(__file__).resolve().parents[1] / "params.yaml").generation
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cases = [
+        (EvaluateParams("openai", "base", "", "base", 100), "OPENAI_API_KEY"),
+        (EvaluateParams("openai-compatible", "judge", "", "base", 100), "base_url"),
+        (EvaluateParams("openai-compatible", "base", "http://x/v1", "base", 100), "judge_model"),
+        (EvaluateParams("local", "base", "", "base", 100), "not found"),
+    ]
+    for settings, message in cases:
+        with pytest.raises(JudgeError, match=message):
+            make_judge(settings, generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache")
+
+
+def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
+    """The real local path offline: transformers engine, judge chat template, one forward pass per judgement."""
+    from humpback.judges import make_judge
+    from humpback.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    annotator, judge = make_judge(params.evaluate, params.generation, tiny_model_dir, cache_root=tmp_path)
+    reference, model = _data(3)
+    models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=200)
+    m1 = models["m1"]
+    assert judge["kind"] == "local" and m1["n"] == 3 and m1["unparsed"] == 0
+    assert 0 <= m1["win_rate"] <= 100 and m1["order_agreement"] is not None
+    for a in annotations:
+        top = a["preference_raw_completion"]["logprobs"]["content"][0]["top_logprobs"]
+        assert {t["token"] for t in top} == {"m", "M"}
+        assert 1.0 <= a["preference"] <= 2.0
