@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -90,6 +96,31 @@ def save_model(model: PreTrainedModel, tokenizer, out: str | Path) -> None:
     tokenizer.save_pretrained(out)
 
 
+@contextmanager
+def atomic_folder(out: str | Path) -> Iterator[Path]:
+    """Yield a fresh hidden folder beside `out`; on success it replaces `out` by a rename, on error it is removed.
+
+    A model folder is many files written over seconds or minutes: a run killed halfway must not leave a
+    folder that DVC (or a later stage) could take for a finished model.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # A folder cannot be renamed onto a non-empty one: move the old one aside first, then drop it.
+    old = tmp.with_suffix(".old") if out.exists() else None
+    if old is not None:
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
@@ -112,7 +143,10 @@ def load_model(path: str | Path, dtype: str = "float32", merge: bool = True):
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(adapter_base(path), dtype=torch_dtype)
-        model = PeftModel.from_pretrained(base, path)
+        with warnings.catch_warnings():
+            # peft reads `is_gradient_checkpointing`, which transformers 5 deprecates: nothing for us to fix.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(base, path)
         if merge:
             model = model.merge_and_unload()
     else:

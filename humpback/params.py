@@ -115,6 +115,7 @@ class AugmentParams:
     max_new_tokens: int
     max_instruction_chars: int
     echo_overlap: float  # drop an instruction when this share of its words comes straight from the segment
+    filters: list[Literal["empty", "echo", "too_long", "not_instruction"]]  # post-filters applied, in order
     shard_size: int
 
 

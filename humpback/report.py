@@ -4,23 +4,38 @@ Two tables shaped like the paper's: win rate of each model against the reference
 agreement, since a small judge can prefer a position rather than an answer), and the curation-quality table
 (precision / recall of each curator's selection on the labelled dev set). Missing files are skipped.
 
-    python -m humpback.report --evaluate metrics/evaluate.json \
-        --curation-quality metrics/curation_quality/m0.json metrics/curation_quality/m1.json --out metrics/report.md
+The stage that writes it is `stages/report.py`.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from humpback.records import atomic_path, read_json
 
 
-def render(evaluate: dict[str, Any] | None, curation: Sequence[dict[str, Any]]) -> str:
+def render(
+    evaluate: dict[str, Any] | None,
+    curation: Sequence[dict[str, Any]],
+    data: dict[str, dict[str, Any]] | None = None,
+    training: dict[str, dict[str, Any]] | None = None,
+) -> str:
     lines = ["# humpback run report", ""]
+    if data:
+        lines += ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
+        for name, m in data.items():
+            dropped = ", ".join(f"{k} {v}" for k, v in m.get("dropped", {}).items() if v) or "none"
+            lines.append(f"| {name} | {m.get('read', 'n/a')} | {m.get('kept', m.get('selected', 'n/a'))} | {dropped} |")
+        lines.append("")
+    if training:
+        lines += ["## Training", "", "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
+                  "|---|---|---|---|---|---|"]
+        for role, m in training.items():
+            lines.append(
+                f"| {role} | {m.get('examples')} ({m.get('examples_seed')} + {m.get('examples_augmented')}) | "
+                f"{m.get('steps')} | {_num(m.get('final_loss'), 3)} | {m.get('trained_tokens')} | {_num(m.get('seconds'), 0)} |"
+            )
+        lines.append("")
     if evaluate:
         judge = evaluate.get("judge", {})
         lines += [
@@ -62,18 +77,3 @@ def _num(x: float | None, digits: int) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--evaluate", default="metrics/evaluate.json")
-    parser.add_argument("--curation-quality", nargs="*", default=[])
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    evaluate = read_json(args.evaluate) if Path(args.evaluate).is_file() else None
-    curation = [read_json(p) for p in args.curation_quality if Path(p).is_file()]
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(render(evaluate, curation), encoding="utf-8")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,7 @@ ALL_STAGES = {
     "prepare_base", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
     "train@backward", "train@m0", "train@m1", "train@m2", "augment", "curate@1", "curate@2",
     "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate",
-    "curation_quality@m0", "curation_quality@m1",
+    "curation_quality@m0", "curation_quality@m1", "report",
 }
 # Stages that cannot depend on curate.threshold: everything upstream of, or beside, curation.
 UPSTREAM_OF_CURATION = {
@@ -69,7 +69,8 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     raw["data"]["web"].update(source="jsonl", path=str(FIXTURES / "web.jsonl"), min_chars=100, max_chars=3000, limit=20)
     raw["data"]["eval"].update(source="jsonl", path=str(FIXTURES / "eval.jsonl"), limit=5)
     raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, save_steps=1)
-    raw["augment"].update(max_new_tokens=12, shard_size=8)
+    # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
+    raw["augment"].update(max_new_tokens=12, shard_size=8, filters=["empty"])
     raw["curate"].update(max_new_tokens=12, shard_size=8, threshold=1.0)
     raw["respond"].update(max_new_tokens=12)
     raw["evaluate"].update(max_chars=300)

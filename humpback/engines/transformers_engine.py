@@ -1,0 +1,165 @@
+"""The default engine: the model in this process with transformers, on CPU or one GPU.
+
+- Batches are cut by a token budget from length-sorted prompts (see `token_budget_batches`), left-padded.
+- Sampling is per record: each row draws from its own `torch.Generator` seeded with the record's seed, through
+  a logits processor that leaves only the drawn token, so transformers' greedy step takes it. transformers'
+  own sampler draws every row from one global generator, so a record's text would depend on its batch-mates;
+  here it does not (up to float rounding, which changes a draw only at a near-tie).
+- `next_token_logprobs` runs one forward pass per batch, no generation. Prompts that share a long token prefix
+  (every curation prompt starts with the same rubric) compute that prefix once and reuse its KV cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
+from humpback.modeling import load_model
+from humpback.params import GenerationParams
+
+# A shared prefix shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 32
+NUCLEUS_FAST_K = 256
+
+
+def sample_token(logits: torch.Tensor, generator: torch.Generator, temperature: float, top_p: float) -> int:
+    """Nucleus sampling of one token from one row of logits, with the row's own generator."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # Sorting a 50k vocabulary each step costs more than the model's step on CPU; a trained model's nucleus
+    # almost always lies in its top 256 tokens, so sort all only when it does not (same nucleus either way).
+    sorted_probs, sorted_ids = probs.topk(min(NUCLEUS_FAST_K, probs.numel()))
+    if sorted_probs.sum() < top_p:
+        sorted_probs, sorted_ids = probs.sort(descending=True, stable=True)
+    # The smallest set of most likely tokens whose mass reaches top_p (the token that crosses it included).
+    n_kept = max(1, int(((sorted_probs.cumsum(0) - sorted_probs) < top_p).sum()))
+    kept = sorted_probs[:n_kept]
+    cdf = kept.cumsum(0)
+    u = torch.rand((), generator=generator).item() * cdf[-1].item()
+    index = min(int(torch.searchsorted(cdf, torch.tensor(u, device=cdf.device), right=True)), len(kept) - 1)
+    return int(sorted_ids[index])
+
+
+class SeededSampler(LogitsProcessor):
+    """Draws row i's next token with generators[i]; returns scores that are -inf except at the drawn token."""
+
+    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float):
+        self.generators, self.temperature, self.top_p = generators, temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = torch.full_like(scores, float("-inf"))
+        for row, generator in enumerate(self.generators):
+            out[row, sample_token(scores[row], generator, self.temperature, self.top_p)] = 0.0
+        return out
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r)
+            mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix common to all rows, leaving each row at least one own token."""
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for i in range(max(n, 0)):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return max(n, 0)
+
+
+class TransformersEngine:
+    def __init__(self, model_dir: str | Path, params: GenerationParams):
+        self.params = params
+        self.model, self.tokenizer = load_model(model_dir, params.dtype)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.stop_ids[0]
+        # transformers 5.x renamed the forward argument `past_key_values` to `cache`; accept either release.
+        forward_args = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in forward_args else "past_key_values"
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
+                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        temperature = self.params.temperature if temperature is None else temperature
+        top_p = self.params.top_p if top_p is None else top_p
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.stop_ids,
+                                  pad_token_id=self.pad_id)
+        ids = encode_prompts(self.tokenizer, prompts)
+        texts: list[str] = [""] * len(prompts)
+        with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
+            batches = token_budget_batches([len(x) for x in ids], max_new_tokens, self.params.token_budget)
+            for batch in batches:
+                input_ids, mask = left_pad([ids[i] for i in batch], self.pad_id)
+                processors = LogitsProcessorList()
+                if temperature > 0:
+                    generators = [torch.Generator().manual_seed(seeds[i]) for i in batch]
+                    processors.append(SeededSampler(generators, temperature, top_p))
+                out = self.model.generate(input_ids=input_ids.to(self.device),
+                                          attention_mask=mask.to(self.device),
+                                          generation_config=config, logits_processor=processors)
+                for row, i in enumerate(batch):
+                    texts[i] = self._decode(out[row, input_ids.shape[1]:].tolist())
+                bar.update(len(batch))
+        return texts
+
+    def _decode(self, new_ids: list[int]) -> str:
+        for k, token in enumerate(new_ids):
+            if token in self.stop_ids:
+                new_ids = new_ids[:k]
+                break
+        return self.tokenizer.decode(new_ids, skip_special_tokens=True)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
+                            desc: str = "") -> list[list[float]]:
+        ids = encode_prompts(self.tokenizer, prompts)
+        wanted = [[first_token_after(self.tokenizer, p, x, c) for c in candidates]
+                  for p, x in zip(prompts, ids)]
+        prefix = shared_prefix_length(ids) if len(ids) > 1 else 0
+        prefix_cache = None
+        if prefix >= MIN_SHARED_PREFIX:
+            out = self.model(input_ids=torch.tensor([ids[0][:prefix]], device=self.device), use_cache=True,
+                             logits_to_keep=1)
+            prefix_cache = out[self.cache_arg]
+        else:
+            prefix = 0
+        rows: list[list[float]] = [[] for _ in prompts]
+        with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
+            for batch in token_budget_batches([len(x) for x in ids], 0, self.params.token_budget):
+                logprobs = self._last_logprobs([ids[i][prefix:] for i in batch], prefix, prefix_cache)
+                for row, i in enumerate(batch):
+                    rows[i] = [float(logprobs[row, t]) for t in wanted[i]]
+                bar.update(len(batch))
+        return rows
+
+    def _last_logprobs(self, suffixes: list[list[int]], prefix: int, prefix_cache) -> torch.Tensor:
+        """log-softmax at the last position of [shared prefix][left padding][suffix] rows."""
+        input_ids, mask = left_pad(suffixes, self.pad_id)
+        cache = None
+        if prefix_cache is not None:
+            # The forward pass appends to the cache in place: each batch gets its own copy, one per row.
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(suffixes))
+            mask = torch.cat([torch.ones((len(suffixes), prefix), dtype=torch.long), mask], dim=1)
+        # Positions count real tokens only, so padding does not shift a row's positions.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), use_cache=cache is not None,
+                         logits_to_keep=1, **{self.cache_arg: cache})
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()

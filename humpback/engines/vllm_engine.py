@@ -1,0 +1,71 @@
+"""vLLM in this process, for GPUs: tensor parallelism, prefix caching (the curation rubric is computed once),
+per-request seeds. Not exercised by the CPU test suite (vLLM needs a GPU); kept small so it can be read whole.
+
+Prompts are passed as token ids from the same tokenization as the other engines, so all three engines feed the
+model identical tokens. A LoRA adapter folder is served on its base model with vLLM's LoRA support, so no
+merged copy of a large model is ever written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
+from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter
+from humpback.params import GenerationParams
+
+TOP_LOGPROBS = 20  # vLLM's default max_logprobs
+
+
+class VLLMEngine:
+    def __init__(self, model_dir: str | Path, params: GenerationParams):
+        try:
+            import vllm
+            from vllm.lora.request import LoRARequest
+        except ImportError:
+            raise ImportError(
+                "generation.engine=vllm needs vLLM and a GPU: pip install humpback[gpu]"
+            ) from None
+        self.vllm, self.params = vllm, params
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.stop_ids = stop_token_ids(self.tokenizer)
+        adapter = is_adapter(model_dir)
+        lora_rank = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"] if adapter else None
+        weights = adapter_base(model_dir) if adapter else str(model_dir)
+        self.llm = vllm.LLM(model=weights, tokenizer=str(model_dir), dtype=params.dtype,
+                            tensor_parallel_size=params.tensor_parallel_size, enable_prefix_caching=True,
+                            enable_lora=adapter, max_lora_rank=lora_rank or 16)
+        self.lora = LoRARequest("adapter", 1, str(model_dir)) if adapter else None
+
+    def _run(self, prompts: list[str], sampling: list) -> list:
+        token_prompts = [{"prompt_token_ids": ids} for ids in encode_prompts(self.tokenizer, prompts)]
+        return self.llm.generate(token_prompts, sampling, lora_request=self.lora, use_tqdm=True)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
+                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+        temperature = self.params.temperature if temperature is None else temperature
+        top_p = self.params.top_p if top_p is None else top_p
+        sampling = [
+            self.vllm.SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                     max_tokens=max_new_tokens, seed=seed, stop_token_ids=self.stop_ids,
+                                     skip_special_tokens=True)
+            for seed in seeds
+        ]
+        return [out.outputs[0].text for out in self._run(prompts, sampling)]
+
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
+                            desc: str = "") -> list[list[float]]:
+        """Candidates outside the top 20 get -inf (negligible next to those inside)."""
+        sampling = self.vllm.SamplingParams(temperature=0, max_tokens=1, logprobs=TOP_LOGPROBS)
+        outputs = self._run(prompts, [sampling] * len(prompts))
+        ids = encode_prompts(self.tokenizer, prompts)
+        rows = []
+        for prompt, prompt_ids, out in zip(prompts, ids, outputs):
+            top = out.outputs[0].logprobs[0]  # {token id: Logprob}
+            wanted = [first_token_after(self.tokenizer, prompt, prompt_ids, c) for c in candidates]
+            rows.append([top[t].logprob if t in top else -math.inf for t in wanted])
+        return rows

@@ -1,0 +1,105 @@
+"""How long and how big a training run is, its learning-rate schedule, and the fingerprint that names its
+resume folder. Pure functions of params and data: no model, no Trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from humpback.params import ParamsError, TrainParams
+
+# The paper's optimizer steps by training-set size N (Finetuning section). For an N between two rows we
+# take the row with the nearest N at or below it (never promise more steps than a larger set would get);
+# under 100 examples, the first row.
+STEPS_BY_DATA_SIZE: tuple[tuple[int, int], ...] = (
+    (100, 30), (800, 300), (1600, 600), (3200, 500), (6400, 600), (12800, 600), (25600, 1200), (51200, 1600),
+)
+SMALL_DATA = 3000  # the paper uses batch 8 below this many examples, 32 from it on
+
+
+def paper_steps(n_examples: int) -> int:
+    steps = STEPS_BY_DATA_SIZE[0][1]
+    for size, row_steps in STEPS_BY_DATA_SIZE:
+        if n_examples >= size:
+            steps = row_steps
+    return steps
+
+
+def paper_batch_size(n_examples: int) -> int:
+    return 8 if n_examples < SMALL_DATA else 32
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    steps: int  # optimizer steps
+    batch_size: int  # examples per optimizer step, over all processes
+    micro_batch_size: int  # examples per forward pass, per process
+    grad_accum: int
+
+    @classmethod
+    def from_params(cls, params: TrainParams, n_examples: int, world_size: int = 1) -> TrainPlan:
+        """Resolve the 0 = "paper's rule" settings; the batch must split evenly into micro-batches."""
+        steps = params.max_steps or paper_steps(n_examples)
+        batch = params.batch_size or paper_batch_size(n_examples)
+        per_step = params.micro_batch_size * world_size
+        if params.micro_batch_size < 1 or batch % per_step:
+            raise ParamsError(
+                f"train.batch_size {batch} is not a multiple of train.micro_batch_size "
+                f"{params.micro_batch_size} × {world_size} process(es)"
+            )
+        return cls(steps, batch, params.micro_batch_size, batch // per_step)
+
+
+def linear_to_final(
+    optimizer: torch.optim.Optimizer, learning_rate: float, final_learning_rate: float, warmup_steps: int,
+    total_steps: int,
+) -> LambdaLR:
+    """Linear warm-up from 0 (if any), then linear decay to `final_learning_rate` at `total_steps`.
+
+    The paper decays 1e-5 → 9e-6, not to zero, which transformers' built-in "linear" schedule cannot do.
+    Like transformers' schedules, the factor at step `total_steps` (after the last update) is the end value.
+    """
+    floor = final_learning_rate / learning_rate
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 1.0 - (1.0 - floor) * progress
+
+    return LambdaLR(optimizer, factor)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(role: str, params: TrainParams, seed: int, inputs: Sequence[str | Path], base_dir: str | Path) -> str:
+    """sha256 over what decides a run's checkpoints: role, train params, seed, input contents, base model.
+
+    The base model counts by its config and its weight files' names and sizes: hashing gigabytes of weights
+    on every start would cost more than it protects (prepare_base rewrites them only when `base` changes).
+    """
+    base_dir = Path(base_dir)
+    weights = sorted((p.name, p.stat().st_size) for p in base_dir.glob("*.safetensors"))
+    blob = {
+        "role": role,
+        "train": dataclasses.asdict(params),
+        "seed": seed,
+        "inputs": [file_sha256(p) for p in inputs],
+        "base_config": json.loads((base_dir / "config.json").read_text()),
+        "base_weights": weights,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

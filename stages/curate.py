@@ -1,0 +1,135 @@
+"""Stage curate: the curator (m0, then m1) rates every augmented pair; those at the threshold are selected.
+
+Scores come from `humpback.scoring` (logprob: expected score from P(1..5 | "Score:"); generate: the parsed
+last line "Score: N"), in resumable shards. Writes every pair with its score, the selection, metrics (score
+histogram, parse-failure rate, lengths of all vs selected pairs) and a histogram plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from statistics import fmean
+
+from humpback.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
+from humpback.records import RecordError, iter_jsonl, write_json, write_jsonl
+
+log = logging.getLogger("curate")
+
+
+def curate(engine, pairs: list[dict], params, run) -> list[dict]:
+    """Every pair + {"score", "score_argmax", "probs", "raw", "parsed", "selected"}, in input order."""
+    from humpback.scoring import is_selected, score_pairs
+
+    def work(shard: list[dict]) -> list[dict]:
+        scores = score_pairs(engine, shard, params.curate, params.train.tagging, params.base.seed)
+        return [
+            {**pair, "score": s.score, "score_argmax": s.argmax, "probs": s.probs, "raw": s.raw,
+             "parsed": s.parsed, "selected": is_selected(s, params.curate.threshold)}
+            for pair, s in zip(shard, scores)
+        ]
+
+    return run.map(pairs, params.curate.shard_size, work, desc="curate")
+
+
+def _lengths(rows: list[dict]) -> dict[str, float]:
+    return {"instruction_chars": round(fmean(len(r["instruction"]) for r in rows), 1) if rows else 0.0,
+            "output_chars": round(fmean(len(r["output"]) for r in rows), 1) if rows else 0.0}
+
+
+def curate_metrics(scored: list[dict], params, seconds: float) -> dict:
+    selected = [r for r in scored if r["selected"]]
+    histogram = Counter(r["score_argmax"] for r in scored if r["parsed"])
+    scores = [r["score"] for r in scored if r["parsed"]]
+    return {
+        "method": params.curate.method,
+        "threshold": params.curate.threshold,
+        "n": len(scored),
+        "selected": len(selected),
+        "selected_share": round(len(selected) / len(scored), 4) if scored else 0.0,
+        "histogram": {str(k): histogram.get(k, 0) for k in range(1, 6)},  # argmax (logprob) / parsed score
+        "parse_failure_rate": round(1 - len(scores) / len(scored), 4) if scored else 0.0,
+        "mean_score": round(fmean(scores), 4) if scores else None,  # expected score (logprob) / parsed
+        "lengths_all": _lengths(scored),
+        "lengths_selected": _lengths(selected),
+        "seconds": round(seconds, 2),
+        "seconds_per_pair": round(seconds / len(scored), 3) if scored else None,
+    }
+
+
+def plot_histogram(metrics: dict, iteration: str, out: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from humpback.records import atomic_path
+
+    counts = [metrics["histogram"][str(k)] for k in range(1, 6)]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(range(1, 6), counts, color="#4c72b0")
+    ax.set_xlabel("score (argmax)" if metrics["method"] == "logprob" else "parsed score")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"curate@{iteration}: {metrics['selected']}/{metrics['n']} selected at >= "
+                 f"{metrics['threshold']}, {metrics['parse_failure_rate']:.0%} unparsed", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iteration", required=True, help="curation iteration (1: curator m0, 2: m1)")
+    parser.add_argument("--model", required=True, help="curator model folder (models/m0)")
+    parser.add_argument("--pairs", required=True, help="candidate pairs (data/augmented.jsonl)")
+    parser.add_argument("--scored", required=True, help="every pair with its score (JSONL)")
+    parser.add_argument("--selected", required=True, help="the selected pairs (JSONL)")
+    parser.add_argument("--metrics", required=True, help="histogram, parse failures, lengths (JSON)")
+    parser.add_argument("--plot", required=True, help="score histogram (PNG)")
+    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    try:
+        params = load_params(args.params)
+        pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
+    except (ParamsError, RecordError) as exc:
+        print(f"curate: {exc}", file=sys.stderr)
+        return 1
+
+    from humpback.generation import make_engine
+    from humpback.shards import ShardedRun, fingerprint
+
+    stage = f"curate-{args.iteration}"
+    sections = {"base.seed": params.base.seed, "train.tagging": params.train.tagging,
+                "generation": dataclasses.asdict(params.generation),
+                "curate": dataclasses.asdict(params.curate)}
+    run = ShardedRun(stage, fingerprint(stage, sections, args.model, [args.pairs]))
+    engine = make_engine(args.model, params.generation)
+    start = time.perf_counter()
+    scored = curate(engine, pairs, params, run)
+    metrics = {"iteration": int(args.iteration) if args.iteration.isdigit() else args.iteration,
+               **curate_metrics(scored, params, time.perf_counter() - start)}
+    selected = [r for r in scored if r["selected"]]
+    write_jsonl(args.scored, scored)
+    write_jsonl(args.selected, selected)
+    write_json(args.metrics, metrics)
+    plot_histogram(metrics, args.iteration, args.plot)
+    run.clear()
+    if not selected:
+        log.warning("no pair reached curate.threshold=%s: the next model trains on seed data only",
+                    params.curate.threshold)
+    log.info("curate@%s: %d/%d selected, histogram %s, %.0f%% unparsed, %.1f s/pair -> %s", args.iteration,
+             len(selected), len(scored), metrics["histogram"], 100 * metrics["parse_failure_rate"],
+             metrics["seconds_per_pair"] or 0, args.selected)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""The augment and curate stages: filters and counts, a SIGKILLed augment resumed to the same bytes, and
+curate's outputs, selection and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import humpback.generation
+from humpback.params import AugmentParams
+from humpback.records import read_jsonl
+from stages import augment, curate
+
+ROOT = Path(__file__).resolve().parents[1]
+AUG = AugmentParams(max_new_tokens=64, max_instruction_chars=400, echo_overlap=0.8, shard_size=16)
+SEGMENT = ("Decorators wrap a function to extend its behaviour. The syntax @decorator above a def is "
+           "shorthand for func = decorator(func). Common uses are logging, caching and access control.")
+
+
+# ----------------------------------------------------------------------------------------------- filters
+
+
+@pytest.mark.parametrize(
+    "instruction, reason",
+    [
+        ("What does the @ syntax above a function definition do in Python?", None),
+        ("Explain Python decorators and give common uses.", None),
+        ("", "empty"),
+        ("Decorators wrap a function to extend its behaviour.", "echo"),  # a prefix of the segment
+        ("The syntax @decorator above a def is shorthand for func = decorator(func).", "echo"),  # copied
+        ("Why? " * 100, "too_long"),
+        ("@decorator\ndef f(): pass", "not_instruction"),  # code
+        ("{}[]()=+-*/ 1234 %$#", "not_instruction"),
+        ("1234 5678", "not_instruction"),
+        ("How do I write a decorator that takes", "not_instruction"),  # cut mid-sentence
+    ],
+)
+def test_drop_reason(instruction, reason):
+    assert augment.drop_reason(instruction, SEGMENT, AUG) == reason
+
+
+class FakeEngine:
+    def __init__(self, texts: list[str]):
+        from transformers import AutoTokenizer
+
+        self.texts = texts
+        self.tokenizer = AutoTokenizer.from_pretrained(FakeEngine.model_dir)
+        self.prompts: list[str] = []
+
+    def generate(self, prompts, max_new_tokens, seeds, *, temperature=None, top_p=None, desc=""):
+        self.prompts += prompts
+        return [self.texts[len(self.prompts) - len(prompts) + i] for i in range(len(prompts))]
+
+
+def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int = 6) -> tuple[Path, Path]:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["augment"].update(shard_size=shard_size, max_new_tokens=max_new_tokens)
+    params["curate"].update(shard_size=shard_size)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    web = folder / "web.jsonl"
+    web.write_text("".join(json.dumps({"id": f"seg-{i}", "text": f"Segment {i}. " + SEGMENT, "header": "h",
+                                       "doc": "d.html"}) + "\n" for i in range(n)))
+    return folder / "params.yaml", web
+
+
+def run_augment_in_process(tmp_path, monkeypatch, tiny_model_dir, texts):
+    FakeEngine.model_dir = tiny_model_dir
+    engine = FakeEngine(texts)
+    monkeypatch.setattr(humpback.generation, "make_engine", lambda *a, **k: engine)
+    monkeypatch.chdir(tmp_path)
+    params, web = write_inputs(tmp_path, len(texts))
+    code = augment.main(["--model", str(tiny_model_dir), "--web", str(web), "--out", "aug.jsonl",
+                         "--metrics", "m.json", "--params", str(params)])
+    return code, engine
+
+
+def test_augment_counts_every_segment(tmp_path, monkeypatch, tiny_model_dir):
+    texts = ["What are decorators for?", "", "Segment 2. Decorators wrap a function", "x" * 500 + "?",
+             "import os", "  How do I cache a function's results?  "]
+    code, engine = run_augment_in_process(tmp_path, monkeypatch, tiny_model_dir, texts)
+    assert code == 0
+    rows = read_jsonl(tmp_path / "aug.jsonl")
+    assert [r["instruction"] for r in rows] == ["What are decorators for?",
+                                                "How do I cache a function's results?"]
+    assert rows[0] == {"id": "aug-seg-0", "segment_id": "seg-0", "instruction": "What are decorators for?",
+                       "output": "Segment 0. " + SEGMENT}
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["read"] == 6 and metrics["kept"] == 2
+    assert metrics["dropped"] == {"empty": 1, "echo": 1, "too_long": 1, "not_instruction": 1}
+    assert metrics["read"] == metrics["kept"] + sum(metrics["dropped"].values())
+    # The backward model's prompt: its training prefix, no system prompt.
+    from humpback.prompts import backward_instruction, format_example
+
+    user = backward_instruction("Segment 0. " + SEGMENT)
+    assert engine.prompts[0] == format_example(engine.tokenizer, user=user).prompt
+    assert not (tmp_path / ".humpback" / "scratch").exists()  # scratch dropped after success
+
+
+def test_augment_refuses_an_empty_result(tmp_path, monkeypatch, tiny_model_dir, capsys):
+    code, _ = run_augment_in_process(tmp_path, monkeypatch, tiny_model_dir, ["", "import os"])
+    assert code == 1
+    assert "no instruction survived" in capsys.readouterr().err
+    assert not (tmp_path / "aug.jsonl").exists()
+
+
+# --------------------------------------------------------------------------------------------- kill + resume
+
+DRIVER = """
+import os, sys, time
+import humpback.generation as generation
+from stages import augment
+
+augment.is_instruction_like = lambda text: True  # a random tiny model writes no sentences: keep its text
+delay = float(os.environ["DELAY_S"])
+make_engine = generation.make_engine
+
+def slow_engine(*args, **kwargs):
+    engine = make_engine(*args, **kwargs)
+    generate = engine.generate
+    def counted(prompts, *a, **k):
+        out = generate(prompts, *a, **k)
+        print("generated a shard", file=sys.stderr, flush=True)
+        time.sleep(delay)  # a window to kill the run between shards
+        return out
+    engine.generate = counted
+    return engine
+
+generation.make_engine = slow_engine
+sys.exit(augment.main(sys.argv[1:]))
+"""
+
+
+def augment_cmd(folder: Path, model: Path) -> list[str]:
+    return [sys.executable, str(folder / "driver.py"), "--model", str(model), "--web", "web.jsonl",
+            "--out", "augmented.jsonl", "--metrics", "augment.json", "--params", "params.yaml"]
+
+
+def augment_env(delay: float) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "DELAY_S": str(delay), "OMP_NUM_THREADS": "1"}
+
+
+def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+
+    n, shard_size = 10, 2
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    write_inputs(folder, n, shard_size=shard_size)
+    (folder / "driver.py").write_text(DRIVER)
+    proc = subprocess.Popen(augment_cmd(folder, tiny_model_dir), cwd=folder, env=augment_env(1.0),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    # Meanwhile, the uninterrupted run, in this process (same thread count as the subprocesses).
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_inputs(whole, n, shard_size=shard_size)
+    monkeypatch.chdir(whole)
+    monkeypatch.setattr(augment, "is_instruction_like", lambda text: True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert augment.main(augment_cmd(whole, tiny_model_dir)[2:]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    deadline = time.monotonic() + 120
+    while not list(folder.glob(".humpback/scratch/augment-*/shard-00000.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, "augment ended before its first shard"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = len(list(folder.glob(".humpback/scratch/augment-*/shard-*.jsonl")))
+    assert 1 <= done < n // shard_size
+    assert not (folder / "augmented.jsonl").exists()
+
+    resumed = subprocess.run(augment_cmd(folder, tiny_model_dir), cwd=folder, env=augment_env(0), check=False,
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("generated a shard") == n // shard_size - done  # finished shards not redone
+    assert (folder / "augmented.jsonl").read_bytes() == (whole / "augmented.jsonl").read_bytes()
+    assert len(read_jsonl(folder / "augmented.jsonl")) == n
+    assert not list(folder.glob(".humpback/scratch/augment-*"))
+
+
+# -------------------------------------------------------------------------------------------------- curate
+
+
+def curate_args(folder: Path, model: Path, params: Path) -> list[str]:
+    return ["--iteration", "1", "--model", str(model), "--pairs", str(folder / "pairs.jsonl"),
+            "--scored", str(folder / "scored.jsonl"), "--selected", str(folder / "selected.jsonl"),
+            "--metrics", str(folder / "curate.json"), "--plot", str(folder / "hist.png"),
+            "--params", str(params)]
+
+
+def write_pairs(folder: Path, n: int) -> None:
+    rows = [{"id": f"aug-seg-{i}", "segment_id": f"seg-{i}", "instruction": f"Question {i}?",
+             "output": ("Score: 5\n" if i % 2 else "") + SEGMENT} for i in range(n)]
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_curate_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.chdir(tmp_path)
+    params, _ = write_inputs(tmp_path, 0, shard_size=4)
+    write_pairs(tmp_path, 6)
+    assert curate.main(curate_args(tmp_path, tiny_model_dir, params)) == 0
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert [r["id"] for r in scored] == [f"aug-seg-{i}" for i in range(6)]
+    for row in scored:
+        assert row["parsed"] and row["raw"] is None and len(row["probs"]) == 5
+        assert row["score_argmax"] == 1 + row["probs"].index(max(row["probs"]))
+        assert row["selected"] == (row["score"] >= 3.0)
+    assert read_jsonl(tmp_path / "selected.jsonl") == [r for r in scored if r["selected"]]
+    metrics = json.loads((tmp_path / "curate.json").read_text())
+    assert metrics["n"] == 6 and sum(metrics["histogram"].values()) == 6
+    assert metrics["parse_failure_rate"] == 0
+    assert metrics["selected"] == sum(r["selected"] for r in scored)
+    assert (tmp_path / "hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / ".humpback" / "scratch").exists()
+
+
+def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.chdir(tmp_path)
+    params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
+    params = yaml.safe_load(params_path.read_text())
+    params["curate"].update(method="generate", threshold=4.0, max_retries=1)
+    params_path.write_text(yaml.safe_dump(params))
+    write_pairs(tmp_path, 4)
+    # Replies per call, in order: pairs 0-3, then the retry of the two failures (1 and 3).
+    FakeEngine.model_dir = tiny_model_dir
+    replies = ["Good.\nScore: 5", "Score: 10", "Meh.\nScore: 3", "no score", "Score: 4", "still none"]
+    engine = FakeEngine(replies)
+    monkeypatch.setattr(humpback.generation, "make_engine", lambda *a, **k: engine)
+    assert curate.main(curate_args(tmp_path, tiny_model_dir, params_path)) == 0
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert [r["score"] for r in scored] == [5.0, 4.0, 3.0, None]
+    assert [r["selected"] for r in scored] == [True, True, False, False]
+    metrics = json.loads((tmp_path / "curate.json").read_text())
+    assert metrics["histogram"] == {"1": 0, "2": 0, "3": 1, "4": 1, "5": 1}
+    assert metrics["parse_failure_rate"] == 0.25 and metrics["selected"] == 2
+    assert metrics["lengths_selected"]["instruction_chars"] == len("Question 0?")

@@ -1,0 +1,96 @@
+"""Resumable shards: finished shards are skipped on a rerun, the result equals an uninterrupted run, and the
+fingerprint changes with anything that changes the work."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from humpback.shards import ShardedRun, file_md5, fingerprint
+
+RECORDS = [{"id": f"r{i}", "text": f"text {i}"} for i in range(10)]
+
+
+def upper(shard: list[dict]) -> list[dict]:
+    return [{"id": r["id"], "out": r["text"].upper()} for r in shard]
+
+
+def test_map_writes_shards_and_returns_rows_in_order(tmp_path):
+    run = ShardedRun("stage", "f" * 64, root=tmp_path)
+    rows = run.map(RECORDS, 4, upper)
+    assert rows == upper(RECORDS)
+    assert sorted(p.name for p in run.folder.iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl",
+                                                            "shard-00002.jsonl"]
+    run.clear()
+    assert not run.folder.exists()
+
+
+def test_rerun_skips_finished_shards(tmp_path):
+    class Crash(Exception):
+        pass
+
+    calls: list[list[str]] = []
+
+    def crash_on_third(shard):
+        calls.append([r["id"] for r in shard])
+        if len(calls) == 3:
+            raise Crash
+        return upper(shard)
+
+    run = ShardedRun("stage", "a" * 64, root=tmp_path)
+    with pytest.raises(Crash):
+        run.map(RECORDS, 3, crash_on_third)
+    assert sorted(p.name for p in run.folder.iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl"]
+
+    calls.clear()
+
+    def record(shard):
+        calls.append([r["id"] for r in shard])
+        return upper(shard)
+
+    rows = ShardedRun("stage", "a" * 64, root=tmp_path).map(RECORDS, 3, record)
+    assert calls == [["r6", "r7", "r8"], ["r9"]]  # only the missing shards ran
+    assert rows == upper(RECORDS)
+
+
+def test_other_fingerprints_of_the_stage_are_dropped(tmp_path):
+    ShardedRun("curate-1", "a" * 64, root=tmp_path).map(RECORDS, 5, upper)
+    ShardedRun("curate-2", "b" * 64, root=tmp_path).map(RECORDS, 5, upper)
+    new = ShardedRun("curate-1", "c" * 64, root=tmp_path)
+    new.map(RECORDS, 5, upper)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curate-1-" + "c" * 16, "curate-2-" + "b" * 16]
+
+
+def test_bad_shard_size(tmp_path):
+    with pytest.raises(ValueError, match="shard_size"):
+        ShardedRun("s", "0" * 64, root=tmp_path).map(RECORDS, 0, upper)
+
+
+def test_file_md5_is_cached_by_stat_and_follows_content(tmp_path):
+    f, cache = tmp_path / "w.bin", tmp_path / "cache.json"
+    f.write_bytes(b"abc")
+    assert file_md5(f, cache) == "900150983cd24fb0d6963f7d28e17f72"  # md5("abc"), as DVC records it
+    assert cache.is_file()
+    f.write_bytes(b"abd")
+    assert file_md5(f, cache) != "900150983cd24fb0d6963f7d28e17f72"
+
+
+def test_fingerprint_follows_stage_params_model_and_input(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the md5 cache lives in ./.humpback
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"id": "1"}\n')
+    base = fingerprint("augment", {"seed": 0}, model, [data])
+    assert base == fingerprint("augment", {"seed": 0}, model, [data])
+    assert base != fingerprint("curate-1", {"seed": 0}, model, [data])
+    assert base != fingerprint("augment", {"seed": 1}, model, [data])
+    data.write_text('{"id": "2"}\n')
+    changed_input = fingerprint("augment", {"seed": 0}, model, [data])
+    assert changed_input != base
+    weights = next(model.glob("*.safetensors"))
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1  # same size, different weights
+    weights.write_bytes(bytes(blob))
+    assert fingerprint("augment", {"seed": 0}, model, [data]) != changed_input

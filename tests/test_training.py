@@ -1,0 +1,316 @@
+"""Training data (masking, templates, truncation), the plan and schedule, and training on the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from humpback.modeling import adapter_base, load_model
+from humpback.params import Params, ParamsError, parse_params
+from humpback.prompts import S_A, S_W, backward_instruction, format_example, system_for_training
+from humpback.sft_data import (
+    IGNORE_INDEX,
+    PadCollator,
+    backward_examples,
+    build_dataset,
+    forward_examples,
+    tokenize_example,
+)
+from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps
+from humpback.training import EpochSeededLengthSampler, load_trainable, train
+from stages import train as train_stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+SEED_PAIRS = [
+    {"id": f"s{i}", "instruction": f"How do I use feature {i} in Python?",
+     "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3)}
+    for i in range(12)
+]
+AUGMENTED_PAIRS = [
+    {"id": f"a{i}", "instruction": f"Explain module {i}.", "output": f"Module {i} provides tools. " * (1 + i % 2)}
+    for i in range(4)
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny model gains nothing from threads, and on a busy 2-core machine OpenMP threads waiting for
+    each other made these tests 3x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_params(**train) -> Params:
+    """The repo's params.yaml with small, fast training settings (override any train key)."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update(
+        {"max_seq_len": 96, "max_steps": 4, "batch_size": 4, "micro_batch_size": 2, "save_steps": 2,
+         "learning_rate": 1e-2, "final_learning_rate": 1e-3, **train}
+    )
+    return parse_params(raw)
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """What generation feeds the model: the formatted prefix, no extra special tokens."""
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+# ------------------------------------------------------------------------------------------ examples
+
+
+def test_backward_pairs_are_output_to_instruction(tiny_tokenizer):
+    (ex,) = backward_examples(tiny_tokenizer, SEED_PAIRS[:1])
+    expected = format_example(tiny_tokenizer, user=backward_instruction(SEED_PAIRS[0]["output"]),
+                              response=SEED_PAIRS[0]["instruction"])
+    assert ex.formatted == expected and ex.origin == "seed"
+    assert SEED_PAIRS[0]["output"] in ex.formatted.prompt
+    assert ex.formatted.completion.startswith(SEED_PAIRS[0]["instruction"])
+    assert S_A not in ex.formatted.prompt
+
+
+@pytest.mark.parametrize("tagging", [True, False])
+def test_forward_pairs_carry_their_origin_tag(tiny_tokenizer, tagging):
+    examples = forward_examples(tiny_tokenizer, SEED_PAIRS[:2], AUGMENTED_PAIRS[:3], tagging)
+    assert [e.origin for e in examples] == ["seed"] * 2 + ["augmented"] * 3
+    assert (S_A in examples[0].formatted.prompt) == tagging
+    assert (S_W in examples[-1].formatted.prompt) == tagging
+    assert S_W not in examples[0].formatted.prompt and S_A not in examples[-1].formatted.prompt
+
+
+def test_labels_mask_exactly_the_prompt(tiny_tokenizer):
+    (ex,) = forward_examples(tiny_tokenizer, SEED_PAIRS[:1], [], tagging=True)
+    item, status = tokenize_example(tiny_tokenizer, ex.formatted, max_seq_len=1000, overlong="truncate")
+    p = prompt_ids(tiny_tokenizer, ex.formatted.prompt)
+    c = tiny_tokenizer(ex.formatted.completion, add_special_tokens=False)["input_ids"]
+    assert status == "ok"
+    assert item["input_ids"] == p + c
+    assert item["labels"] == [IGNORE_INDEX] * len(p) + c
+    assert IGNORE_INDEX not in c and c[-1] == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+@pytest.mark.parametrize("role", ["backward", "m0", "m1", "m2"])
+def test_training_prompt_ids_are_the_generation_prefix(tiny_tokenizer, role):
+    """For every role, the ids trained on up to the response are exactly what generation will be given."""
+    tok = tiny_tokenizer
+    if role == "backward":
+        examples = backward_examples(tok, SEED_PAIRS[:3])
+        prefixes = [format_example(tok, user=backward_instruction(p["output"])).prompt for p in SEED_PAIRS[:3]]
+    else:
+        augmented = AUGMENTED_PAIRS[:2] if role in ("m1", "m2") else []
+        examples = forward_examples(tok, SEED_PAIRS[:3], augmented, tagging=True)
+        prefixes = [format_example(tok, user=p["instruction"], system=system_for_training(o, True)).prompt
+                    for o, pairs in (("seed", SEED_PAIRS[:3]), ("augmented", augmented)) for p in pairs]
+    dataset, _ = build_dataset(tok, examples, max_seq_len=1000, overlong="truncate")
+    for item, prefix in zip(dataset.items, prefixes, strict=True):
+        n = item["labels"].count(IGNORE_INDEX)
+        assert item["input_ids"][:n] == prompt_ids(tok, prefix)
+
+
+def test_overlong_examples_are_truncated_or_dropped_and_counted(tiny_tokenizer):
+    tok = tiny_tokenizer
+    long_pair = {"instruction": "Tell me everything.", "output": "word " * 300}
+    huge_prompt = {"instruction": "question " * 300, "output": "ok"}
+    examples = forward_examples(tok, SEED_PAIRS[:2] + [long_pair, huge_prompt], [], tagging=True)
+    prefix_len = len(prompt_ids(tok, examples[2].formatted.prompt))
+
+    dataset, report = build_dataset(tok, examples, max_seq_len=prefix_len + 10, overlong="truncate")
+    assert report.truncated >= 1 and report.dropped == {"overlong": 0, "prompt_too_long": 1}
+    assert report.kept["seed"] == 3 and report.read["seed"] == 4
+    cut = dataset.items[2]
+    assert len(cut["input_ids"]) == prefix_len + 10 and cut["labels"].count(IGNORE_INDEX) == prefix_len
+
+    _, report = build_dataset(tok, examples, max_seq_len=prefix_len + 10, overlong="drop")
+    assert report.truncated == 0 and report.kept["seed"] == 4 - sum(report.dropped.values())
+    assert report.dropped["overlong"] >= 1 and report.dropped["prompt_too_long"] == 1
+
+
+def test_collator_pads_to_longest_with_masked_labels():
+    batch = PadCollator(pad_token_id=0)([
+        {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
+        {"input_ids": [8], "labels": [8]},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
+
+
+# ------------------------------------------------------------------------------------ plan, schedule
+
+
+def test_paper_steps_and_batch_rule():
+    assert [paper_steps(n) for n in (10, 100, 799, 800, 1700, 3200, 6000, 30000, 10**6)] == [
+        30, 30, 30, 300, 600, 500, 500, 1200, 1600]
+    assert (paper_batch_size(2999), paper_batch_size(3000)) == (8, 32)
+    tp = make_params(max_steps=0, batch_size=0, micro_batch_size=4).train
+    assert TrainPlan.from_params(tp, 1600) == TrainPlan(steps=600, batch_size=8, micro_batch_size=4, grad_accum=2)
+    assert TrainPlan.from_params(tp, 3200).grad_accum == 8
+    with pytest.raises(ParamsError, match="multiple"):
+        TrainPlan.from_params(make_params(batch_size=6, micro_batch_size=4).train, 100)
+
+
+def test_schedule_decays_linearly_to_the_final_rate():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-5)
+    sched = linear_to_final(opt, 1e-5, 9e-6, warmup_steps=2, total_steps=10)
+    lrs = []
+    for _ in range(10):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.0, 5e-6, 1e-5])
+    assert all(a >= b for a, b in itertools.pairwise(lrs[2:]))
+    assert sched.get_last_lr()[0] == pytest.approx(9e-6)
+
+
+def test_sampler_groups_lengths_and_reshuffles_per_epoch():
+    lengths = [i % 17 + 1 for i in range(64)]
+    sampler = EpochSeededLengthSampler(lengths, group_size=4, seed=0)
+    first = list(sampler)
+    assert sorted(first) == list(range(64)) and first == list(sampler)  # a permutation, reproducible
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    spread = [max(lengths[i] for i in first[k:k + 4]) - min(lengths[i] for i in first[k:k + 4])
+              for k in range(0, 64, 4)]
+    assert sum(spread) / len(spread) < 4  # random groups of 4 from 1..17 would spread ~9
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def tiny_dataset(tokenizer, params: Params):
+    examples = forward_examples(tokenizer, SEED_PAIRS, AUGMENTED_PAIRS, params.train.tagging)
+    return build_dataset(tokenizer, examples, params.train.max_seq_len, params.train.overlong)[0]
+
+
+def run_training(model_dir, tokenizer, params: Params, scratch: Path, callbacks=()):
+    tp = params.train
+    model = load_trainable(model_dir, tp, seed=params.base.seed)
+    dataset = tiny_dataset(tokenizer, params)
+    plan = TrainPlan.from_params(tp, len(dataset))
+    return train(model, dataset, tokenizer.pad_token_id, tp, plan, params.base.seed, scratch, callbacks)
+
+
+def test_lora_changes_adapter_weights_only(tiny_model_dir, tiny_tokenizer, tmp_path):
+    original = load_file(tiny_model_dir / "model.safetensors")
+    result = run_training(tiny_model_dir, tiny_tokenizer, make_params(method="lora"), tmp_path / "scratch")
+    changed_lora = 0
+    for name, param in result.model.named_parameters():
+        if "lora_" in name:
+            changed_lora += int(param.detach().abs().sum() > 0 and "lora_B" in name)
+            continue
+        key = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert torch.equal(param.detach(), original[key]), f"base weight {key} changed"
+    assert changed_lora > 0  # lora_B starts at zero: non-zero means the adapter learned
+    assert result.steps == 4 and result.final_learning_rate == pytest.approx(1e-3)
+    assert result.trained_tokens > 0 and result.tokens > result.trained_tokens
+
+
+def test_full_finetuning_changes_weights_with_paper_dropout(tiny_model_dir, tiny_tokenizer, tmp_path):
+    original = load_file(tiny_model_dir / "model.safetensors")
+    result = run_training(tiny_model_dir, tiny_tokenizer, make_params(method="full", dropout=0.1), tmp_path / "s")
+    assert result.model.config.attention_dropout == 0.1
+    state = result.model.state_dict()
+    changed = [k for k in original if not torch.equal(state[k], original[k])]
+    assert "model.layers.0.self_attn.q_proj.weight" in changed and len(changed) > len(original) // 2
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAfterSave(TrainerCallback):
+    """A kill right after the checkpoint at `step` was written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupt
+
+
+def test_resume_equals_uninterrupted(tiny_model_dir, tiny_tokenizer, tmp_path, caplog):
+    # 6 steps of 4 over 16 examples: the interruption falls mid-epoch, the run crosses an epoch boundary,
+    # and LoRA dropout exercises the restored RNG state.
+    params = make_params(max_steps=6, save_steps=2)
+    straight = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "straight")
+    with pytest.raises(Interrupt):
+        run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "resumed", [InterruptAfterSave(2)])
+    assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["checkpoint-2"]
+    (tmp_path / "resumed" / "checkpoint-4").mkdir()  # a kill during the next save: no trainer_state.json
+    resumed = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "resumed")
+
+    assert resumed.resumed_from_step == 2 and resumed.steps == straight.steps == 6
+    assert "removing incomplete checkpoint" in caplog.text
+    assert [p.name for p in (tmp_path / "resumed").iterdir()] == ["checkpoint-6"]  # save_total_limit=1
+    assert [s for s, _ in resumed.losses] == [1, 2, 3, 4, 5, 6]
+    for (_, a), (_, b) in zip(straight.losses, resumed.losses):
+        assert a == pytest.approx(b, abs=1e-4)
+    assert (resumed.tokens, resumed.trained_tokens) == (straight.tokens, straight.trained_tokens)
+    sa, sb = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def stage_paths(role: str) -> dict[str, str]:
+    return {"out": f"models/{role}", "metrics": f"metrics/train/{role}.json",
+            "loss": f"metrics/train/loss_{role}.csv", "plot": f"metrics/train/loss_{role}.png"}
+
+
+def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)  # relative paths, as dvc runs it from the repo root
+    shutil.copytree(tiny_model_dir, "models/base")
+    seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS)
+    empty = write_jsonl(tmp_path / "selected.jsonl", [])
+    summary = train_stage.run("m1", "models/base", seed, empty, **stage_paths("m1"), params=make_params())
+
+    assert "has no rows" in caplog.text
+    assert adapter_base("models/m1") == "models/base"
+    model, tokenizer = load_model("models/m1")  # the adapter, merged into the base it names
+    assert tokenizer.chat_template
+    base_q = load_file("models/base/model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
+    assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, base_q)
+    card = json.loads(Path("models/m1/card.json").read_text())
+    assert card["data"]["kept"] == {"seed": 12, "augmented": 0} and card["role"] == "m1"
+    assert card["steps"] == 4 and card["final_loss"] == summary["final_loss"]
+    assert card["params"]["train"]["method"] == "lora"
+    assert json.loads(Path("metrics/train/m1.json").read_text()) == summary
+    lines = Path("metrics/train/loss_m1.csv").read_text().splitlines()
+    assert lines[0] == "step,loss" and len(lines) == 5
+    assert Path("metrics/train/loss_m1.png").read_bytes()[:4] == b"\x89PNG"
+    assert not any(Path(".humpback/scratch/train").iterdir())  # scratch removed after success
+    assert sorted(p.name for p in Path("models").iterdir()) == ["base", "m1"]  # no temp folder left
+
+
+def test_stage_refuses_empty_data_and_wrong_inputs(tiny_model_dir, tmp_path, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(dataclasses.asdict(make_params())))
+    seed = write_jsonl(tmp_path / "seed.jsonl", [])
+    common = ["--base", str(tiny_model_dir), "--seed", seed, "--out", str(tmp_path / "m0"), "--metrics",
+              str(tmp_path / "m.json"), "--loss", str(tmp_path / "l.csv"), "--plot", str(tmp_path / "l.png"),
+              "--params", str(params_file)]
+    assert train_stage.main(["--role", "m0", *common]) == 1
+    assert "no training examples" in capsys.readouterr().err
+    assert train_stage.main(["--role", "m1", *common]) == 1
+    assert "--augmented is required" in capsys.readouterr().err
+    assert train_stage.main(["--role", "backward", "--augmented", seed, *common]) == 1
+    assert "not used" in capsys.readouterr().err
+    assert not (tmp_path / "m0").exists()
