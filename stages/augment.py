@@ -59,15 +59,17 @@ def is_instruction_like(instruction: str) -> bool:
 
 
 def drop_reason(instruction: str, segment: str, params: AugmentParams) -> str | None:
-    """Why a generated instruction is not kept (None: kept). Checked in the order of DROP_REASONS."""
-    if not instruction:
-        return "empty"
-    if is_echo(instruction, segment, params.echo_overlap):
-        return "echo"
-    if len(instruction) > params.max_instruction_chars:
-        return "too_long"
-    if not is_instruction_like(instruction):
-        return "not_instruction"
+    """Why a generated instruction is not kept (None: kept). The filters named in `augment.filters` are
+    checked in the order of DROP_REASONS; an empty instruction is never kept."""
+    checks = {
+        "empty": lambda: not instruction,
+        "echo": lambda: is_echo(instruction, segment, params.echo_overlap),
+        "too_long": lambda: len(instruction) > params.max_instruction_chars,
+        "not_instruction": lambda: not is_instruction_like(instruction),
+    }
+    for reason in DROP_REASONS:
+        if (reason == "empty" or reason in params.filters) and checks[reason]():
+            return reason
     return None
 
 

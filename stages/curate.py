@@ -62,7 +62,8 @@ def curate_metrics(scored: list[dict], params, seconds: float) -> dict:
     }
 
 
-def plot_histogram(metrics: dict, iteration: str, out: str | Path) -> None:
+def plot_histogram(scored: list[dict], metrics: dict, iteration: str, out: str | Path) -> None:
+    """Bars of the integer scores; in logprob mode also the expected scores, where the threshold cuts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,12 +71,19 @@ def plot_histogram(metrics: dict, iteration: str, out: str | Path) -> None:
 
     from humpback.records import atomic_path
 
-    counts = [metrics["histogram"][str(k)] for k in range(1, 6)]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.bar(range(1, 6), counts, color="#4c72b0")
-    ax.set_xlabel("score (argmax)" if metrics["method"] == "logprob" else "parsed score")
+    logprob = metrics["method"] == "logprob"
+    fig, axes = plt.subplots(1, 2 if logprob else 1, figsize=(9 if logprob else 5, 3.2), squeeze=False)
+    ax = axes[0][0]
+    ax.bar(range(1, 6), [metrics["histogram"][str(k)] for k in range(1, 6)], color="#4c72b0")
+    ax.set_xlabel("likeliest score" if logprob else "parsed score")
     ax.set_ylabel("pairs")
-    ax.set_title(f"curate@{iteration}: {metrics['selected']}/{metrics['n']} selected at >= "
+    if logprob:
+        ax = axes[0][1]
+        ax.hist([r["score"] for r in scored if r["parsed"]], bins=[1 + k / 8 for k in range(33)], color="#4c72b0")
+        ax.axvline(metrics["threshold"], color="#c44e52", linestyle="--", label="threshold")
+        ax.set_xlabel("expected score")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"curate@{iteration}: {metrics['selected']}/{metrics['n']} selected at >= "
                  f"{metrics['threshold']}, {metrics['parse_failure_rate']:.0%} unparsed", fontsize=9)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(args.scored, scored)
     write_jsonl(args.selected, selected)
     write_json(args.metrics, metrics)
-    plot_histogram(metrics, args.iteration, args.plot)
+    plot_histogram(scored, metrics, args.iteration, args.plot)
     run.clear()
     if not selected:
         log.warning("no pair reached curate.threshold=%s: the next model trains on seed data only",

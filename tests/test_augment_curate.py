@@ -20,7 +20,9 @@ from humpback.records import read_jsonl
 from stages import augment, curate
 
 ROOT = Path(__file__).resolve().parents[1]
-AUG = AugmentParams(max_new_tokens=64, max_instruction_chars=400, echo_overlap=0.8, shard_size=16)
+FILTERS = ["empty", "echo", "too_long", "not_instruction"]
+AUG = AugmentParams(max_new_tokens=64, max_instruction_chars=400, echo_overlap=0.8, filters=FILTERS,
+                    shard_size=16)
 SEGMENT = ("Decorators wrap a function to extend its behaviour. The syntax @decorator above a def is "
            "shorthand for func = decorator(func). Common uses are logging, caching and access control.")
 
@@ -47,6 +49,17 @@ def test_drop_reason(instruction, reason):
     assert augment.drop_reason(instruction, SEGMENT, AUG) == reason
 
 
+def test_only_the_listed_filters_apply_but_empty_always_does():
+    import dataclasses
+
+    none = dataclasses.replace(AUG, filters=[])
+    assert augment.drop_reason("import os", SEGMENT, none) is None
+    assert augment.drop_reason("Decorators wrap a function to extend its behaviour.", SEGMENT, none) is None
+    assert augment.drop_reason("", SEGMENT, none) == "empty"
+    echo_only = dataclasses.replace(AUG, filters=["echo"])
+    assert augment.drop_reason("Decorators wrap a function to extend its behaviour.", SEGMENT, echo_only) == "echo"
+
+
 class FakeEngine:
     def __init__(self, texts: list[str]):
         from transformers import AutoTokenizer
@@ -60,9 +73,10 @@ class FakeEngine:
         return [self.texts[len(self.prompts) - len(prompts) + i] for i in range(len(prompts))]
 
 
-def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int = 6) -> tuple[Path, Path]:
+def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int = 6,
+                 filters: list[str] = FILTERS) -> tuple[Path, Path]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["augment"].update(shard_size=shard_size, max_new_tokens=max_new_tokens)
+    params["augment"].update(shard_size=shard_size, max_new_tokens=max_new_tokens, filters=filters)
     params["curate"].update(shard_size=shard_size)
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     web = folder / "web.jsonl"
@@ -118,7 +132,6 @@ import os, sys, time
 import humpback.generation as generation
 from stages import augment
 
-augment.is_instruction_like = lambda text: True  # a random tiny model writes no sentences: keep its text
 delay = float(os.environ["DELAY_S"])
 make_engine = generation.make_engine
 
@@ -153,7 +166,8 @@ def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir,
     n, shard_size = 10, 2
     folder = tmp_path / "killed"
     folder.mkdir()
-    write_inputs(folder, n, shard_size=shard_size)
+    # A random tiny model writes no sentences: keep its text (only empty instructions are dropped).
+    write_inputs(folder, n, shard_size=shard_size, filters=[])
     (folder / "driver.py").write_text(DRIVER)
     proc = subprocess.Popen(augment_cmd(folder, tiny_model_dir), cwd=folder, env=augment_env(1.0),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -161,9 +175,8 @@ def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir,
     # Meanwhile, the uninterrupted run, in this process (same thread count as the subprocesses).
     whole = tmp_path / "whole"
     whole.mkdir()
-    write_inputs(whole, n, shard_size=shard_size)
+    write_inputs(whole, n, shard_size=shard_size, filters=[])
     monkeypatch.chdir(whole)
-    monkeypatch.setattr(augment, "is_instruction_like", lambda text: True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
