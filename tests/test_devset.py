@@ -113,9 +113,11 @@ def test_prepare_dev_stage_writes_rows_and_counts(tmp_path):
     _, heldout = _split()
     write_jsonl(tmp_path / "heldout.jsonl", heldout)
     write_jsonl(tmp_path / "web.jsonl", _web())
-    params = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
-    params = params.replace("positives: 30", "positives: 3").replace("negatives_per_kind: 10", "negatives_per_kind: 2")
-    (tmp_path / "params.yaml").write_text(params)
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["curation_quality"].update(positives=3, negatives_per_kind=2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     rc = main(["--heldout", str(tmp_path / "heldout.jsonl"), "--web", str(tmp_path / "web.jsonl"),
                "--out", str(tmp_path / "dev.jsonl"), "--metrics", str(tmp_path / "m.json"),
                "--params", str(tmp_path / "params.yaml")])

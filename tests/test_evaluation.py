@@ -213,21 +213,26 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     assert main(args) == 0 and engine.prompts == []
 
 
-def test_report_renders_both_tables(tmp_path):
-    from humpback.report import main
+def test_report_renders_every_table(tmp_path):
+    from stages.report import main
 
-    write_json(tmp_path / "evaluate.json", {
+    metrics = tmp_path / "metrics"
+    write_json(metrics / "evaluate.json", {
         "reference": "base", "judge": {"kind": "local", "model": "models/base"},
         "models": {"m1": {"win_rate": 55.0, "standard_error": 4.0, "n": 16, "avg_length": 300.0,
                           "order_agreement": 0.5, "position_bias": True, "unparsed": 0}},
     })
-    write_json(tmp_path / "m0.json", {"model": "m0", "precision": 0.5, "recall": None, "roc_auc": 0.7,
-                                      "length_roc_auc": 0.6, "n_selected": 0, "n": 70})
-    assert main(["--evaluate", str(tmp_path / "evaluate.json"), "--curation-quality", str(tmp_path / "m0.json"),
-                 str(tmp_path / "missing.json"), "--out", str(tmp_path / "report.md")]) == 0
+    write_json(metrics / "curation_quality" / "m0.json", {"model": "m0", "precision": 0.5, "recall": None,
+                                                         "roc_auc": 0.7, "length_roc_auc": 0.6, "n_selected": 0, "n": 70})
+    write_json(metrics / "prepare_web.json", {"read": 10, "kept": 4, "dropped": {"too_short": 6, "duplicate": 0}})
+    write_json(metrics / "train" / "m0.json", {"examples": 9, "examples_seed": 9, "examples_augmented": 0,
+                                               "steps": 2, "final_loss": 2.5, "trained_tokens": 100, "seconds": 3.0})
+    main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md")])
     text = (tmp_path / "report.md").read_text()
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
+    assert "| prepare_web | 10 | 4 | too_short 6 |" in text
+    assert "| m0 | 9 (9 + 0) | 2 | 2.500 | 100 | 3 |" in text
 
 
 class _JudgeServer:
