@@ -43,6 +43,15 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine waiting threads make tests
+    several times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A folder holding the tiny model; treat it as read-only (copy it to modify)."""
