@@ -25,7 +25,7 @@ def render(
         lines += ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
         for name, m in data.items():
             dropped = ", ".join(f"{k} {v}" for k, v in m.get("dropped", {}).items() if v) or "none"
-            lines.append(f"| {name} | {m.get('read', 'n/a')} | {m.get('kept', m.get('selected', 'n/a'))} | {dropped} |")
+            lines.append(f"| {name} | {m.get('read', m.get('n', 'n/a'))} | {m.get('kept', m.get('selected', 'n/a'))} | {dropped} |")
         lines.append("")
     if training:
         lines += ["## Training", "", "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
