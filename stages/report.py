@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from humpback.records import atomic_path, read_json
+from humpback.records import atomic_path, read_json, write_json
 from humpback.report import render
 
 
@@ -13,10 +13,21 @@ def _load(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
+def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict]) -> dict:
+    """The few numbers worth a column in `dvc exp show`: win rates, curator quality, selection sizes."""
+    models = (evaluate or {}).get("models", {})
+    return {
+        "win_rate": {name: m.get("win_rate") for name, m in models.items()},
+        "curator": {m.get("model"): {k: m.get(k) for k in ("precision", "recall", "roc_auc")} for m in curation},
+        "selected": {name: m.get("selected") for name, m in data.items() if name.startswith("curate@")},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--metrics-dir", default="metrics")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--headline", help="the run's headline figures as one small metrics JSON (for dvc exp show)")
     args = ap.parse_args(argv)
     root = Path(args.metrics_dir)
     data = {name: m for name in ["prepare_seed", "prepare_web", "prepare_eval", "prepare_dev", "augment"]
@@ -27,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     text = render(_load(root / "evaluate.json"), curation, data=data, training=training)
     with atomic_path(args.out) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    if args.headline:
+        write_json(args.headline, headline(_load(root / "evaluate.json"), curation, data))
     print(f"report: wrote {args.out}")
 
 

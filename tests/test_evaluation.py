@@ -227,12 +227,16 @@ def test_report_renders_every_table(tmp_path):
     write_json(metrics / "prepare_web.json", {"read": 10, "kept": 4, "dropped": {"too_short": 6, "duplicate": 0}})
     write_json(metrics / "train" / "m0.json", {"examples": 9, "examples_seed": 9, "examples_augmented": 0,
                                                "steps": 2, "final_loss": 2.5, "trained_tokens": 100, "seconds": 3.0})
-    main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md")])
+    main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
+          "--headline", str(tmp_path / "headline.json")])
     text = (tmp_path / "report.md").read_text()
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
     assert "| prepare_web | 10 | 4 | too_short 6 |" in text
     assert "| m0 | 9 (9 + 0) | 2 | 2.500 | 100 | 3 |" in text
+    headline = read_json(tmp_path / "headline.json")
+    assert headline["win_rate"] == {"m1": 55.0}
+    assert headline["curator"] == {"m0": {"precision": 0.5, "recall": None, "roc_auc": 0.7}}
 
 
 class _JudgeServer:
