@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--seed", default="data/seed.jsonl")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)
+    parser.add_argument("--out", help="also write the JSON report here")
     args = parser.parse_args()
     hf_logging.disable_progress_bar()
 
@@ -91,7 +92,19 @@ def main() -> None:
         real, padded = collator.counts
         report["plain_trainer"] = {"seconds_per_step": seconds / plan.steps, "real_tokens": real,
                                    "padded_tokens": padded, "real_tokens_per_s": real / seconds}
+    for name in ("humpback", "plain_trainer"):
+        r = report[name]
+        r["padding_fraction"] = 1 - r["real_tokens"] / r["padded_tokens"]
+    report["ratio"] = report["humpback"]["real_tokens_per_s"] / report["plain_trainer"]["real_tokens_per_s"]
+    print(f"{'trainer':<14} {'s/step':>8} {'real tok':>9} {'padded tok':>10} {'padding':>8} {'real tok/s':>10}")
+    for name in ("humpback", "plain_trainer"):
+        r = report[name]
+        print(f"{name:<14} {r['seconds_per_step']:>8.2f} {r['real_tokens']:>9} {r['padded_tokens']:>10} "
+              f"{r['padding_fraction']:>8.1%} {r['real_tokens_per_s']:>10.1f}")
+    print(f"ratio (humpback / plain Trainer real tokens per second): {report['ratio']:.2f}")
     print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -314,3 +317,28 @@ def test_stage_refuses_empty_data_and_wrong_inputs(tiny_model_dir, tmp_path, cap
     assert train_stage.main(["--role", "backward", "--augmented", seed, *common]) == 1
     assert "not used" in capsys.readouterr().err
     assert not (tmp_path / "m0").exists()
+
+
+@pytest.mark.slow
+def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_path):
+    """The train stage started by `accelerate launch` with the single-process CPU config writes its model."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["train"].update({"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_seq_len": 128})
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS[:6])
+    out = tmp_path / "m0"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         "configs/accelerate/single_process.yaml", "-m", "stages.train", "--role", "m0",
+         "--base", str(tiny_model_dir), "--seed", seed, "--out", str(out),
+         "--metrics", str(tmp_path / "m0.json"), "--loss", str(tmp_path / "loss.csv"),
+         "--plot", str(tmp_path / "loss.png"), "--params", str(params_file)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "adapter_config.json").is_file() and (out / "card.json").is_file()
+    card = json.loads((out / "card.json").read_text())
+    assert card["role"] == "m0" and card["steps"] == 2
