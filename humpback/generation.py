@@ -50,6 +50,15 @@ def make_engine(model_dir: str | Path, params: GenerationParams) -> Engine:
     raise ValueError(f"generation.engine: unknown engine '{params.engine}'")
 
 
+def resolve_sampling(params: GenerationParams, prompts: list[str], seeds: list[int],
+                     temperature: float | None, top_p: float | None) -> tuple[float, float]:
+    """Every engine's `generate` preamble: one seed per prompt, and the params' sampling unless overridden."""
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    return (params.temperature if temperature is None else temperature,
+            params.top_p if top_p is None else top_p)
+
+
 def record_seed(seed: int, *parts: object) -> int:
     """A 31-bit sampling seed from the global seed and a record's identity (stable across runs and machines).
 
@@ -58,4 +67,4 @@ def record_seed(seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-__all__ = ["Engine", "make_engine", "record_seed"]
+__all__ = ["Engine", "make_engine", "record_seed", "resolve_sampling"]

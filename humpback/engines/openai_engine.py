@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from humpback.engines.tokens import encode_prompts, first_token_after
+from humpback.generation import resolve_sampling
 from humpback.params import GenerationParams
 from humpback.prompts import end_of_turn_token
 
@@ -67,10 +68,7 @@ class OpenAIEngine:
 
     def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
                  temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        temperature = self.params.temperature if temperature is None else temperature
-        top_p = self.params.top_p if top_p is None else top_p
+        temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
 
         def one(i: int) -> str:
             response = self._call(self.client.completions.create, model=self.model, prompt=prompts[i],

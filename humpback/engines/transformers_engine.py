@@ -21,6 +21,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
 from humpback.modeling import load_model
+from humpback.generation import resolve_sampling
 from humpback.params import GenerationParams
 
 # A shared prefix shorter than this is not worth a separate forward pass.
@@ -94,10 +95,7 @@ class TransformersEngine:
     @torch.inference_mode()
     def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
                  temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
-        if len(seeds) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        temperature = self.params.temperature if temperature is None else temperature
-        top_p = self.params.top_p if top_p is None else top_p
+        temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.stop_ids,
                                   pad_token_id=self.pad_id)
         ids = encode_prompts(self.tokenizer, prompts)

@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
+from humpback.generation import resolve_sampling
 from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter
 from humpback.params import GenerationParams
 
@@ -47,8 +48,7 @@ class VLLMEngine:
 
     def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
                  temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
-        temperature = self.params.temperature if temperature is None else temperature
-        top_p = self.params.top_p if top_p is None else top_p
+        temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
         sampling = [
             self.vllm.SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
                                      max_tokens=max_new_tokens, seed=seed, stop_token_ids=self.stop_ids,
