@@ -85,6 +85,7 @@ class TrainParams:
     tagging: bool  # S_a on seed pairs, S_w on augmented pairs (paper's "tags")
     max_seq_len: int
     overlong: Literal["truncate", "drop"]
+    backward_max_output_tokens: int  # the backward model reads this much of an output (0 = all), in training and augment
     max_steps: int  # 0 = the paper's steps-by-data-size table
     batch_size: int  # 0 = the paper's rule (32, or 8 under 3,000 examples)
     micro_batch_size: int

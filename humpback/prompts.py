@@ -85,6 +85,7 @@ def backward_instruction(output: str) -> str:
     return BACKWARD_PROMPT.format(output=output)
 
 
+
 def curation_instruction(instruction: str, output: str) -> str:
     """The user turn of the curator. Web text is inserted as data; the score is read only from what the
     model writes after the assistant header (see scoring.py), never from the pair's own text."""
@@ -135,3 +136,16 @@ def end_of_turn_token(tokenizer) -> str:
     probe = format_example(tokenizer, user="x", response="y")
     tail = probe.completion[probe.completion.rfind("y") + 1:]
     return tail or (tokenizer.eos_token or "")
+
+
+def backward_example(tokenizer, output: str, max_output_tokens: int, instruction: str | None = None) -> Formatted:
+    """The backward model's text: the user turn wraps the output's first `max_output_tokens` tokens (0: all),
+    the reply is the instruction (None: the generation prefix). Training and augment both build it here, so a
+    long web segment is shown to the backward model cut exactly as its long training answers were; without
+    the cut, answers longer than the training length would be dropped from training and only ever seen in
+    augment."""
+    if max_output_tokens > 0:
+        ids = tokenizer(output, add_special_tokens=False)["input_ids"]
+        if len(ids) > max_output_tokens:
+            output = tokenizer.decode(ids[:max_output_tokens])
+    return format_example(tokenizer, user=backward_instruction(output), response=instruction)

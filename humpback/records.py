@@ -1,4 +1,4 @@
-"""JSONL and JSON files: strict reading with file/line/field errors, atomic writing.
+"""JSONL, JSON and CSV files: strict reading with file/line/field errors, atomic writing.
 
 A stage writes its outputs completely or not at all (temp file in the same folder + `os.replace`), so a
 killed stage never leaves a half-written file that DVC could mistake for a result.
@@ -6,10 +6,11 @@ killed stage never leaves a half-written file that DVC could mistake for a resul
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +96,14 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write one JSON document atomically (metrics, cards, alpaca_eval outputs)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a small table atomically as CSV (the data behind `dvc plots`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def read_json(path: str | Path) -> Any:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from humpback.prompts import Formatted, Origin, backward_instruction, format_example, system_for_training
+from humpback.prompts import Formatted, Origin, backward_example, format_example, system_for_training
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 ORIGINS: tuple[Origin, ...] = ("seed", "augmented")
@@ -27,11 +27,12 @@ class TextExample:
     formatted: Formatted
 
 
-def backward_examples(tokenizer, seed_pairs: Sequence[dict[str, Any]]) -> list[TextExample]:
-    """The backward model Myx learns output → instruction: the user turn wraps the output, the reply is the
-    instruction. No system prompt (tags describe forward answers, not this task)."""
+def backward_examples(tokenizer, seed_pairs: Sequence[dict[str, Any]], max_output_tokens: int = 0) -> list[TextExample]:
+    """The backward model Myx learns output → instruction: the user turn wraps the output (its first
+    `max_output_tokens` tokens), the reply is the instruction. No system prompt (tags describe forward
+    answers, not this task)."""
     return [
-        TextExample("seed", format_example(tokenizer, user=backward_instruction(p["output"]), response=p["instruction"]))
+        TextExample("seed", backward_example(tokenizer, p["output"], max_output_tokens, instruction=p["instruction"]))
         for p in seed_pairs
     ]
 

@@ -1,7 +1,8 @@
 """Stage augment: the backward model writes one instruction per web segment → candidate pairs.
 
-The prompt is exactly the backward model's training prefix (`backward_instruction(segment)` as the user
-turn, no system prompt), sampled with `generation` settings and a seed per segment, in resumable shards.
+The prompt is exactly the backward model's training prefix (`prompts.backward_example`: the segment, cut to
+`train.backward_max_output_tokens` as training answers were, in the user turn, no system prompt), sampled
+with `generation` settings and a seed per segment, in resumable shards.
 Generated instructions then pass four filters, each counted in the metrics (read = kept + sum(dropped)):
   empty            nothing left after stripping whitespace
   echo             the model copied the segment instead of asking for it: the instruction is a prefix of the
@@ -25,7 +26,7 @@ from collections import Counter
 from statistics import fmean
 
 from humpback.params import DEFAULT_PARAMS_FILE, AugmentParams, ParamsError, load_params
-from humpback.prompts import backward_instruction, format_example
+from humpback.prompts import backward_example
 from humpback.records import RecordError, iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("augment")
@@ -81,7 +82,8 @@ def augment(engine, segments: list[dict], params, run) -> tuple[list[dict], dict
 
     def work(shard: list[dict]) -> list[dict]:
         nonlocal new_tokens
-        prompts = [format_example(tokenizer, user=backward_instruction(s["text"])).prompt for s in shard]
+        cut = params.train.backward_max_output_tokens
+        prompts = [backward_example(tokenizer, s["text"], cut).prompt for s in shard]
         seeds = [record_seed(params.base.seed, s["id"]) for s in shard]
         texts = engine.generate(prompts, params.augment.max_new_tokens, seeds)
         new_tokens += sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     from humpback.shards import ShardedRun, fingerprint
 
     sections = {"base.seed": params.base.seed, "generation": dataclasses.asdict(params.generation),
-                "augment": dataclasses.asdict(params.augment)}
+                "augment": dataclasses.asdict(params.augment),
+                "train.backward_max_output_tokens": params.train.backward_max_output_tokens}
     run = ShardedRun("augment", fingerprint("augment", sections, args.model, [args.web]))
     engine = make_engine(args.model, params.generation)
     kept, metrics = augment(engine, segments, params, run)

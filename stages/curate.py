@@ -2,7 +2,7 @@
 
 Scores come from `humpback.scoring` (logprob: expected score from P(1..5 | "Score:"); generate: the parsed
 last line "Score: N"), in resumable shards. Writes every pair with its score, the selection, metrics (score
-histogram, parse-failure rate, lengths of all vs selected pairs) and a histogram plot.
+histogram, parse-failure rate, lengths of all vs selected pairs) and a histogram (PNG, and CSV for `dvc plots`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from statistics import fmean
 
 from humpback.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
-from humpback.records import RecordError, iter_jsonl, write_json, write_jsonl
+from humpback.records import RecordError, iter_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger("curate")
 
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selected", required=True, help="the selected pairs (JSONL)")
     parser.add_argument("--metrics", required=True, help="histogram, parse failures, lengths (JSON)")
     parser.add_argument("--plot", required=True, help="score histogram (PNG)")
+    parser.add_argument("--plot-data", required=True, help="score histogram as CSV (score, pairs) for dvc plots")
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(args.selected, selected)
     write_json(args.metrics, metrics)
     plot_histogram(scored, metrics, args.iteration, args.plot)
+    write_csv(args.plot_data, ["score", "pairs"], [(k, metrics["histogram"][str(k)]) for k in range(1, 6)])
     run.clear()
     if not selected:
         log.warning("no pair reached curate.threshold=%s: the next model trains on seed data only",

@@ -1,7 +1,7 @@
 """Stage evaluate: each model against the reference, judged by alpaca_eval's annotator in both output orders.
 
 Writes the win rate (with standard error), n, mean output length, the judge's order agreement and position
-bias, and unparsed counts per model (metrics), every annotation (both orders), and a bar chart.
+bias, and unparsed counts per model (metrics), every annotation (both orders), and a bar chart (PNG, and CSV for `dvc plots`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from humpback.evaluation import (
 )
 from humpback.judges import JudgeError, make_judge
 from humpback.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
-from humpback.records import write_json
+from humpback.records import write_csv, write_json
 
 log = logging.getLogger("evaluate")
 
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotations", required=True, help="every annotation, both orders (JSON)")
     parser.add_argument("--metrics", required=True, help="metrics/evaluate.json")
     parser.add_argument("--plot", required=True, help="win-rate bar chart (PNG)")
+    parser.add_argument("--plot-data", required=True, help="win rates as CSV (model, win_rate, standard_error)")
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
     })
     plot_win_rates(models, settings.reference, args.plot)
+    write_csv(args.plot_data, ["model", "win_rate", "standard_error"],
+              [(name, m["win_rate"], m["standard_error"]) for name, m in models.items()])
     log.info("judged %d annotations in %.1f s", len(annotations), seconds)
     for name, m in models.items():
         log.info("%s vs %s: win rate %s ± %s (n=%d, agreement %s, unparsed %d)", name, settings.reference,

@@ -8,7 +8,6 @@ Checkpoints go to a scratch folder named by a fingerprint of everything that dec
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import logging
 import os
@@ -21,7 +20,7 @@ from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from humpback.params import DEFAULT_PARAMS_FILE, Params, ParamsError, load_params
-from humpback.records import RecordError, atomic_path, iter_jsonl, write_json
+from humpback.records import RecordError, atomic_path, iter_jsonl, write_csv, write_json
 from humpback.sft_data import backward_examples, build_dataset, forward_examples
 from humpback.train_plan import TrainPlan, fingerprint
 from humpback.training import load_trainable, save_trained, train
@@ -56,7 +55,7 @@ def run(
     tp = params.train
     tokenizer = AutoTokenizer.from_pretrained(base)
     examples = (
-        backward_examples(tokenizer, seed_pairs) if role == "backward"
+        backward_examples(tokenizer, seed_pairs, tp.backward_max_output_tokens) if role == "backward"
         else forward_examples(tokenizer, seed_pairs, augmented_pairs, tp.tagging)
     )
     dataset, report = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
@@ -109,17 +108,10 @@ def run(
         return summary
     save_trained(result.model, tokenizer, out, base, card)
     write_json(metrics, summary)
-    write_loss_csv(loss, result.losses)
+    write_csv(loss, ["step", "loss"], result.losses)
     plot_loss(plot, result.losses, title=f"train@{role}")
     shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
     return summary
-
-
-def write_loss_csv(path: str | Path, losses: list[tuple[int, float]]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "loss"])
-        writer.writerows(losses)
 
 
 def plot_loss(path: str | Path, losses: list[tuple[int, float]], title: str) -> None:

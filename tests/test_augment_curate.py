@@ -210,7 +210,7 @@ def curate_args(folder: Path, model: Path, params: Path) -> list[str]:
     return ["--iteration", "1", "--model", str(model), "--pairs", str(folder / "pairs.jsonl"),
             "--scored", str(folder / "scored.jsonl"), "--selected", str(folder / "selected.jsonl"),
             "--metrics", str(folder / "curate.json"), "--plot", str(folder / "hist.png"),
-            "--params", str(params)]
+            "--plot-data", str(folder / "hist.csv"), "--params", str(params)]
 
 
 def write_pairs(folder: Path, n: int) -> None:
@@ -236,6 +236,8 @@ def test_curate_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_model_dir):
     assert metrics["parse_failure_rate"] == 0
     assert metrics["selected"] == sum(r["selected"] for r in scored)
     assert (tmp_path / "hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plotted = (tmp_path / "hist.csv").read_text().splitlines()
+    assert plotted == ["score,pairs"] + [f"{k},{metrics['histogram'][str(k)]}" for k in range(1, 6)]
     assert not (tmp_path / ".humpback" / "scratch").exists()
 
 

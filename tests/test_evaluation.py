@@ -192,7 +192,7 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     (tmp_path / "params.yaml").write_text(params)
     args = ["--responses", str(responses), "--models", "m0", "m1", "--judge-base", str(judge_dir),
             "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
-            "--params", "params.yaml"]
+            "--plot-data", "metrics/wr.csv", "--params", "params.yaml"]
     assert main(args) == 0
     metrics = read_json(tmp_path / "metrics/evaluate.json")
     assert set(metrics["models"]) == {"m0", "m1"}
@@ -204,6 +204,8 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     assert metrics["judge"]["kind"] == "local"
     assert len(read_json(tmp_path / "annotations.json")) == 2 * 2 * 5
     assert (tmp_path / "metrics/wr.png").read_bytes()[:4] == b"\x89PNG"
+    plotted = (tmp_path / "metrics/wr.csv").read_text().splitlines()
+    assert plotted[0] == "model,win_rate,standard_error" and [r.split(",")[0] for r in plotted[1:]] == ["m0", "m1"]
     # identical m0/m1 outputs are judged once; the prompts carry the judge model's chat template
     assert len(engine.prompts) == 2 * 5
     assert all(p.rstrip().endswith("assistant") for p in engine.prompts)

@@ -7,6 +7,7 @@ by `dvc pull` in a fresh clone restores every output.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -68,7 +69,8 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     raw["data"]["seed"].update(source="jsonl", path=str(FIXTURES / "seed.jsonl"), heldout=3, limit=0)
     raw["data"]["web"].update(source="jsonl", path=str(FIXTURES / "web.jsonl"), min_chars=100, max_chars=3000, limit=20)
     raw["data"]["eval"].update(source="jsonl", path=str(FIXTURES / "eval.jsonl"), limit=5)
-    raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, save_steps=1)
+    raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, save_steps=1,
+                        backward_max_output_tokens=128)
     # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
     raw["augment"].update(max_new_tokens=12, shard_size=8, filters=["empty"])
     raw["curate"].update(max_new_tokens=12, shard_size=8, threshold=1.0)
@@ -108,6 +110,12 @@ def test_first_repro_runs_every_stage(repo):
         assert metrics["read"] == metrics["kept"] + sum(metrics["dropped"].values())
     evaluate = yaml.safe_load((repo / "metrics" / "evaluate.json").read_text())
     assert {"m0", "m1", "m2"} <= set(evaluate["models"])
+
+
+def test_every_plot_renders(repo):
+    shown = json.loads(_dvc("plots", "show", "--json", cwd=repo))
+    assert not shown.get("errors"), shown["errors"]
+    assert shown["data"] and all(shown["data"].values()), [k for k, v in shown["data"].items() if not v]
 
 
 def test_second_repro_is_a_noop(repo):

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from humpback.modeling import adapter_base, load_model
 from humpback.params import Params, ParamsError, parse_params
-from humpback.prompts import S_A, S_W, backward_instruction, format_example, system_for_training
+from humpback.prompts import S_A, S_W, backward_example, backward_instruction, format_example, system_for_training
 from humpback.sft_data import (
     IGNORE_INDEX,
     PadCollator,
@@ -83,6 +83,19 @@ def test_backward_pairs_are_output_to_instruction(tiny_tokenizer):
     assert S_A not in ex.formatted.prompt
 
 
+def test_backward_outputs_are_cut_to_a_token_budget_not_dropped(tiny_tokenizer):
+    long_pair = {"instruction": "Explain it.", "output": "word " * 600}
+    uncut, _ = build_dataset(tiny_tokenizer, backward_examples(tiny_tokenizer, [long_pair]), 256, "truncate")
+    assert len(uncut) == 0  # without the cut, the prompt alone exceeds max_seq_len and the pair is lost
+    (ex,) = backward_examples(tiny_tokenizer, [long_pair], max_output_tokens=100)
+    dataset, report = build_dataset(tiny_tokenizer, [ex], 256, "truncate")
+    assert len(dataset) == 1 and report.truncated == 0
+    assert ex.formatted.prompt.count("word") == 100 and ex.formatted.completion.startswith("Explain it.")
+    assert ex.formatted.prompt == backward_example(tiny_tokenizer, long_pair["output"], 100).prompt
+    short = backward_examples(tiny_tokenizer, SEED_PAIRS[:1], max_output_tokens=100)
+    assert short == backward_examples(tiny_tokenizer, SEED_PAIRS[:1])  # short outputs are untouched
+
+
 @pytest.mark.parametrize("tagging", [True, False])
 def test_forward_pairs_carry_their_origin_tag(tiny_tokenizer, tagging):
     examples = forward_examples(tiny_tokenizer, SEED_PAIRS[:2], AUGMENTED_PAIRS[:3], tagging)
@@ -108,8 +121,9 @@ def test_training_prompt_ids_are_the_generation_prefix(tiny_tokenizer, role):
     """For every role, the ids trained on up to the response are exactly what generation will be given."""
     tok = tiny_tokenizer
     if role == "backward":
-        examples = backward_examples(tok, SEED_PAIRS[:3])
-        prefixes = [format_example(tok, user=backward_instruction(p["output"])).prompt for p in SEED_PAIRS[:3]]
+        # cut to 6 tokens, as augment cuts web segments (stages/augment.py builds its prompt the same way)
+        examples = backward_examples(tok, SEED_PAIRS[:3], max_output_tokens=6)
+        prefixes = [backward_example(tok, p["output"], 6).prompt for p in SEED_PAIRS[:3]]
     else:
         augmented = AUGMENTED_PAIRS[:2] if role in ("m1", "m2") else []
         examples = forward_examples(tok, SEED_PAIRS[:3], augmented, tagging=True)
