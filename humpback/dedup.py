@@ -27,8 +27,7 @@ def shingle_hashes(text: str) -> np.ndarray:
 
     crc32 is stable across processes (Python's `hash` is salted per run), so results are reproducible.
     """
-    words = text.lower().split()
-    codes = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
+    codes = np.array(list(map(zlib.crc32, text.lower().encode("utf-8").split())), dtype=np.uint64)
     if len(codes) < SHINGLE:
         return codes if len(codes) else np.zeros(1, dtype=np.uint64)
     windows = np.lib.stride_tricks.sliding_window_view(codes, SHINGLE)

@@ -36,7 +36,8 @@ REPETITION_NGRAM = 5
 # Language: the prose is what has a language (code blocks read as noise to a detector), and the first
 # characters of it decide as well as all of it, at a fraction of the cost.
 _CODE_FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)
-LANGUAGE_SAMPLE_CHARS = 600
+_LETTER = re.compile(r"[^\W\d_]")
+LANGUAGE_SAMPLE_CHARS = 300
 MIN_LANGUAGE_LETTERS = 40  # below this a detector guesses; such a segment is kept and noted
 
 
@@ -56,18 +57,15 @@ def header_problem(header: str) -> str | None:
 def repetition(text: str, n: int = REPETITION_NGRAM) -> float:
     """Share of the text's characters (in words) inside a word n-gram that already occurred earlier."""
     words = text.split()
-    if len(words) <= n:
+    grams = list(zip(*(words[i:] for i in range(n))))
+    if len(set(grams)) == len(grams):  # the common case, decided without a Python-level loop
         return 0.0
-    seen: set[tuple[str, ...]] = set()
+    first: dict[tuple[str, ...], int] = {}
     repeated = bytearray(len(words))
-    for i in range(len(words) - n + 1):
-        gram = tuple(words[i : i + n])
-        if gram in seen:
+    for i, gram in enumerate(grams):
+        if first.setdefault(gram, i) != i:
             repeated[i : i + n] = b"\x01" * n
-        else:
-            seen.add(gram)
-    total = sum(len(w) for w in words)
-    return sum(len(w) for w, r in zip(words, repeated) if r) / total
+    return sum(len(w) for w, r in zip(words, repeated) if r) / sum(map(len, words))
 
 
 @lru_cache(maxsize=1)
@@ -82,7 +80,7 @@ def detect_language(text: str) -> str | None:
     """ISO 639-1 code of the text's prose, or None when there is too little prose to tell."""
     prose = _CODE_FENCE.sub(" ", text)
     sample = prose[:LANGUAGE_SAMPLE_CHARS]
-    if sum(c.isalpha() for c in sample) < MIN_LANGUAGE_LETTERS:
+    if len(_LETTER.findall(sample)) < MIN_LANGUAGE_LETTERS:
         return None
     return _identifier().classify(sample)[0]
 
