@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from humpback.params import load_params  # noqa: E402
-from humpback.sources import web  # noqa: E402
-from humpback.sources.documents import Document  # noqa: E402
+from humpback.params import load_params
+from humpback.sources import web
+from humpback.sources.documents import Document
 
 WORDS = (
     "the of and to in is that for it as with was on be by this are from at or an have not which but they "

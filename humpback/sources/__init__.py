@@ -19,7 +19,16 @@ from typing import Any
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
 from humpback.shards import SCRATCH_DIR
 from humpback.sources import (
-    alpaca_eval, html_files, jsonl, mtbench, oasst1, parquet, python_docs, python_faq, warc, web,
+    alpaca_eval,
+    html_files,
+    jsonl,
+    mtbench,
+    oasst1,
+    parquet,
+    python_docs,
+    python_faq,
+    warc,
+    web,
 )
 from humpback.sources.counts import Counts, SourceError
 from humpback.sources.python_faq import DEFAULT_ROOT

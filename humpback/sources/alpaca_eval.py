@@ -91,7 +91,7 @@ def _hub(reference: str) -> tuple[list, str]:
     url = f"hf://datasets/{HUB_ID}/{HUB_FILES[reference]}"
     try:
         split = datasets.load_dataset("json", data_files=url, split="train")
-    except Exception as exc:  # offline, renamed: say what was tried and how to avoid the hub
+    except Exception as exc:  # noqa: BLE001 (hub failures come as many types) say what was tried, and the way round
         raise SourceError(
             f"alpaca-eval: cannot load {url} ({type(exc).__name__}: {exc}); download it and set "
             "data.eval.path to the JSON file"

@@ -90,7 +90,7 @@ def _hub() -> Iterator[tuple[str, dict[str, Any]]]:
 
     try:
         split = datasets.load_dataset(HUB_ID, split="train")
-    except Exception as exc:  # offline, gated, renamed: say what was tried and how to avoid the hub
+    except Exception as exc:  # noqa: BLE001 (offline, gated, renamed: many types) say what was tried, and the way round
         raise SourceError(
             f"oasst1: cannot load {HUB_ID} from the hub ({type(exc).__name__}: {exc}); download its "
             "parquet files and set data.seed.path to them"
