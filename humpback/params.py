@@ -36,9 +36,10 @@ class BaseParams:
 @dataclass(frozen=True)
 class SeedDataParams:
     source: Literal["python-faq", "jsonl", "oasst1"]
-    path: str  # docs root for python-faq ("" = Debian's default), the file for jsonl
+    path: str  # docs root for python-faq ("" = Debian's default), the file for jsonl; oasst1: "" = the hub
     instruction_field: str
     output_field: str
+    language: str  # oasst1: keep conversation trees whose first turn is in this language ("" = any)
     limit: int  # 0 = all
     heldout: int  # pairs held out of training for the curation dev set
     on_bad_record: Literal["error", "skip"]
@@ -51,6 +52,10 @@ class WebDataParams:
     text_field: str
     min_chars: int
     max_chars: int
+    max_repetition: float  # drop a segment when this share of its text repeats an earlier word 5-gram (1 = off)
+    language: str  # keep segments detected as this ISO 639-1 language ("" = any)
+    near_duplicate: float  # MinHash Jaccard similarity at which a segment is a near-duplicate (0 = off)
+    shard_size: int  # documents per resumable shard
     limit: int  # deterministic sample size, 0 = all
     on_bad_record: Literal["error", "skip"]
 
@@ -60,6 +65,7 @@ class EvalDataParams:
     source: Literal["mt-bench", "jsonl", "alpaca-eval"]
     path: str
     instruction_field: str
+    reference: Literal["none", "text_davinci_003", "gpt4_turbo"]  # alpaca-eval: reference outputs to carry
     limit: int
     on_bad_record: Literal["error", "skip"]
 

@@ -1,20 +1,15 @@
-"""Unlabelled text → segments, and the paper's segment filters.
+"""Unlabelled text → segments (the paper's filters are in `humpback.filters` and `humpback.dedup`).
 
 Li et al. (2023) take "the text that follows an HTML header" as a segment: here the text after an h1–h4
 heading up to the next h1–h4 heading (h5/h6 are too minor to start a unit and stay inside as text).
 Page chrome (scripts, styles, nav, Sphinx's related bars, sidebar and footer, "¶" permalinks) is never
 text. Text before a page's first heading becomes a segment with an empty header, so the empty-header
 filter accounts for it instead of it vanishing silently.
-
-Filters, one reason per dropped segment, checked in this order: empty_header, allcaps_header,
-navigation_header (header rules apply only where the source has headers), too_short, too_long, duplicate.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -28,21 +23,7 @@ _PARAGRAPH_TAGS = {"p", "div", "section", "article", "table", "ul", "ol", "dl", 
                    "h5", "h6", "hr", "main", "aside", "header"}
 _LINE_TAGS = {"li", "dt", "dd", "tr", "br", "caption"}
 _CELL_TAGS = {"td", "th"}
-
-# Headers of boilerplate rather than content: whole-header matches for generic words, phrase matches for
-# the paper's examples ("advertisement", "forum", "quick link", "free newsletter") and their kin.
-NAVIGATION_HEADERS = {
-    "contents", "table of contents", "search", "quick search", "navigation", "related", "related topics",
-    "previous topic", "next topic", "this page", "index", "menu", "site map", "sitemap", "footer",
-    "share", "comments", "tags", "categories", "archives", "links", "copyright",
-}
 # fmt: on
-NAVIGATION_PHRASES = re.compile(
-    r"\b(advertisements?|forums?|quick links?|free newsletters?|newsletters?|subscribe|sign up|log ?in|"
-    r"cookie (policy|settings|consent)|privacy policy|terms of (use|service)|all rights reserved)\b"
-)
-# A short all-caps header ("API", "IDLE", "TLS 1.3") is an acronym; a longer one ("LATEST NEWS") shouts.
-MIN_CAPS_LETTERS = 6
 
 
 @dataclass(frozen=True)
@@ -182,46 +163,3 @@ def text_segments(text: str, doc: str, id_prefix: str, max_chars: int) -> list[S
         else:
             blocks.append(para)
     return [Segment(f"{id_prefix}{doc}#{n}", doc, None, block) for n, block in enumerate(blocks)]
-
-
-# --------------------------------------------------------------------------------------------- filters
-
-
-def header_problem(header: str) -> str | None:
-    """Why a header marks boilerplate rather than content, or None."""
-    if not header.strip():
-        return "empty_header"
-    letters = [c for c in header if c.isalpha()]
-    if len(letters) >= MIN_CAPS_LETTERS and all(c.isupper() for c in letters):
-        return "allcaps_header"
-    norm = " ".join(re.sub(r"[^\w\s]", " ", header.lower()).split())
-    if norm in NAVIGATION_HEADERS or NAVIGATION_PHRASES.search(norm):
-        return "navigation_header"
-    return None
-
-
-def drop_reason(segment: Segment, min_chars: int, max_chars: int) -> str | None:
-    if segment.header is not None and (problem := header_problem(segment.header)):
-        return problem
-    if len(segment.text) < min_chars:
-        return "too_short"
-    if len(segment.text) > max_chars:
-        return "too_long"
-    return None
-
-
-def filter_segments(
-    segments: Iterable[Segment], min_chars: int, max_chars: int, dropped: dict[str, int]
-) -> Iterator[Segment]:
-    """Yield segments that pass every filter; count each other one under its first failing reason."""
-    seen: set[bytes] = set()
-    for segment in segments:
-        reason = drop_reason(segment, min_chars, max_chars)
-        if reason is None:
-            digest = hashlib.sha1(segment.text.encode("utf-8")).digest()
-            reason = "duplicate" if digest in seen else None
-            seen.add(digest)
-        if reason:
-            dropped[reason] = dropped.get(reason, 0) + 1
-        else:
-            yield segment

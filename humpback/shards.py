@@ -21,7 +21,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from humpback.modeling import adapter_base, is_adapter
 from humpback.records import atomic_path, read_jsonl, write_jsonl
 
 HUMPBACK_DIR = Path(".humpback")  # git- and dvc-ignored, beside dvc.yaml
@@ -71,6 +70,9 @@ def folder_md5(folder: str | Path) -> dict[str, str]:
 
 def model_identity(model_dir: str | Path) -> dict[str, Any]:
     """The content of a model folder, and of its base model when it is a LoRA adapter."""
+    # Imported here: modeling pulls in torch and transformers, which prepare_web (no model) should not pay for.
+    from humpback.modeling import adapter_base, is_adapter
+
     identity: dict[str, Any] = {"model": folder_md5(model_dir)}
     if is_adapter(model_dir):
         identity["base"] = folder_md5(adapter_base(model_dir))

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from humpback.segment import Segment, filter_segments, header_problem, html_segments, text_segments
+from humpback.dedup import Deduplicator
+from humpback.filters import SegmentFilter, header_problem
+from humpback.params import WebDataParams
+from humpback.segment import Segment, html_segments, text_segments
 
 PAGE = Path(__file__).parent / "fixtures" / "pydocs" / "library" / "sample.html"
 
@@ -14,6 +17,20 @@ PAGE = Path(__file__).parent / "fixtures" / "pydocs" / "library" / "sample.html"
 @pytest.fixture(scope="module")
 def segments() -> list[Segment]:
     return html_segments(PAGE.read_text(encoding="utf-8"), "library/sample.html", "python-docs/")
+
+
+def filter_segments(segments, min_chars: int, max_chars: int, dropped: dict[str, int]):
+    """The per-segment filters then exact dedup, as prepare_web applies them (other filters off)."""
+    params = WebDataParams(
+        source="jsonl", path="", text_field="text", min_chars=min_chars, max_chars=max_chars,
+        max_repetition=1.0, language="", near_duplicate=0.0, shard_size=1, limit=0, on_bad_record="error",
+    )
+    keep, dedup = SegmentFilter(params), Deduplicator(0.0)
+    for segment in segments:
+        if reason := keep.reason(segment) or dedup.check(segment.text):
+            dropped[reason] = dropped.get(reason, 0) + 1
+        else:
+            yield segment
 
 
 def by_header(segments: list[Segment]) -> dict[str, str]:

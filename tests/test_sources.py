@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
-from humpback.records import RecordError
-from humpback.sources import SourceError, mtbench, prepare_eval, prepare_seed, prepare_web
+from humpback.records import RecordError, read_jsonl
+from humpback.sources import Counts, SourceError, mtbench, prepare_eval, prepare_seed, prepare_web
 from humpback.sources.python_docs import doc_pages
 from humpback.sources.python_faq import faq_files
 from humpback.sources.rst import inline_to_text, rst_to_text
@@ -27,6 +27,7 @@ SEED = SeedDataParams(
     path=str(DOCS),
     instruction_field="instruction",
     output_field="output",
+    language="en",
     limit=0,
     heldout=1,
     on_bad_record="error",
@@ -37,6 +38,10 @@ WEB = WebDataParams(
     text_field="text",
     min_chars=40,
     max_chars=90,
+    max_repetition=1.0,
+    language="",
+    near_duplicate=0.0,
+    shard_size=1,
     limit=0,
     on_bad_record="error",
 )
@@ -44,9 +49,17 @@ EVAL = EvalDataParams(
     source="mt-bench",
     path=str(FIXTURES / "mt_bench_question.jsonl"),
     instruction_field="instruction",
+    reference="none",
     limit=0,
     on_bad_record="error",
 )
+
+
+def web_records(params: WebDataParams, scratch: Path, seed: int = 0) -> tuple[list[dict], Counts]:
+    """prepare_web into a file under `scratch`; (the records written, the counts)."""
+    out = scratch / "web_out.jsonl"
+    counts = prepare_web(params, seed, out, scratch_root=scratch / "scratch")
+    return read_jsonl(out), counts
 
 
 def reconciles(counts) -> bool:
@@ -200,7 +213,7 @@ def test_jsonl_web_rows_are_segmented_into_paragraph_blocks(tmp_path):
     path = tmp_path / "web.jsonl"
     doc = "First paragraph of a document, long enough.\n\nSecond paragraph, also long enough."
     path.write_text(json.dumps({"text": doc}) + "\nnot json\n" + json.dumps({"text": doc}) + "\n")
-    records, counts = prepare_web(replace(WEB, source="jsonl", path=str(path), on_bad_record="skip"), seed=0)
+    records, counts = web_records(replace(WEB, source="jsonl", path=str(path), on_bad_record="skip"), tmp_path)
     assert records == [{"id": "jsonl/web.jsonl:1#0", "text": doc, "header": "", "doc": "web.jsonl:1"}]
     assert counts.metrics() == {
         "source": "jsonl",
@@ -211,24 +224,6 @@ def test_jsonl_web_rows_are_segmented_into_paragraph_blocks(tmp_path):
     }
 
 
-@pytest.mark.parametrize(
-    "kind, params",
-    [
-        ("seed", replace(SEED, source="oasst1")),
-        ("web", replace(WEB, source="warc")),
-        ("eval", replace(EVAL, source="alpaca-eval")),
-    ],
-)
-def test_hub_sources_are_not_implemented_yet(kind, params):
-    with pytest.raises(NotImplementedError, match=f"{kind} source '{params.source}' is not implemented yet"):
-        if kind == "seed":
-            prepare_seed(params, seed=0)
-        elif kind == "web":
-            prepare_web(params, seed=0)
-        else:
-            prepare_eval(params)
-
-
 # --------------------------------------------------------------------------------------------- python-docs
 
 
@@ -236,8 +231,8 @@ def test_python_docs_excludes_faq_indexes_and_assets():
     assert [p.as_posix() for p in doc_pages(DOCS)] == ["library/latin1.html", "library/sample.html"]
 
 
-def test_python_docs_counts_reconcile_and_bad_bytes_are_replaced():
-    records, counts = prepare_web(WEB, seed=0)
+def test_python_docs_counts_reconcile_and_bad_bytes_are_replaced(tmp_path):
+    records, counts = web_records(WEB, tmp_path)
     metrics = counts.metrics()
     assert metrics["documents"] == 2 and metrics["decoded_with_replacement"] == 1
     assert metrics["read"] == 11 and reconciles(counts)
@@ -260,10 +255,10 @@ def test_web_sample_is_deterministic_and_seeded(tmp_path):
         "".join(json.dumps({"text": f"Document number {i} has enough text."}) + "\n" for i in range(30))
     )
     params = replace(WEB, source="jsonl", path=str(path), min_chars=10, limit=5)
-    first, counts = prepare_web(params, seed=0)
+    first, counts = web_records(params, tmp_path)
     assert len(first) == 5 and counts.dropped == {"sampled_out": 25} and reconciles(counts)
-    assert prepare_web(params, seed=0)[0] == first
-    assert prepare_web(params, seed=1)[0] != first
+    assert web_records(params, tmp_path)[0] == first
+    assert web_records(params, tmp_path, seed=1)[0] != first
 
 
 # --------------------------------------------------------------------------------------------- mt-bench
@@ -314,7 +309,9 @@ def test_mt_bench_package_has_80_questions():
 def write_params(tmp_path: Path, **data) -> Path:
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["data"]["seed"].update(path=str(DOCS), heldout=1)
-    params["data"]["web"].update(path=str(DOCS), min_chars=40, max_chars=90, limit=0)
+    params["data"]["web"].update(
+        path=str(DOCS), min_chars=40, max_chars=90, limit=0, language="", max_repetition=1.0, near_duplicate=0.0
+    )
     params["data"]["eval"].update(path=str(FIXTURES / "mt_bench_question.jsonl"))
     for section, values in data.items():
         params["data"][section].update(values)

@@ -1,34 +1,55 @@
 """Importers for the three prepare stages: a named source → normalised records + counts.
 
-    prepare_seed(params.data.seed, params.base.seed) -> (train pairs, held-out pairs, Counts)
-    prepare_web(params.data.web, params.base.seed)   -> (segment records, Counts)
-    prepare_eval(params.data.eval)                   -> (prompt records, Counts)
+    prepare_seed(params.data.seed, params.base.seed)      -> (train pairs, held-out pairs, Counts)
+    prepare_web(params.data.web, params.base.seed, out)   -> Counts   (segments streamed to `out`)
+    prepare_eval(params.data.eval)                        -> (prompt records, Counts)
 
-A reader (one per source, registered below) yields every candidate record and counts what it drops for
-reasons of its own (malformed lines, empty answers); the functions here apply the source-independent
-steps (held-out split, segment filters, limits) so every source gets them the same way.
+A seed or eval reader (one per source, registered below) returns every candidate record and counts what
+it drops for reasons of its own (malformed lines, empty answers); a web reader yields documents (or bad
+records) that `humpback.sources.web` segments, filters and deduplicates in shards. The functions here
+apply the source-independent steps (held-out split, filters, limits) so every source gets them the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
-from humpback.segment import filter_segments
-from humpback.sources import jsonl, mtbench, python_docs, python_faq
+from humpback.shards import SCRATCH_DIR
+from humpback.sources import (
+    alpaca_eval,
+    html_files,
+    jsonl,
+    mtbench,
+    oasst1,
+    parquet,
+    python_docs,
+    python_faq,
+    warc,
+    web,
+)
 from humpback.sources.counts import Counts, SourceError
+from humpback.sources.python_faq import DEFAULT_ROOT
 from humpback.sources.sampling import round_robin, sample_indices
 
-SEED_SOURCES: dict[str, Callable] = {"python-faq": python_faq.read_seed, "jsonl": jsonl.read_seed}
-WEB_SOURCES: dict[str, Callable] = {"python-docs": python_docs.read_web, "jsonl": jsonl.read_web}
-EVAL_SOURCES: dict[str, Callable] = {"mt-bench": mtbench.read_eval, "jsonl": jsonl.read_eval}
+SEED_SOURCES: dict[str, Callable] = {
+    "python-faq": python_faq.read_seed, "jsonl": jsonl.read_seed, "oasst1": oasst1.read_seed,
+}
+WEB_SOURCES: dict[str, Callable] = {
+    "python-docs": python_docs.read_web, "jsonl": jsonl.read_web, "html": html_files.read_web,
+    "warc": warc.read_web, "parquet": parquet.read_web,
+}
+EVAL_SOURCES: dict[str, Callable] = {
+    "mt-bench": mtbench.read_eval, "jsonl": jsonl.read_eval, "alpaca-eval": alpaca_eval.read_eval,
+}
 
 
 def reader(registry: dict[str, Callable], name: str, kind: str) -> Callable:
-    if name not in registry:  # params.py already accepts the hub sources (oasst1, warc...): a later issue
+    if name not in registry:  # params.py's Literal and these registries must list the same sources
         raise NotImplementedError(
-            f"{kind} source '{name}' is not implemented yet (available: {', '.join(sorted(registry))})"
+            f"{kind} source '{name}' is not implemented (available: {', '.join(sorted(registry))})"
         )
     return registry[name]
 
@@ -59,23 +80,14 @@ def prepare_seed(params: SeedDataParams, seed: int) -> tuple[list[dict], list[di
     return train, heldout, counts
 
 
-def prepare_web(params: WebDataParams, seed: int) -> tuple[list[dict], Counts]:
-    """Segments → filters (counted by reason) → a deterministic sample of `params.limit` (0 = all)."""
-    counts = Counts(params.source)
-
-    def read_all():
-        for segment in reader(WEB_SOURCES, params.source, "web")(params, counts):
-            counts.read += 1
-            yield segment
-
-    kept = list(filter_segments(read_all(), params.min_chars, params.max_chars, counts.dropped))
-    if params.limit and len(kept) > params.limit:
-        chosen = sample_indices(len(kept), params.limit, seed, "web")
-        counts.drop("sampled_out", len(kept) - len(chosen))
-        kept = [kept[i] for i in chosen]
-    counts.kept = len(kept)
-    counts.ensure_any(counts.kept, "segments")
-    return [segment.record() for segment in kept], counts
+def prepare_web(
+    params: WebDataParams, seed: int, out: str | Path, scratch_root: str | Path = SCRATCH_DIR
+) -> Counts:
+    """Segments → filters → corpus dedup → a deterministic sample of `params.limit` (0 = all), to `out`."""
+    read = reader(WEB_SOURCES, params.source, "web")
+    root = params.path or (DEFAULT_ROOT if params.source == "python-docs" else "")
+    inputs = [Path(root)] if root and Path(root).exists() else []
+    return web.prepare_web(params, seed, read, out, scratch_root, inputs)
 
 
 def prepare_eval(params: EvalDataParams) -> tuple[list[dict[str, Any]], Counts]:

@@ -6,7 +6,7 @@ under `dropped.malformed` (and in `read`: it was a record, just not a usable one
 
 Web rows are whole documents (e.g. FineWeb's `text`), which have no HTML headers to anchor on: each row
 is cut into blocks of whole paragraphs up to `max_chars` (`humpback.segment.text_segments`) and the
-length and duplicate filters apply as for HTML; the header filters do not (there is no header).
+text filters apply as for HTML; the header filters do not (there is no header).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
 from humpback.records import RecordError, iter_jsonl
-from humpback.segment import Segment, text_segments
 from humpback.sources.counts import Counts, SourceError
+from humpback.sources.documents import BadRecord, Document
 
 
 def read_seed(params: SeedDataParams, counts: Counts) -> list[dict[str, Any]]:
@@ -43,12 +43,21 @@ def read_seed(params: SeedDataParams, counts: Counts) -> list[dict[str, Any]]:
     return pairs
 
 
-def read_web(params: WebDataParams, counts: Counts) -> Iterator[Segment]:
-    for lineno, row in records(params.path, "data.web", [params.text_field], params.on_bad_record, counts):
-        counts.note("documents")
-        yield from text_segments(
-            row[params.text_field], f"{Path(params.path).name}:{lineno}", "jsonl/", params.max_chars
-        )
+def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
+    """Each row a text document; a malformed line (skip mode) a `BadRecord` in its place in the stream."""
+    path = _check_path(params.path, "data.web")
+    bad: dict[str, int] = {}
+    reported = 0
+    try:
+        for lineno, row in iter_jsonl(path, [params.text_field], params.on_bad_record, bad):
+            while reported < bad.get("malformed", 0):  # lines skipped just before this one
+                reported += 1
+                yield BadRecord(f"{path} before line {lineno}", "malformed")
+            yield Document(f"{Path(path).name}:{lineno}", "jsonl/", "text", row[params.text_field])
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for _ in range(bad.get("malformed", 0) - reported):
+        yield BadRecord(f"{path} at the end", "malformed")
 
 
 def read_eval(params: EvalDataParams, counts: Counts) -> list[dict[str, Any]]:
@@ -77,10 +86,7 @@ def records(
     path: str, key: str, fields: Iterable[str], on_bad_record: str, counts: Counts
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """`iter_jsonl`, with malformed lines (skip mode) also counted as read so the counts reconcile."""
-    if not path:
-        raise SourceError(f"{key}.path must name a JSONL file for source 'jsonl'")
-    if not Path(path).is_file():
-        raise SourceError(f"{key}.path: file not found: {path}")
+    _check_path(path, key)
     bad: dict[str, int] = {}
     try:
         yield from iter_jsonl(path, fields, on_bad_record, bad)
@@ -88,6 +94,14 @@ def records(
         raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     counts.read += bad.get("malformed", 0)
     counts.drop("malformed", bad.get("malformed", 0))
+
+
+def _check_path(path: str, key: str) -> str:
+    if not path:
+        raise SourceError(f"{key}.path must name a JSONL file for source 'jsonl'")
+    if not Path(path).is_file():
+        raise SourceError(f"{key}.path: file not found: {path}")
+    return path
 
 
 def _id(path: str, lineno: int) -> str:

@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from humpback.params import WebDataParams
-from humpback.segment import Segment, html_segments
-from humpback.sources.counts import Counts, SourceError
+from humpback.sources.counts import SourceError
+from humpback.sources.documents import BadRecord, Document, html_document
 from humpback.sources.python_faq import DEFAULT_ROOT
 
 EXCLUDED_DIRS = {"faq"}
@@ -42,18 +40,8 @@ def doc_pages(root: str | Path) -> list[Path]:
     return sorted(rel for rel in pages if not is_excluded(rel))
 
 
-def read_web(params: WebDataParams, counts: Counts) -> Iterator[Segment]:
+def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
     root = Path(params.path or DEFAULT_ROOT)
-    for rel in tqdm(doc_pages(root), desc="python-docs pages", unit="page", disable=None):
-        counts.note("documents")
-        yield from html_segments(decode_page(root / rel, counts), rel.as_posix(), "python-docs/")
-
-
-def decode_page(path: Path, counts: Counts) -> str:
-    """UTF-8, or UTF-8 with U+FFFD for bad bytes (counted): one odd byte should not lose a whole page."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        counts.note("decoded_with_replacement")
-        return data.decode("utf-8", errors="replace")
+    for rel in doc_pages(root):
+        yield html_document((root / rel).read_bytes(), rel.as_posix(), "python-docs/", str(root / rel),
+                            params.on_bad_record)

@@ -1,0 +1,111 @@
+"""The paper's per-segment filters: boilerplate headers, length, repetitive text, language.
+
+Li et al. (2023) keep English ClueWeb segments of 600–3,000 characters, drop empty, all-caps and navigation
+headers ("advertisement", "forum", "quick link", "free newsletter") and repetitive sentences (n-gram
+overlap). Each dropped segment is counted under the first reason that applies, checked in this order
+(cheapest first): empty_header, allcaps_header, navigation_header (only where the source has headers),
+too_short, too_long, repetitive, language. Duplicates across the corpus are `humpback.dedup`'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from humpback.params import WebDataParams
+from humpback.segment import Segment
+
+# fmt: off
+# Headers of boilerplate rather than content: whole-header matches for generic words, phrase matches for
+# the paper's examples ("advertisement", "forum", "quick link", "free newsletter") and their kin.
+NAVIGATION_HEADERS = {
+    "contents", "table of contents", "search", "quick search", "navigation", "related", "related topics",
+    "previous topic", "next topic", "this page", "index", "menu", "site map", "sitemap", "footer",
+    "share", "comments", "tags", "categories", "archives", "links", "copyright",
+}
+# fmt: on
+NAVIGATION_PHRASES = re.compile(
+    r"\b(advertisements?|forums?|quick links?|free newsletters?|newsletters?|subscribe|sign up|log ?in|"
+    r"cookie (policy|settings|consent)|privacy policy|terms of (use|service)|all rights reserved)\b"
+)
+# A short all-caps header ("API", "IDLE", "TLS 1.3") is an acronym; a longer one ("LATEST NEWS") shouts.
+MIN_CAPS_LETTERS = 6
+# Repetition is measured on word 5-grams, as Gopher's (Rae et al., 2021) duplicate n-gram fractions:
+# short enough to catch a repeated sentence, long enough that common phrases ("one of the") do not count.
+REPETITION_NGRAM = 5
+# Language: the prose is what has a language (code blocks read as noise to a detector), and the first
+# characters of it decide as well as all of it, at a fraction of the cost.
+_CODE_FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)
+_LETTER = re.compile(r"[^\W\d_]")
+LANGUAGE_SAMPLE_CHARS = 300
+MIN_LANGUAGE_LETTERS = 40  # below this a detector guesses; such a segment is kept and noted
+
+
+def header_problem(header: str) -> str | None:
+    """Why a header marks boilerplate rather than content, or None."""
+    if not header.strip():
+        return "empty_header"
+    letters = [c for c in header if c.isalpha()]
+    if len(letters) >= MIN_CAPS_LETTERS and all(c.isupper() for c in letters):
+        return "allcaps_header"
+    norm = " ".join(re.sub(r"[^\w\s]", " ", header.lower()).split())
+    if norm in NAVIGATION_HEADERS or NAVIGATION_PHRASES.search(norm):
+        return "navigation_header"
+    return None
+
+
+def repetition(text: str, n: int = REPETITION_NGRAM) -> float:
+    """Share of the text's characters (in words) inside a word n-gram that already occurred earlier."""
+    words = text.split()
+    grams = list(zip(*(words[i:] for i in range(n))))
+    if len(set(grams)) == len(grams):  # the common case, decided without a Python-level loop
+        return 0.0
+    first: dict[tuple[str, ...], int] = {}
+    repeated = bytearray(len(words))
+    for i, gram in enumerate(grams):
+        if first.setdefault(gram, i) != i:
+            repeated[i : i + n] = b"\x01" * n
+    return sum(len(w) for w, r in zip(words, repeated) if r) / sum(map(len, words))
+
+
+@lru_cache(maxsize=1)
+def _identifier():
+    # py3langid ships its model inside the package (nothing is downloaded); loading it takes ~1 s, once.
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE)
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code of the text's prose, or None when there is too little prose to tell."""
+    prose = _CODE_FENCE.sub(" ", text)
+    sample = prose[:LANGUAGE_SAMPLE_CHARS]
+    if len(_LETTER.findall(sample)) < MIN_LANGUAGE_LETTERS:
+        return None
+    return _identifier().classify(sample)[0]
+
+
+class SegmentFilter:
+    """The per-segment filters configured by `data.web`; `reason()` says why a segment goes, or None."""
+
+    def __init__(self, params: WebDataParams):
+        self.min_chars, self.max_chars = params.min_chars, params.max_chars
+        self.max_repetition, self.language = params.max_repetition, params.language
+        self.undetermined = 0  # segments kept because their language could not be told
+
+    def reason(self, segment: Segment) -> str | None:
+        if segment.header is not None and (problem := header_problem(segment.header)):
+            return problem
+        if len(segment.text) < self.min_chars:
+            return "too_short"
+        if len(segment.text) > self.max_chars:
+            return "too_long"
+        if self.max_repetition < 1 and repetition(segment.text) > self.max_repetition:
+            return "repetitive"
+        if self.language:
+            detected = detect_language(segment.text)
+            if detected is None:
+                self.undetermined += 1
+            elif detected != self.language:
+                return "language"
+        return None

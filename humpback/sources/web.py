@@ -1,0 +1,196 @@
+"""prepare_web, streamed: documents → segments → filters → corpus dedup → sample, in bounded memory.
+
+1. **Shards** (resumable): the reader's documents, cut into shards of `data.web.shard_size` in input order.
+   Each shard's segments go through the per-segment filters (`humpback.filters`); the survivors and the
+   shard's counts are written atomically to `.humpback/scratch/prepare_web-<fingerprint>/`. A rerun after a
+   crash or a kill skips finished shards (it still reads their documents, to know where the next begins).
+2. **Dedup**: one pass over the shards in order drops exact and near-duplicates across the whole corpus
+   (`humpback.dedup`); one byte per surviving segment records the verdict.
+3. **Sample and write**: `data.web.limit` of the kept segments (`sample_indices`, so the draw is the one a
+   list-based run would make), streamed from the shards into the output file (atomically).
+
+Memory: one shard of documents, the dedup index (~2 KB per kept segment) and a byte per segment; never
+the corpus. The fingerprint covers the params that decide a shard (all of `data.web` but the sample size),
+the code that segments and filters, and the input files' paths, sizes and modification times (hashing a
+multi-GB crawl would cost as much as segmenting it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from itertools import islice
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from humpback.dedup import Deduplicator
+from humpback.filters import SegmentFilter
+from humpback.params import WebDataParams
+from humpback.records import atomic_path, iter_jsonl, write_json, write_jsonl
+from humpback.segment import html_segments, text_segments
+from humpback.shards import SCRATCH_DIR
+from humpback.sources.counts import Counts
+from humpback.sources.documents import BadRecord, Document
+from humpback.sources.sampling import sample_indices
+
+STAGE = "prepare_web"
+_CODE = [Path(__file__).parents[1] / name for name in ("segment.py", "filters.py")] + sorted(
+    Path(__file__).parent.glob("*.py")
+)
+
+
+def prepare_web(
+    params: WebDataParams,
+    seed: int,
+    read: Callable[[WebDataParams], Iterable[Document | BadRecord]],
+    out: str | Path,
+    scratch_root: str | Path = SCRATCH_DIR,
+    inputs: Iterable[Path] = (),
+) -> Counts:
+    """Write the kept segments (JSONL) to `out`; return the counts (read = kept + Σ dropped)."""
+    if params.shard_size < 1:
+        raise ValueError(f"data.web.shard_size must be at least 1, got {params.shard_size}")
+    run = WebShards(Path(scratch_root), fingerprint(params, inputs))
+    counts = Counts(params.source)
+    shards = run.segment(read(params), params)
+    for shard_counts in shards:
+        counts.read += shard_counts["read"]
+        for reason, n in shard_counts["dropped"].items():
+            counts.drop(reason, n)
+        for name, n in shard_counts["info"].items():
+            counts.note(name, n)
+    verdicts = run.dedup(len(shards), params.near_duplicate, counts)
+    kept = sum(verdicts)
+    chosen = None
+    if params.limit and kept > params.limit:
+        chosen = set(sample_indices(kept, params.limit, seed, "web"))
+        counts.drop("sampled_out", kept - len(chosen))
+    counts.kept = len(chosen) if chosen is not None else kept
+    counts.ensure_any(counts.kept, "segments")
+    counts.metrics()  # checks read = kept + Σ dropped before anything is written
+    run.write(out, len(shards), verdicts, chosen)
+    run.clear()
+    return counts
+
+
+def fingerprint(params: WebDataParams, inputs: Iterable[Path]) -> str:
+    stats = []
+    for root in inputs:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        stats += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in _CODE)).hexdigest()
+    settings = {k: v for k, v in asdict(params).items() if k != "limit"}
+    blob = json.dumps({"params": settings, "code": code, "inputs": stats}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def shard_counts(items: Iterable[Document | BadRecord], params: WebDataParams, rows: list[dict]) -> dict:
+    """Segment and filter one shard's documents into `rows`; its counts as a JSON-ready dict."""
+    counts = Counts(params.source)
+    keep = SegmentFilter(params)
+    for item in items:
+        if isinstance(item, BadRecord):
+            counts.read += item.n
+            counts.drop(item.reason, item.n)
+            continue
+        counts.note("documents")
+        if item.replaced:
+            counts.note("decoded_with_replacement")
+        if item.markup == "html":
+            segments = html_segments(item.content, item.doc, item.id_prefix)
+        else:
+            segments = text_segments(item.content, item.doc, item.id_prefix, params.max_chars)
+        for segment in segments:
+            counts.read += 1
+            if reason := keep.reason(segment):
+                counts.drop(reason)
+            else:
+                rows.append(segment.record())
+    if keep.undetermined:
+        counts.note("language_undetermined", keep.undetermined)
+    return {"read": counts.read, "dropped": counts.dropped, "info": counts.info}
+
+
+class WebShards:
+    """The scratch folder of one prepare_web run (see the module docstring)."""
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.root = root
+        self.folder = root / f"{STAGE}-{fingerprint[:16]}"
+
+    def _rows(self, k: int) -> Path:
+        return self.folder / f"shard-{k:05d}.jsonl"
+
+    def _counts(self, k: int) -> Path:
+        return self.folder / f"shard-{k:05d}.counts.json"
+
+    def segment(self, items: Iterable[Document | BadRecord], params: WebDataParams) -> list[dict]:
+        """Phase 1: every shard's counts, doing the shards not yet in scratch."""
+        self._drop_stale()
+        stream: Iterator = iter(items)
+        all_counts: list[dict] = []
+        resumed = 0
+        with tqdm(desc=f"{STAGE} documents", unit="doc", disable=None, file=sys.stderr) as bar:
+            for k in range(sys.maxsize):
+                batch = list(islice(stream, params.shard_size))
+                if not batch:
+                    break
+                if self._rows(k).is_file():  # finished before a crash or kill: keep it
+                    all_counts.append(json.loads(self._counts(k).read_text()))
+                    resumed += 1
+                else:
+                    rows: list[dict] = []
+                    counts = shard_counts(batch, params, rows)
+                    write_json(self._counts(k), counts)  # counts first: the rows file marks the shard done
+                    write_jsonl(self._rows(k), rows)
+                    all_counts.append(counts)
+                bar.update(len(batch))
+        if resumed:
+            tqdm.write(f"{STAGE}: resumed, {resumed} of {len(all_counts)} shards were already done "
+                       f"in {self.folder}", file=sys.stderr)
+        return all_counts
+
+    def _segments(self, n_shards: int) -> Iterator[dict]:
+        for k in range(n_shards):
+            for _, row in iter_jsonl(self._rows(k)):
+                yield row
+
+    def dedup(self, n_shards: int, near_threshold: float, counts: Counts) -> bytearray:
+        """Phase 2: a verdict byte (1 = kept) per segment that passed the filters, in corpus order."""
+        dedup = Deduplicator(near_threshold)
+        verdicts = bytearray()
+        for row in self._segments(n_shards):
+            reason = dedup.check(row["text"])
+            if reason:
+                counts.drop(reason)
+            verdicts.append(reason is None)
+        return verdicts
+
+    def write(self, out: str | Path, n_shards: int, verdicts: bytearray, chosen: set[int] | None) -> None:
+        """Phase 3: the kept (and chosen) segments, in corpus order, to `out`."""
+        rank = 0
+        with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for row, verdict in zip(self._segments(n_shards), verdicts):
+                if not verdict:
+                    continue
+                if chosen is None or rank in chosen:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rank += 1
+
+    def _drop_stale(self) -> None:
+        """Scratch of an earlier run with other params, code or input is dead weight."""
+        for other in self.root.glob(f"{STAGE}-*"):
+            if other != self.folder and other.is_dir():
+                shutil.rmtree(other, ignore_errors=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.root.rmdir()  # only when empty: other stages may have scratch of their own
+        except OSError:
+            pass
