@@ -161,6 +161,9 @@ class TrainResult:
     seconds: float  # this process's training time (a resumed run does not count the interrupted part)
     resumed_from_step: int
     precision: str  # "bf16" (autocast on a GPU that supports it) or "fp32"
+    # Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of the weights: the full state dict, gathered
+    # by every process together (a collective), for the process that saves. None when the model is whole.
+    full_state_dict: dict[str, torch.Tensor] | None = None
 
     @property
     def final_loss(self) -> float:
@@ -224,8 +227,12 @@ def train(
     seconds = time.perf_counter() - start
 
     counter = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TokenCounter))
+    full_state_dict = None
+    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        # Every rank must take part in the gather; only rank 0 writes (stages/train.py).
+        full_state_dict = trainer.accelerator.get_state_dict(trainer.model)
     return TrainResult(
-        model=trainer.model,
+        model=trainer.accelerator.unwrap_model(trainer.model),
         steps=trainer.state.global_step,
         losses=[(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e],
         tokens=counter.tokens,
@@ -235,11 +242,16 @@ def train(
         seconds=seconds,
         resumed_from_step=int(Path(last).name.rsplit("-", 1)[-1]) if last else 0,
         precision="bf16" if use_bf16 else "fp32",
+        full_state_dict=full_state_dict,
     )
 
 
-def save_trained(model: PreTrainedModel, tokenizer, out: str | Path, base_ref: str, card: dict[str, Any]) -> None:
+def save_trained(model: PreTrainedModel, tokenizer, out: str | Path, base_ref: str, card: dict[str, Any],
+                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """Write the adapter (or full model), the tokenizer and `card.json` to `out`, atomically.
+
+    `state_dict`: the full weights gathered from a sharded (FSDP / ZeRO-3) run; the model object alone would
+    save only this process's shard.
 
     An adapter records `base_ref` exactly as given (e.g. the relative `models/base`), so
     `modeling.load_model(out)` finds its base from the repo root, in any clone of the project.
@@ -248,6 +260,6 @@ def save_trained(model: PreTrainedModel, tokenizer, out: str | Path, base_ref: s
         if hasattr(model, "peft_config"):
             for config in model.peft_config.values():
                 config.base_model_name_or_path = base_ref
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "card.json", card)

@@ -106,7 +106,7 @@ def run(
     }
     if int(os.environ.get("RANK", "0")) != 0:  # under a multi-process launch, one process writes the outputs
         return summary
-    save_trained(result.model, tokenizer, out, base, card)
+    save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
     write_json(metrics, summary)
     write_csv(loss, ["step", "loss"], result.losses)
     plot_loss(plot, result.losses, title=f"train@{role}")
