@@ -19,7 +19,7 @@ import torch
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine, record_seed
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
-from humpback.prompts import backward_instruction, format_example
+from humpback.prompts import backward_example
 from humpback.records import read_jsonl, write_json
 
 
@@ -37,7 +37,7 @@ def main() -> None:
     engine = make_engine(args.model, params.generation)
     tok = engine.tokenizer
     segments = read_jsonl(args.web)[: args.n]
-    prompts = [format_example(tok, user=backward_instruction(s["text"])).prompt for s in segments]
+    prompts = [backward_example(tok, s["text"], params.train.backward_max_output_tokens).prompt for s in segments]
     seeds = [record_seed(params.base.seed, s["id"]) for s in segments]
 
     start = time.perf_counter()
