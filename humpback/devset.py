@@ -214,9 +214,12 @@ def curation_metrics(
     scores: Sequence[float | None],
     selected: Sequence[bool],
     lengths: Sequence[int],
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Precision / recall of the selection against label 1 (the paper's curation-quality table), ROC-AUC of
-    the score (unparsed = lowest), the AUC of output length alone as a baseline, and per-kind means."""
+    the score (unparsed = lowest), the AUC of output length alone as a baseline, and per-kind means.
+    With `bootstrap` > 0, also 95% intervals of both AUCs (`roc_auc_ci`, `length_roc_auc_ci`)."""
     from sklearn.metrics import roc_auc_score
 
     n = len(labels)
@@ -242,14 +245,41 @@ def curation_metrics(
             "mean_score": sum(kind_scores) / len(kind_scores) if kind_scores else None,
             "selected_share": sum(bool(selected[i]) for i in idx) / len(idx),
         }
+    ci = {}
+    if bootstrap > 0:
+        ci = {"roc_auc_ci": bootstrap_auc_ci(labels, ranked, bootstrap, seed),
+              "length_roc_auc_ci": bootstrap_auc_ci(labels, [float(x) for x in lengths], bootstrap, seed)}
     return {
         "precision": tp / n_selected if n_selected else None,
         "recall": tp / n_pos if n_pos else None,
         "roc_auc": auc(ranked),
+        **({"roc_auc_ci": ci["roc_auc_ci"]} if ci else {}),
         "length_roc_auc": auc([float(x) for x in lengths]),
+        **({"length_roc_auc_ci": ci["length_roc_auc_ci"]} if ci else {}),
         "n": n,
         "n_positive": n_pos,
         "n_selected": n_selected,
         "unparsed": n - len(parsed),
         "by_kind": by_kind,
     }
+
+
+def bootstrap_auc_ci(labels: Sequence[int], values: Sequence[float], resamples: int,
+                     seed: int) -> list[float] | None:
+    """95% percentile interval of the ROC-AUC over `resamples` stratified bootstrap resamples (positives and
+    negatives each drawn with replacement at their own count, so every resample has both classes), seeded.
+    None when the AUC is undefined (one class only)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    y, x = np.asarray(labels), np.asarray(values, dtype=float)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    if not len(pos) or not len(neg):
+        return None
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        aucs.append(roc_auc_score(y[idx], x[idx]))
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return [float(low), float(high)]
