@@ -243,7 +243,8 @@ def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_
     monkeypatch.chdir(tmp_path)
     params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
     params = yaml.safe_load(params_path.read_text())
-    params["curate"].update(method="generate", threshold=4.0, max_retries=1)
+    params["curate"].update(method="generate", max_retries=1)
+    params["curate"]["threshold"]["generate"] = 4.0
     params_path.write_text(yaml.safe_dump(params))
     write_pairs(tmp_path, 4)
     # Replies per call, in order: pairs 0-3, then the retry of the two failures (1 and 3).
@@ -259,3 +260,32 @@ def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_
     assert metrics["histogram"] == {"1": 0, "2": 0, "3": 1, "4": 1, "5": 1}
     assert metrics["parse_failure_rate"] == 0.25 and metrics["selected"] == 2
     assert metrics["lengths_selected"]["instruction_chars"] == len("Question 0?")
+
+
+def test_curate_likelihood_gain_with_a_named_curator(tmp_path, monkeypatch, tiny_model_dir):
+    """curate.model names a model: the prepared folder curates (without the project's tags), selection at the
+    method's own threshold, and the histogram plot shows the continuous score."""
+    monkeypatch.chdir(tmp_path)
+    params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
+    params = yaml.safe_load(params_path.read_text())
+    params["curate"].update(model=str(tiny_model_dir), method="likelihood_gain")
+    params["curate"]["threshold"]["likelihood_gain"] = -100.0  # a random model: keep everything parsed
+    params_path.write_text(yaml.safe_dump(params))
+    write_pairs(tmp_path, 3)
+    seen = {}
+    real = humpback.generation.make_engine
+
+    def make_engine(model_dir, gen_params):
+        seen["model"] = str(model_dir)
+        return real(model_dir, gen_params)
+
+    monkeypatch.setattr(humpback.generation, "make_engine", make_engine)
+    args = curate_args(tmp_path, tmp_path / "no-such-m0", params_path)
+    assert curate.main(args) == 1  # a named curator needs its prepared folder
+    assert curate.main(args + ["--named-curator", str(tiny_model_dir)]) == 0
+    assert seen["model"] == str(tiny_model_dir)
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert all(r["parsed"] and r["selected"] and r["probs"] is None for r in scored)
+    metrics = json.loads((tmp_path / "curate.json").read_text())
+    assert metrics["curator"] == str(tiny_model_dir) and metrics["threshold"] == -100.0
+    assert (tmp_path / "hist.png").read_bytes()[:4] == b"\x89PNG"
