@@ -237,6 +237,16 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_auc():
     assert a == bootstrap_auc_ci(labels, values, 200, seed=1)
     assert 0.0 <= a[0] <= a[1] <= 1.0
     assert bootstrap_auc_ci([1, 1], [0.1, 0.2], 10, seed=0) is None
+    # The same statistic as sklearn: with one resample that draws every row once (weights all 1) the
+    # matrix form must equal roc_auc_score, ties included.
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    tied = [round(v, 1) for v in values]
+    pos = np.array([v for v, y in zip(tied, labels) if y == 1])
+    neg = np.array([v for v, y in zip(tied, labels) if y == 0])
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    assert wins.mean() == pytest.approx(roc_auc_score(labels, tied))
 
 
 def test_report_table_and_plot(tmp_path, monkeypatch):
@@ -298,3 +308,25 @@ def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_
                "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
     assert rc == 0 and "skipped" in read_json(tmp_path / "m.json")
     assert (tmp_path / "m.png").is_file() and read_jsonl(tmp_path / "scored.jsonl") == []
+
+
+def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
+    from humpback.params import load_params
+    from humpback.records import write_json
+    from stages.curation_quality import rate_dev_set
+    from stages.report import main
+
+    _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": 2.0, "forum": 3.1})
+    _, heldout = _split()
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
+    _, metrics = rate_dev_set(type("Engine", (), {})(), rows, load_params(Path(__file__).resolve().parents[1] / "params.yaml"))
+    folder = tmp_path / "metrics" / "curation_quality"
+    for name in ("base", "m0"):
+        write_json(folder / f"{name}.json", {"model": name, **metrics})
+    write_json(folder / "curator.json", {"model": "curator", "skipped": "curate.model is self"})
+    main(["--metrics-dir", str(tmp_path / "metrics"), "--out", str(tmp_path / "report.md"),
+          "--headline", str(tmp_path / "headline.json"), "--curation-plot", str(tmp_path / "cq.png")])
+    text = (tmp_path / "report.md").read_text()
+    assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
+    assert "curator" not in read_json(tmp_path / "headline.json")["curator"]
+    assert (tmp_path / "cq.png").read_bytes()[:4] == b"\x89PNG"
