@@ -23,17 +23,21 @@ SELF_NOTE = ("# No named curator\n\n`curate.model: self`: curate@1 is rated by m
              "self-curation). Set `curate.model` to a model reference to curate with another model.\n")
 
 
+SELF_MARKER = "SELF_CURATOR"  # the one file (beside the README) of the placeholder folder
+
+
 def prepare_curator(ref: str, dtype: str, out: str | Path) -> Path:
     if ref == "self":
         with atomic_folder(out) as tmp:
             (tmp / "README.md").write_text(SELF_NOTE, encoding="utf-8")
+            (tmp / SELF_MARKER).write_text("self\n", encoding="utf-8")
         return Path(out)
     return prepare_base(ref, dtype, out)
 
 
 def is_self(folder: str | Path) -> bool:
-    """Whether a prepared curator folder is the `self` placeholder."""
-    return not (Path(folder) / "config.json").is_file()
+    """Whether a prepared curator folder is the `self` placeholder (not a model, not an adapter)."""
+    return (Path(folder) / SELF_MARKER).is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
