@@ -16,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import re
-import tempfile
 import os
+import re
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -132,7 +132,7 @@ def package_folder(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def assemble_split_gguf(ref: str, out: str | Path) -> Path:
@@ -184,8 +184,8 @@ def model_card(ref: str) -> str:
     lines = ["# Converted model", "", f"Source reference: `{ref}`", ""]
     if ref.startswith(SPLIT_PREFIX):
         split = parse_split_ref(ref)
-        lines += [f"Assembled from {len(split.parts)} parts ({split.parts[0][0]} … {split.parts[-1][0]}), "
-                  f"verified sha256 `{split.sha256}`, then dequantized from GGUF by transformers.", ""]
+        lines += [(f"Assembled from {len(split.parts)} parts ({split.parts[0][0]} … {split.parts[-1][0]}), "
+                   f"verified sha256 `{split.sha256}`, then dequantized from GGUF by transformers."), ""]
         lines += [KNOWN_MODELS.get(split.sha256, "Licence: see the upstream model; the part packages name none."), ""]
     return "\n".join(lines)
 

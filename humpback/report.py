@@ -79,9 +79,9 @@ def render(
             lines += [
                 "### Every method × curator",
                 "",
-                "ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
-                "baseline). Selection at each method's `curate.threshold`; \"kept\" columns: the share of each "
-                "kind of bad answer that slips through. Bold: `curate.method`.",
+                ("ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
+                 "baseline). Selection at each method's `curate.threshold`; \"kept\" columns: the share of each "
+                 "kind of bad answer that slips through. Bold: `curate.method`."),
                 "",
                 *markdown_table(with_methods),
                 "",
