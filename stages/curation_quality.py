@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="curator model folder (models/m0)")
     parser.add_argument("--name", help="the curator's name in the metrics (default: the folder's name)")
-    parser.add_argument("--tagged", action="store_true",
+    parser.add_argument("--tagged", action=argparse.BooleanOptionalAction, default=False,
                         help="a model this project trained: prompt it with the system prompt of its training "
                              "(S_a when train.tagging)")
     parser.add_argument("--dev", required=True, help="labelled dev set (data/dev.jsonl)")
