@@ -77,7 +77,8 @@ def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int 
                  filters: list[str] = FILTERS) -> tuple[Path, Path]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["augment"].update(shard_size=shard_size, max_new_tokens=max_new_tokens, filters=filters)
-    params["curate"].update(shard_size=shard_size)
+    params["curate"].update(shard_size=shard_size, method="logprob")
+    params["curate"]["threshold"]["logprob"] = 3.0
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     web = folder / "web.jsonl"
     web.write_text("".join(json.dumps({"id": f"seg-{i}", "text": f"Segment {i}. " + SEGMENT, "header": "h",

@@ -178,6 +178,19 @@ def test_dev_set_from_prepare_seed_split_is_disjoint_from_training():
     assert not ({r["instruction"] for r in rows} | {r["output"] for r in rows}) & train_texts
 
 
+def _logprob_params():
+    """The shipped params with curate.method logprob at threshold 3.0 (the tests' fixed point, whatever the
+    shipped default method is)."""
+    import dataclasses
+
+    from humpback.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    threshold = dataclasses.replace(params.curate.threshold, logprob=3.0)
+    return dataclasses.replace(params, curate=dataclasses.replace(params.curate, method="logprob",
+                                                                   threshold=threshold))
+
+
 def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
     """Replace the curator's scores (scoring.score_pairs) by fixed scores per dev-row kind; the real
     PairScore and is_selected stay, so the stage's selection is the curate stage's."""
@@ -197,13 +210,12 @@ def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
 
 
 def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
-    from humpback.params import load_params
     from stages.curation_quality import rate_dev_set
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
     _, heldout = _split()
     rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # threshold 3.0
+    params = _logprob_params()  # threshold 3.0
     engine = type("Engine", (), {})()
     scored, metrics = rate_dev_set(engine, rows, params)
     assert engine.seen == (len(rows), params.train.tagging, params.base.seed)
@@ -251,13 +263,12 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_auc():
 
 def test_report_table_and_plot(tmp_path, monkeypatch):
     from humpback.curation_quality import markdown_table, plot_curation_quality
-    from humpback.params import load_params
     from stages.curation_quality import rate_dev_set
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
     _, heldout = _split()
     rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params = _logprob_params()
     _, metrics = rate_dev_set(type("Engine", (), {})(), rows, params)
     table = markdown_table({"m0": metrics, "m1": metrics})
     assert len(table) == 2 + 2 * len(metrics["methods"])
@@ -276,7 +287,7 @@ def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
     import yaml
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    raw["curate"]["max_new_tokens"] = 4  # generate: a random model's text, short
+    raw["curate"].update(method="logprob", max_new_tokens=4)  # generate: a random model's text, short
     raw["curation_quality"]["bootstrap"] = 50
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     rc = main(["--model", str(tiny_model_dir), "--tagged", "--dev", str(tmp_path / "dev.jsonl"),
@@ -311,7 +322,6 @@ def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_
 
 
 def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
-    from humpback.params import load_params
     from humpback.records import write_json
     from stages.curation_quality import rate_dev_set
     from stages.report import main
@@ -319,7 +329,7 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": 2.0, "forum": 3.1})
     _, heldout = _split()
     rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
-    _, metrics = rate_dev_set(type("Engine", (), {})(), rows, load_params(Path(__file__).resolve().parents[1] / "params.yaml"))
+    _, metrics = rate_dev_set(type("Engine", (), {})(), rows, _logprob_params())
     folder = tmp_path / "metrics" / "curation_quality"
     for name in ("base", "m0"):
         write_json(folder / f"{name}.json", {"model": name, **metrics})
