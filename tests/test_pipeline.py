@@ -72,7 +72,9 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
     raw["augment"].update(max_new_tokens=12, shard_size=8, filters=["empty"])
     raw["curate"].update(max_new_tokens=12, shard_size=8)
-    raw["curate"]["threshold"].update(logprob=1.0, generate=1.0)
+    # A random tiny model's scores mean nothing: keep every pair so m1 and m2 still train on augmented data.
+    raw["curate"]["threshold"].update(logprob=1.0, generate=1.0, rubric_calibrated=-1e9, yes_no=0.0,
+                                      likelihood_gain=-1e9, pmi=-1e9)
     raw["respond"].update(max_new_tokens=12)
     raw["evaluate"].update(max_chars=300)
     raw["curation_quality"].update(positives=3, negatives_per_kind=1, bootstrap=100)
