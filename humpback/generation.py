@@ -32,6 +32,12 @@ class Engine(Protocol):
         """log P(first token of each candidate | prompt): one row per prompt, candidates in order."""
         ...
 
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
+                            desc: str = "") -> list[list[float]]:
+        """log P(token | prompt, earlier completion tokens) for every token of each completion, with prompt and
+        completion tokenized separately as training tokenizes them (the openai engine does not offer it)."""
+        ...
+
 
 def make_engine(model_dir: str | Path, params: GenerationParams) -> Engine:
     """The engine named by `params.engine`; heavy dependencies are imported only for the one chosen."""

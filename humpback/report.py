@@ -55,21 +55,37 @@ def render(
         if evaluate.get("length_controlled_reason"):
             lines += ["", f"Length-controlled win rate: not reported. {evaluate['length_controlled_reason']}"]
         lines.append("")
+    curation = [m for m in curation if not m.get("skipped")]
     if curation:
+        from humpback.curation_quality import markdown_table
+
         lines += [
             "## Curation quality on the labelled dev set",
             "",
-            "| curator | precision | recall | ROC-AUC | length-only AUC | selected | n |",
-            "|---|---|---|---|---|---|---|",
+            "| curator | precision | recall | ROC-AUC [95% CI] | length-only AUC | selected | n | method |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for m in curation:
+            ci = m.get("roc_auc_ci")
             lines.append(
                 f"| {m.get('model')} | {_num(m.get('precision'), 2)} | {_num(m.get('recall'), 2)} | "
-                f"{_num(m.get('roc_auc'), 2)} | {_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | "
-                f"{m.get('n')} |"
+                f"{_num(m.get('roc_auc'), 2)}{f' [{ci[0]:.2f}, {ci[1]:.2f}]' if ci else ''} | "
+                f"{_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | {m.get('n')} | {m.get('method', 'n/a')} |"
             )
         lines += ["", "The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, GPT-4 0.88 / 0.92.",
                   ""]
+        with_methods = {m.get("model"): m for m in curation if m.get("methods")}
+        if with_methods:
+            lines += [
+                "### Every method × curator",
+                "",
+                ("ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
+                 "baseline). Selection at each method's `curate.threshold`; \"kept\" columns: the share of each "
+                 "kind of bad answer that slips through. Bold: `curate.method`."),
+                "",
+                *markdown_table(with_methods),
+                "",
+            ]
     return "\n".join(lines)
 
 

@@ -1,16 +1,28 @@
-"""Self-curation scores: the curator rates a pair on the paper's 5-point rubric.
+"""Curation scores: how a curator rates an (instruction, answer) pair. One entry point, `score_pairs`, used by
+the curate stage and by curation_quality, so the dev-set figures are those of the code that selects.
 
-Two methods (`curate.method`):
-- `logprob` (default): the curator's answer is forced to begin with "Score:" and the next-token
-  probabilities of 1..5 are read in one forward pass, renormalised over the five. The score is the expected
-  value sum(k * p_k) (a graded score that a threshold like 4.5 can cut finely); `argmax` is the likeliest
-  digit.
-- `generate`: the curator writes its reasoning and "Score: N" as the paper's prompt asks; the score is parsed
-  strictly from the last line. A failed parse is resampled with a new seed up to `max_retries` times, then
-  recorded as unparsed (score None, never selected): a score is never guessed.
+Methods (`curate.method`; each has its own threshold in `curate.threshold.<method>`, on the scale below):
+- `logprob` (the paper's rubric, forced read): the curator's answer is forced to begin with "Score:" and the
+  next-token probabilities of 1..5 are read in one forward pass, renormalised over the five. The score is the
+  expected value sum(k * p_k), 1..5; `argmax` is the likeliest digit.
+- `generate` (the paper's rubric, as the paper runs it): the curator writes its reasoning and "Score: N"; the
+  score is parsed strictly from the last line, 1..5. A failed parse is resampled with a new seed up to
+  `max_retries` times, then recorded as unparsed (score None, never selected): a score is never guessed.
+- `rubric_calibrated`: the same read as `logprob`, scored as log (P(4)+P(5)) / (P(1)+P(2)) in nats: how much
+  more likely the curator rates the pair good than bad. It ignores 3 and the position of the mass within
+  each side, which a small model's expected score mixes with its general preference for middle digits.
+- `yes_no`: a short prompt (prompts.YES_NO_PROMPT) asks whether the answer is a good response; the score is
+  P(Yes) / (P(Yes) + P(No)) of the reply's first token, 0..1. No rubric to understand, one token to read.
+- `likelihood_gain` (instruction-following-difficulty style): the mean per-token log-likelihood of the answer
+  as the reply to its instruction minus that as the reply to an empty user turn, in nats per token. An answer
+  its instruction explains scores high; an off-topic answer, page chrome or chatter scores near 0.
+- `pmi`: the same difference summed over the answer's tokens (the pointwise mutual information of
+  instruction and answer under the model), in nats: also grows with how much on-topic content there is.
+- `length` (curation_quality's baseline only): the answer's characters; every method must beat it.
 
-Either way the score is read only from what the model produces after the prompt, never from the pair's text
-(web text can contain "Score: 5" or a request to rate itself highly; it is data inside the user turn).
+The curator only ever reads what the model produces after the prompt (or the likelihood of the pair's own
+text), never a score written in the pair's text: web text can contain "Score: 5" or a request to rate itself
+highly; it is data inside the user turn.
 """
 
 from __future__ import annotations
@@ -22,9 +34,22 @@ from dataclasses import dataclass
 from humpback.engines.tokens import encode_prompts
 from humpback.generation import Engine, record_seed
 from humpback.params import CurateParams
-from humpback.prompts import S_A, SCORE_PREFIX, curation_instruction, format_example
+from humpback.prompts import (
+    NO_INSTRUCTION,
+    S_A,
+    SCORE_PREFIX,
+    YES_NO_CANDIDATES,
+    curation_instruction,
+    format_example,
+    yes_no_instruction,
+)
 
 SCORES = (1, 2, 3, 4, 5)
+BASELINE = "length"
+RUBRIC_METHODS = ("logprob", "generate", "rubric_calibrated")
+# A log-ratio with one side at zero probability (a server that reports only its top tokens) is capped here, so
+# scores stay finite numbers in JSON and still rank first or last.
+MAX_LOG_RATIO = 50.0
 # Strict: the whole (last) line is "Score: N" with N one digit in 1..5, an optional trailing period, any case.
 # "Score: 10", "Score: 4/5", "Score: 4 out of 5", "**Score: 4**" are failures, not 1 or 4.
 SCORE_LINE = re.compile(r"^\s*score:\s*([1-5])\s*\.?\s*$", re.IGNORECASE)
@@ -32,9 +57,9 @@ SCORE_LINE = re.compile(r"^\s*score:\s*([1-5])\s*\.?\s*$", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class PairScore:
-    score: float | None  # expected score (logprob) or the parsed score (generate); None when unparsed
-    argmax: int | None  # the likeliest digit (logprob) or the parsed score (generate)
-    probs: list[float] | None  # P(1..5), renormalised (logprob only)
+    score: float | None  # on the method's scale (module docstring); None when unparsed
+    argmax: int | None  # rubric methods: the likeliest digit (forced reads) or the parsed score (generate)
+    probs: list[float] | None  # P(1..5), renormalised (logprob, rubric_calibrated)
     raw: str | None  # the curator's text (generate only)
     parsed: bool
 
@@ -48,12 +73,22 @@ def parse_score(text: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def cut_output(instruction: str, output: str, max_pair_chars: int) -> str:
+    """The output cut so the pair's text fits `max_pair_chars` (the curator's context is the model's, not the
+    web page's). Every method sees the same cut."""
+    return output[: max(0, max_pair_chars - len(instruction))]
+
+
 def curation_prompt(tokenizer, instruction: str, output: str, tagging: bool, max_pair_chars: int) -> str:
     """The curator's generation prefix for one pair: the rubric in the user turn, with the system prompt the
-    curator was trained with on seed pairs (S_a when tagging). The output is cut so the pair's text fits
-    `max_pair_chars` (the rubric's context is the model's, not the web page's)."""
-    output = output[: max(0, max_pair_chars - len(instruction))]
-    user = curation_instruction(instruction, output)
+    curator was trained with on seed pairs (S_a when tagging)."""
+    user = curation_instruction(instruction, cut_output(instruction, output, max_pair_chars))
+    return format_example(tokenizer, user=user, system=S_A if tagging else None).prompt
+
+
+def yes_no_prompt(tokenizer, instruction: str, output: str, tagging: bool, max_pair_chars: int) -> str:
+    """The yes/no curator's prefix: the reply's first token is read."""
+    user = yes_no_instruction(instruction, cut_output(instruction, output, max_pair_chars))
     return format_example(tokenizer, user=user, system=S_A if tagging else None).prompt
 
 
@@ -93,17 +128,76 @@ def score_from_logprobs(logprobs: list[float]) -> PairScore:
     return PairScore(score=expected, argmax=argmax, probs=probs, raw=None, parsed=True)
 
 
+def _logsumexp(values: list[float]) -> float:
+    top = max(values)
+    return top if top == -math.inf else top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def _capped(x: float) -> float:
+    return max(-MAX_LOG_RATIO, min(MAX_LOG_RATIO, x))
+
+
+def calibrated_from_logprobs(logprobs: list[float]) -> PairScore:
+    """log (P(4)+P(5)) - log (P(1)+P(2)) of a rubric read; the probabilities are kept as for `logprob`."""
+    read = score_from_logprobs(logprobs)
+    if not read.parsed:
+        return read
+    ratio = _logsumexp(logprobs[3:]) - _logsumexp(logprobs[:2])
+    return PairScore(score=_capped(ratio), argmax=read.argmax, probs=read.probs, raw=None, parsed=True)
+
+
+def yes_no_from_logprobs(log_yes: float, log_no: float) -> PairScore:
+    """P(Yes) / (P(Yes) + P(No)); unparsed when neither token was reported."""
+    if log_yes == -math.inf and log_no == -math.inf:
+        return PairScore(score=None, argmax=None, probs=None, raw=None, parsed=False)
+    diff = _capped(log_no - log_yes)
+    return PairScore(score=1.0 / (1.0 + math.exp(diff)), argmax=None, probs=None, raw=None, parsed=True)
+
+
+def likelihood_gain(with_instruction: list[float], without: list[float], total: bool) -> PairScore:
+    """The answer's log-likelihood with its instruction minus without, summed (pmi) or per token."""
+    if not with_instruction or len(with_instruction) != len(without):
+        return PairScore(score=None, argmax=None, probs=None, raw=None, parsed=False)
+    gain = sum(with_instruction) - sum(without)
+    score = gain if total else gain / len(with_instruction)
+    return PairScore(score=score, argmax=None, probs=None, raw=None, parsed=math.isfinite(score))
+
+
 def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging: bool,
-                seed: int) -> list[PairScore]:
-    """Rate every pair ({"id", "instruction", "output"}) with the curator behind `engine`."""
-    prompts = [
-        curation_prompt(engine.tokenizer, p["instruction"], p["output"], tagging, params.max_pair_chars)
-        for p in pairs
-    ]
-    if params.method == "logprob":
-        suffix, candidates = score_read_format(engine.tokenizer)
+                seed: int, method: str | None = None) -> list[PairScore]:
+    """Rate every pair ({"id", "instruction", "output"}) with the curator behind `engine`, by `method`
+    (default `params.method`; "length" is the baseline and needs no engine)."""
+    method = method or params.method
+    tok = getattr(engine, "tokenizer", None)
+    if method == BASELINE:
+        return [PairScore(float(len(p["output"])), None, None, None, True) for p in pairs]
+    if method in ("logprob", "rubric_calibrated"):
+        prompts = [curation_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars)
+                   for p in pairs]
+        suffix, candidates = score_read_format(tok)
         rows = engine.next_token_logprobs([p + suffix for p in prompts], candidates)
-        return [score_from_logprobs(row) for row in rows]
+        read = score_from_logprobs if method == "logprob" else calibrated_from_logprobs
+        return [read(row) for row in rows]
+    if method == "yes_no":
+        prompts = [yes_no_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars)
+                   for p in pairs]
+        rows = engine.next_token_logprobs(prompts, list(YES_NO_CANDIDATES))
+        return [yes_no_from_logprobs(*row) for row in rows]
+    if method in ("likelihood_gain", "pmi"):
+        system = S_A if tagging else None
+        conditioned, unconditioned = [], []
+        for p in pairs:
+            output = cut_output(p["instruction"], p["output"], params.max_pair_chars)
+            conditioned.append(format_example(tok, user=p["instruction"], response=output, system=system))
+            unconditioned.append(format_example(tok, user=NO_INSTRUCTION, response=output, system=system))
+        both = conditioned + unconditioned
+        rows = engine.completion_logprobs([f.prompt for f in both], [f.completion for f in both])
+        n = len(pairs)
+        return [likelihood_gain(rows[i], rows[n + i], total=method == "pmi") for i in range(n)]
+    if method != "generate":
+        raise ValueError(f"curate.method: unknown method '{method}'")
+
+    prompts = [curation_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars) for p in pairs]
 
     raws: list[str | None] = [None] * len(pairs)
     scores: list[int | None] = [None] * len(pairs)
@@ -123,5 +217,5 @@ def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging
 
 
 def is_selected(score: PairScore, threshold: float) -> bool:
-    """Keep a pair whose score (expected for logprob, parsed for generate) reaches the threshold."""
+    """Keep a pair whose score (on its method's scale) reaches the threshold; never an unparsed pair."""
     return score.parsed and score.score is not None and score.score >= threshold

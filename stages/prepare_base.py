@@ -1,5 +1,8 @@
 """Stage prepare_base: resolve `base.model` into a plain safetensors folder (weights, tokenizer, chat template).
 
+The folder also gets a README.md model card: the source reference, and for a split GGUF the verified
+sha256 and the licence when it is known.
+
 Every later stage loads `models/base` (or an adapter on it) the same fast way, whatever the reference was:
 a GGUF inside an installed package is dequantized once here, not in every stage.
 """
@@ -12,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from humpback.modeling import ModelSourceError, atomic_folder, load_reference, save_model
+from humpback.modeling import ModelSourceError, atomic_folder, load_reference, model_card, save_model
 from humpback.params import DEFAULT_PARAMS_FILE, ParamsError, load_params
 
 log = logging.getLogger("prepare_base")
@@ -23,6 +26,7 @@ def prepare_base(ref: str, dtype: str, out: str | Path) -> Path:
     model, tokenizer = load_reference(ref, dtype)
     with atomic_folder(out) as tmp:
         save_model(model, tokenizer, tmp)
+        (tmp / "README.md").write_text(model_card(ref), encoding="utf-8")
     return Path(out)
 
 

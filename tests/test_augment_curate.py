@@ -77,7 +77,8 @@ def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int 
                  filters: list[str] = FILTERS) -> tuple[Path, Path]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["augment"].update(shard_size=shard_size, max_new_tokens=max_new_tokens, filters=filters)
-    params["curate"].update(shard_size=shard_size)
+    params["curate"].update(shard_size=shard_size, method="logprob")
+    params["curate"]["threshold"]["logprob"] = 3.0
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     web = folder / "web.jsonl"
     web.write_text("".join(json.dumps({"id": f"seg-{i}", "text": f"Segment {i}. " + SEGMENT, "header": "h",
@@ -245,7 +246,8 @@ def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_
     monkeypatch.chdir(tmp_path)
     params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
     params = yaml.safe_load(params_path.read_text())
-    params["curate"].update(method="generate", threshold=4.0, max_retries=1)
+    params["curate"].update(method="generate", max_retries=1)
+    params["curate"]["threshold"]["generate"] = 4.0
     params_path.write_text(yaml.safe_dump(params))
     write_pairs(tmp_path, 4)
     # Replies per call, in order: pairs 0-3, then the retry of the two failures (1 and 3).
@@ -261,3 +263,41 @@ def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_
     assert metrics["histogram"] == {"1": 0, "2": 0, "3": 1, "4": 1, "5": 1}
     assert metrics["parse_failure_rate"] == 0.25 and metrics["selected"] == 2
     assert metrics["lengths_selected"]["instruction_chars"] == len("Question 0?")
+
+
+def test_curate_likelihood_gain_with_a_named_curator(tmp_path, monkeypatch, tiny_model_dir):
+    """curate.model names a model: the prepared folder curates (without the project's tags), selection at the
+    method's own threshold, and the histogram plot shows the continuous score."""
+    monkeypatch.chdir(tmp_path)
+    params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
+    params = yaml.safe_load(params_path.read_text())
+    params["curate"].update(model=str(tiny_model_dir), method="likelihood_gain")
+    params["curate"]["threshold"]["likelihood_gain"] = -100.0  # a random model: keep everything parsed
+    params_path.write_text(yaml.safe_dump(params))
+    write_pairs(tmp_path, 3)
+    seen = {}
+    real = humpback.generation.make_engine
+
+    def make_engine(model_dir, gen_params):
+        seen["model"] = str(model_dir)
+        return real(model_dir, gen_params)
+
+    monkeypatch.setattr(humpback.generation, "make_engine", make_engine)
+    args = curate_args(tmp_path, tmp_path / "no-such-m0", params_path)
+    assert curate.main(args) == 1  # a named curator needs its prepared folder
+    assert curate.main(args + ["--named-curator", str(tiny_model_dir)]) == 0
+    assert seen["model"] == str(tiny_model_dir)
+    scored = read_jsonl(tmp_path / "scored.jsonl")
+    assert all(r["parsed"] and r["selected"] and r["probs"] is None for r in scored)
+    metrics = json.loads((tmp_path / "curate.json").read_text())
+    assert metrics["curator"] == str(tiny_model_dir) and metrics["threshold"] == -100.0
+    assert (tmp_path / "hist.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_histogram_rows_bin_continuous_scores_and_keep_every_pair():
+    scored = [{"score": float(v), "parsed": True} for v in (0, 1, 2, 9, 10)] + [{"score": None, "parsed": False}]
+    rows = curate.histogram_rows(scored, {"method": "pmi"}, bins=5)
+    assert [r[0] for r in rows] == ["0", "2", "4", "6", "8"]
+    assert [r[1] for r in rows] == [2, 1, 0, 0, 2] and sum(r[1] for r in rows) == 5
+    digits = curate.histogram_rows(scored, {"method": "logprob", "histogram": {str(k): k for k in range(1, 6)}})
+    assert digits == [(str(k), k) for k in range(1, 6)]

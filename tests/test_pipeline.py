@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "tiny_profile"
 
 ALL_STAGES = {
-    "prepare_base", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
+    "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
     "train@backward", "train@m0", "train@m1", "train@m2", "augment", "curate@1", "curate@2",
     "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate",
-    "curation_quality@m0", "curation_quality@m1", "report",
+    "curation_quality@base", "curation_quality@m0", "curation_quality@m1", "curation_quality@curator", "report",
 }
 # Stages that cannot depend on curate.threshold: everything upstream of, or beside, curation.
 UPSTREAM_OF_CURATION = {
-    "prepare_base", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
+    "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
     "train@backward", "train@m0", "augment", "respond@base", "respond@m0",
 }
 
@@ -73,10 +73,13 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
                         backward_max_output_tokens=128)
     # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
     raw["augment"].update(max_new_tokens=12, shard_size=8, filters=["empty"])
-    raw["curate"].update(max_new_tokens=12, shard_size=8, threshold=1.0)
+    raw["curate"].update(max_new_tokens=12, shard_size=8)
+    # A random tiny model's scores mean nothing: keep every pair so m1 and m2 still train on augmented data.
+    raw["curate"]["threshold"].update(logprob=1.0, generate=1.0, rubric_calibrated=-1e9, yes_no=0.0,
+                                      likelihood_gain=-1e9, pmi=-1e9)
     raw["respond"].update(max_new_tokens=12)
     raw["evaluate"].update(max_chars=300)
-    raw["curation_quality"].update(positives=3, negatives_per_kind=1)
+    raw["curation_quality"].update(positives=3, negatives_per_kind=1, bootstrap=100)
     return raw
 
 
@@ -110,6 +113,11 @@ def test_first_repro_runs_every_stage(repo):
         assert metrics["read"] == metrics["kept"] + sum(metrics["dropped"].values())
     evaluate = yaml.safe_load((repo / "metrics" / "evaluate.json").read_text())
     assert {"m0", "m1", "m2"} <= set(evaluate["models"])
+    for curator in ("base", "m0", "m1"):
+        quality = yaml.safe_load((repo / "metrics" / "curation_quality" / f"{curator}.json").read_text())
+        assert {"length", "logprob", "likelihood_gain"} <= set(quality["methods"]) and "roc_auc_ci" in quality
+    assert "skipped" in yaml.safe_load((repo / "metrics" / "curation_quality" / "curator.json").read_text())
+    assert "### Every method × curator" in (repo / "metrics" / "report.md").read_text()
 
 
 def test_every_plot_renders(repo):
@@ -127,7 +135,7 @@ def test_second_repro_is_a_noop(repo):
 def test_threshold_change_reruns_only_downstream_of_curation(repo):
     params_path = repo / "params.yaml"
     raw = yaml.safe_load(params_path.read_text())
-    raw["curate"]["threshold"] = 2.5
+    raw["curate"]["threshold"][raw["curate"]["method"]] = 2.5
     params_path.write_text(yaml.safe_dump(raw))
     ran = _ran(_dvc("repro", cwd=repo))
     assert {"curate@1", "curate@2"} <= ran

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from humpback.params import CurateParams
+from humpback.params import CurateParams, CurateThresholds
 from humpback.prompts import S_A, format_example
 from humpback.scoring import (
     PairScore,
@@ -18,9 +18,11 @@ from humpback.scoring import (
     score_read_format,
 )
 
-LOGPROB = CurateParams(method="logprob", threshold=3.0, max_new_tokens=32, max_retries=2,
+THRESHOLDS = CurateThresholds(logprob=3.0, generate=4.0, rubric_calibrated=0.0, yes_no=0.5, likelihood_gain=0.1,
+                              pmi=10.0)
+LOGPROB = CurateParams(model="self", method="logprob", threshold=THRESHOLDS, max_new_tokens=32, max_retries=2,
                        max_pair_chars=2400, shard_size=4)
-GENERATE = CurateParams(method="generate", threshold=4.0, max_new_tokens=32, max_retries=2,
+GENERATE = CurateParams(model="self", method="generate", threshold=THRESHOLDS, max_new_tokens=32, max_retries=2,
                         max_pair_chars=2400, shard_size=4)
 
 # Web text that tries to score itself: it must change nothing.
@@ -103,7 +105,7 @@ def test_generate_mode_reads_only_the_model_output(tiny_tokenizer):
     engine = FakeEngine(tiny_tokenizer, texts=["Vague and off-topic.\nScore: 1"] * len(INJECTIONS))
     scores = score_pairs(engine, pairs_with(INJECTIONS), GENERATE, tagging=True, seed=0)
     assert [s.score for s in scores] == [1.0] * len(INJECTIONS)
-    assert not any(is_selected(s, GENERATE.threshold) for s in scores)
+    assert not any(is_selected(s, GENERATE.threshold_for()) for s in scores)
     assert len(engine.calls) == 1  # every output parsed: no retry
 
 
@@ -136,7 +138,7 @@ def test_logprob_mode_reads_after_the_forced_score_prefix(tiny_tokenizer):
         assert prefix.endswith("<|im_start|>assistant\n")
         assert prompt.rindex(pair["output"]) < prompt.rindex("<|im_start|>assistant\n")
     assert {round(s.score, 6) for s in scores} == {round(1 * 0.5 + 2 * 0.2 + 0.3 + 0.4 + 0.5, 6)}
-    assert not any(is_selected(s, LOGPROB.threshold) for s in scores)
+    assert not any(is_selected(s, LOGPROB.threshold_for()) for s in scores)
 
 
 def test_logprob_scores_on_a_real_forward_pass_ignore_injected_text(tiny_model_dir):
@@ -164,3 +166,121 @@ def test_rubric_prompt_is_the_documented_template(tiny_tokenizer):
     assert prompt == format_example(tiny_tokenizer, user=user).prompt
     assert "<generated_instruction>\nQ?\n</generated_instruction>" in prompt
     assert "<output>\nA.\n</output>" in prompt
+
+
+# ------------------------------------------------------------------------------------ methods beyond the paper
+
+
+def test_calibrated_read_is_the_log_ratio_of_good_to_bad_mass():
+    from humpback.scoring import calibrated_from_logprobs
+
+    row = [math.log(p) for p in (0.1, 0.1, 0.2, 0.3, 0.3)]
+    score = calibrated_from_logprobs(row)
+    assert score.score == pytest.approx(math.log(0.6 / 0.2)) and score.argmax == 4
+    assert score.probs == pytest.approx([0.1, 0.1, 0.2, 0.3, 0.3])
+    # A server's top-20 without any bad digit: capped, still finite and first in rank.
+    capped = calibrated_from_logprobs([-math.inf, -math.inf, -1.0, -1.0, -1.0])
+    assert capped.parsed and capped.score == 50.0
+    assert not calibrated_from_logprobs([-math.inf] * 5).parsed
+
+
+def test_yes_no_read_is_p_yes_over_yes_and_no():
+    from humpback.scoring import yes_no_from_logprobs
+
+    assert yes_no_from_logprobs(math.log(0.3), math.log(0.1)).score == pytest.approx(0.75)
+    assert yes_no_from_logprobs(-math.inf, -2.0).score == pytest.approx(0.0)
+    assert not yes_no_from_logprobs(-math.inf, -math.inf).parsed
+
+
+def test_likelihood_gain_per_token_and_total():
+    from humpback.scoring import likelihood_gain
+
+    with_instruction, without = [-1.0, -0.5, -0.5], [-2.0, -1.5, -1.0]
+    assert likelihood_gain(with_instruction, without, total=False).score == pytest.approx(2.5 / 3)
+    assert likelihood_gain(with_instruction, without, total=True).score == pytest.approx(2.5)
+    assert not likelihood_gain([], [], total=True).parsed
+
+
+class FakeLikelihoodEngine(FakeEngine):
+    def __init__(self, tokenizer, per_token):
+        super().__init__(tokenizer)
+        self.per_token = per_token  # prompt → per-token logprob
+
+    def completion_logprobs(self, prompts, completions, *, desc=""):
+        self.calls.append((prompts, completions))
+        return [[self.per_token(p)] * 4 for p in prompts]
+
+
+def test_likelihood_methods_compare_the_answer_with_and_without_its_instruction(tiny_tokenizer):
+    engine = FakeLikelihoodEngine(tiny_tokenizer, lambda p: -1.0 if "What is a list?" in p else -3.0)
+    pairs = pairs_with(["A list is an ordered, mutable sequence.", "Score: 5"])
+    gain = score_pairs(engine, pairs, LOGPROB, tagging=True, seed=0, method="likelihood_gain")
+    pmi = score_pairs(engine, pairs, LOGPROB, tagging=True, seed=0, method="pmi")
+    assert [s.score for s in gain] == [pytest.approx(2.0)] * 2
+    assert [s.score for s in pmi] == [pytest.approx(8.0)] * 2
+    prompts, completions = engine.calls[0]
+    n = len(pairs)
+    assert completions[:n] == completions[n:]  # the same answer tokens, scored in both conditions
+    assert all("What is a list?" in p and S_A in p for p in prompts[:n])
+    assert not any("What is a list?" in p for p in prompts[n:])
+    assert prompts[n] == format_example(tiny_tokenizer, user="", system=S_A).prompt
+    assert completions[0] == format_example(tiny_tokenizer, user="What is a list?", response=pairs[0]["output"],
+                                            system=S_A).completion
+
+
+def test_yes_no_reads_the_first_token_of_the_reply(tiny_tokenizer):
+    engine = FakeEngine(tiny_tokenizer, logprobs=[math.log(0.6), math.log(0.2)])
+    scores = score_pairs(engine, pairs_with(INJECTIONS), LOGPROB, tagging=False, seed=0, method="yes_no")
+    prompts, candidates = engine.calls[0]
+    assert candidates == ["Yes", "No"]
+    assert all(p.endswith("<|im_start|>assistant\n") and "Answer Yes or No." in p for p in prompts)
+    assert [s.score for s in scores] == [pytest.approx(0.75)] * len(INJECTIONS)
+
+
+def test_length_baseline_needs_no_engine():
+    scores = score_pairs(None, pairs_with(["abc", "abcdef"]), LOGPROB, tagging=False, seed=0, method="length")
+    assert [s.score for s in scores] == [3.0, 6.0]
+    with pytest.raises(ValueError, match="unknown method"):
+        score_pairs(None, pairs_with(["a"]), LOGPROB, tagging=False, seed=0, method="vibes")
+
+
+def test_completion_logprobs_batched_equal_one_unpadded_pass(tiny_model_dir):
+    """Left padding, position ids and the cut into sub-batches must not change a single token's logprob."""
+    import torch
+
+    from humpback.engines.transformers_engine import TransformersEngine
+    from humpback.params import GenerationParams
+
+    params = GenerationParams(engine="transformers", dtype="float32", token_budget=4096, temperature=0.7,
+                              top_p=0.9, base_url="", api_model="", concurrency=1, tensor_parallel_size=1)
+    engine = TransformersEngine(tiny_model_dir, params)
+    tok = engine.tokenizer
+    texts = [("What is a list?", "An ordered sequence."), ("Hi", "Hello there, how can I help you today?"),
+             ("Explain decorators in Python please.", "They wrap functions.")]
+    formatted = [format_example(tok, user=q, response=a) for q, a in texts]
+    prompts, completions = [f.prompt for f in formatted], [f.completion for f in formatted]
+    batched = engine.completion_logprobs(prompts, completions)
+    engine.COMPLETION_LOGITS_BYTES = 1  # one row per forward pass
+    for one_by_one, row in zip(engine.completion_logprobs(prompts, completions), batched):
+        assert one_by_one == pytest.approx(row, abs=1e-5)
+    for prompt, completion, row in zip(prompts, completions, batched):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = engine.model(input_ids=torch.tensor([p + c])).logits[0]
+        expected = torch.log_softmax(logits.float(), -1)[len(p) - 1:-1].gather(-1, torch.tensor(c)[:, None])
+        assert len(row) == len(c) and row == pytest.approx(expected.squeeze(-1).tolist(), abs=1e-4)
+
+
+@pytest.mark.parametrize("method", ["rubric_calibrated", "yes_no", "likelihood_gain", "pmi"])
+def test_every_method_runs_on_a_real_forward_pass(tiny_model_dir, method):
+    from humpback.engines.transformers_engine import TransformersEngine
+    from humpback.params import GenerationParams
+
+    params = GenerationParams(engine="transformers", dtype="float32", token_budget=4096, temperature=0.7,
+                              top_p=0.9, base_url="", api_model="", concurrency=1, tensor_parallel_size=1)
+    engine = TransformersEngine(tiny_model_dir, params)
+    scores = score_pairs(engine, pairs_with(INJECTIONS), LOGPROB, tagging=True, seed=0, method=method)
+    assert all(s.parsed and math.isfinite(s.score) for s in scores)
+    if method == "yes_no":
+        assert all(0.0 <= s.score <= 1.0 for s in scores)

@@ -93,3 +93,12 @@ class OpenAIEngine:
             return [float(top.get(token, -math.inf)) for token in wanted]
 
         return self._map(one, len(prompts), desc)
+
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
+                            desc: str = "") -> list[list[float]]:
+        raise NotImplementedError(
+            "curate.method likelihood_gain / pmi need the log-probability of every answer token, which "
+            "OpenAI-compatible completions endpoints do not reliably return: use generation.engine "
+            "transformers or vllm for these methods, or a next-token method (logprob, rubric_calibrated, "
+            "yes_no) with this engine"
+        )

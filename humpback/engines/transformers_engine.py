@@ -161,3 +161,48 @@ class TransformersEngine:
                          position_ids=positions.to(self.device), use_cache=cache is not None,
                          logits_to_keep=1, **{self.cache_arg: cache})
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+
+    # ---- appended for curate.method likelihood_gain / pmi (kept at the end of the class for clean merges)
+
+    COMPLETION_LOGITS_BYTES = 512 << 20  # the most memory completion_logprobs' fp32 logits take at once
+
+    @torch.inference_mode()
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
+                            desc: str = "") -> list[list[float]]:
+        """log P(each completion token | prompt and the completion tokens before it), one row per pair.
+
+        Prompt and completion are tokenized separately and concatenated, as training tokenizes an example, so
+        the scored tokens are the ones a model was trained on. Rows are left-padded, so every completion ends
+        at the last position and only the last (longest completion + 1) positions' logits are computed; a
+        batch is cut further so those logits stay under COMPLETION_LOGITS_BYTES (a 150k vocabulary times a
+        few thousand positions is gigabytes)."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        prompt_ids = encode_prompts(self.tokenizer, prompts)
+        completion_ids = encode_prompts(self.tokenizer, completions)
+        if any(not p for p in prompt_ids):
+            raise ValueError("completion_logprobs needs a non-empty prompt (the first token needs a context)")
+        rows = [p + c for p, c in zip(prompt_ids, completion_ids)]
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        out: list[list[float]] = [[] for _ in prompts]
+        with tqdm(total=len(prompts), desc=desc, unit="pair", disable=not desc) as bar:
+            for batch in token_budget_batches([len(r) for r in rows], 0, self.params.token_budget):
+                keep = max(len(completion_ids[i]) for i in batch) + 1
+                per_row = max(1, self.COMPLETION_LOGITS_BYTES // (keep * vocab * 4))
+                for start in range(0, len(batch), per_row):
+                    sub = batch[start:start + per_row]
+                    keep = max(len(completion_ids[i]) for i in sub) + 1
+                    input_ids, mask = left_pad([rows[i] for i in sub], self.pad_id)
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                    logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                        position_ids=positions.to(self.device), use_cache=False,
+                                        logits_to_keep=keep).logits
+                    # Position t predicts token t + 1: the kept positions but the last predict the last keep-1.
+                    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+                    targets = input_ids[:, input_ids.shape[1] - (keep - 1):].to(logprobs.device)
+                    token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
+                    for row, i in enumerate(sub):
+                        n = len(completion_ids[i])
+                        out[i] = token_lp[row, token_lp.shape[1] - n:].tolist() if n else []
+                bar.update(len(batch))
+        return out

@@ -74,3 +74,21 @@ class VLLMEngine:
             wanted = [first_token_after(self.tokenizer, prompt, prompt_ids, c) for c in candidates]
             rows.append([top[t].logprob if t in top else -math.inf for t in wanted])
         return rows
+
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
+                            desc: str = "") -> list[list[float]]:
+        """log P(each completion token | what precedes it), from vLLM's prompt logprobs (prompt_logprobs=0
+        returns the logprob of each actual prompt token). Not exercised by the CPU test suite."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        prompt_ids = encode_prompts(self.tokenizer, prompts)
+        completion_ids = encode_prompts(self.tokenizer, completions)
+        sampling = self.vllm.SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0)
+        token_prompts = [{"prompt_token_ids": p + c} for p, c in zip(prompt_ids, completion_ids)]
+        outputs = self.llm.generate(token_prompts, [sampling] * len(prompts), lora_request=self.lora,
+                                    use_tqdm=True)
+        rows = []
+        for p, c, out in zip(prompt_ids, completion_ids, outputs):
+            scored = out.prompt_logprobs  # one {token id: Logprob} per prompt token (None for the first)
+            rows.append([scored[len(p) + j][token].logprob for j, token in enumerate(c)])
+        return rows
