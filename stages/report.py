@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from humpback.records import atomic_path, read_json, write_json
+from humpback.records import atomic_path, read_json, write_csv, write_json
 from humpback.report import render
 
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--headline", help="the run's headline figures as one small metrics JSON (for dvc exp show)")
     ap.add_argument("--curation-plot", help="every curator × method's ROC-AUC and per-kind selection (PNG)")
+    ap.add_argument("--curation-data", help="every curator × method's precision, recall, ROC-AUC (CSV, dvc plots)")
     args = ap.parse_args(argv)
     root = Path(args.metrics_dir)
     data = {name: m for name in ["prepare_seed", "prepare_web", "prepare_eval", "prepare_dev", "augment"]
@@ -46,6 +47,13 @@ def main(argv: list[str] | None = None) -> None:
 
         compared = {m["model"]: m for m in curation if m.get("methods")}
         plot_curation_quality(compared, args.curation_plot, title="curation quality: every curator × method")
+    if args.curation_data:
+        from humpback.curation_quality import table_rows
+
+        rows = table_rows({m["model"]: m for m in curation if m.get("methods")})
+        write_csv(args.curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
+                  [(r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"],
+                    r["roc_auc"]) for r in rows])
     if args.headline:
         write_json(args.headline, headline(_load(root / "evaluate.json"), curation, data))
     print(f"report: wrote {args.out}")

@@ -224,13 +224,15 @@ def test_report_renders_every_table(tmp_path):
         "models": {"m1": {"win_rate": 55.0, "standard_error": 4.0, "n": 16, "avg_length": 300.0,
                           "order_agreement": 0.5, "position_bias": True, "unparsed": 0}},
     })
-    write_json(metrics / "curation_quality" / "m0.json", {"model": "m0", "precision": 0.5, "recall": None,
-                                                         "roc_auc": 0.7, "length_roc_auc": 0.6, "n_selected": 0, "n": 70})
+    write_json(metrics / "curation_quality" / "m0.json", {
+        "model": "m0", "precision": 0.5, "recall": None, "roc_auc": 0.7, "length_roc_auc": 0.6, "n_selected": 0,
+        "n": 70, "method": "pmi",
+        "methods": {"pmi": {"roc_auc": 0.7, "roc_auc_ci": [0.6, 0.8], "precision": 0.5, "recall": None}}})
     write_json(metrics / "prepare_web.json", {"read": 10, "kept": 4, "dropped": {"too_short": 6, "duplicate": 0}})
     write_json(metrics / "train" / "m0.json", {"examples": 9, "examples_seed": 9, "examples_augmented": 0,
                                                "steps": 2, "final_loss": 2.5, "trained_tokens": 100, "seconds": 3.0})
     main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
-          "--headline", str(tmp_path / "headline.json")])
+          "--headline", str(tmp_path / "headline.json"), "--curation-data", str(tmp_path / "cq.csv")])
     text = (tmp_path / "report.md").read_text()
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
@@ -239,6 +241,8 @@ def test_report_renders_every_table(tmp_path):
     headline = read_json(tmp_path / "headline.json")
     assert headline["win_rate"] == {"m1": 55.0}
     assert headline["curator"] == {"m0": {"precision": 0.5, "recall": None, "roc_auc": 0.7}}
+    assert (tmp_path / "cq.csv").read_text().splitlines() == [
+        "curator,method,curator_method,precision,recall,roc_auc", "m0,pmi,m0/pmi,0.5,,0.7"]
 
 
 class _JudgeServer:
