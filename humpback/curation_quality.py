@@ -34,6 +34,36 @@ def methods_to_run(params) -> list[str]:
     return list(dict.fromkeys(ordered))
 
 
+class ReadOnce:
+    """An engine wrapper that runs each forward-pass read once: `rubric_calibrated` reads the same P(1..5) as
+    `logprob`, and `likelihood_gain` the same answer log-likelihoods as `pmi`, so the second method of each
+    pair costs nothing here (its s/pair shows ~0; run alone, it costs what its partner does)."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self._next: dict[tuple, list[float]] = {}
+        self._completion: dict[tuple, list[float]] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], **kw) -> list[list[float]]:
+        keys = [(p, tuple(candidates)) for p in prompts]
+        todo = [i for i, k in enumerate(keys) if k not in self._next]
+        if todo:
+            rows = self._engine.next_token_logprobs([prompts[i] for i in todo], candidates, **kw)
+            self._next.update({keys[i]: row for i, row in zip(todo, rows)})
+        return [self._next[k] for k in keys]
+
+    def completion_logprobs(self, prompts: list[str], completions: list[str], **kw) -> list[list[float]]:
+        keys = list(zip(prompts, completions))
+        todo = [i for i, k in enumerate(keys) if k not in self._completion]
+        if todo:
+            rows = self._engine.completion_logprobs([prompts[i] for i in todo], [completions[i] for i in todo], **kw)
+            self._completion.update({keys[i]: row for i, row in zip(todo, rows)})
+        return [self._completion[k] for k in keys]
+
+
 def evaluate_curator(engine, rows: Sequence[dict[str, Any]], params, tagging: bool,
                      methods: Sequence[str] | None = None, log=None) -> tuple[list[dict], dict[str, Any]]:
     """Score every dev row with every method → (rows with their scores, metrics).
@@ -41,6 +71,7 @@ def evaluate_curator(engine, rows: Sequence[dict[str, Any]], params, tagging: bo
     metrics = {"method", "threshold", <the configured method's metrics at top level: precision, recall,
     roc_auc, roc_auc_ci, length_roc_auc, ...>, "methods": {method: metrics}}."""
     methods = list(methods or methods_to_run(params))
+    engine = ReadOnce(engine)
     labels, kinds = [r["label"] for r in rows], [r["kind"] for r in rows]
     lengths = [len(r["output"]) for r in rows]
     scored = [dict(r, by_method={}) for r in rows]

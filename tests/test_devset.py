@@ -201,6 +201,7 @@ def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
     def score_pairs(engine, pairs, params, tagging, seed, method=None):
         if method == scoring.BASELINE:
             return real(engine, pairs, params, tagging, seed, method=method)
+        engine = getattr(engine, "_engine", engine)  # the real engine behind curation_quality's ReadOnce
         engine.seen = (len(pairs), tagging, seed)
         engine.methods = getattr(engine, "methods", []) + [method]
         return [scoring.PairScore(by_kind[p["kind"]], None, None, None, by_kind[p["kind"]] is not None)
@@ -340,3 +341,33 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
     assert "curator" not in read_json(tmp_path / "headline.json")["curator"]
     assert (tmp_path / "cq.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_read_once_runs_each_read_once_and_returns_the_same_rows():
+    from humpback.curation_quality import ReadOnce
+
+    class Counting:
+        tokenizer = "tok"
+
+        def __init__(self):
+            self.calls = []
+
+        def next_token_logprobs(self, prompts, candidates, **_):
+            self.calls.append(("next", list(prompts)))
+            return [[float(len(p)), -1.0] for p in prompts]
+
+        def completion_logprobs(self, prompts, completions, **_):
+            self.calls.append(("completion", list(prompts)))
+            return [[float(len(c))] for c in completions]
+
+    inner = Counting()
+    engine = ReadOnce(inner)
+    first = engine.next_token_logprobs(["a", "bb"], ["1", "2"])
+    again = engine.next_token_logprobs(["bb", "ccc"], ["1", "2"])
+    assert first == [[1.0, -1.0], [2.0, -1.0]] and again == [[2.0, -1.0], [3.0, -1.0]]
+    assert inner.calls == [("next", ["a", "bb"]), ("next", ["ccc"])]
+    engine.next_token_logprobs(["a"], ["Yes", "No"])  # other candidates: a new read
+    assert engine.completion_logprobs(["p", "p"], ["x", "yy"]) == [[1.0], [2.0]]
+    assert engine.completion_logprobs(["p"], ["yy"]) == [[2.0]]
+    assert [c[0] for c in inner.calls] == ["next", "next", "next", "completion"]
+    assert engine.tokenizer == "tok"
