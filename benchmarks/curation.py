@@ -5,9 +5,14 @@ generate-and-parse scoring done the plain way (transformers `generate`, fp32, ba
     python benchmarks/curation.py --model models/base --pairs data/augmented.jsonl --n 16 --out cur.json
 
 Both run in this process on the same model and pairs; `ratio` = our pairs per second / plain pairs per second
-(target ≥ 7×). Also reports the share of this machine's fp32 matmul rate that scoring reaches
-(2 · parameters · tokens actually computed per second, attention ignored; the rubric prefix that every
-prompt shares is computed once, so it is counted once).
+(target ≥ 7×). Ours runs in `generation.dtype` (`auto`: bfloat16 where this machine has fast bf16 kernels);
+the plain way loads the model as peers do, in float32. Also reports:
+- the share of this machine's matmul rate (in our dtype) that scoring reaches: 2 · parameters · tokens
+  actually computed per second, attention ignored; the rubric prefix every prompt shares is computed once, so
+  it is counted once;
+- agreement of our dtype's scores with float32's, for the `logprob` read and the default `pmi` method: Spearman
+  rank correlation, the largest difference, and the share of keep/drop decisions at the configured threshold
+  that are the same (bf16 is kept only where they agree).
 """
 
 from __future__ import annotations
@@ -18,16 +23,18 @@ import json
 import time
 
 import torch
+from scipy.stats import spearmanr
 
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
-from humpback.scoring import curation_prompt, parse_score, score_pairs
+from humpback.modeling import DTYPES, resolve_dtype
+from humpback.scoring import curation_prompt, is_selected, parse_score, score_pairs
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     start = time.perf_counter()
     for _ in range(repeats):
@@ -48,8 +55,11 @@ def main() -> None:
 
     params = load_params(args.params)
     curate = dataclasses.replace(params.curate, method="logprob", max_pair_chars=args.pair_chars)
+    dtype = resolve_dtype(params.generation.dtype)
     engine = make_engine(args.model, params.generation)
-    tok, model = engine.tokenizer, engine.model
+    fp32 = engine if dtype == "float32" else make_engine(
+        args.model, dataclasses.replace(params.generation, dtype="float32"))
+    tok, model = engine.tokenizer, fp32.model
     pairs = read_jsonl(args.pairs)[: args.n]
     prompts = [curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars) for p in pairs]
     ids = encode_prompts(tok, prompts)
@@ -74,16 +84,32 @@ def main() -> None:
         parsed += [parse_score(t) for t in texts]
     plain_s = time.perf_counter() - start
 
+    agreement = {}
+    for method in ("logprob", "pmi"):
+        check = dataclasses.replace(curate, method=method)
+        a = ours if method == "logprob" else score_pairs(engine, pairs, check, params.train.tagging, params.base.seed)
+        b = score_pairs(fp32, pairs, check, params.train.tagging, params.base.seed)
+        x, y = [s.score for s in a], [s.score for s in b]
+        threshold = getattr(params.curate.threshold, method)
+        agreement[method] = {
+            "spearman": float(spearmanr(x, y).statistic),
+            "max_abs_difference": max(abs(u - v) for u, v in zip(x, y)),
+            "same_decision": sum(is_selected(u, threshold) == is_selected(v, threshold)
+                                 for u, v in zip(a, b)) / len(a),
+            "threshold": threshold,
+        }
+
     n_params = sum(p.numel() for p in model.parameters())
     achieved = 2 * n_params * computed_tokens / ours_s / 1e9
-    peak = matmul_gflops()
+    peak = matmul_gflops(DTYPES[dtype])
     result = {
         "n_pairs": len(pairs),
         "mean_prompt_tokens": prompt_tokens / len(pairs),
         "shared_prefix_tokens": shared,
         "computed_tokens": computed_tokens,
         "threads": torch.get_num_threads(),
-        "dtype": params.generation.dtype,
+        "dtype": dtype,
+        "baseline_dtype": "float32",
         "ours_logprob": {"seconds": ours_s, "seconds_per_pair": ours_s / len(pairs),
                          "parsed": sum(s.parsed for s in ours)},
         "plain_generate_parse": {"seconds": plain_s, "seconds_per_pair": plain_s / len(pairs),
@@ -93,15 +119,19 @@ def main() -> None:
         "achieved_gflops": achieved,
         "matmul_peak_gflops": peak,
         "matmul_share": achieved / peak,
+        "agreement_with_float32": agreement,
     }
     print(f"{'method':<24}{'s/pair':>8}{'parsed':>8}")
     print(f"{'ours (logprob)':<24}{result['ours_logprob']['seconds_per_pair']:>8.2f}{result['ours_logprob']['parsed']:>8}")
     print(f"{'plain generate+parse':<24}{result['plain_generate_parse']['seconds_per_pair']:>8.2f}"
           f"{result['plain_generate_parse']['parsed']:>8}")
     print(f"ratio (ours / plain, per pair): {result['ratio']:.2f}x; scoring reaches {achieved:.0f} GFLOP/s "
-          f"= {100 * result['matmul_share']:.0f}% of fp32 matmul ({peak:.0f} GFLOP/s)")
+          f"= {100 * result['matmul_share']:.0f}% of {dtype} matmul ({peak:.0f} GFLOP/s)")
+    for method, a in agreement.items():
+        print(f"{dtype} vs float32, {method}: Spearman {a['spearman']:.3f}, largest difference "
+              f"{a['max_abs_difference']:.3f}, same keep/drop decision {100 * a['same_decision']:.0f}%")
     write_json(args.out, result)
-    print(json.dumps({k: result[k] for k in ("ratio", "matmul_share", "n_pairs")}))
+    print(json.dumps({k: result[k] for k in ("ratio", "matmul_share", "n_pairs", "dtype")}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ loop of batch-1 `model.generate`, on augment-like prompts (the backward prompt a
     python benchmarks/generation.py --model models/base --web data/web.jsonl --n 16 --out gen.json
 
 Both sides run in this process on the same model, prompts, sampling (temperature 0.7, top-p 0.9) and
-max_new_tokens; `ratio` = ours / naive in new tokens per second. Target: ≥ 5×.
+max_new_tokens; `ratio` = ours / naive in new tokens per second. Target: ≥ 5×. Ours runs in
+`generation.dtype` (`auto`: bfloat16 where this machine has fast bf16 kernels); the naive loop loads the
+model as peers do, in float32.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine, record_seed
+from humpback.modeling import load_model, resolve_dtype
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.prompts import backward_example
 from humpback.records import read_jsonl, write_json
@@ -45,7 +48,7 @@ def main() -> None:
     ours_s = time.perf_counter() - start
     ours_tokens = sum(len(tok.encode(t, add_special_tokens=False)) for t in ours)
 
-    model, stops = engine.model, stop_token_ids(tok)
+    model, stops = load_model(args.model, "float32")[0], stop_token_ids(tok)
     naive_tokens, start = 0, time.perf_counter()
     for ids, seed in zip(encode_prompts(tok, prompts), seeds):
         torch.manual_seed(seed)
@@ -59,7 +62,8 @@ def main() -> None:
         "n_prompts": len(prompts),
         "mean_prompt_tokens": sum(map(len, encode_prompts(tok, prompts))) / len(prompts),
         "max_new_tokens": args.max_new_tokens,
-        "dtype": params.generation.dtype,
+        "dtype": resolve_dtype(params.generation.dtype),
+        "naive_dtype": "float32",
         "token_budget": params.generation.token_budget,
         "threads": torch.get_num_threads(),
         "ours": {"seconds": ours_s, "new_tokens": ours_tokens, "tokens_per_second": ours_tokens / ours_s},

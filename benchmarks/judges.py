@@ -1,14 +1,16 @@
 """Which local judge to trust: each candidate judges the dev set's human answers against its bad answers.
 
     python benchmarks/judges.py --judge smollm2-135m=models/base --judge qwen-1.5b=models/qwen-1.5b \
-        --dev data/dev.jsonl --out judges.json
+        --reads pairwise pmi rubric_calibrated --dev data/dev.jsonl --out judges.json
 
 Every bad answer in the labelled dev set (`prepare_dev`: mismatched, truncated, navigation, forum) is paired
-with the human answer to the same question, and the judge compares the two exactly as `evaluate` does:
-alpaca_eval's weighted annotator read from one forward pass (`humpback.judges`), in both orders. Reported per
-judge: accuracy (the share of pairs, both orders averaged, where the human answer wins: 100 = always right,
-50 = chance), per bad-answer kind, the order agreement and position-bias flag of `evaluate`, and seconds per
-judgement. "longer answer wins" is the baseline a judge must beat (it needs no model).
+with the human answer to the same question, and each judge model compares the two exactly as `evaluate` does,
+in both orders, once per `evaluate.judge_read`:
+- `pairwise`: alpaca_eval's weighted annotator read from one forward pass over both answers;
+- a curation method (`pmi`, `rubric_calibrated`, ...): each answer scored alone, the higher score wins.
+Reported per judge and read: accuracy (the share of pairs, both orders averaged, where the human answer wins:
+100 = always right, 50 = chance), per bad-answer kind, the order agreement and position-bias flag of
+`evaluate`, and seconds per judgement. `length` (the longer answer wins, no model) is the baseline to beat.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from humpback.devset import NEGATIVE_KINDS
 from humpback.evaluation import evaluate_models
-from humpback.judges import LocalJudge, alpaca_eval_config, build_annotator
+from humpback.generation import make_engine
+from humpback.judges import LocalJudge, ScoreJudge, alpaca_eval_config, build_annotator
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
 
@@ -38,20 +41,19 @@ def judge_pairs(dev: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
     return pairs
 
 
-def longer_wins(pairs: dict[str, tuple[list[dict], list[dict]]]) -> dict[str, float]:
-    return {kind: 100 * sum(len(h["output"]) > len(b["output"]) for h, b in zip(human, bad)) / max(1, len(bad))
-            for kind, (human, bad) in pairs.items()}
-
-
-def run_judge(model_dir: str, pairs, params, max_chars: int) -> dict:
+def run_judge(model_dir: str, engine, read: str, pairs, params, max_chars: int) -> dict:
+    """One judge model read one way over every kind of pair, with a fresh cache (every pair really judged)."""
     config = alpaca_eval_config()
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
-    judge = LocalJudge(Path(model_dir), params.generation, candidates)
-    judge.engine  # load outside the timed part
     per_kind, judgements, start = {}, 0, time.perf_counter()
-    with tempfile.TemporaryDirectory() as cache:  # a fresh cache: every pair is really judged
+    with tempfile.TemporaryDirectory() as cache:
+        if read != "pairwise":  # one judge for all kinds: a human answer met again is not scored again
+            judge = ScoreJudge(model_dir, params.generation, params.curate, read, params.train.tagging,
+                               Path(cache) / "scores.json", params.base.seed, engine=engine)
         for kind, (human, bad) in pairs.items():
-            annotator = build_annotator(config, f"bench_{kind}", Path(cache) / kind, fn_completions=judge)
+            annotator = judge if read != "pairwise" else build_annotator(
+                config, f"bench_{kind}", Path(cache) / kind,
+                fn_completions=LocalJudge(Path(model_dir), params.generation, candidates, engine=engine))
             models, rows = evaluate_models(annotator, {"human": human}, bad, max_chars)
             per_kind[kind] = models["human"]
             judgements += len(rows)
@@ -72,6 +74,8 @@ def run_judge(model_dir: str, pairs, params, max_chars: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge", action="append", required=True, metavar="NAME=MODEL_DIR")
+    ap.add_argument("--reads", nargs="+", default=["pairwise", "pmi", "rubric_calibrated", "yes_no"],
+                    help="evaluate.judge_read values to try for every judge model")
     ap.add_argument("--dev", default="data/dev.jsonl")
     ap.add_argument("--per-kind", type=int, default=0, help="bad answers per kind (0 = all in the dev set)")
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
@@ -82,24 +86,24 @@ def main() -> None:
     pairs = judge_pairs(read_jsonl(args.dev))
     if args.per_kind:
         pairs = {k: (h[: args.per_kind], b[: args.per_kind]) for k, (h, b) in pairs.items()}
-    baseline = longer_wins(pairs)
-    result = {"pairs_per_kind": {k: len(b) for k, (_, b) in pairs.items()},
-              "max_chars": params.evaluate.max_chars,
-              "baseline_longer_wins": {"accuracy": sum(baseline.values()) / len(baseline),
-                                       "accuracy_by_kind": baseline},
-              "judges": {}}
+    max_chars = params.evaluate.max_chars
+    result = {"pairs_per_kind": {k: len(b) for k, (_, b) in pairs.items()}, "max_chars": max_chars,
+              "baseline_longer_wins": run_judge("", None, "length", pairs, params, max_chars), "judges": {}}
     for spec in args.judge:
         name, _, model_dir = spec.partition("=")
-        result["judges"][name] = run_judge(model_dir, pairs, params, params.evaluate.max_chars)
+        engine = make_engine(model_dir, params.generation)  # loaded once, outside the timed part
+        for read in args.reads:
+            result["judges"][f"{name} {read}"] = run_judge(model_dir, engine, read, pairs, params, max_chars)
+        del engine
 
     kinds = list(pairs)
-    print(f"{'judge':<18}{'accuracy':>9}" + "".join(f"{k:>12}" for k in kinds) + f"{'agree':>7}{'s/judg':>8}")
-    rows = [("longer wins", result["baseline_longer_wins"], None, None)]
-    rows += [(n, j, j["order_agreement"], j["seconds_per_judgement"]) for n, j in result["judges"].items()]
-    for name, r, agree, sec in rows:
+    print(f"{'judge':<30}{'accuracy':>9}" + "".join(f"{k:>12}" for k in kinds) + f"{'agree':>7}{'s/judg':>8}")
+    rows = [("longer answer wins", result["baseline_longer_wins"])] + list(result["judges"].items())
+    for name, r in rows:
         cells = "".join(f"{r['accuracy_by_kind'][k] if r['accuracy_by_kind'][k] is not None else float('nan'):>12.1f}"
                         for k in kinds)
-        print(f"{name:<18}{r['accuracy']:>9.1f}{cells}" + (f"{agree:>7.2f}{sec:>8.2f}" if sec is not None else ""))
+        agree = r["order_agreement"] if r["order_agreement"] is not None else float("nan")
+        print(f"{name:<30}{r['accuracy']:>9.1f}{cells}{agree:>7.2f}{r['seconds_per_judgement']:>8.2f}")
     write_json(args.out, result)
     print(json.dumps({n: {"accuracy": j["accuracy"], "seconds_per_judgement": j["seconds_per_judgement"]}
                       for n, j in result["judges"].items()}))

@@ -5,11 +5,18 @@ Every judge uses AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo` annotator: its
 `logprob_parser`, which turns P(m) / (P(m) + P(M)) into a preference in [1, 2]. Only where the completions come
 from changes:
 
-- `local`: `LocalJudge`, an alpaca_eval `fn_completions` callable. It renders alpaca_eval's ChatML prompt with
+- `local` with `evaluate.judge_read: pairwise`: `LocalJudge`, an alpaca_eval `fn_completions` callable. It renders alpaca_eval's ChatML prompt with
   the judge model's own chat template and reads log P("m"), log P("M") from one forward pass
   (`Engine.next_token_logprobs`), returned in the shape of the OpenAI decoder's `completions_all`.
 - `openai`: alpaca_eval's own OpenAI decoder with the config's GPT-4 model (key from OPENAI_API_KEY).
 - `openai-compatible`: the same decoder, pointed at `evaluate.base_url` by an alpaca_eval client-config YAML.
+
+`local` with `judge_read` set to a curation method (`pmi`, `rubric_calibrated`, ...; `length` for the baseline)
+is `ScoreJudge`: each answer is scored alone by that method (scoring.py, the code curate uses) and the higher
+score wins. It never sees two answers at once, so it cannot prefer a position: a small model asked to compare
+two answers picks the same slot whatever they say (measured: README "Judges"), while the same model rating one
+answer at a time separates good answers from bad ones. It is called like a `PairwiseAnnotator` and caches its
+scores per (instruction, answer) in the same cache tree.
 
 Output order is never randomised here (`is_randomize_output_order: false`): evaluation.py judges every pair in
 both orders explicitly, which measures position bias instead of hiding it in noise.
@@ -21,6 +28,7 @@ Annotations are cached by alpaca_eval itself (`caching_path`), one file per judg
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import time
@@ -30,12 +38,15 @@ from typing import Any
 
 import yaml
 
-from humpback.params import EvaluateParams, GenerationParams
+from humpback.modeling import resolve_dtype
+from humpback.params import CurateParams, EvaluateParams, GenerationParams
+from humpback.records import read_json, write_json
 
 ALPACA_EVAL_CONFIG = "weighted_alpaca_eval_gpt4_turbo"
 CACHE_ROOT = Path(".humpback/cache/judge")
 # Bump when the way a prompt reaches the local judge changes: it is part of the cache key (the judge id).
 LOCAL_FORMAT_VERSION = "1"
+SCORE_FORMAT_VERSION = "1"
 
 
 class JudgeError(ValueError):
@@ -84,11 +95,18 @@ def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completi
 
 
 def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
-               cache_root: Path = CACHE_ROOT, seed: int = 0) -> tuple[Any, dict[str, Any]]:
+               cache_root: Path = CACHE_ROOT, seed: int = 0, curate: CurateParams | None = None,
+               tagging: bool = True) -> tuple[Any, dict[str, Any]]:
     """The annotator for `params.judge`, and a description of the judge for the metrics file.
 
-    The judge id (a hash of what decides the judgements: model weights or name, server, prompt template) names
-    the cache folder, so a different judge never reads another judge's annotations."""
+    The judge id (a hash of what decides the judgements: model weights or name, server, prompt template or
+    scoring method) names the cache folder, so a different judge never reads another judge's annotations.
+    A local judge that scores answers alone (`judge_read` other than pairwise) needs `curate` (the method's
+    prompt cut, `max_pair_chars`) and `tagging` (the system prompt the scoring prompts carry)."""
+    if params.judge == "local" and params.judge_read != "pairwise":
+        if curate is None:
+            raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params (make_judge(curate=...))")
+        return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging)
     template_hash = _sha(Path(alpaca_eval_config()["prompt_template"]).read_bytes())[:8]
     if params.judge == "local":
         return _local_judge(params, generation, judge_base, cache_root, seed, template_hash)
@@ -97,23 +115,38 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
     return _openai_compatible_judge(params, cache_root, seed, template_hash)
 
 
-def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, template_hash: str) -> tuple[Any, dict[str, Any]]:
+def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path, str]:
+    """The local judge's model folder (or hub id) and the identity of its weights."""
     judge_ref = str(judge_base) if params.judge_model == "base" else params.judge_model
     judge_dir = Path(judge_ref)
     if judge_dir.exists():
-        weights = folder_fingerprint(judge_dir)
-    elif _is_hub_id(judge_ref):
-        weights = judge_ref  # a hub id names fixed weights (up to the hub's revision)
-    else:
-        raise JudgeError(f"evaluate.judge_model: judge model folder '{judge_dir}' not found")
+        return judge_dir, folder_fingerprint(judge_dir)
+    if _is_hub_id(judge_ref):
+        return judge_dir, judge_ref  # a hub id names fixed weights (up to the hub's revision)
+    raise JudgeError(f"evaluate.judge_model: judge model folder '{judge_dir}' not found")
+
+
+def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
+                 seed: int, template_hash: str) -> tuple[Any, dict[str, Any]]:
+    judge_dir, weights = _judge_weights(params, judge_base)
     config = alpaca_eval_config()
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
-    identity = f"local|{weights}|{generation.engine}|{generation.dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
+    identity = f"local|{weights}|{generation.engine}|{resolve_dtype(generation.dtype)}|{LOCAL_FORMAT_VERSION}|{template_hash}"
     judge_id = "local-" + _sha(identity.encode())[:16]
     fn = LocalJudge(judge_dir, generation, candidates)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
     return annotator, {"kind": "local", "model": str(judge_dir), "id": judge_id}
+
+
+def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
+                 seed: int, curate: CurateParams, tagging: bool) -> tuple[Any, dict[str, Any]]:
+    method = params.judge_read
+    judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
+    identity = (f"score|{method}|{weights}|{generation.engine}|{resolve_dtype(generation.dtype)}|"
+                f"{curate.max_pair_chars}|{tagging}|{seed}|{SCORE_FORMAT_VERSION}")
+    judge_id = f"score-{method}-" + _sha(identity.encode())[:16]
+    judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed)
+    return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id}
 
 
 def _openai_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str):
@@ -195,6 +228,64 @@ class LocalJudge:
             "price_per_example": [0.0] * len(completions),
             "time_per_example": [seconds] * len(completions),
         }
+
+
+class ScoreJudge:
+    """A position-free local judge (module docstring): called like alpaca_eval's `PairwiseAnnotator` on rows
+    with instruction, output_1 and output_2, it scores every distinct answer alone with `method` and returns
+    the rows with `preference` 1 (output_1 scored higher), 2 (output_2) or 1.5 (a tie), None where an answer
+    has no score (an unparsed `generate` read), plus both scores. Scores are cached in `cache_file`, keyed by
+    a hash of (instruction, answer), and written after each call, so a rerun scores nothing twice."""
+
+    def __init__(self, model_dir: str | Path, generation: GenerationParams, curate: CurateParams, method: str,
+                 tagging: bool, cache_file: str | Path, seed: int = 0, engine: Any = None):
+        self.model_dir, self.generation, self.curate = Path(model_dir), generation, curate
+        self.method, self.tagging, self.seed = method, tagging, seed
+        self.cache_file = Path(cache_file)
+        self.cache: dict[str, float | None] = read_json(self.cache_file) if self.cache_file.is_file() else {}
+        self._engine = engine
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from humpback.generation import make_engine
+
+            self._engine = make_engine(self.model_dir, self.generation)
+        return self._engine
+
+    def __call__(self, rows: Sequence[dict]) -> list[dict]:
+        from humpback.scoring import BASELINE, score_pairs
+
+        answers: dict[str, dict] = {}
+        for row in rows:
+            for side in ("output_1", "output_2"):
+                key = answer_key(row["instruction"], row[side])
+                if key not in self.cache:
+                    answers[key] = {"id": key, "instruction": row["instruction"], "output": str(row[side])}
+        if answers:
+            engine = None if self.method == BASELINE else self.engine
+            scores = score_pairs(engine, list(answers.values()), self.curate, self.tagging, self.seed,
+                                 method=self.method)
+            self.cache.update({k: (s.score if s.parsed else None) for k, s in zip(answers, scores)})
+            write_json(self.cache_file, self.cache)
+        judged = []
+        for row in rows:
+            first = self.cache[answer_key(row["instruction"], row["output_1"])]
+            second = self.cache[answer_key(row["instruction"], row["output_2"])]
+            judged.append({**row, "preference": score_preference(first, second), "score_1": first,
+                           "score_2": second})
+        return judged
+
+
+def answer_key(instruction: str, output: Any) -> str:
+    return _sha(json.dumps([instruction, str(output)]).encode())
+
+
+def score_preference(first: float | None, second: float | None) -> float | None:
+    """alpaca_eval's preference from two pointwise scores: 1 = the first is better, 2 = the second, 1.5 = tie."""
+    if first is None or second is None:
+        return None
+    return 1.5 if first == second else (1.0 if first > second else 2.0)
 
 
 def judge_prompt(tokenizer, alpaca_prompt: str) -> str:

@@ -107,7 +107,8 @@ class TrainParams:
 @dataclass(frozen=True)
 class GenerationParams:
     engine: Literal["transformers", "vllm", "openai"]
-    dtype: Literal["float32", "bfloat16", "float16"]
+    # auto = bfloat16 where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
     token_budget: int  # prompt + new tokens per batch for the transformers engine
     temperature: float
     top_p: float
@@ -172,6 +173,9 @@ class EvaluateParams:
     base_url: str
     reference: str  # a respond item (e.g. "base") or a path to an alpaca_eval outputs JSON
     max_chars: int  # outputs are cut to this many characters before judging (local judge context)
+    # local judge: "pairwise" = alpaca_eval's prompt with both answers, read from P("m") vs P("M"); or a
+    # curate method (or "length"): each answer scored alone by that method, the higher score wins
+    judge_read: Literal["pairwise", "length", CurateMethod]
 
 
 @dataclass(frozen=True)

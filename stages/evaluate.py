@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         ref_file = reference_path(settings.reference, args.responses)
         reference = load_outputs(ref_file)
         outputs = {name: load_outputs(f"{args.responses}/{name}.json") for name in args.models}
-        annotator, judge = make_judge(settings, params.generation, args.judge_base, seed=params.base.seed)
+        annotator, judge = make_judge(settings, params.generation, args.judge_base, seed=params.base.seed,
+                                      curate=params.curate, tagging=params.train.tagging)
     except (ParamsError, JudgeError, ValueError, FileNotFoundError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 1
@@ -58,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.metrics, {
         "reference": settings.reference,
         "reference_avg_length": sum(reference_lengths) / max(1, len(reference_lengths)),
-        "judge": {**judge, "annotator": "alpaca_eval weighted_alpaca_eval_gpt4_turbo, both orders",
-                  "max_chars": settings.max_chars},
+        "judge": {**judge, "annotator": _annotator(settings), "max_chars": settings.max_chars},
         "length_controlled_reason": LENGTH_CONTROLLED_REASON,
         "models": models,
     })
@@ -71,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s vs %s: win rate %s ± %s (n=%d, agreement %s, unparsed %d)", name, settings.reference,
                  _fmt(m["win_rate"]), _fmt(m["standard_error"]), m["n"], _fmt(m["order_agreement"]), m["unparsed"])
     return 0
+
+
+def _annotator(settings) -> str:
+    if settings.judge == "local" and settings.judge_read != "pairwise":
+        return f"each answer scored alone by curate method {settings.judge_read}, the higher wins; both orders"
+    return "alpaca_eval weighted_alpaca_eval_gpt4_turbo, both orders"
 
 
 def _fmt(x: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -299,7 +300,7 @@ def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypat
     server = _JudgeServer()
     try:
         settings = EvaluateParams(judge="openai-compatible", judge_model="Judge-7B-Instruct", base_url=server.url,
-                                  reference="base", max_chars=1000)
+                                  reference="base", max_chars=1000, judge_read="pairwise")
         generation = load_params(Path(__file__).resolve().parents[1] / "params.yaml").generation
         annotator, judge = make_judge(settings, generation, tmp_path / "unused", cache_root=tmp_path / "cache")
         reference, model = _data(4)
@@ -324,10 +325,10 @@ def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
     generation = load_params(Path(__file__).resolve().parents[1] / "params.yaml").generation
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cases = [
-        (EvaluateParams("openai", "base", "", "base", 100), "OPENAI_API_KEY"),
-        (EvaluateParams("openai-compatible", "judge", "", "base", 100), "base_url"),
-        (EvaluateParams("openai-compatible", "base", "http://x/v1", "base", 100), "judge_model"),
-        (EvaluateParams("local", "base", "", "base", 100), "not found"),
+        (EvaluateParams("openai", "base", "", "base", 100, "pairwise"), "OPENAI_API_KEY"),
+        (EvaluateParams("openai-compatible", "judge", "", "base", 100, "pairwise"), "base_url"),
+        (EvaluateParams("openai-compatible", "base", "http://x/v1", "base", 100, "pairwise"), "judge_model"),
+        (EvaluateParams("local", "base", "", "base", 100, "pairwise"), "not found"),
     ]
     for settings, message in cases:
         with pytest.raises(JudgeError, match=message):
@@ -340,7 +341,8 @@ def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
     from humpback.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    annotator, judge = make_judge(params.evaluate, params.generation, tiny_model_dir, cache_root=tmp_path)
+    settings = dataclasses.replace(params.evaluate, judge="local", judge_read="pairwise")
+    annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path)
     reference, model = _data(3)
     models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=200)
     m1 = models["m1"]
@@ -350,3 +352,70 @@ def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
         top = a["preference_raw_completion"]["logprobs"]["content"][0]["top_logprobs"]
         assert {t["token"] for t in top} == {"m", "M"}
         assert 1.0 <= a["preference"] <= 2.0
+
+
+def test_score_preference_is_the_higher_score():
+    from humpback.judges import score_preference
+
+    assert score_preference(2.0, 1.0) == 1.0  # alpaca_eval: 1 = output_1 preferred
+    assert score_preference(-3.0, 0.5) == 2.0
+    assert score_preference(0.5, 0.5) == 1.5
+    assert score_preference(None, 0.5) is None and score_preference(0.5, None) is None
+
+
+def _score_settings(read: str):
+    from humpback.params import load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    return params, dataclasses.replace(params.evaluate, judge="local", judge_read=read)
+
+
+def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypatch):
+    """judge_read=length needs no model: the longer answer wins in both orders, scores are cached per answer."""
+    import humpback.scoring
+    from humpback.judges import make_judge
+
+    params, settings = _score_settings("length")
+    judge, info = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
+                             curate=params.curate, tagging=True)
+    reference, model = _data(6)
+    models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=1000)
+    longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
+    assert info["read"] == "length" and info["id"].startswith("score-length-")
+    assert models["m1"]["win_rate"] == pytest.approx(100 * longer)
+    assert models["m1"]["order_agreement"] == 1.0 and models["m1"]["position_bias"] is False
+    assert all(a["preference"] in (1.0, 2.0) for a in annotations)
+
+    # A second judge with the same identity answers from the cache file: nothing is scored again.
+    monkeypatch.setattr(humpback.scoring, "score_pairs", lambda *a, **k: pytest.fail("scored a cached answer"))
+    again, _ = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
+                          curate=params.curate, tagging=True)
+    models_again, _ = evaluate_models(again, {"m1": model}, reference, max_chars=1000)
+    assert models_again["m1"]["win_rate"] == models["m1"]["win_rate"]
+
+
+def test_score_judge_on_tiny_model_mirrors_under_swap(tmp_path, tiny_model_dir):
+    """judge_read=pmi on a real (tiny) model: each answer scored once; swapping the answers mirrors the verdict."""
+    from humpback.judges import make_judge
+
+    params, settings = _score_settings("pmi")
+    judge, info = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path,
+                             curate=params.curate, tagging=True)
+    reference, model = _data(3)
+    models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=200)
+    assert info["read"] == "pmi" and models["m1"]["n"] == 3 and models["m1"]["unparsed"] == 0
+    by_pair = {}
+    for a in annotations:
+        assert math.isfinite(a["score_1"]) and math.isfinite(a["score_2"])
+        by_pair.setdefault(a["pair"], {})[a["order"]] = a["preference"]
+    for prefs in by_pair.values():
+        assert prefs["reference_first"] == 3.0 - prefs["model_first"]
+    assert len(judge.cache) == 6  # 3 model answers + 3 reference answers, each scored once
+
+
+def test_score_judge_needs_curate_params(tmp_path, tiny_model_dir):
+    from humpback.judges import JudgeError, make_judge
+
+    params, settings = _score_settings("pmi")
+    with pytest.raises(JudgeError, match="curate"):
+        make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path)

@@ -163,3 +163,15 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
     assert all(torch.equal(weights[k], reference[k]) for k in weights)
     assert hashlib.sha256(data).hexdigest() in (tmp_path / "base" / "README.md").read_text()
     assert not list((tmp_path / ".humpback" / "scratch").iterdir())  # the assembled file is gone
+
+
+def test_auto_dtype_is_bfloat16_only_where_it_is_fast(monkeypatch):
+    import humpback.modeling as modeling
+
+    monkeypatch.setattr(modeling, "fast_bfloat16", lambda: True)
+    assert modeling.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(modeling, "fast_bfloat16", lambda: False)
+    assert modeling.resolve_dtype("auto") == "float32"
+    assert modeling.resolve_dtype("float16") == "float16"  # an explicit dtype is kept
+    with pytest.raises(ValueError, match="expected auto or one of"):
+        modeling.resolve_dtype("int8")

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
 from humpback.generation import resolve_sampling
-from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter
+from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter, resolve_dtype
 from humpback.params import GenerationParams
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
@@ -42,7 +42,7 @@ class VLLMEngine:
         adapter = is_adapter(model_dir)
         lora_rank = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"] if adapter else None
         weights = adapter_base(model_dir) if adapter else str(model_dir)
-        self.llm = vllm.LLM(model=weights, tokenizer=str(model_dir), dtype=params.dtype,
+        self.llm = vllm.LLM(model=weights, tokenizer=str(model_dir), dtype=resolve_dtype(params.dtype),
                             tensor_parallel_size=params.tensor_parallel_size, enable_prefix_caching=True,
                             enable_lora=adapter, max_lora_rank=lora_rank or 16)
         self.lora = LoRARequest("adapter", 1, str(model_dir)) if adapter else None
