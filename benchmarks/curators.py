@@ -25,6 +25,7 @@ import torch
 
 from humpback.curation_quality import evaluate_curator, markdown_table, plot_curation_quality
 from humpback.generation import make_engine
+from humpback.modeling import resolve_dtype
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
 from humpback.scoring import BASELINE
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--tagged", nargs="*", default=["m0", "m1", "m2"],
                     help="curators trained by this project (prompted with their training's system prompt)")
     ap.add_argument("--dev", default="data/dev.jsonl")
-    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                     help="compute dtype (default generation.dtype); also the dtype a reference is converted to")
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     ap.add_argument("--out", required=True, help="metrics JSON; the PNG is written beside it")
@@ -90,7 +91,7 @@ def main() -> None:
 
     result = {
         "dev": args.dev, "n": len(rows), "positives": sum(r["label"] == 1 for r in rows),
-        "threads": torch.get_num_threads(), "dtype": params.generation.dtype,
+        "threads": torch.get_num_threads(), "dtype": resolve_dtype(params.generation.dtype),
         "timing": timing, "curators": by_curator,
     }
     write_json(args.out, result)

@@ -1,22 +1,23 @@
-"""Judges for alpaca_eval's `PairwiseAnnotator`: a local model read in one forward pass, or an OpenAI(-compatible) API.
+"""Judges for `evaluate`: a local model, or an OpenAI(-compatible) API through alpaca_eval's annotator.
 
-Every judge uses AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo` annotator: its prompt
-(alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt asks for one token, "m" = output_1 or "M" = output_2) and its
-`logprob_parser`, which turns P(m) / (P(m) + P(M)) into a preference in [1, 2]. Only where the completions come
-from changes:
+The API judges and the local pairwise judge use AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo` annotator:
+its prompt (alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt asks for one token, "m" = output_1 or "M" =
+output_2) and its `logprob_parser`, which turns P(m) / (P(m) + P(M)) into a preference in [1, 2]. Only where
+the completions come from changes:
 
-- `local` with `evaluate.judge_read: pairwise`: `LocalJudge`, an alpaca_eval `fn_completions` callable. It renders alpaca_eval's ChatML prompt with
-  the judge model's own chat template and reads log P("m"), log P("M") from one forward pass
-  (`Engine.next_token_logprobs`), returned in the shape of the OpenAI decoder's `completions_all`.
+- `local` with `evaluate.judge_read: pairwise`: `LocalJudge`, an alpaca_eval `fn_completions` callable. It
+  renders alpaca_eval's ChatML prompt with the judge model's own chat template and reads log P("m"),
+  log P("M") from one forward pass (`Engine.next_token_logprobs`), returned in the shape of the OpenAI
+  decoder's `completions_all`.
 - `openai`: alpaca_eval's own OpenAI decoder with the config's GPT-4 model (key from OPENAI_API_KEY).
 - `openai-compatible`: the same decoder, pointed at `evaluate.base_url` by an alpaca_eval client-config YAML.
 
 `local` with `judge_read` set to a curation method (`pmi`, `rubric_calibrated`, ...; `length` for the baseline)
 is `ScoreJudge`: each answer is scored alone by that method (scoring.py, the code curate uses) and the higher
 score wins. It never sees two answers at once, so it cannot prefer a position: a small model asked to compare
-two answers picks the same slot whatever they say (measured: README "Judges"), while the same model rating one
-answer at a time separates good answers from bad ones. It is called like a `PairwiseAnnotator` and caches its
-scores per (instruction, answer) in the same cache tree.
+two answers picks the same slot whatever they say (measured: README "Which local judge"), while the same
+model rating one answer at a time separates good answers from bad ones. It is called like a
+`PairwiseAnnotator` and caches its scores per (instruction, answer) in the same cache tree.
 
 Output order is never randomised here (`is_randomize_output_order: false`): evaluation.py judges every pair in
 both orders explicitly, which measures position bias instead of hiding it in noise.
@@ -131,11 +132,12 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     judge_dir, weights = _judge_weights(params, judge_base)
     config = alpaca_eval_config()
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
-    identity = f"local|{weights}|{generation.engine}|{resolve_dtype(generation.dtype)}|{LOCAL_FORMAT_VERSION}|{template_hash}"
+    dtype = resolve_dtype(generation.dtype)
+    identity = f"local|{weights}|{generation.engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
     judge_id = "local-" + _sha(identity.encode())[:16]
     fn = LocalJudge(judge_dir, generation, candidates)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
-    return annotator, {"kind": "local", "model": str(judge_dir), "id": judge_id}
+    return annotator, {"kind": "local", "read": "pairwise", "model": str(judge_dir), "id": judge_id}
 
 
 def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,

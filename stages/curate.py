@@ -57,8 +57,14 @@ def _lengths(rows: list[dict]) -> dict[str, float]:
 
 
 def curate_metrics(scored: list[dict], params, seconds: float) -> dict:
+    from humpback.scoring import RUBRIC_METHODS
+
     selected = [r for r in scored if r["selected"]]
-    histogram = Counter(r["score_argmax"] for r in scored if r["parsed"])
+    if params.curate.method in RUBRIC_METHODS:
+        digits = Counter(r["score_argmax"] for r in scored if r["parsed"])
+        histogram = {str(k): digits.get(k, 0) for k in range(1, 6)}
+    else:
+        histogram = dict(histogram_rows(scored, {"method": params.curate.method}))
     scores = [r["score"] for r in scored if r["parsed"]]
     return {
         "curator": params.curate.model,
@@ -67,8 +73,9 @@ def curate_metrics(scored: list[dict], params, seconds: float) -> dict:
         "n": len(scored),
         "selected": len(selected),
         "selected_share": round(len(selected) / len(scored), 4) if scored else 0.0,
-        # rubric methods: the likeliest digit (forced reads) or the parsed score (generate); zeros otherwise
-        "histogram": {str(k): histogram.get(k, 0) for k in range(1, 6)},
+        # rubric methods: pairs per likeliest digit (forced reads) or parsed score (generate); other methods:
+        # pairs per equal-width bin of the score, keyed by the bin's lower edge
+        "histogram": histogram,
         "parse_failure_rate": round(1 - len(scores) / len(scored), 4) if scored else 0.0,
         "mean_score": round(fmean(scores), 4) if scores else None,  # on the method's scale (scoring.py)
         "lengths_all": _lengths(scored),
@@ -85,12 +92,14 @@ def histogram_rows(scored: list[dict], metrics: dict, bins: int = 20) -> list[tu
 
     if metrics["method"] in RUBRIC_METHODS:
         return [(str(k), metrics["histogram"][str(k)]) for k in range(1, 6)]
+    if "histogram" in metrics:
+        return list(metrics["histogram"].items())
     values = [r["score"] for r in scored if r["parsed"]]
     if not values:
         return []
     low, width = min(values), (max(values) - min(values)) / bins or 1.0
     counts = Counter(min(int((v - low) / width), bins - 1) for v in values)
-    return [(f"{low + b * width:.3g}", counts.get(b, 0)) for b in range(bins)]
+    return [(f"{low + b * width:.6g}", counts.get(b, 0)) for b in range(bins)]
 
 
 def plot_histogram(scored: list[dict], metrics: dict, iteration: str, out: str | Path) -> None:

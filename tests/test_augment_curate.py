@@ -301,3 +301,15 @@ def test_histogram_rows_bin_continuous_scores_and_keep_every_pair():
     assert [r[1] for r in rows] == [2, 1, 0, 0, 2] and sum(r[1] for r in rows) == 5
     digits = curate.histogram_rows(scored, {"method": "logprob", "histogram": {str(k): k for k in range(1, 6)}})
     assert digits == [(str(k), k) for k in range(1, 6)]
+
+
+def test_curate_metrics_histogram_bins_a_continuous_method():
+    """pmi has no digits: metrics["histogram"] holds its binned scores (every parsed pair counted), not zeros."""
+    from types import SimpleNamespace
+
+    scored = [{"score": float(v), "score_argmax": None, "parsed": True, "selected": v >= 5,
+               "instruction": "q", "output": "a"} for v in range(10)]
+    curate_params = SimpleNamespace(model="self", method="pmi", threshold_for=lambda: 5.0)
+    metrics = curate.curate_metrics(scored, SimpleNamespace(curate=curate_params), seconds=1.0)
+    assert sum(metrics["histogram"].values()) == 10 and len(metrics["histogram"]) == 20
+    assert curate.histogram_rows(scored, metrics) == list(metrics["histogram"].items())
