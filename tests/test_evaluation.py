@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from humpback.evaluation import evaluate_models, order_stats, reference_path
 from humpback.judges import alpaca_eval_config, build_annotator, judge_prompt, logprob_completion
@@ -189,8 +190,9 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     engine = FakeJudgeEngine(tiny_tokenizer)
     monkeypatch.setattr(judges.LocalJudge, "engine", property(lambda self: engine))
     monkeypatch.chdir(tmp_path)
-    params = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
-    (tmp_path / "params.yaml").write_text(params)
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["evaluate"].update(judge="local", judge_read="pairwise")  # this test fakes the pairwise engine
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--responses", str(responses), "--models", "m0", "m1", "--judge-base", str(judge_dir),
             "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
             "--plot-data", "metrics/wr.csv", "--params", "params.yaml"]
