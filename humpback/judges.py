@@ -196,7 +196,23 @@ def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int
 # ------------------------------------------------------------------------------------------- the local judge
 
 
-class LocalJudge:
+class _LazyEngine:
+    """A judge's engine, loaded on first use: a rerun answered entirely from the cache loads no model."""
+
+    model_dir: Path
+    generation: GenerationParams
+    _engine: Any
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from humpback.generation import make_engine
+
+            self._engine = make_engine(self.model_dir, self.generation)
+        return self._engine
+
+
+class LocalJudge(_LazyEngine):
     """alpaca_eval `fn_completions` callable: one forward pass of a local model per prompt.
 
     The engine is loaded on the first call, so a rerun answered entirely from the cache loads no model.
@@ -208,14 +224,6 @@ class LocalJudge:
         self.generation = generation
         self.candidates = list(candidates)
         self._engine = engine
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from humpback.generation import make_engine
-
-            self._engine = make_engine(self.model_dir, self.generation)
-        return self._engine
 
     def __call__(self, prompts: Sequence[str], **_: Any) -> dict[str, list]:
         start = time.perf_counter()
@@ -232,7 +240,7 @@ class LocalJudge:
         }
 
 
-class ScoreJudge:
+class ScoreJudge(_LazyEngine):
     """A position-free local judge (module docstring): called like alpaca_eval's `PairwiseAnnotator` on rows
     with instruction, output_1 and output_2, it scores every distinct answer alone with `method` and returns
     the rows with `preference` 1 (output_1 scored higher), 2 (output_2) or 1.5 (a tie), None where an answer
@@ -246,14 +254,6 @@ class ScoreJudge:
         self.cache_file = Path(cache_file)
         self.cache: dict[str, float | None] = read_json(self.cache_file) if self.cache_file.is_file() else {}
         self._engine = engine
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from humpback.generation import make_engine
-
-            self._engine = make_engine(self.model_dir, self.generation)
-        return self._engine
 
     def __call__(self, rows: Sequence[dict]) -> list[dict]:
         from humpback.scoring import BASELINE, score_pairs

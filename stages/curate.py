@@ -86,13 +86,9 @@ def curate_metrics(scored: list[dict], params, seconds: float) -> dict:
 
 
 def histogram_rows(scored: list[dict], metrics: dict, bins: int = 20) -> list[tuple[str, int]]:
-    """(score, pairs) rows for `dvc plots`: the digits 1..5 for the rubric methods, else `bins` equal-width bins
-    of the method's continuous score, labelled by their lower edge."""
-    from humpback.scoring import RUBRIC_METHODS
-
-    if metrics["method"] in RUBRIC_METHODS:
-        return [(str(k), metrics["histogram"][str(k)]) for k in range(1, 6)]
-    if "histogram" in metrics:
+    """(score, pairs) rows for `dvc plots`: the histogram curate_metrics recorded (digits 1..5 for the rubric
+    methods), else `bins` equal-width bins of the continuous score, labelled by their lower edge."""
+    if "histogram" in metrics:  # curate_metrics' histogram: digits, or these bins already computed
         return list(metrics["histogram"].items())
     values = [r["score"] for r in scored if r["parsed"]]
     if not values:
