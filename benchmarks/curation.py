@@ -27,9 +27,9 @@ from scipy.stats import spearmanr
 
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine
+from humpback.modeling import DTYPES, resolve_dtype
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
-from humpback.modeling import DTYPES, resolve_dtype
 from humpback.scoring import curation_prompt, is_selected, parse_score, score_pairs
 
 

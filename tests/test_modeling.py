@@ -166,7 +166,7 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
 
 
 def test_auto_dtype_is_bfloat16_only_where_it_is_fast(monkeypatch):
-    import humpback.modeling as modeling
+    from humpback import modeling
 
     monkeypatch.setattr(modeling, "fast_bfloat16", lambda: True)
     assert modeling.resolve_dtype("auto") == "bfloat16"
