@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine
-from humpback.modeling import DTYPES, resolve_dtype
+from humpback.modeling import DTYPES, load_model, resolve_dtype
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
 from humpback.scoring import curation_prompt, is_selected, parse_score, score_pairs
@@ -59,7 +59,8 @@ def main() -> None:
     engine = make_engine(args.model, params.generation)
     fp32 = engine if dtype == "float32" else make_engine(
         args.model, dataclasses.replace(params.generation, dtype="float32"))
-    tok, model = engine.tokenizer, fp32.model
+    # The plain way gets the model as peers load it: stock transformers modules, none of the engine's CPU kernels.
+    tok, model = engine.tokenizer, load_model(args.model, "float32")[0]
     pairs = read_jsonl(args.pairs)[: args.n]
     prompts = [curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars) for p in pairs]
     ids = encode_prompts(tok, prompts)
