@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from humpback.engines.tokens import encode_prompts, stop_token_ids, token_budget_batches
 from humpback.engines.decoding import sample_token
+from humpback.engines.tokens import encode_prompts, stop_token_ids, token_budget_batches
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.generation import make_engine, record_seed
 from humpback.params import GenerationParams

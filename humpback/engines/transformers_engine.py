@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from humpback.engines.cpu_kernels import use_cpu_kernels
 from humpback.engines.decoding import MIN_SHARED_PREFIX, generate_batch, left_pad, shared_prefix_length
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
-from humpback.modeling import load_model
 from humpback.generation import resolve_sampling
+from humpback.modeling import load_model
 from humpback.params import GenerationParams
 
 # On a CPU, reads that reuse a prefix cache run in batches of at most this many prompt tokens: their attention
