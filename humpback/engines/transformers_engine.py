@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from humpback.engines.cpu_kernels import use_cpu_kernels
-from humpback.engines.decoding import MIN_SHARED_PREFIX, generate_batch, left_pad, shared_prefix_length
+from humpback.engines.decoding import generate_batch, left_pad, real_positions, shared_prefix_cache
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
 from humpback.generation import resolve_sampling
 from humpback.modeling import load_model
@@ -80,14 +80,7 @@ class TransformersEngine:
         ids = encode_prompts(self.tokenizer, prompts)
         wanted = [[first_token_after(self.tokenizer, p, x, c) for c in candidates]
                   for p, x in zip(prompts, ids)]
-        prefix = shared_prefix_length(ids) if len(ids) > 1 else 0
-        prefix_cache = None
-        if prefix >= MIN_SHARED_PREFIX:
-            out = self.model(input_ids=torch.tensor([ids[0][:prefix]], device=self.device), use_cache=True,
-                             logits_to_keep=1)
-            prefix_cache = out[self.cache_arg]
-        else:
-            prefix = 0
+        prefix, prefix_cache = shared_prefix_cache(self.model, ids, self.cache_arg)
         rows: list[list[float]] = [[] for _ in prompts]
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
             budget = self.params.token_budget
@@ -109,8 +102,7 @@ class TransformersEngine:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(suffixes))
             mask = torch.cat([torch.ones((len(suffixes), prefix), dtype=torch.long), mask], dim=1)
-        # Positions count real tokens only, so padding does not shift a row's positions.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+        positions = real_positions(mask)[:, -input_ids.shape[1]:]
         out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=cache is not None,
                          logits_to_keep=1, **{self.cache_arg: cache})
@@ -147,7 +139,7 @@ class TransformersEngine:
                     sub = batch[start:start + per_row]
                     keep = max(len(completion_ids[i]) for i in sub) + 1
                     input_ids, mask = left_pad([rows[i] for i in sub], self.pad_id)
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                    positions = real_positions(mask)
                     logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                         position_ids=positions.to(self.device), use_cache=False,
                                         logits_to_keep=keep).logits
