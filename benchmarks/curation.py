@@ -25,6 +25,7 @@ import time
 import torch
 from scipy.stats import spearmanr
 
+from humpback.engines.decoding import shared_prefix_length
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine
 from humpback.modeling import DTYPES, load_model, resolve_dtype
@@ -65,7 +66,7 @@ def main() -> None:
     prompts = [curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars) for p in pairs]
     ids = encode_prompts(tok, prompts)
     prompt_tokens = sum(map(len, ids))
-    shared = next((i for i, col in enumerate(zip(*ids)) if len(set(col)) > 1), min(map(len, ids)))
+    shared = shared_prefix_length(ids)  # what the engine computes once
     computed_tokens = shared + sum(len(x) - shared for x in ids)
 
     start = time.perf_counter()
