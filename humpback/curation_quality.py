@@ -1,7 +1,7 @@
 """How well a curator separates good from bad answers on the labelled dev set, for every curation method.
 
-One function, `evaluate_curator`, rates the dev rows with every method through `scoring.score_pairs` (the code
-the curate stage selects with) and reports per method: ROC-AUC with a bootstrap 95% interval, precision /
+`curation.score_dev_set` rates the dev rows with every method through `scoring.score_pairs` (the code the score
+stage uses); `dev_set_metrics` here reports per method: ROC-AUC with a bootstrap 95% interval, precision /
 recall of the selection at the method's `curate.threshold`, a threshold sweep, the per-kind mean score and
 selected share (which kinds of bad answer slip through), and the seconds per pair. Answer length is scored as
 the baseline row every method must beat. Used by the curation_quality stage and benchmarks/curators.py.
@@ -9,107 +9,51 @@ the baseline row every method must beat. Used by the curation_quality stage and 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from humpback import scoring
+from humpback import curation_methods
 from humpback.devset import KINDS, curation_metrics
 
-# Thresholds each method's sweep reports precision / recall at (on the method's own scale).
-SWEEPS: dict[str, tuple[float, ...]] = {
-    "logprob": (2.0, 3.0, 3.5, 4.0, 4.5, 5.0),
-    "generate": (2.0, 3.0, 4.0, 5.0),
-    "rubric_calibrated": (-2.0, -1.0, 0.0, 1.0, 2.0),
-    "yes_no": (0.1, 0.3, 0.5, 0.7, 0.9),
-    "likelihood_gain": (0.0, 0.05, 0.1, 0.2, 0.4),
-    "pmi": (0.0, 5.0, 10.0, 20.0, 40.0),
-}
+# The dev-set intervals are an instrument: they never move with any of the run's seeds.
+BOOTSTRAP_SEED = 0
 
+def dev_set_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
+    """Per method: ROC-AUC with its bootstrap interval, precision / recall at `curate.threshold.<method>`, the
+    per-kind view and a threshold sweep: the cheap half, rerun alone when a threshold moves.
 
-def methods_to_run(params) -> list[str]:
-    """The length baseline, the configured curate.method, then curation_quality.methods (no repeats)."""
-    ordered = [scoring.BASELINE, params.curate.method, *params.curation_quality.methods]
-    return list(dict.fromkeys(ordered))
-
-
-class ReadOnce:
-    """An engine wrapper that runs each forward-pass read once: `rubric_calibrated` reads the same P(1..5) as
-    `logprob`, and `likelihood_gain` the same answer log-likelihoods as `pmi`, so the second method of each
-    pair costs nothing here (its s/pair shows ~0; run alone, it costs what its partner does)."""
-
-    def __init__(self, engine):
-        self._engine = engine
-        self._next: dict[tuple, list[float]] = {}
-        self._completion: dict[tuple, list[float]] = {}
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], **kw) -> list[list[float]]:
-        keys = [(p, tuple(candidates)) for p in prompts]
-        todo = [i for i, k in enumerate(keys) if k not in self._next]
-        if todo:
-            rows = self._engine.next_token_logprobs([prompts[i] for i in todo], candidates, **kw)
-            self._next.update({keys[i]: row for i, row in zip(todo, rows)})
-        return [self._next[k] for k in keys]
-
-    def completion_logprobs(self, prompts: list[str], completions: list[str], **kw) -> list[list[float]]:
-        keys = list(zip(prompts, completions))
-        todo = [i for i, k in enumerate(keys) if k not in self._completion]
-        if todo:
-            rows = self._engine.completion_logprobs([prompts[i] for i in todo], [completions[i] for i in todo], **kw)
-            self._completion.update({keys[i]: row for i, row in zip(todo, rows)})
-        return [self._completion[k] for k in keys]
-
-
-def evaluate_curator(engine, rows: Sequence[dict[str, Any]], params, tagging: bool,
-                     methods: Sequence[str] | None = None, log=None) -> tuple[list[dict], dict[str, Any]]:
-    """Score every dev row with every method → (rows with their scores, metrics).
-
-    metrics = {"method", "threshold", <the configured method's metrics at top level: precision, recall,
-    roc_auc, roc_auc_ci, length_roc_auc, ...>, "methods": {method: metrics}}."""
-    methods = list(methods or methods_to_run(params))
-    engine = ReadOnce(engine)
-    labels, kinds = [r["label"] for r in rows], [r["kind"] for r in rows]
-    lengths = [len(r["output"]) for r in rows]
-    scored = [dict(r, by_method={}) for r in rows]
+    {"method", "threshold", <curate.method's metrics at top level: precision, recall, roc_auc, ...>,
+    "methods": {method: metrics}}."""
+    labels, kinds = [r["label"] for r in scored], [r["kind"] for r in scored]
+    lengths = [len(r["output"]) for r in scored]
+    methods = list(scored[0]["by_method"]) if scored else []
     per_method: dict[str, dict[str, Any]] = {}
     for method in methods:
-        start = time.perf_counter()
-        scores = scoring.score_pairs(engine, list(rows), params.curate, tagging=tagging, seed=params.base.seed,
-                                     method=method)
-        seconds = time.perf_counter() - start
-        baseline = method == scoring.BASELINE
-        threshold = None if baseline else params.curate.threshold_for(method)
-        selected = [False if baseline else scoring.is_selected(s, threshold) for s in scores]
-        values = [s.score for s in scores]
+        reads = [r["by_method"][method] for r in scored]
+        values = [x["score"] for x in reads]
+        baseline = method == curation_methods.BASELINE
+        threshold = None if baseline else getattr(params.curate.threshold, method)
+        selected = [not baseline and _passes(x, threshold) for x in reads]
         m = curation_metrics(labels, kinds, values, selected, lengths, bootstrap=params.curation_quality.bootstrap,
-                             seed=params.base.seed)
+                             seed=BOOTSTRAP_SEED)
         if baseline:  # no selection by length: precision / recall are not defined
             m.update(precision=None, recall=None, n_selected=None)
         m["threshold"] = threshold
-        m["seconds"] = round(seconds, 3)
-        m["seconds_per_pair"] = round(seconds / len(rows), 4) if rows else None
+        m["seconds_per_pair"] = reads[0]["seconds_per_pair"] if reads else None
         m["sweep"] = {}
-        for t in SWEEPS.get(method, ()):
-            at_t = curation_metrics(labels, kinds, values, [scoring.is_selected(s, t) for s in scores], lengths)
+        for t in () if baseline else curation_methods.method(method).sweep:
+            at_t = curation_metrics(labels, kinds, values, [_passes(x, t) for x in reads], lengths)
             m["sweep"][str(t)] = {k: at_t[k] for k in ("precision", "recall", "n_selected")}
         per_method[method] = m
-        for row, s, sel in zip(scored, scores, selected):
-            row["by_method"][method] = {"score": s.score, "parsed": s.parsed, "selected": sel}
-            if method == params.curate.method:
-                row.update(score=s.score, score_argmax=s.argmax, probs=s.probs, raw=s.raw, parsed=s.parsed,
-                           selected=sel)
-        if log is not None:
-            log.info("%-18s ROC-AUC %s %s, %.2f s/pair", method, _fmt(m["roc_auc"]), _fmt_ci(m.get("roc_auc_ci")),
-                     m["seconds_per_pair"] or 0.0)
     default = params.curate.method
     top = dict(per_method[default]) if default in per_method else {}
-    metrics = {"method": default, "threshold": params.curate.threshold_for(default), **top,
-               "methods": per_method}
-    return scored, metrics
+    threshold = getattr(params.curate.threshold, default) if default in per_method else None
+    return {"method": default, "threshold": threshold, **top, "methods": per_method}
+
+
+def _passes(read: dict[str, Any], threshold: float) -> bool:
+    return read["parsed"] and read["score"] is not None and read["score"] >= threshold
 
 
 # ------------------------------------------------------------------------------------------- presentation

@@ -215,3 +215,25 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+# The judge is an instrument: its sampling seed never moves with the run's seeds.
+JUDGE_SEED = 0
+
+
+def annotator_description(settings) -> str:
+    if settings.judge == "local" and settings.judge_read != "pairwise":
+        return f"each answer scored alone by curate method {settings.judge_read}, the higher wins; both orders"
+    return "alpaca_eval weighted_alpaca_eval_gpt4_turbo, both orders"
+
+
+def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict]) -> dict:
+    """metrics/evaluate.json: the reference, the judge, and each model's win rate with its uncertainty."""
+    lengths = [len(str(r["output"])) for r in reference]
+    return {
+        "reference": settings.reference,
+        "reference_avg_length": sum(lengths) / max(1, len(lengths)),
+        "judge": {**judge, "annotator": annotator_description(settings), "max_chars": settings.max_chars},
+        "length_controlled_reason": LENGTH_CONTROLLED_REASON,
+        "models": models,
+    }

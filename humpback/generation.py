@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 from typing import Protocol
 
-from humpback.params import GenerationParams
+from humpback.params import GenerationParams, RuntimeParams
 
 
 class Engine(Protocol):
@@ -39,20 +39,21 @@ class Engine(Protocol):
         ...
 
 
-def make_engine(model_dir: str | Path, params: GenerationParams) -> Engine:
-    """The engine named by `params.engine`; heavy dependencies are imported only for the one chosen."""
+def make_engine(model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams) -> Engine:
+    """The engine named by `params.engine`, run as `runtime` says (batch budget, server, concurrency); heavy
+    dependencies are imported only for the one chosen."""
     if params.engine == "transformers":
         from humpback.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(model_dir, params)
+        return TransformersEngine(model_dir, params, runtime)
     if params.engine == "vllm":
         from humpback.engines.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_dir, params)
+        return VLLMEngine(model_dir, params, runtime)
     if params.engine == "openai":
         from humpback.engines.openai_engine import OpenAIEngine
 
-        return OpenAIEngine(model_dir, params)
+        return OpenAIEngine(model_dir, params, runtime)
     raise ValueError(f"generation.engine: unknown engine '{params.engine}'")
 
 

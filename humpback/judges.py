@@ -40,11 +40,12 @@ from typing import Any
 import yaml
 
 from humpback.modeling import resolve_dtype
-from humpback.params import CurateParams, EvaluateParams, GenerationParams
+from humpback.params import CurateParams, EvaluateParams, GenerationParams, RuntimeParams
 from humpback.records import read_json, write_json
+from humpback.workdirs import JUDGE_CACHE
 
 ALPACA_EVAL_CONFIG = "weighted_alpaca_eval_gpt4_turbo"
-CACHE_ROOT = Path(".humpback/cache/judge")
+CACHE_ROOT = JUDGE_CACHE
 # Bump when the way a prompt reaches the local judge changes: it is part of the cache key (the judge id).
 LOCAL_FORMAT_VERSION = "1"
 SCORE_FORMAT_VERSION = "1"
@@ -97,7 +98,7 @@ def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completi
 
 def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
                cache_root: Path = CACHE_ROOT, seed: int = 0, curate: CurateParams | None = None,
-               tagging: bool = True) -> tuple[Any, dict[str, Any]]:
+               tagging: bool = True, runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
     """The annotator for `params.judge`, and a description of the judge for the metrics file.
 
     The judge id (a hash of what decides the judgements: model weights or name, server, prompt template or
@@ -107,13 +108,13 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
     if params.judge == "local" and params.judge_read != "pairwise":
         if curate is None:
             raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params (make_judge(curate=...))")
-        return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging)
+        return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging, runtime)
     template_hash = _sha(Path(alpaca_eval_config()["prompt_template"]).read_bytes())[:8]
     if params.judge == "local":
-        return _local_judge(params, generation, judge_base, cache_root, seed, template_hash)
+        return _local_judge(params, generation, judge_base, cache_root, seed, template_hash, runtime)
     if params.judge == "openai":
         return _openai_judge(params, cache_root, seed, template_hash)
-    return _openai_compatible_judge(params, cache_root, seed, template_hash)
+    return _openai_compatible_judge(params, cache_root, seed, template_hash, runtime)
 
 
 def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path, str]:
@@ -128,26 +129,28 @@ def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path
 
 
 def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, template_hash: str) -> tuple[Any, dict[str, Any]]:
+                 seed: int, template_hash: str, runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
     judge_dir, weights = _judge_weights(params, judge_base)
     config = alpaca_eval_config()
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
     dtype = resolve_dtype(generation.dtype)
     identity = f"local|{weights}|{generation.engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
     judge_id = "local-" + _sha(identity.encode())[:16]
-    fn = LocalJudge(judge_dir, generation, candidates)
+    fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
     return annotator, {"kind": "local", "read": "pairwise", "model": str(judge_dir), "id": judge_id}
 
 
 def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, curate: CurateParams, tagging: bool) -> tuple[Any, dict[str, Any]]:
+                 seed: int, curate: CurateParams, tagging: bool,
+                 runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
     method = params.judge_read
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
     identity = (f"score|{method}|{weights}|{generation.engine}|{resolve_dtype(generation.dtype)}|"
                 f"{curate.max_pair_chars}|{tagging}|{seed}|{SCORE_FORMAT_VERSION}")
     judge_id = f"score-{method}-" + _sha(identity.encode())[:16]
-    judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed)
+    judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed,
+                       runtime=runtime)
     return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id}
 
 
@@ -163,19 +166,23 @@ def _openai_judge(params: EvaluateParams, cache_root: Path, seed: int, template_
     return annotator, {"kind": "openai", "model": model, "id": judge_id}
 
 
-def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str):
+def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str,
+                             runtime: RuntimeParams | None):
     """Any server speaking the OpenAI chat API with logprobs (vLLM, `transformers serve`, ...)."""
-    if not params.base_url:
-        raise JudgeError("evaluate.judge=openai-compatible needs evaluate.base_url (e.g. http://host:8000/v1)")
+    base_url = runtime.judge_base_url if runtime is not None else ""
+    if not base_url:
+        raise JudgeError("evaluate.judge=openai-compatible needs runtime.judge_base_url (e.g. http://host:8000/v1)")
     if params.judge_model == "base":
         raise JudgeError("evaluate.judge=openai-compatible needs evaluate.judge_model = the served model's name")
-    judge_id = "oaic-" + _sha(f"{params.base_url}|{params.judge_model}|{template_hash}".encode())[:16]
+    # the server's URL is not part of the judge's identity: the same served model behind another address
+    # judges the same way (and moving a server must not throw the cache away)
+    judge_id = "oaic-" + _sha(f"{params.judge_model}|{template_hash}".encode())[:16]
     folder = cache_root / judge_id
     folder.mkdir(parents=True, exist_ok=True)
     client_config = folder / "client_config.yaml"
     # alpaca_eval's client-config file (the OPENAI_CLIENT_CONFIG_PATH format): kwargs of openai.OpenAI. The key
     # stays in the environment (OPENAI_API_KEY); servers that need none get a placeholder.
-    client = {"base_url": params.base_url}
+    client = {"base_url": base_url}
     if not os.environ.get("OPENAI_API_KEY"):
         client["api_key"] = "EMPTY"
     client_config.write_text(yaml.safe_dump({"default": [client]}))
@@ -189,7 +196,7 @@ def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int
         "price_per_token": 0.0,
     }
     annotator = build_annotator(config, "humpback_openai_compatible", folder, seed=seed)
-    return annotator, {"kind": "openai-compatible", "model": params.judge_model, "base_url": params.base_url,
+    return annotator, {"kind": "openai-compatible", "model": params.judge_model, "base_url": base_url,
                        "id": judge_id}
 
 
@@ -201,6 +208,7 @@ class _LazyEngine:
 
     model_dir: Path
     generation: GenerationParams
+    runtime: RuntimeParams | None
     _engine: Any
 
     @property
@@ -208,7 +216,9 @@ class _LazyEngine:
         if self._engine is None:
             from humpback.generation import make_engine
 
-            self._engine = make_engine(self.model_dir, self.generation)
+            if self.runtime is None:
+                raise JudgeError("a local judge needs the runtime params to load its engine")
+            self._engine = make_engine(self.model_dir, self.generation, self.runtime)
         return self._engine
 
 
@@ -219,9 +229,9 @@ class LocalJudge(_LazyEngine):
     """
 
     def __init__(self, model_dir: str | Path, generation: GenerationParams, candidates: Sequence[str],
-                 engine: Any = None):
+                 engine: Any = None, runtime: RuntimeParams | None = None):
         self.model_dir = Path(model_dir)
-        self.generation = generation
+        self.generation, self.runtime = generation, runtime
         self.candidates = list(candidates)
         self._engine = engine
 
@@ -248,8 +258,9 @@ class ScoreJudge(_LazyEngine):
     a hash of (instruction, answer), and written after each call, so a rerun scores nothing twice."""
 
     def __init__(self, model_dir: str | Path, generation: GenerationParams, curate: CurateParams, method: str,
-                 tagging: bool, cache_file: str | Path, seed: int = 0, engine: Any = None):
-        self.model_dir, self.generation, self.curate = Path(model_dir), generation, curate
+                 tagging: bool, cache_file: str | Path, seed: int = 0, engine: Any = None,
+                 runtime: RuntimeParams | None = None):
+        self.model_dir, self.generation, self.curate, self.runtime = Path(model_dir), generation, curate, runtime
         self.method, self.tagging, self.seed = method, tagging, seed
         self.cache_file = Path(cache_file)
         self.cache: dict[str, float | None] = read_json(self.cache_file) if self.cache_file.is_file() else {}

@@ -31,6 +31,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from humpback.prompts import DEFAULT_CHAT_TEMPLATE
+from humpback.workdirs import SCRATCH_DIR
 
 ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -57,7 +58,7 @@ def resolve_dtype(name: str) -> str:
     return name
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(ValueError):
     """A model reference that cannot be resolved; the message says what to install or fix."""
 
 
@@ -219,7 +220,7 @@ def load_reference(ref: str, dtype: str = "float32") -> tuple[PreTrainedModel, o
     elif ref.startswith(SPLIT_PREFIX):
         # Assemble in a scratch folder beside the project (not /tmp, often a small RAM disk), then drop it:
         # the converted folder is what later stages load.
-        scratch = Path(".humpback") / "scratch"
+        scratch = SCRATCH_DIR
         scratch.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=scratch, prefix="gguf-split-") as tmp:
             path = assemble_split_gguf(ref, Path(tmp) / "model.gguf")

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from humpback import curation_methods
+
 DEFAULT_PARAMS_FILE = "params.yaml"
 
 
@@ -26,15 +28,39 @@ class ParamsError(ValueError):
 # --------------------------------------------------------------------------------------------- schema
 
 
+class _Section:
+    """Base of every params section: while `track_reads` is on, records each leaf key the running code reads,
+    so a test can compare what a stage really reads with what dvc.yaml says it depends on."""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if _reads is not None and name in type(self).__dataclass_fields__ and not isinstance(value, _Section):
+            _reads.add(_SECTION_KEYS.get(type(self), "") + name)
+        return value
+
+
+# The dotted keys read since `track_reads()` (None = not tracking).
+_reads: set[str] | None = None
+
+
 @dataclass(frozen=True)
-class BaseParams:
+class SeedParams(_Section):
+    """Three independent seeds, so one source of randomness can vary while the others stay put. The held-out,
+    dev and eval splits use none of them: they never move."""
+
+    sampling: int  # which seed pairs / web segments a limit keeps
+    training: int  # data order, adapter initialisation, dropout
+    generation: int  # sampled instructions, answers and generate-read scores
+
+
+@dataclass(frozen=True)
+class BaseParams(_Section):
     model: str  # gguf:<package>/<file> | local folder | hub id
     dtype: Literal["float32", "bfloat16", "float16"]
-    seed: int
 
 
 @dataclass(frozen=True)
-class SeedDataParams:
+class SeedDataParams(_Section):
     source: Literal["python-faq", "jsonl", "oasst1"]
     path: str  # docs root for python-faq ("" = Debian's default), the file for jsonl; oasst1: "" = the hub
     instruction_field: str
@@ -46,7 +72,7 @@ class SeedDataParams:
 
 
 @dataclass(frozen=True)
-class WebDataParams:
+class WebDataParams(_Section):
     source: Literal["python-docs", "jsonl", "html", "warc", "parquet"]
     path: str
     text_field: str
@@ -55,13 +81,12 @@ class WebDataParams:
     max_repetition: float  # drop a segment when this share of its text repeats an earlier word 5-gram (1 = off)
     language: str  # keep segments detected as this ISO 639-1 language ("" = any)
     near_duplicate: float  # MinHash Jaccard similarity at which a segment is a near-duplicate (0 = off)
-    shard_size: int  # documents per resumable shard
     limit: int  # deterministic sample size, 0 = all
     on_bad_record: Literal["error", "skip"]
 
 
 @dataclass(frozen=True)
-class EvalDataParams:
+class EvalDataParams(_Section):
     source: Literal["mt-bench", "jsonl", "alpaca-eval"]
     path: str
     instruction_field: str
@@ -71,14 +96,14 @@ class EvalDataParams:
 
 
 @dataclass(frozen=True)
-class DataParams:
+class DataParams(_Section):
     seed: SeedDataParams
     web: WebDataParams
     eval: EvalDataParams
 
 
 @dataclass(frozen=True)
-class LoraParams:
+class LoraParams(_Section):
     r: int
     alpha: int
     dropout: float
@@ -86,9 +111,10 @@ class LoraParams:
 
 
 @dataclass(frozen=True)
-class TrainParams:
+class TrainParams(_Section):
     method: Literal["lora", "full"]
     tagging: bool  # S_a on seed pairs, S_w on augmented pairs (paper's "tags")
+    mix: Literal["seed+augmented", "augmented"]  # what m1/m2 train on (seed alone is m0)
     max_seq_len: int
     overlong: Literal["truncate", "drop"]
     backward_max_output_tokens: int  # the backward model reads this much of an output (0 = all), in training and augment
@@ -100,60 +126,46 @@ class TrainParams:
     weight_decay: float
     dropout: float
     warmup_steps: int
-    save_steps: int
     lora: LoraParams
 
 
 @dataclass(frozen=True)
-class GenerationParams:
+class GenerationParams(_Section):
     engine: Literal["transformers", "vllm", "openai"]
     # auto = bfloat16 where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
-    token_budget: int  # prompt + new tokens per batch for the transformers engine
     temperature: float
     top_p: float
-    base_url: str  # openai engine
     api_model: str  # openai engine: the served model's name
-    concurrency: int  # openai engine
-    tensor_parallel_size: int  # vllm engine
 
 
 @dataclass(frozen=True)
-class AugmentParams:
+class AugmentParams(_Section):
     max_new_tokens: int
     max_instruction_chars: int
     echo_overlap: float  # drop an instruction when this share of its words comes straight from the segment
     filters: list[Literal["empty", "echo", "too_long", "not_instruction"]]  # post-filters applied, in order
-    shard_size: int
 
 
-# How a curator scores a pair (see humpback/scoring.py for each method's score and its scale).
-CurateMethod = Literal["logprob", "generate", "rubric_calibrated", "yes_no", "likelihood_gain", "pmi"]
-CURATE_METHODS: tuple[str, ...] = typing.get_args(CurateMethod)
+# How a curator scores a pair: the names of humpback/curation_methods.py's table (the one place a method lives).
+CurateMethod = Literal[curation_methods.NAMES]  # type: ignore[valid-type]
+CURATE_METHODS: tuple[str, ...] = curation_methods.NAMES
 
-
-@dataclass(frozen=True)
-class CurateThresholds:
-    """One threshold per method, each on its method's own scale: switching `curate.method` never applies a
-    threshold meant for another scale. A pair is kept when its score >= the method's threshold."""
-
-    logprob: float  # expected rubric score, 1..5
-    generate: float  # parsed rubric score, 1..5
-    rubric_calibrated: float  # log (P(4)+P(5)) / (P(1)+P(2)) of the rubric read, nats; 0 = as likely good as bad
-    yes_no: float  # P(Yes) / (P(Yes)+P(No)), 0..1
-    likelihood_gain: float  # nats per answer token the instruction adds to the answer's log-likelihood
-    pmi: float  # nats in all the instruction adds to the answer's log-likelihood
+# One threshold per method, each on its method's own scale, so switching `curate.method` never applies a
+# threshold meant for another scale. A pair is kept when its score >= the method's threshold.
+CurateThresholds = dataclasses.make_dataclass(
+    "CurateThresholds", [(name, float) for name in curation_methods.NAMES], bases=(_Section,), frozen=True
+)
 
 
 @dataclass(frozen=True)
-class CurateParams:
+class CurateParams(_Section):
     model: str  # "self" (the paper: M0 curates for M1, M1 for M2) or a model reference (see modeling.py)
-    method: CurateMethod
-    threshold: CurateThresholds
+    method: Literal[(curation_methods.NO_CURATION, *curation_methods.NAMES)]  # type: ignore[valid-type]
+    threshold: CurateThresholds  # type: ignore[valid-type]
     max_new_tokens: int
     max_retries: int
     max_pair_chars: int
-    shard_size: int
 
     def threshold_for(self, method: str | None = None) -> float:
         """The selection threshold of `method` (default: the configured method)."""
@@ -161,16 +173,29 @@ class CurateParams:
 
 
 @dataclass(frozen=True)
-class RespondParams:
+class IterationSelect(_Section):
+    threshold: float | Literal["default"]  # default = curate.threshold.<curate.method>; else on that method's scale
+    cap: int  # train on the N best-scored pairs at or above the threshold (0 = all of them)
+
+
+@dataclass(frozen=True)
+class SelectParams(_Section):
+    """Selection applied to a scored iteration: cheap, so a threshold or cap sweep never re-scores."""
+
+    iteration_1: IterationSelect
+    iteration_2: IterationSelect
+
+
+@dataclass(frozen=True)
+class RespondParams(_Section):
     system_prompt: Literal["none", "S_a", "S_a+S_w"]
     max_new_tokens: int
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
+class EvaluateParams(_Section):
     judge: Literal["local", "openai", "openai-compatible"]
     judge_model: str  # "base" = models/base; else a folder, hub id or openai model name
-    base_url: str
     reference: str  # a respond item (e.g. "base") or a path to an alpaca_eval outputs JSON
     max_chars: int  # outputs are cut to this many characters before judging (local judge context)
     # local judge: "pairwise" = alpaca_eval's prompt with both answers, read from P("m") vs P("M"); or a
@@ -179,7 +204,7 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
-class CurationQualityParams:
+class CurationQualityParams(_Section):
     positives: int
     negatives_per_kind: int
     methods: list[CurateMethod]  # scored on the dev set besides curate.method; answer length is always the baseline
@@ -187,19 +212,84 @@ class CurationQualityParams:
 
 
 @dataclass(frozen=True)
-class Params:
+class RuntimeParams(_Section):
+    """How the work is executed, never what it computes: no stage lists this section in dvc.yaml, so changing
+    it reruns nothing. Validated like the rest."""
+
+    web_shard_size: int  # documents per resumable prepare_web shard
+    augment_shard_size: int  # segments per resumable augment shard
+    score_shard_size: int  # pairs per resumable scoring shard
+    token_budget: int  # prompt + new tokens per batch (transformers engine)
+    concurrency: int  # requests in flight (openai engine)
+    base_url: str  # openai engine: the OpenAI-compatible server
+    judge_base_url: str  # evaluate.judge=openai-compatible: the judge's server
+    tensor_parallel_size: int  # vllm engine
+    save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
+
+
+@dataclass(frozen=True)
+class Params(_Section):
+    seeds: SeedParams
     base: BaseParams
     data: DataParams
     train: TrainParams
     generation: GenerationParams
     augment: AugmentParams
     curate: CurateParams
+    select: SelectParams
     respond: RespondParams
     evaluate: EvaluateParams
     curation_quality: CurationQualityParams
+    runtime: RuntimeParams
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def values(self, keys: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        """{dotted key: value} of exactly `keys` (sections as dicts): what a model card or a resume
+        fingerprint records, so they name the params a stage reads and nothing else."""
+        out = {}
+        for key in keys:
+            value: Any = self
+            for part in key.split("."):
+                value = getattr(value, part)
+            out[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+
+# Keys that moved: an old params file fails with the new place named, never with a bare "unknown key".
+MOVED: dict[str, str] = {
+    "base.seed": "seeds.sampling / seeds.training / seeds.generation (the held-out, dev and eval splits no "
+                 "longer depend on a seed)",
+    "data.web.shard_size": "runtime.web_shard_size",
+    "augment.shard_size": "runtime.augment_shard_size",
+    "curate.shard_size": "runtime.score_shard_size",
+    "generation.token_budget": "runtime.token_budget",
+    "generation.concurrency": "runtime.concurrency",
+    "generation.base_url": "runtime.base_url",
+    "generation.tensor_parallel_size": "runtime.tensor_parallel_size",
+    "evaluate.base_url": "runtime.judge_base_url",
+    "train.save_steps": "runtime.save_steps",
+}
+
+
+# ----------------------------------------------------------------------------------------- read tracking
+
+
+def track_reads() -> set[str]:
+    """Start recording the leaf keys code reads from any params object; return the (live) set."""
+    global _reads
+    _reads = set()
+    return _reads
+
+
+def _section_keys(cls: type, prefix: str, out: dict[type, str]) -> dict[type, str]:
+    out[cls] = prefix
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            _section_keys(hints[f.name], f"{prefix}{f.name}.", out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- loader
@@ -218,7 +308,16 @@ def load_params(path: str | Path = DEFAULT_PARAMS_FILE) -> Params:
 
 
 def parse_params(raw: Any, source: str = "<params>") -> Params:
+    for old, new in MOVED.items():  # before the schema check, so an old file gets the helpful message first
+        node = raw
+        for part in old.split("."):
+            node = node.get(part) if isinstance(node, dict) and part in node else _ABSENT
+        if node is not _ABSENT:
+            raise ParamsError(f"{source}: '{old}' has moved to {new}")
     return _build(Params, raw, source, prefix="")
+
+
+_ABSENT = object()
 
 
 def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
@@ -291,4 +390,7 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     raise TypeError(f"params schema uses an unsupported type {tp!r} at '{key}'")
 
 
-__all__ = ["CURATE_METHODS", "Params", "ParamsError", "load_params", "parse_params"]
+# Each section type → its dotted prefix ("data.web."): every type sits at exactly one place in the schema.
+_SECTION_KEYS: dict[type, str] = _section_keys(Params, "", {})
+
+__all__ = ["CURATE_METHODS", "MOVED", "Params", "ParamsError", "load_params", "parse_params", "track_reads"]

@@ -4,13 +4,56 @@ Two tables shaped like the paper's: win rate of each model against the reference
 agreement, since a small judge can prefer a position rather than an answer), and the curation-quality table
 (precision / recall of each curator's selection on the labelled dev set). Missing files are skipped.
 
-The stage that writes it is `stages/report.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from humpback.records import atomic_path, read_json, write_csv, write_json
+
+DATA_STEPS = ("prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev", "augment")
+ROLES = ("backward", "m0", "m1", "m2")
+CURATORS = ("base", "m0", "m1", "curator")
+
+
+def _load(path: Path) -> dict | None:
+    return read_json(path) if path.is_file() else None
+
+
+def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict]) -> dict:
+    """The few numbers worth a column in `dvc exp show`: win rates, curator quality, selection sizes."""
+    models = (evaluate or {}).get("models", {})
+    return {
+        "win_rate": {name: m.get("win_rate") for name, m in models.items()},
+        "curator": {m.get("model"): {k: m.get(k) for k in ("precision", "recall", "roc_auc")} for m in curation
+                    if not m.get("skipped")},
+        "selected": {name.replace("@", "_"): m.get("selected") for name, m in data.items()
+                     if name.startswith("select@")},
+    }
+
+
+def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path,
+                 curation_plot: str | Path, curation_data: str | Path) -> None:
+    """metrics/report.md, the headline metrics and the all-curators figure and CSV, from the stages' metrics."""
+    from humpback.curation_quality import plot_curation_quality, table_rows
+
+    root = Path(metrics_dir)
+    data = {name: m for name in DATA_STEPS if (m := _load(root / f"{name}.json"))}
+    data.update({f"select@{i}": m for i in (1, 2) if (m := _load(root / "select" / f"{i}.json"))})
+    training = {role: m for role in ROLES if (m := _load(root / "train" / f"{role}.json"))}
+    curation = [m for name in CURATORS if (m := _load(root / "curation_quality" / f"{name}.json"))]
+    evaluate = _load(root / "evaluate.json")
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(evaluate, curation, data=data, training=training), encoding="utf-8")
+    compared = {m["model"]: m for m in curation if m.get("methods")}
+    plot_curation_quality(compared, curation_plot, title="curation quality: every curator × method")
+    write_csv(curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
+              [(r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"],
+                r["roc_auc"]) for r in table_rows(compared)])
+    write_json(headline_out, headline(evaluate, curation, data))
 
 
 

@@ -22,11 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from humpback.records import atomic_path, read_jsonl, write_jsonl
-
-HUMPBACK_DIR = Path(".humpback")  # git- and dvc-ignored, beside dvc.yaml
-SCRATCH_DIR = HUMPBACK_DIR / "scratch"
-HASH_CACHE = HUMPBACK_DIR / "md5-cache.json"
-
+from humpback.workdirs import HASH_CACHE, SCRATCH_DIR
 
 # ------------------------------------------------------------------------------------------- fingerprints
 

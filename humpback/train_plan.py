@@ -4,7 +4,6 @@ resume folder. Pure functions of params and data: no model, no Trainer.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -86,8 +85,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(role: str, params: TrainParams, seed: int, inputs: Sequence[str | Path], base_dir: str | Path) -> str:
-    """sha256 over what decides a run's checkpoints: role, train params, seed, input contents, base model.
+def fingerprint(role: str, params: dict, inputs: Sequence[str | Path], base_dir: str | Path) -> str:
+    """sha256 over what decides a run's checkpoints: role, the params it reads ({dotted key: value}), input
+    contents, base model.
 
     The base model counts by its config and its weight files' names and sizes: hashing gigabytes of weights
     on every start would cost more than it protects (prepare_base rewrites them only when `base` changes).
@@ -96,8 +96,7 @@ def fingerprint(role: str, params: TrainParams, seed: int, inputs: Sequence[str 
     weights = sorted((p.name, p.stat().st_size) for p in base_dir.glob("*.safetensors"))
     blob = {
         "role": role,
-        "train": dataclasses.asdict(params),
-        "seed": seed,
+        "params": params,
         "inputs": [file_sha256(p) for p in inputs],
         "base_config": json.loads((base_dir / "config.json").read_text()),
         "base_weights": weights,

@@ -185,8 +185,10 @@ def train(
     seed: int,
     scratch: str | Path,
     callbacks: Sequence[TrainerCallback] = (),
+    save_steps: int = 0,
 ) -> TrainResult:
-    """Train `model` on `dataset` per `plan`, checkpointing into (and resuming from) `scratch`."""
+    """Train `model` on `dataset` per `plan`, checkpointing into (and resuming from) `scratch` every
+    `save_steps` (0 = never; an execution setting: it decides what a killed run resumes from, not the model)."""
     if len(dataset) == 0:
         raise ValueError("no training examples")
     scratch = Path(scratch)
@@ -200,8 +202,8 @@ def train(
         weight_decay=params.weight_decay,
         bf16=use_bf16,
         logging_steps=1,
-        save_strategy="steps" if params.save_steps > 0 else "no",
-        save_steps=max(params.save_steps, 1),
+        save_strategy="steps" if save_steps > 0 else "no",
+        save_steps=max(save_steps, 1),
         save_total_limit=1,  # resume needs only the latest checkpoint
         restore_callback_states_from_checkpoint=True,  # the token counts
         report_to="none",

@@ -1,157 +1,51 @@
 """Stage augment: the backward model writes one instruction per web segment → candidate pairs.
 
-The prompt is exactly the backward model's training prefix (`prompts.backward_example`: the segment, cut to
-`train.backward_max_output_tokens` as training answers were, in the user turn, no system prompt), sampled
-with `generation` settings and a seed per segment, in resumable shards.
-Generated instructions then pass four filters, each counted in the metrics (read = kept + sum(dropped)):
-  empty            nothing left after stripping whitespace
-  echo             the model copied the segment instead of asking for it: the instruction is a prefix of the
-                   segment, or at least `augment.echo_overlap` of its word trigrams (words, for instructions
-                   under three words) occur in the segment
-  too_long         over `augment.max_instruction_chars`
-  not_instruction  no letters; mostly symbols (under half of its non-space characters are letters: code,
-                   tables); or it stops mid-sentence (does not end with ? . ! or :, optionally followed by a
-                   closing quote or bracket), which is how a generation cut by max_new_tokens ends
+Sampled in resumable shards with a seed per segment; four counted filters drop what is not an instruction
+(humpback/augmentation.py says which and why).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
-import re
 import sys
-import time
-from collections import Counter
-from statistics import fmean
 
-from humpback.params import DEFAULT_PARAMS_FILE, AugmentParams, ParamsError, load_params
-from humpback.prompts import backward_example
-from humpback.records import RecordError, iter_jsonl, write_json, write_jsonl
+from humpback.augmentation import augment
+from humpback.records import iter_jsonl, write_json, write_jsonl
+from humpback.stage_runner import stage
 
 log = logging.getLogger("augment")
-
-DROP_REASONS = ("empty", "echo", "too_long", "not_instruction")
-WORD = re.compile(r"\w+")
-ENDS_SENTENCE = re.compile(r"[?.!:][\"'”’)\]`*]*$")
+# What decides a shard's content (the resume fingerprint): exactly the keys this stage reads.
+KEYS = ["seeds.generation", "generation", "augment", "train.backward_max_output_tokens"]
 
 
-def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
-
-
-def is_echo(instruction: str, segment: str, overlap: float) -> bool:
-    """Did the model copy the segment? Word trigrams, not single words: a good question about a segment
-    shares most of its words with it ("What does str.split do?"), rarely three in a row."""
-    words, seg_words = WORD.findall(instruction.lower()), WORD.findall(segment.lower())
-    if not words:
-        return False
-    if " ".join(seg_words[: len(words)]) == " ".join(words):
-        return True
-    n = min(3, len(words))
-    grams = _ngrams(words, n)
-    return len(grams & _ngrams(seg_words, n)) / len(grams) >= overlap
-
-
-def is_instruction_like(instruction: str) -> bool:
-    letters = sum(c.isalpha() for c in instruction)
-    visible = sum(not c.isspace() for c in instruction)
-    return letters > 0 and letters >= visible / 2 and bool(ENDS_SENTENCE.search(instruction))
-
-
-def drop_reason(instruction: str, segment: str, params: AugmentParams) -> str | None:
-    """Why a generated instruction is not kept (None: kept). The filters named in `augment.filters` are
-    checked in the order of DROP_REASONS; an empty instruction is never kept."""
-    checks = {
-        "empty": lambda: not instruction,
-        "echo": lambda: is_echo(instruction, segment, params.echo_overlap),
-        "too_long": lambda: len(instruction) > params.max_instruction_chars,
-        "not_instruction": lambda: not is_instruction_like(instruction),
-    }
-    for reason in DROP_REASONS:
-        if (reason == "empty" or reason in params.filters) and checks[reason]():
-            return reason
-    return None
-
-
-def augment(engine, segments: list[dict], params, run) -> tuple[list[dict], dict]:
-    """Generate (in `run`'s shards), filter; return the kept pairs and the metrics."""
-    from humpback.generation import record_seed
-
-    tokenizer, new_tokens = engine.tokenizer, 0
-
-    def work(shard: list[dict]) -> list[dict]:
-        nonlocal new_tokens
-        cut = params.train.backward_max_output_tokens
-        prompts = [backward_example(tokenizer, s["text"], cut).prompt for s in shard]
-        seeds = [record_seed(params.base.seed, s["id"]) for s in shard]
-        texts = engine.generate(prompts, params.augment.max_new_tokens, seeds)
-        new_tokens += sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
-        return [{"segment_id": s["id"], "generated": t} for s, t in zip(shard, texts)]
-
-    start = time.perf_counter()
-    generated = run.map(segments, params.augment.shard_size, work, desc="augment")
-    seconds = time.perf_counter() - start
-
-    kept, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
-    for segment, row in zip(segments, generated):
-        instruction = row["generated"].strip()
-        reason = drop_reason(instruction, segment["text"], params.augment)
-        if reason:
-            dropped[reason] += 1
-            continue
-        kept.append({"id": f"aug-{segment['id']}", "segment_id": segment["id"], "instruction": instruction,
-                     "output": segment["text"]})
-    metrics = {
-        "read": len(segments),
-        "kept": len(kept),
-        "dropped": dict(dropped),
-        "seconds": round(seconds, 2),
-        "new_tokens": new_tokens,  # generated in this run (resumed shards are not counted)
-        "tokens_per_s": round(new_tokens / seconds, 2) if seconds > 0 else None,
-        "mean_instruction_chars": round(fmean(len(k["instruction"]) for k in kept), 1) if kept else 0.0,
-    }
-    return kept, metrics
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="backward model folder (models/backward)")
     parser.add_argument("--web", required=True, help="web segments (data/web.jsonl)")
     parser.add_argument("--out", required=True, help="candidate pairs to write (data/augmented.jsonl)")
     parser.add_argument("--metrics", required=True, help="counts and throughput (JSON)")
-    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
-    try:
-        params = load_params(args.params)
-        segments = [r for _, r in iter_jsonl(args.web, required=("id", "text"))]
-    except (ParamsError, RecordError) as exc:
-        print(f"augment: {exc}", file=sys.stderr)
-        return 1
 
+def run(args, params) -> int:
     from humpback.generation import make_engine
     from humpback.shards import ShardedRun, fingerprint
 
-    sections = {"base.seed": params.base.seed, "generation": dataclasses.asdict(params.generation),
-                "augment": dataclasses.asdict(params.augment),
-                "train.backward_max_output_tokens": params.train.backward_max_output_tokens}
-    run = ShardedRun("augment", fingerprint("augment", sections, args.model, [args.web]))
-    engine = make_engine(args.model, params.generation)
+    segments = [r for _, r in iter_jsonl(args.web, required=("id", "text"))]
+    run = ShardedRun("augment", fingerprint("augment", params.values(KEYS), args.model, [args.web]))
+    engine = make_engine(args.model, params.generation, params.runtime)
     kept, metrics = augment(engine, segments, params, run)
     write_json(args.metrics, metrics)
     if not kept:
-        print(f"augment: no instruction survived the filters ({metrics['read']} segments read, dropped "
-              f"{metrics['dropped']}); refusing to write an empty {args.out}: training on nothing is never "
-              f"what you want. See {args.metrics}.", file=sys.stderr)
-        return 1
+        raise ValueError(f"no instruction survived the filters ({metrics['read']} segments read, dropped "
+                         f"{metrics['dropped']}); refusing to write an empty {args.out}: training on nothing is "
+                         f"never what you want. See {args.metrics}.")
     write_jsonl(args.out, kept)
     run.clear()
     log.info("%d segments -> %d pairs kept, dropped %s; %.0f s, %s new tokens/s -> %s", metrics["read"],
              metrics["kept"], metrics["dropped"], metrics["seconds"], metrics["tokens_per_s"], args.out)
     return 0
 
+
+main = stage("augment", __doc__, arguments, run)
 
 if __name__ == "__main__":
     sys.exit(main())

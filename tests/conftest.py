@@ -63,3 +63,14 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def shipped_params():
+    """The shipped params.yaml, parsed: tests derive their settings from it with `dataclasses.replace`."""
+    from humpback.params import load_params
+
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+# How tests run engines (batch budget, concurrency): the shipped runtime section.
+RUNTIME = shipped_params().runtime

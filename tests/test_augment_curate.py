@@ -21,8 +21,7 @@ from stages import augment, curate
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = ["empty", "echo", "too_long", "not_instruction"]
-AUG = AugmentParams(max_new_tokens=64, max_instruction_chars=400, echo_overlap=0.8, filters=FILTERS,
-                    shard_size=16)
+AUG = AugmentParams(max_new_tokens=64, max_instruction_chars=400, echo_overlap=0.8, filters=FILTERS)
 SEGMENT = ("Decorators wrap a function to extend its behaviour. The syntax @decorator above a def is "
            "shorthand for func = decorator(func). Common uses are logging, caching and access control.")
 
@@ -222,7 +221,7 @@ def write_pairs(folder: Path, n: int) -> None:
 
 def test_curate_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
-    params, _ = write_inputs(tmp_path, 0, shard_size=4)
+    params, _ = write_inputs(tmp_path, 0)
     write_pairs(tmp_path, 6)
     assert curate.main(curate_args(tmp_path, tiny_model_dir, params)) == 0
     scored = read_jsonl(tmp_path / "scored.jsonl")
@@ -244,7 +243,7 @@ def test_curate_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_model_dir):
 
 def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
-    params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
+    params_path, _ = write_inputs(tmp_path, 0)
     params = yaml.safe_load(params_path.read_text())
     params["curate"].update(method="generate", max_retries=1)
     params["curate"]["threshold"]["generate"] = 4.0
@@ -269,7 +268,7 @@ def test_curate_likelihood_gain_with_a_named_curator(tmp_path, monkeypatch, tiny
     """curate.model names a model: the prepared folder curates (without the project's tags), selection at the
     method's own threshold, and the histogram plot shows the continuous score."""
     monkeypatch.chdir(tmp_path)
-    params_path, _ = write_inputs(tmp_path, 0, shard_size=4)
+    params_path, _ = write_inputs(tmp_path, 0)
     params = yaml.safe_load(params_path.read_text())
     params["curate"].update(model=str(tiny_model_dir), method="likelihood_gain")
     params["curate"]["threshold"]["likelihood_gain"] = -100.0  # a random model: keep everything parsed

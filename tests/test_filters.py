@@ -16,7 +16,7 @@ GERMAN = (
     "Jedes Regal trägt ein Schild mit den Signaturen, und ein Plan am Eingang zeigt, wo jedes Fach steht."
 )
 PARAMS = WebDataParams(source="jsonl", path="", text_field="text", min_chars=10, max_chars=5000,
-                       max_repetition=0.3, language="en", near_duplicate=0.8, shard_size=1, limit=0,
+                       max_repetition=0.3, language="en", near_duplicate=0.8, limit=0,
                        on_bad_record="error")
 
 

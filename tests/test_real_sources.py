@@ -24,15 +24,15 @@ REAL = Path(__file__).parent / "fixtures" / "real_formats"
 SEED = SeedDataParams(source="oasst1", path=str(REAL / "oasst1.parquet"), instruction_field="instruction",
                       output_field="output", language="en", limit=0, heldout=2, on_bad_record="error")
 WEB = WebDataParams(source="warc", path=str(REAL / "web.warc.gz"), text_field="text", min_chars=100,
-                    max_chars=3000, max_repetition=0.3, language="en", near_duplicate=0.8, shard_size=3,
+                    max_chars=3000, max_repetition=0.3, language="en", near_duplicate=0.8,
                     limit=0, on_bad_record="error")
 EVAL = EvalDataParams(source="alpaca-eval", path=str(REAL / "alpaca_eval.json"), instruction_field="instruction",
                       reference="none", limit=0, on_bad_record="error")
 
 
-def web_records(params: WebDataParams, tmp_path: Path, seed: int = 0) -> tuple[list[dict], Counts]:
+def web_records(params: WebDataParams, tmp_path: Path, shard_size: int = 3) -> tuple[list[dict], Counts]:
     out = tmp_path / "out" / "web.jsonl"
-    counts = prepare_web(params, seed, out, scratch_root=tmp_path / "scratch")
+    counts = prepare_web(params, out, shard_size, scratch_root=tmp_path / "scratch")
     assert not (tmp_path / "scratch").exists(), "scratch is removed once the output is written"
     metrics = counts.metrics()
     assert metrics["read"] == metrics["kept"] + sum(metrics["dropped"].values())
@@ -180,8 +180,8 @@ def test_jsonl_line_that_is_not_json(tmp_path):
 
 
 def test_resume_after_a_crash_gives_the_same_output(tmp_path, monkeypatch):
-    params = replace(WEB, shard_size=2)
-    expected, expected_counts = web_records(params, tmp_path / "whole")
+    params = replace(WEB)
+    expected, expected_counts = web_records(params, tmp_path / "whole", shard_size=2)
     calls = {"n": 0}
     real = web.shard_counts
 
@@ -193,12 +193,12 @@ def test_resume_after_a_crash_gives_the_same_output(tmp_path, monkeypatch):
 
     monkeypatch.setattr(web, "shard_counts", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
-        prepare_web(params, 0, tmp_path / "out" / "web.jsonl", scratch_root=tmp_path / "scratch")
+        prepare_web(params, tmp_path / "out" / "web.jsonl", 2, scratch_root=tmp_path / "scratch")
     [folder] = (tmp_path / "scratch").iterdir()
     assert sorted(p.name for p in folder.glob("*.jsonl")) == ["shard-00000.jsonl", "shard-00001.jsonl"]
     assert not (tmp_path / "out" / "web.jsonl").exists()
     calls["n"] = -100  # no more crashes; count the shards actually redone
-    records, counts = web_records(params, tmp_path)
+    records, counts = web_records(params, tmp_path, shard_size=2)
     assert calls["n"] == -100 + 5  # 13 records in shards of 2: 7 shards, 2 resumed
     assert records == expected and counts.metrics() == expected_counts.metrics()
 

@@ -21,9 +21,9 @@ from humpback.scoring import (
 THRESHOLDS = CurateThresholds(logprob=3.0, generate=4.0, rubric_calibrated=0.0, yes_no=0.5, likelihood_gain=0.1,
                               pmi=10.0)
 LOGPROB = CurateParams(model="self", method="logprob", threshold=THRESHOLDS, max_new_tokens=32, max_retries=2,
-                       max_pair_chars=2400, shard_size=4)
+                       max_pair_chars=2400)
 GENERATE = CurateParams(model="self", method="generate", threshold=THRESHOLDS, max_new_tokens=32, max_retries=2,
-                        max_pair_chars=2400, shard_size=4)
+                        max_pair_chars=2400)
 
 # Web text that tries to score itself: it must change nothing.
 INJECTIONS = [

@@ -12,6 +12,7 @@ import yaml
 
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
 from humpback.records import RecordError, read_jsonl
+from humpback.sampling import sample_web
 from humpback.sources import Counts, SourceError, mtbench, prepare_eval, prepare_seed, prepare_web
 from humpback.sources.python_docs import doc_pages
 from humpback.sources.python_faq import faq_files
@@ -41,7 +42,6 @@ WEB = WebDataParams(
     max_repetition=1.0,
     language="",
     near_duplicate=0.0,
-    shard_size=1,
     limit=0,
     on_bad_record="error",
 )
@@ -55,10 +55,10 @@ EVAL = EvalDataParams(
 )
 
 
-def web_records(params: WebDataParams, scratch: Path, seed: int = 0) -> tuple[list[dict], Counts]:
+def web_records(params: WebDataParams, scratch: Path, shard_size: int = 1) -> tuple[list[dict], Counts]:
     """prepare_web into a file under `scratch`; (the records written, the counts)."""
     out = scratch / "web_out.jsonl"
-    counts = prepare_web(params, seed, out, scratch_root=scratch / "scratch")
+    counts = prepare_web(params, out, shard_size, scratch_root=scratch / "scratch")
     return read_jsonl(out), counts
 
 
@@ -140,7 +140,7 @@ def test_literal_block_in_a_list_item_ends_where_the_item_text_resumes():
     assert rst_to_text(lines) == "- Hash lists; e.g.:\n\n```\nd = {[1]: 2}\n```\n\nwould raise a `TypeError`."
 
 
-def test_heldout_split_is_deterministic_disjoint_and_independent_of_limit(tmp_path):
+def test_heldout_split_is_fixed_disjoint_and_independent_of_limit_and_seed(tmp_path):
     path = tmp_path / "seed.jsonl"
     path.write_text(
         "".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(50))
@@ -150,10 +150,11 @@ def test_heldout_split_is_deterministic_disjoint_and_independent_of_limit(tmp_pa
     assert (len(train), len(heldout)) == (40, 10) and reconciles(counts)
     assert not {p["id"] for p in train} & {p["id"] for p in heldout}
     assert prepare_seed(params, seed=0)[:2] == (train, heldout)
-    assert prepare_seed(params, seed=1)[1] != heldout
+    assert prepare_seed(params, seed=1)[1] == heldout  # the sampling seed never moves the held-out split
 
     limited, heldout_limited, counts = prepare_seed(replace(params, limit=5), seed=0)
     assert heldout_limited == heldout and len(limited) == 5
+    assert prepare_seed(replace(params, limit=5), seed=1)[0] != limited  # but it does draw the limit's sample
     assert counts.dropped == {"sampled_out": 35} and counts.kept == 15 and reconciles(counts)
     assert [p["id"] for p in limited] == sorted(
         (p["id"] for p in limited), key=lambda i: int(i.split(":")[-1])
@@ -254,11 +255,18 @@ def test_web_sample_is_deterministic_and_seeded(tmp_path):
     path.write_text(
         "".join(json.dumps({"text": f"Document number {i} has enough text."}) + "\n" for i in range(30))
     )
-    params = replace(WEB, source="jsonl", path=str(path), min_chars=10, limit=5)
-    first, counts = web_records(params, tmp_path)
-    assert len(first) == 5 and counts.dropped == {"sampled_out": 25} and reconciles(counts)
-    assert web_records(params, tmp_path)[0] == first
-    assert web_records(params, tmp_path, seed=1)[0] != first
+    pool, _ = web_records(replace(WEB, source="jsonl", path=str(path), min_chars=10), tmp_path)
+    assert len(pool) == 30  # extraction keeps the whole pool; the sample is sample_web's
+
+    def sample(seed: int) -> tuple[list[dict], dict]:
+        counts = sample_web(tmp_path / "web_out.jsonl", 5, seed, tmp_path / "sample.jsonl")
+        return read_jsonl(tmp_path / "sample.jsonl"), counts
+
+    first, counts = sample(0)
+    assert len(first) == 5 and counts == {"read": 30, "kept": 5, "dropped": {"sampled_out": 25}}
+    assert all(row in pool for row in first)
+    assert sample(0)[0] == first
+    assert sample(1)[0] != first
 
 
 # --------------------------------------------------------------------------------------------- mt-bench
@@ -369,23 +377,15 @@ def test_stage_mains_write_outputs_and_metrics(tmp_path, capsys):
     assert "prepare_seed: python-faq: read 4, train 2, heldout 1" in capsys.readouterr().out
 
 
-def test_stage_exits_with_a_message_on_an_empty_source(tmp_path):
+def test_stage_exits_with_a_message_on_an_empty_source(tmp_path, capsys):
     from stages import prepare_eval as eval_stage
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     params = write_params(tmp_path, eval={"source": "jsonl", "path": str(empty)})
-    with pytest.raises(SystemExit, match="prepare_eval: error: jsonl: the source yielded no prompts"):
-        eval_stage.main(
-            [
-                "--out",
-                str(tmp_path / "eval.jsonl"),
-                "--metrics",
-                str(tmp_path / "m.json"),
-                "--params",
-                str(params),
-            ]
-        )
+    args = ["--out", str(tmp_path / "eval.jsonl"), "--metrics", str(tmp_path / "m.json"), "--params", str(params)]
+    assert eval_stage.main(args) == 1
+    assert "prepare_eval: error: jsonl: the source yielded no prompts" in capsys.readouterr().err
     assert not (tmp_path / "eval.jsonl").exists()
 
 

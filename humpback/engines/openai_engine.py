@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 
 from humpback.engines.tokens import encode_prompts, first_token_after
 from humpback.generation import resolve_sampling
-from humpback.params import GenerationParams
+from humpback.params import GenerationParams, RuntimeParams
 from humpback.prompts import end_of_turn_token
 
 MAX_ATTEMPTS = 6  # one call plus five retries: 1+2+4+8+16 s of back-off, about half a minute
@@ -26,9 +26,11 @@ TOP_LOGPROBS = 20  # the most that OpenAI-compatible servers usually return
 
 
 class OpenAIEngine:
-    def __init__(self, model_dir: str | Path, params: GenerationParams, client=None, backoff_s: float = 1.0):
-        if not params.base_url and client is None:
-            raise ValueError("generation.engine=openai needs generation.base_url "
+    def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams, client=None,
+                 backoff_s: float = 1.0):
+        self.runtime = runtime
+        if not runtime.base_url and client is None:
+            raise ValueError("generation.engine=openai needs runtime.base_url "
                              "(e.g. http://localhost:8000/v1)")
         self.params, self.backoff_s = params, backoff_s
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -37,7 +39,7 @@ class OpenAIEngine:
 
             # Retries are ours (below), so the client's own are off.
             api_key = os.environ.get("OPENAI_API_KEY", "EMPTY")
-            client = openai.OpenAI(base_url=params.base_url, api_key=api_key, max_retries=0, timeout=600)
+            client = openai.OpenAI(base_url=runtime.base_url, api_key=api_key, max_retries=0, timeout=600)
         self.client = client
         self.model = params.api_model or self._served_model()
         self.stop = [end_of_turn_token(self.tokenizer)]
@@ -45,7 +47,7 @@ class OpenAIEngine:
     def _served_model(self) -> str:
         models = self._call(self.client.models.list).data
         if not models:
-            raise ValueError(f"{self.params.base_url} serves no model; set generation.api_model")
+            raise ValueError(f"{self.runtime.base_url} serves no model; set generation.api_model")
         return models[0].id
 
     def _call(self, fn, **kwargs):
@@ -63,7 +65,7 @@ class OpenAIEngine:
 
     def _map(self, fn, n: int, desc: str) -> list:
         """fn(0..n-1) with at most `concurrency` requests in flight; results in input order."""
-        with ThreadPoolExecutor(max_workers=max(1, self.params.concurrency)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.runtime.concurrency)) as pool:
             return list(tqdm(pool.map(fn, range(n)), total=n, desc=desc, unit="prompt", disable=not desc))
 
     def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,

@@ -25,7 +25,7 @@ from humpback.engines.decoding import generate_batch, left_pad, real_positions, 
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
 from humpback.generation import resolve_sampling
 from humpback.modeling import load_model
-from humpback.params import GenerationParams
+from humpback.params import GenerationParams, RuntimeParams
 
 # On a CPU, reads that reuse a prefix cache run in batches of at most this many prompt tokens: their attention
 # takes an explicit mask over prefix + suffix, and CPU's flash-attention kernel slows down as a batch's keys
@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class TransformersEngine:
-    def __init__(self, model_dir: str | Path, params: GenerationParams):
-        self.params = params
+    def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams):
+        self.params, self.runtime = params, runtime
         self.model, self.tokenizer = load_model(model_dir, params.dtype)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
@@ -57,7 +57,7 @@ class TransformersEngine:
         ids = encode_prompts(self.tokenizer, prompts)
         texts: list[str] = [""] * len(prompts)
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
-            for batch in token_budget_batches([len(x) for x in ids], max_new_tokens, self.params.token_budget):
+            for batch in token_budget_batches([len(x) for x in ids], max_new_tokens, self.runtime.token_budget):
                 new_ids = generate_batch(self.model, [ids[i] for i in batch], [seeds[i] for i in batch],
                                          max_new_tokens, stop_ids=self.stop_ids, pad_id=self.pad_id,
                                          temperature=temperature, top_p=top_p, cache_arg=self.cache_arg,
@@ -83,7 +83,7 @@ class TransformersEngine:
         prefix, prefix_cache = shared_prefix_cache(self.model, ids, self.cache_arg)
         rows: list[list[float]] = [[] for _ in prompts]
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
-            budget = self.params.token_budget
+            budget = self.runtime.token_budget
             if prefix_cache is not None and self.device.type == "cpu":
                 budget = min(budget, CPU_PREFIX_BATCH_TOKENS)
             for batch in token_budget_batches([len(x) for x in ids], 0, budget):
@@ -132,7 +132,7 @@ class TransformersEngine:
         vocab = self.model.get_output_embeddings().out_features
         out: list[list[float]] = [[] for _ in prompts]
         with tqdm(total=len(prompts), desc=desc, unit="pair", disable=not desc) as bar:
-            for batch in token_budget_batches([len(r) for r in rows], 0, self.params.token_budget):
+            for batch in token_budget_batches([len(r) for r in rows], 0, self.runtime.token_budget):
                 keep = max(len(completion_ids[i]) for i in batch) + 1
                 per_row = max(1, self.COMPLETION_LOGITS_BYTES // (keep * vocab * 4))
                 for start in range(0, len(batch), per_row):

@@ -19,13 +19,13 @@ from transformers import AutoTokenizer
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
 from humpback.generation import resolve_sampling
 from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter, resolve_dtype
-from humpback.params import GenerationParams
+from humpback.params import GenerationParams, RuntimeParams
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs
 
 
 class VLLMEngine:
-    def __init__(self, model_dir: str | Path, params: GenerationParams):
+    def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams):
         try:
             import vllm
             from vllm.lora.request import LoRARequest
@@ -33,7 +33,7 @@ class VLLMEngine:
             raise ImportError(
                 "generation.engine=vllm needs vLLM and a GPU: pip install humpback[gpu]"
             ) from None
-        self.vllm, self.params = vllm, params
+        self.vllm, self.params, self.runtime = vllm, params, runtime
         # vLLM's CPU backend reserves a share of *all* RAM for its KV cache by default and refuses to start when
         # other processes hold some; a fixed 4 GiB is plenty for the batches here (a user's setting wins).
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
@@ -43,7 +43,7 @@ class VLLMEngine:
         lora_rank = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"] if adapter else None
         weights = adapter_base(model_dir) if adapter else str(model_dir)
         self.llm = vllm.LLM(model=weights, tokenizer=str(model_dir), dtype=resolve_dtype(params.dtype),
-                            tensor_parallel_size=params.tensor_parallel_size, enable_prefix_caching=True,
+                            tensor_parallel_size=runtime.tensor_parallel_size, enable_prefix_caching=True,
                             enable_lora=adapter, max_lora_rank=lora_rank or 16)
         self.lora = LoRARequest("adapter", 1, str(model_dir)) if adapter else None
 

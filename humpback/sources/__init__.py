@@ -1,7 +1,7 @@
 """Importers for the three prepare stages: a named source → normalised records + counts.
 
-    prepare_seed(params.data.seed, params.base.seed)      -> (train pairs, held-out pairs, Counts)
-    prepare_web(params.data.web, params.base.seed, out)   -> Counts   (segments streamed to `out`)
+    prepare_seed(params.data.seed, params.seeds.sampling)             -> (train pairs, held-out pairs, Counts)
+    prepare_web(params.data.web, out, params.runtime.web_shard_size)  -> Counts (the segment pool, to `out`)
     prepare_eval(params.data.eval)                        -> (prompt records, Counts)
 
 A seed or eval reader (one per source, registered below) returns every candidate record and counts what
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
-from humpback.shards import SCRATCH_DIR
+from humpback.sampling import round_robin, sample_indices
 from humpback.sources import (
     alpaca_eval,
     html_files,
@@ -32,7 +32,10 @@ from humpback.sources import (
 )
 from humpback.sources.counts import Counts, SourceError
 from humpback.sources.python_faq import DEFAULT_ROOT
-from humpback.sources.sampling import round_robin, sample_indices
+from humpback.workdirs import SCRATCH_DIR
+
+# The held-out split is an instrument: fixed, whatever the run's seeds.
+SPLIT_SEED = 0
 
 SEED_SOURCES: dict[str, Callable] = {
     "python-faq": python_faq.read_seed, "jsonl": jsonl.read_seed, "oasst1": oasst1.read_seed,
@@ -57,8 +60,8 @@ def reader(registry: dict[str, Callable], name: str, kind: str) -> Callable:
 def prepare_seed(params: SeedDataParams, seed: int) -> tuple[list[dict], list[dict], Counts]:
     """All pairs → `params.heldout` held out (never trained on), then `params.limit` of the rest.
 
-    The held-out draw comes first and does not depend on `limit`, so the curation dev set stays the same
-    when a data-size experiment changes the limit.
+    The held-out draw comes first, with a fixed seed, and depends neither on `limit` nor on `seed` (which
+    draws the limit's sample): the held-out questions and the dev set never move with an experiment.
     """
     counts = Counts(params.source)
     pairs = reader(SEED_SOURCES, params.source, "seed")(params, counts)
@@ -68,7 +71,7 @@ def prepare_seed(params: SeedDataParams, seed: int) -> tuple[list[dict], list[di
             f"{params.source}: {len(pairs)} usable pairs, but data.seed.heldout={params.heldout} needs at "
             f"least {params.heldout + 1} (the held-out pairs plus one to train on)"
         )
-    held = set(sample_indices(len(pairs), params.heldout, seed, "heldout"))
+    held = set(sample_indices(len(pairs), params.heldout, SPLIT_SEED, "heldout"))
     heldout = [p for i, p in enumerate(pairs) if i in held]
     train = [p for i, p in enumerate(pairs) if i not in held]
     if params.limit and len(train) > params.limit:
@@ -81,13 +84,13 @@ def prepare_seed(params: SeedDataParams, seed: int) -> tuple[list[dict], list[di
 
 
 def prepare_web(
-    params: WebDataParams, seed: int, out: str | Path, scratch_root: str | Path = SCRATCH_DIR
+    params: WebDataParams, out: str | Path, shard_size: int, scratch_root: str | Path = SCRATCH_DIR
 ) -> Counts:
-    """Segments → filters → corpus dedup → a deterministic sample of `params.limit` (0 = all), to `out`."""
+    """Segments → filters → corpus dedup: every kept segment to `out` (the pool `web.sample_web` draws from)."""
     read = reader(WEB_SOURCES, params.source, "web")
     root = params.path or (DEFAULT_ROOT if params.source == "python-docs" else "")
     inputs = [Path(root)] if root and Path(root).exists() else []
-    return web.prepare_web(params, seed, read, out, scratch_root, inputs)
+    return web.prepare_web(params, read, out, shard_size, scratch_root, inputs)
 
 
 def prepare_eval(params: EvalDataParams) -> tuple[list[dict[str, Any]], Counts]:

@@ -6,8 +6,8 @@
    crash or a kill skips finished shards (it still reads their documents, to know where the next begins).
 2. **Dedup**: one pass over the shards in order drops exact and near-duplicates across the whole corpus
    (`humpback.dedup`); one byte per surviving segment records the verdict.
-3. **Sample and write**: `data.web.limit` of the kept segments (`sample_indices`, so the draw is the one a
-   list-based run would make), streamed from the shards into the output file (atomically).
+3. **Write** every kept segment (the pool), streamed from the shards into the output file (atomically).
+   `sample_web` then draws `data.web.limit` of the pool in a stage of its own.
 
 Memory: one shard of documents, the dedup index (~2 KB per kept segment) and a byte per segment; never
 the corpus. The fingerprint covers the params that decide a shard (all of `data.web` but the sample size),
@@ -22,7 +22,7 @@ import json
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict
+from dataclasses import fields
 from itertools import islice
 from pathlib import Path
 
@@ -33,10 +33,9 @@ from humpback.filters import SegmentFilter
 from humpback.params import WebDataParams
 from humpback.records import atomic_path, iter_jsonl, write_json, write_jsonl
 from humpback.segment import html_segments, text_segments
-from humpback.shards import SCRATCH_DIR
 from humpback.sources.counts import Counts
 from humpback.sources.documents import BadRecord, Document
-from humpback.sources.sampling import sample_indices
+from humpback.workdirs import SCRATCH_DIR
 
 STAGE = "prepare_web"
 _CODE = [Path(__file__).parents[1] / name for name in ("segment.py", "filters.py")] + sorted(
@@ -46,18 +45,19 @@ _CODE = [Path(__file__).parents[1] / name for name in ("segment.py", "filters.py
 
 def prepare_web(
     params: WebDataParams,
-    seed: int,
     read: Callable[[WebDataParams], Iterable[Document | BadRecord]],
     out: str | Path,
+    shard_size: int,
     scratch_root: str | Path = SCRATCH_DIR,
     inputs: Iterable[Path] = (),
 ) -> Counts:
-    """Write the kept segments (JSONL) to `out`; return the counts (read = kept + Σ dropped)."""
-    if params.shard_size < 1:
-        raise ValueError(f"data.web.shard_size must be at least 1, got {params.shard_size}")
+    """Write every kept segment (JSONL, the pool a sample is drawn from) to `out`; return the counts
+    (read = kept + Σ dropped)."""
+    if shard_size < 1:
+        raise ValueError(f"runtime.web_shard_size must be at least 1, got {shard_size}")
     run = WebShards(Path(scratch_root), fingerprint(params, inputs))
     counts = Counts(params.source)
-    shards = run.segment(read(params), params)
+    shards = run.segment(read(params), params, shard_size)
     for shard_counts in shards:
         counts.read += shard_counts["read"]
         for reason, n in shard_counts["dropped"].items():
@@ -65,15 +65,10 @@ def prepare_web(
         for name, n in shard_counts["info"].items():
             counts.note(name, n)
     verdicts = run.dedup(len(shards), params.near_duplicate, counts)
-    kept = sum(verdicts)
-    chosen = None
-    if params.limit and kept > params.limit:
-        chosen = set(sample_indices(kept, params.limit, seed, "web"))
-        counts.drop("sampled_out", kept - len(chosen))
-    counts.kept = len(chosen) if chosen is not None else kept
+    counts.kept = sum(verdicts)
     counts.ensure_any(counts.kept, "segments")
     counts.metrics()  # checks read = kept + Σ dropped before anything is written
-    run.write(out, len(shards), verdicts, chosen)
+    run.write(out, len(shards), verdicts)
     run.clear()
     return counts
 
@@ -84,7 +79,8 @@ def fingerprint(params: WebDataParams, inputs: Iterable[Path]) -> str:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         stats += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     code = hashlib.sha256(b"".join(p.read_bytes() for p in _CODE)).hexdigest()
-    settings = {k: v for k, v in asdict(params).items() if k != "limit"}
+    # every key but the sample size (sample_web's), read one by one so extraction never reads `limit`
+    settings = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "limit"}
     blob = json.dumps({"params": settings, "code": code, "inputs": stats}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -129,7 +125,7 @@ class WebShards:
     def _counts(self, k: int) -> Path:
         return self.folder / f"shard-{k:05d}.counts.json"
 
-    def segment(self, items: Iterable[Document | BadRecord], params: WebDataParams) -> list[dict]:
+    def segment(self, items: Iterable[Document | BadRecord], params: WebDataParams, shard_size: int) -> list[dict]:
         """Phase 1: every shard's counts, doing the shards not yet in scratch."""
         self._drop_stale()
         stream: Iterator = iter(items)
@@ -137,7 +133,7 @@ class WebShards:
         resumed = 0
         with tqdm(desc=f"{STAGE} documents", unit="doc", disable=None, file=sys.stderr) as bar:
             for k in range(sys.maxsize):
-                batch = list(islice(stream, params.shard_size))
+                batch = list(islice(stream, shard_size))
                 if not batch:
                     break
                 if self._rows(k).is_file():  # finished before a crash or kill: keep it
@@ -171,16 +167,12 @@ class WebShards:
             verdicts.append(reason is None)
         return verdicts
 
-    def write(self, out: str | Path, n_shards: int, verdicts: bytearray, chosen: set[int] | None) -> None:
-        """Phase 3: the kept (and chosen) segments, in corpus order, to `out`."""
-        rank = 0
+    def write(self, out: str | Path, n_shards: int, verdicts: bytearray) -> None:
+        """Phase 3: the kept segments, in corpus order, to `out`."""
         with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
             for row, verdict in zip(self._segments(n_shards), verdicts):
-                if not verdict:
-                    continue
-                if chosen is None or rank in chosen:
+                if verdict:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                rank += 1
 
     def _drop_stale(self) -> None:
         """Scratch of an earlier run with other params, code or input is dead weight."""

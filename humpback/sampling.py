@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
+
+from humpback.records import atomic_path, iter_jsonl
 
 
 def sample_indices(n: int, k: int, seed: int, salt: str) -> list[int]:
@@ -30,3 +34,19 @@ def round_robin(keys: Sequence[str], k: int) -> list[int]:
                 chosen.append(members[depth])
         depth += 1
     return sorted(chosen)
+
+
+def sample_web(pool: str | Path, limit: int, seed: int, out: str | Path) -> dict:
+    """`limit` segments of the web pool (0 = all), drawn with `seed`, in pool order, streamed to `out`: the same
+    draw a list-based run makes. Separate from extraction, so a data-size sweep never re-reads the corpus.
+    Returns the counts (read = kept + sampled_out)."""
+    with open(pool, encoding="utf-8") as f:
+        read = sum(1 for line in f if line.strip())
+    if read == 0:
+        raise ValueError(f"{pool}: the web pool is empty: nothing to sample")
+    chosen = set(sample_indices(read, limit, seed, "web")) if limit else set(range(read))
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for rank, (_, row) in enumerate(iter_jsonl(pool, required=("id", "text"))):
+            if rank in chosen:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {"read": read, "kept": len(chosen), "dropped": {"sampled_out": read - len(chosen)}}

@@ -1,0 +1,22 @@
+"""The one way a figure is written: a non-interactive backend (build machines have no display) and an atomic
+save, so a killed stage never leaves half a PNG that DVC would cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from humpback.records import atomic_path  # after the backend is chosen
+
+
+def save_figure(fig, out: str | Path, dpi: int = 100) -> None:
+    """Lay out, write `fig` as PNG to `out` atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)

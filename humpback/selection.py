@@ -1,0 +1,99 @@
+"""Self-curation, the cheap half: the scored pairs at a threshold, then optionally only the N best. A separate
+stage from scoring (humpback/curation.py), so a threshold or cap sweep never re-scores a pair.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from statistics import fmean
+from typing import Any
+
+from humpback import curation_methods
+from humpback.plotting import save_figure
+from humpback.sampling import sample_indices
+
+
+def threshold_of(params, iteration: int) -> float | None:
+    """The iteration's threshold on curate.method's scale; None for `none` (no threshold)."""
+    method = params.curate.method
+    if method == curation_methods.NO_CURATION:
+        return None
+    chosen = getattr(params.select, f"iteration_{iteration}").threshold
+    return getattr(params.curate.threshold, method) if chosen == "default" else float(chosen)
+
+
+def select(scored: list[dict], method: str, threshold: float | None, cap: int, seed: int) -> list[dict]:
+    """The pairs at or above `threshold` (never an unparsed one), then the `cap` best-scored (0 = all), in input
+    order. With no curator (`threshold` None) every pair passes and a cap keeps a seeded sample."""
+    if threshold is None:
+        passing = list(scored)
+        if cap and len(passing) > cap:
+            passing = [passing[i] for i in sample_indices(len(passing), cap, seed, "uncurated-cap")]
+        return passing
+    passing = [r for r in scored if r["parsed"] and r["score"] is not None and r["score"] >= threshold]
+    if cap and len(passing) > cap:
+        # best first; ties broken by id so the cut never depends on input order
+        best = sorted(passing, key=lambda r: (-r["score"], str(r["id"])))[:cap]
+        keep = {id(r) for r in best}
+        passing = [r for r in passing if id(r) in keep]
+    return passing
+
+
+def _lengths(rows: list[dict]) -> dict[str, float]:
+    return {"instruction_chars": round(fmean(len(r["instruction"]) for r in rows), 1) if rows else 0.0,
+            "output_chars": round(fmean(len(r["output"]) for r in rows), 1) if rows else 0.0}
+
+
+def histogram(scored: list[dict], method: str, bins: int = 20) -> dict[str, int]:
+    """Digit methods: pairs per likeliest / parsed score 1..5; continuous ones: pairs per equal-width bin of the
+    score, keyed by the bin's lower edge; `none`: nothing to bin."""
+    if method == curation_methods.NO_CURATION:
+        return {}
+    if curation_methods.method(method).histogram == "digits":
+        digits = Counter(r["score_argmax"] for r in scored if r["parsed"])
+        return {str(k): digits.get(k, 0) for k in range(1, 6)}
+    values = [r["score"] for r in scored if r["parsed"]]
+    if not values:
+        return {}
+    low, width = min(values), (max(values) - min(values)) / bins or 1.0
+    counts = Counter(min(int((v - low) / width), bins - 1) for v in values)
+    return {f"{low + b * width:.6g}": counts.get(b, 0) for b in range(bins)}
+
+
+def selection_metrics(scored: list[dict], selected: list[dict], method: str, threshold: float | None,
+                      cap: int) -> dict[str, Any]:
+    passing = len(select(scored, method, threshold, 0, 0))
+    return {
+        "method": method,
+        "threshold": threshold,
+        "cap": cap,
+        "n": len(scored),
+        "at_threshold": passing,  # before the cap
+        "selected": len(selected),
+        "selected_share": round(len(selected) / len(scored), 4) if scored else 0.0,
+        "histogram": histogram(scored, method),
+        "lengths_all": _lengths(scored),
+        "lengths_selected": _lengths(selected),
+    }
+
+
+def plot_histogram(scored: list[dict], metrics: dict, iteration: int, out: str) -> None:
+    """Digit methods: bars of the integer scores; continuous ones: the scores with the threshold where it cuts."""
+    import matplotlib.pyplot as plt
+
+    method = metrics["method"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    values = [r["score"] for r in scored if r["parsed"]]
+    if method == curation_methods.NO_CURATION:
+        ax.text(0.5, 0.5, "curate.method: none (no curator, every pair kept)", ha="center", transform=ax.transAxes)
+    elif curation_methods.method(method).histogram == "digits":
+        ax.bar(range(1, 6), [metrics["histogram"].get(str(k), 0) for k in range(1, 6)], color="#4c72b0")
+        ax.set(xlabel="parsed score" if method == "generate" else "likeliest score", ylabel="pairs")
+    else:
+        ax.hist(values, bins=30, color="#4c72b0")
+        ax.axvline(metrics["threshold"], color="#c44e52", linestyle="--", label="threshold")
+        ax.set(xlabel=f"{method} score ({curation_methods.method(method).scale})", ylabel="pairs")
+        ax.legend(fontsize=8)
+    ax.set_title(f"selection@{iteration}: {metrics['selected']}/{metrics['n']} selected (threshold "
+                 f"{metrics['threshold']}, cap {metrics['cap'] or 'none'})", fontsize=9)
+    save_figure(fig, out)

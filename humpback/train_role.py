@@ -1,0 +1,140 @@
+"""One training run of the DAG: train@{backward,m0,m1,m2} reads its pairs, builds the examples with the one
+template (humpback/prompts.py via sft_data), trains, and writes the model folder with its card, the metrics and
+the loss curve.
+
+backward = seed pairs reversed (output → instruction); m0 = seed; m1, m2 = seed + a curated selection, or the
+selection alone with `train.mix: augmented` (the paper's ablation). Checkpoints go to a scratch folder named by a
+fingerprint of everything that decides the run, so a killed `dvc repro` resumes where it stopped; the folder is
+deleted once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from humpback.params import Params
+from humpback.plotting import save_figure
+from humpback.records import iter_jsonl, write_csv, write_json
+from humpback.sft_data import backward_examples, build_dataset, forward_examples
+from humpback.train_plan import TrainPlan, fingerprint
+from humpback.training import load_trainable, save_trained, train
+from humpback.workdirs import TRAIN_SCRATCH
+
+log = logging.getLogger("train")
+
+# The params that decide a model, per role: its card and its resume fingerprint record exactly these, and
+# dvc.yaml's train_backward and train@{m0,m1,m2} list the same (tests/test_stage_deps.py checks).
+COMMON_KEYS = ("seeds.training", "base.dtype", "train.method", "train.max_seq_len", "train.overlong",
+               "train.max_steps", "train.batch_size", "train.micro_batch_size", "train.learning_rate",
+               "train.final_learning_rate", "train.weight_decay", "train.dropout", "train.warmup_steps",
+               "train.lora")
+ROLE_KEYS = {"backward": (*COMMON_KEYS, "train.backward_max_output_tokens"),
+             "m0": (*COMMON_KEYS, "train.tagging"),
+             "m1": (*COMMON_KEYS, "train.tagging", "train.mix"),
+             "m2": (*COMMON_KEYS, "train.tagging", "train.mix")}
+
+ROLES = ("backward", "m0", "m1", "m2")
+WITH_AUGMENTED = ("m1", "m2")
+SCRATCH_ROOT = TRAIN_SCRATCH
+
+
+class TrainDataError(ValueError):
+    """Training inputs that cannot make a model (wrong combination, nothing left to train on)."""
+
+
+def read_pairs(path: str | Path) -> list[dict[str, Any]]:
+    return [record for _, record in iter_jsonl(path, required=("instruction", "output"))]
+
+
+def train_role(
+    role: str, base: str, seed: str, augmented: str | None, out: str, metrics: str, loss: str, plot: str,
+    params: Params, scratch_root: Path = SCRATCH_ROOT,
+) -> dict[str, Any]:
+    """Train one role and write its model folder, metrics, loss CSV and plot; return the metrics."""
+    if (augmented is not None) != (role in WITH_AUGMENTED):
+        raise TrainDataError(f"--augmented is {'required' if role in WITH_AUGMENTED else 'not used'} for {role}")
+    seed_pairs = read_pairs(seed)
+    augmented_pairs = read_pairs(augmented) if augmented is not None else []
+    if augmented is not None and not augmented_pairs:
+        log.warning("%s has no rows (the curator selected nothing): training %s on seed pairs only", augmented, role)
+
+    tp = params.train
+    if role in WITH_AUGMENTED and tp.mix == "augmented":  # the paper's augmented-only ablation
+        seed_pairs = []
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    examples = (
+        backward_examples(tokenizer, seed_pairs, tp.backward_max_output_tokens) if role == "backward"
+        else forward_examples(tokenizer, seed_pairs, augmented_pairs, tp.tagging)
+    )
+    dataset, report = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
+    if len(dataset) == 0:
+        raise TrainDataError(
+            f"no training examples for {role}: read {report.read}, dropped {report.dropped} "
+            f"(train.max_seq_len={tp.max_seq_len})"
+        )
+    if sum(report.dropped.values()):
+        log.warning("%s: dropped %s of %d examples (train.max_seq_len=%d, train.overlong=%s)", role,
+                    report.dropped, sum(report.read.values()), tp.max_seq_len, tp.overlong)
+    plan = TrainPlan.from_params(tp, len(dataset), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    inputs = [seed] + ([augmented] if augmented is not None else [])
+    scratch = scratch_root / f"{role}-{fingerprint(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
+    log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
+
+    model = load_trainable(base, tp, params.base.dtype, seed=params.seeds.training)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    result = train(model, dataset, pad_id, tp, plan, params.seeds.training, scratch,
+                   save_steps=params.runtime.save_steps)
+
+    summary = {
+        "final_loss": result.final_loss,
+        "tail_loss": result.tail_loss,
+        "steps": result.steps,
+        "epochs": round(result.epochs, 3),
+        "examples": len(dataset),
+        "examples_seed": report.kept["seed"],
+        "examples_augmented": report.kept["augmented"],
+        "truncated": report.truncated,
+        "dropped": sum(report.dropped.values()),
+        "tokens": result.tokens,
+        "trained_tokens": result.trained_tokens,
+        "seconds": round(result.seconds, 1),
+        "seconds_per_step": round(result.seconds / max(1, result.steps - result.resumed_from_step), 2),
+        "final_learning_rate": result.final_learning_rate,
+    }
+    card = {
+        "role": role,
+        "base": base,
+        "method": tp.method,
+        "precision": result.precision,
+        "inputs": {"seed": seed, "augmented": augmented},
+        "data": report.to_dict(),
+        "plan": dataclasses.asdict(plan),
+        "params": params.values(ROLE_KEYS[role]),
+        "resumed_from_step": result.resumed_from_step,
+        **summary,
+    }
+    if int(os.environ.get("RANK", "0")) != 0:  # under a multi-process launch, one process writes the outputs
+        return summary
+    save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
+    write_json(metrics, summary)
+    write_csv(loss, ["step", "loss"], result.losses)
+    plot_loss(plot, result.losses, title=f"train@{role}")
+    shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
+    return summary
+
+
+def plot_loss(path: str | Path, losses: list[tuple[int, float]], title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([s for s, _ in losses], [v for _, v in losses], marker=".")
+    ax.set(xlabel="optimizer step", ylabel="training loss (response tokens)", title=title)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)

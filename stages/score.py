@@ -1,0 +1,53 @@
+"""Stage score@{1,2}: the curator rates every augmented pair (curate.method); nothing is selected here.
+
+Iteration 1 is rated by m0, iteration 2 by m1 (`curate.model: self`, the paper), or both by the model
+prepare_curator made (models/curator). Resumable shards (humpback/shards.py); `curate.method: none` runs no
+curator and writes the pairs unscored.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from humpback.curation import curator_for, score_iteration
+from humpback.records import iter_jsonl, write_json, write_jsonl
+from humpback.stage_runner import stage
+
+log = logging.getLogger("score")
+
+
+def arguments(parser) -> None:
+    parser.add_argument("--iteration", type=int, required=True, choices=(1, 2))
+    parser.add_argument("--model", required=True, help="the model being trained (models/m0): the self curator")
+    parser.add_argument("--named-curator", required=True, help="the prepared curate.model (models/curator)")
+    parser.add_argument("--pairs", required=True, help="candidate pairs (data/augmented.jsonl)")
+    parser.add_argument("--out", required=True, help="every pair with its score (JSONL)")
+    parser.add_argument("--metrics", required=True, help="parse failures, mean score, seconds (JSON)")
+
+
+def run(args, params) -> None:
+    from humpback.generation import make_engine
+    from humpback.shards import ShardedRun, fingerprint
+
+    pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
+    curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)
+    engine = None
+    if params.curate.method != "none":
+        engine = make_engine(curator, params.generation, params.runtime)
+    keys = ["curate.method", "curate.max_pair_chars", "curate.max_new_tokens", "curate.max_retries",
+            "generation", "seeds.generation"]
+    stage = f"score-{args.iteration}"
+    run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, curator, [args.pairs]))
+    scored, metrics = score_iteration(engine, pairs, params, tagging, run)
+    write_jsonl(args.out, scored)
+    write_json(args.metrics, {"iteration": args.iteration, "curator": curator, "tagged": tagging, **metrics})
+    run.clear()
+    log.info("score@%d: %d pairs by %s (%s), %s s/pair -> %s", args.iteration, len(scored), curator,
+             metrics["method"], metrics["seconds_per_pair"], args.out)
+
+
+main = stage("score", __doc__, arguments, run)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""What each stage really depends on, found from the code: the project modules a stage file imports
+(statically, transitively, lazy imports inside functions included) and the params keys it reads (recorded by
+the stage runner while the DAG runs). tests/test_stage_deps.py compares both with dvc.yaml."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Modules that cannot change a stage's output given the same params and inputs, so no stage lists them:
+# the params loader (it validates; the values are the params deps), record I/O (writes what it is given),
+# the stage plumbing (arguments, logging, exit codes).
+NOT_CODE_DEPS = {"humpback/__init__.py", "humpback/params.py", "humpback/records.py", "humpback/stage_runner.py"}
+
+
+def _module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(path: Path) -> set[str]:
+    """Every project module named by an import anywhere in `path` (and the packages on the way)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)  # `from humpback import scoring`
+    out = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] not in ("humpback", "stages"):
+            continue
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            out.add(".".join(parts[:i]))
+    return out
+
+
+def code_deps(stage_file: str) -> set[str]:
+    """Repo-relative files of the project modules `stage_file` runs, transitively, minus NOT_CODE_DEPS."""
+    seen: set[str] = set()
+    todo = [ROOT / stage_file]
+    while todo:
+        path = todo.pop()
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        if rel in NOT_CODE_DEPS:
+            continue  # not followed either: what they import is reached, if at all, through real deps
+        for name in _imports(path):
+            found = _module_file(name)
+            if found is not None:
+                todo.append(found)
+    return {p for p in seen if p not in NOT_CODE_DEPS and p != "stages/__init__.py"}
+
+
+def covered(path: str, declared: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
+
+
+def minimal_deps(files: set[str]) -> list[str]:
+    """The files, with a package folder named once when every module in it is a dependency."""
+    out = set(files)
+    for package in ("humpback/engines", "humpback/sources"):
+        members = {p.relative_to(ROOT).as_posix() for p in (ROOT / package).glob("*.py")}
+        if members and members <= files:
+            out = (out - members) | {package}
+    return sorted(out, key=lambda p: (not p.startswith("stages/"), p))
