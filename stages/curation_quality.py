@@ -22,7 +22,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    scored = [r for _, r in iter_jsonl(args.scored, required=("label", "kind", "output", "by_method"))]
+    scored = [r for _, r in iter_jsonl(args.scored, required=("kind", "output"))]
     if not scored:
         note = "curate.model is self: the curators are m0 and m1 (see their metrics)"
         write_json(args.metrics, {"model": args.name, "skipped": note})

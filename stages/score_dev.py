@@ -27,7 +27,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    rows = [r for _, r in iter_jsonl(args.dev, required=("id", "instruction", "output", "kind", "label"))]
+    rows = [r for _, r in iter_jsonl(args.dev, required=("id", "instruction", "output", "kind"))]
     if is_self(args.model):  # the `curator` item while curate.model is self: m0 and m1 are the curators
         write_jsonl(args.out, [])
         log.info("%s: curate.model is self, nothing to score", args.model)

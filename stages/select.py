@@ -23,7 +23,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    scored = [r for _, r in iter_jsonl(args.scored, required=("id", "instruction", "output", "score", "parsed"))]
+    scored = [r for _, r in iter_jsonl(args.scored, required=("id", "instruction", "output"))]
     method, threshold = params.curate.method, threshold_of(params, args.iteration)
     cap = getattr(params.select, f"iteration_{args.iteration}").cap
     seed = params.seeds.sampling if threshold is None and cap else 0  # only an uncurated cap samples

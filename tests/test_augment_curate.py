@@ -1,5 +1,5 @@
-"""The augment and curate stages: filters and counts, a SIGKILLed augment resumed to the same bytes, and
-curate's outputs, selection and metrics."""
+"""The augment, score and select stages: filters and counts, a SIGKILLed augment resumed to the same bytes,
+scoring's outputs, and selection by threshold and cap (which never re-scores)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ import pytest
 import yaml
 
 import humpback.generation
+from humpback import augmentation
 from humpback.params import AugmentParams
 from humpback.records import read_jsonl
-from stages import augment, curate
+from humpback.selection import histogram, select
+from stages import augment
+from stages import score as score_stage
+from stages import select as select_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = ["empty", "echo", "too_long", "not_instruction"]
@@ -45,18 +49,18 @@ SEGMENT = ("Decorators wrap a function to extend its behaviour. The syntax @deco
     ],
 )
 def test_drop_reason(instruction, reason):
-    assert augment.drop_reason(instruction, SEGMENT, AUG) == reason
+    assert augmentation.drop_reason(instruction, SEGMENT, AUG) == reason
 
 
 def test_only_the_listed_filters_apply_but_empty_always_does():
     import dataclasses
 
     none = dataclasses.replace(AUG, filters=[])
-    assert augment.drop_reason("import os", SEGMENT, none) is None
-    assert augment.drop_reason("Decorators wrap a function to extend its behaviour.", SEGMENT, none) is None
-    assert augment.drop_reason("", SEGMENT, none) == "empty"
+    assert augmentation.drop_reason("import os", SEGMENT, none) is None
+    assert augmentation.drop_reason("Decorators wrap a function to extend its behaviour.", SEGMENT, none) is None
+    assert augmentation.drop_reason("", SEGMENT, none) == "empty"
     echo_only = dataclasses.replace(AUG, filters=["echo"])
-    assert augment.drop_reason("Decorators wrap a function to extend its behaviour.", SEGMENT, echo_only) == "echo"
+    assert augmentation.drop_reason("Decorators wrap a function to extend its behaviour.", SEGMENT, echo_only) == "echo"
 
 
 class FakeEngine:
@@ -75,8 +79,9 @@ class FakeEngine:
 def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int = 6,
                  filters: list[str] = FILTERS) -> tuple[Path, Path]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["augment"].update(shard_size=shard_size, max_new_tokens=max_new_tokens, filters=filters)
-    params["curate"].update(shard_size=shard_size, method="logprob")
+    params["augment"].update(max_new_tokens=max_new_tokens, filters=filters)
+    params["runtime"].update(augment_shard_size=shard_size, score_shard_size=shard_size)
+    params["curate"].update(method="logprob")
     params["curate"]["threshold"]["logprob"] = 3.0
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     web = folder / "web.jsonl"
@@ -203,14 +208,24 @@ def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir,
     assert not list(folder.glob(".humpback/scratch/augment-*"))
 
 
-# -------------------------------------------------------------------------------------------------- curate
+# ------------------------------------------------------------------------------------------ score, select
 
 
-def curate_args(folder: Path, model: Path, params: Path) -> list[str]:
-    return ["--iteration", "1", "--model", str(model), "--pairs", str(folder / "pairs.jsonl"),
-            "--scored", str(folder / "scored.jsonl"), "--selected", str(folder / "selected.jsonl"),
-            "--metrics", str(folder / "curate.json"), "--plot", str(folder / "hist.png"),
-            "--plot-data", str(folder / "hist.csv"), "--params", str(params)]
+def score_args(folder: Path, model: Path, params: Path, named: Path | None = None) -> list[str]:
+    named = named or folder / "self-curator"
+    if named == folder / "self-curator" and not named.exists():
+        from humpback.model_folders import prepare_curator
+
+        prepare_curator("self", "float32", named)
+    return ["--iteration", "1", "--model", str(model), "--named-curator", str(named),
+            "--pairs", str(folder / "pairs.jsonl"), "--out", str(folder / "scored.jsonl"),
+            "--metrics", str(folder / "score.json"), "--params", str(params)]
+
+
+def select_args(folder: Path, params: Path, iteration: int = 1) -> list[str]:
+    return ["--iteration", str(iteration), "--scored", str(folder / "scored.jsonl"),
+            "--out", str(folder / "selected.jsonl"), "--metrics", str(folder / "select.json"),
+            "--plot", str(folder / "hist.png"), "--plot-data", str(folder / "hist.csv"), "--params", str(params)]
 
 
 def write_pairs(folder: Path, n: int) -> None:
@@ -219,96 +234,137 @@ def write_pairs(folder: Path, n: int) -> None:
     (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_curate_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_model_dir):
+def edit_params(path: Path, **sections) -> None:
+    params = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        for key, value in values.items():
+            node = params[section]
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                node = node[parent]
+            node[leaf] = value
+    path.write_text(yaml.safe_dump(params))
+
+
+def test_score_then_select_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
     params, _ = write_inputs(tmp_path, 0)
     write_pairs(tmp_path, 6)
-    assert curate.main(curate_args(tmp_path, tiny_model_dir, params)) == 0
+    assert score_stage.main(score_args(tmp_path, tiny_model_dir, params)) == 0
     scored = read_jsonl(tmp_path / "scored.jsonl")
     assert [r["id"] for r in scored] == [f"aug-seg-{i}" for i in range(6)]
     for row in scored:
         assert row["parsed"] and row["raw"] is None and len(row["probs"]) == 5
         assert row["score_argmax"] == 1 + row["probs"].index(max(row["probs"]))
-        assert row["selected"] == (row["score"] >= 3.0)
-    assert read_jsonl(tmp_path / "selected.jsonl") == [r for r in scored if r["selected"]]
-    metrics = json.loads((tmp_path / "curate.json").read_text())
+        assert "selected" not in row  # scoring selects nothing
+    assert json.loads((tmp_path / "score.json").read_text())["parse_failure_rate"] == 0
+    assert not (tmp_path / ".humpback" / "scratch").exists()
+
+    # Selection at the median score: exactly the pairs at or above it, in input order.
+    median = sorted(r["score"] for r in scored)[3]
+    edit_params(params, select={"iteration_1.threshold": median})
+    assert select_stage.main(select_args(tmp_path, params)) == 0
+    selected = read_jsonl(tmp_path / "selected.jsonl")
+    assert selected == [r for r in scored if r["score"] >= median] and len(selected) == 3
+    metrics = json.loads((tmp_path / "select.json").read_text())
     assert metrics["n"] == 6 and sum(metrics["histogram"].values()) == 6
-    assert metrics["parse_failure_rate"] == 0
-    assert metrics["selected"] == sum(r["selected"] for r in scored)
+    assert metrics["selected"] == metrics["at_threshold"] == 3 and metrics["threshold"] == median
     assert (tmp_path / "hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plotted = (tmp_path / "hist.csv").read_text().splitlines()
     assert plotted == ["score,pairs"] + [f"{k},{metrics['histogram'][str(k)]}" for k in range(1, 6)]
-    assert not (tmp_path / ".humpback" / "scratch").exists()
+
+    # A cap keeps the N best of those, still in input order; the scores file is untouched.
+    before = (tmp_path / "scored.jsonl").read_bytes()
+    edit_params(params, select={"iteration_1.cap": 2})
+    assert select_stage.main(select_args(tmp_path, params)) == 0
+    capped = read_jsonl(tmp_path / "selected.jsonl")
+    best = sorted(selected, key=lambda r: -r["score"])[:2]
+    assert capped == [r for r in selected if r in best]
+    assert json.loads((tmp_path / "select.json").read_text())["at_threshold"] == 3
+    assert (tmp_path / "scored.jsonl").read_bytes() == before
 
 
-def test_curate_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_model_dir):
+def test_score_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
     params_path, _ = write_inputs(tmp_path, 0)
-    params = yaml.safe_load(params_path.read_text())
-    params["curate"].update(method="generate", max_retries=1)
-    params["curate"]["threshold"]["generate"] = 4.0
-    params_path.write_text(yaml.safe_dump(params))
+    edit_params(params_path, curate={"method": "generate", "max_retries": 1, "threshold.generate": 4.0},
+                runtime={"score_shard_size": 4})
     write_pairs(tmp_path, 4)
     # Replies per call, in order: pairs 0-3, then the retry of the two failures (1 and 3).
     FakeEngine.model_dir = tiny_model_dir
     replies = ["Good.\nScore: 5", "Score: 10", "Meh.\nScore: 3", "no score", "Score: 4", "still none"]
     engine = FakeEngine(replies)
     monkeypatch.setattr(humpback.generation, "make_engine", lambda *a, **k: engine)
-    assert curate.main(curate_args(tmp_path, tiny_model_dir, params_path)) == 0
+    assert score_stage.main(score_args(tmp_path, tiny_model_dir, params_path)) == 0
     scored = read_jsonl(tmp_path / "scored.jsonl")
     assert [r["score"] for r in scored] == [5.0, 4.0, 3.0, None]
-    assert [r["selected"] for r in scored] == [True, True, False, False]
-    metrics = json.loads((tmp_path / "curate.json").read_text())
-    assert metrics["histogram"] == {"1": 0, "2": 0, "3": 1, "4": 1, "5": 1}
-    assert metrics["parse_failure_rate"] == 0.25 and metrics["selected"] == 2
+    assert json.loads((tmp_path / "score.json").read_text())["parse_failure_rate"] == 0.25
+    assert select_stage.main(select_args(tmp_path, params_path)) == 0
+    assert [r["id"] for r in read_jsonl(tmp_path / "selected.jsonl")] == ["aug-seg-0", "aug-seg-1"]
+    metrics = json.loads((tmp_path / "select.json").read_text())
+    assert metrics["histogram"] == {"1": 0, "2": 0, "3": 1, "4": 1, "5": 1} and metrics["selected"] == 2
     assert metrics["lengths_selected"]["instruction_chars"] == len("Question 0?")
 
 
-def test_curate_likelihood_gain_with_a_named_curator(tmp_path, monkeypatch, tiny_model_dir):
-    """curate.model names a model: the prepared folder curates (without the project's tags), selection at the
-    method's own threshold, and the histogram plot shows the continuous score."""
+def test_score_with_a_named_curator(tmp_path, monkeypatch, tiny_model_dir):
+    """curate.model names a model: the prepared folder curates, without the project's tags."""
     monkeypatch.chdir(tmp_path)
     params_path, _ = write_inputs(tmp_path, 0)
-    params = yaml.safe_load(params_path.read_text())
-    params["curate"].update(model=str(tiny_model_dir), method="likelihood_gain")
-    params["curate"]["threshold"]["likelihood_gain"] = -100.0  # a random model: keep everything parsed
-    params_path.write_text(yaml.safe_dump(params))
+    edit_params(params_path, curate={"model": str(tiny_model_dir), "method": "likelihood_gain"})
     write_pairs(tmp_path, 3)
     seen = {}
     real = humpback.generation.make_engine
 
-    def make_engine(model_dir, gen_params):
+    def make_engine(model_dir, gen_params, runtime):
         seen["model"] = str(model_dir)
-        return real(model_dir, gen_params)
+        return real(model_dir, gen_params, runtime)
 
     monkeypatch.setattr(humpback.generation, "make_engine", make_engine)
-    args = curate_args(tmp_path, tmp_path / "no-such-m0", params_path)
-    assert curate.main(args) == 1  # a named curator needs its prepared folder
-    assert curate.main(args + ["--named-curator", str(tiny_model_dir)]) == 0
+    args = score_args(tmp_path, tmp_path / "no-such-m0", params_path, named=tiny_model_dir)
+    assert score_stage.main(args) == 0
     assert seen["model"] == str(tiny_model_dir)
     scored = read_jsonl(tmp_path / "scored.jsonl")
-    assert all(r["parsed"] and r["selected"] and r["probs"] is None for r in scored)
-    metrics = json.loads((tmp_path / "curate.json").read_text())
-    assert metrics["curator"] == str(tiny_model_dir) and metrics["threshold"] == -100.0
-    assert (tmp_path / "hist.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(r["parsed"] and r["probs"] is None for r in scored)
+    metrics = json.loads((tmp_path / "score.json").read_text())
+    assert metrics["curator"] == str(tiny_model_dir) and metrics["tagged"] is False
 
 
-def test_histogram_rows_bin_continuous_scores_and_keep_every_pair():
+def test_no_curation_keeps_every_pair_without_a_curator(tmp_path, monkeypatch, tiny_model_dir):
+    """curate.method none: no engine is built, every pair passes, and a cap keeps a seeded sample."""
+    monkeypatch.chdir(tmp_path)
+    params_path, _ = write_inputs(tmp_path, 0)
+    edit_params(params_path, curate={"method": "none"})
+    write_pairs(tmp_path, 8)
+
+    def no_engine(*a, **k):
+        raise AssertionError("curate.method none must not load a curator")
+
+    monkeypatch.setattr(humpback.generation, "make_engine", no_engine)
+    assert score_stage.main(score_args(tmp_path, tiny_model_dir, params_path)) == 0
+    assert select_stage.main(select_args(tmp_path, params_path)) == 0
+    pairs = read_jsonl(tmp_path / "pairs.jsonl")
+    assert [r["id"] for r in read_jsonl(tmp_path / "selected.jsonl")] == [r["id"] for r in pairs]
+    edit_params(params_path, select={"iteration_1.cap": 3})
+    assert select_stage.main(select_args(tmp_path, params_path)) == 0
+    first = [r["id"] for r in read_jsonl(tmp_path / "selected.jsonl")]
+    edit_params(params_path, seeds={"sampling": 1})
+    assert select_stage.main(select_args(tmp_path, params_path)) == 0
+    second = [r["id"] for r in read_jsonl(tmp_path / "selected.jsonl")]
+    assert len(first) == len(second) == 3 and first != second
+
+
+def test_cap_keeps_the_best_scores_and_breaks_ties_by_id():
+    rows = [{"id": f"p{i}", "score": s, "parsed": True} for i, s in enumerate([5.0, 1.0, 3.0, 3.0, None, 4.0])]
+    rows[4]["parsed"] = False
+    assert [r["id"] for r in select(rows, "pmi", 2.0, 0, 0)] == ["p0", "p2", "p3", "p5"]
+    assert [r["id"] for r in select(rows, "pmi", 2.0, 3, 0)] == ["p0", "p2", "p5"]  # p2 beats p3 on the tie
+    assert [r["id"] for r in select(rows, "pmi", 2.0, 1, 0)] == ["p0"]
+
+
+def test_histogram_bins_continuous_scores_and_counts_every_parsed_pair():
     scored = [{"score": float(v), "parsed": True} for v in (0, 1, 2, 9, 10)] + [{"score": None, "parsed": False}]
-    rows = curate.histogram_rows(scored, {"method": "pmi"}, bins=5)
-    assert [r[0] for r in rows] == ["0", "2", "4", "6", "8"]
-    assert [r[1] for r in rows] == [2, 1, 0, 0, 2] and sum(r[1] for r in rows) == 5
-    digits = curate.histogram_rows(scored, {"method": "logprob", "histogram": {str(k): k for k in range(1, 6)}})
-    assert digits == [(str(k), k) for k in range(1, 6)]
-
-
-def test_curate_metrics_histogram_bins_a_continuous_method():
-    """pmi has no digits: metrics["histogram"] holds its binned scores (every parsed pair counted), not zeros."""
-    from types import SimpleNamespace
-
-    scored = [{"score": float(v), "score_argmax": None, "parsed": True, "selected": v >= 5,
-               "instruction": "q", "output": "a"} for v in range(10)]
-    curate_params = SimpleNamespace(model="self", method="pmi", threshold_for=lambda: 5.0)
-    metrics = curate.curate_metrics(scored, SimpleNamespace(curate=curate_params), seconds=1.0)
-    assert sum(metrics["histogram"].values()) == 10 and len(metrics["histogram"]) == 20
-    assert curate.histogram_rows(scored, metrics) == list(metrics["histogram"].items())
+    rows = histogram(scored, "pmi", bins=5)
+    assert list(rows) == ["0", "2", "4", "6", "8"]
+    assert list(rows.values()) == [2, 1, 0, 0, 2]
+    digits = [{"score": 3.2, "score_argmax": k, "parsed": True} for k in (1, 3, 3, 5)]
+    assert histogram(digits, "logprob") == {"1": 1, "2": 0, "3": 2, "4": 0, "5": 1}

@@ -18,9 +18,10 @@ from humpback.engines.transformers_engine import TransformersEngine
 from humpback.generation import make_engine, record_seed
 from humpback.params import GenerationParams
 from humpback.prompts import format_example
+from tests.conftest import RUNTIME
 
-PARAMS = GenerationParams(engine="transformers", dtype="float32", token_budget=6144, temperature=0.7,
-                          top_p=0.9, base_url="", api_model="", concurrency=4, tensor_parallel_size=1)
+PARAMS = GenerationParams(engine="transformers", dtype="float32", temperature=0.7, top_p=0.9, api_model="")
+RUN = dataclasses.replace(RUNTIME, token_budget=6144, concurrency=4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,7 +36,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    return TransformersEngine(tiny_model_dir, PARAMS)
+    return TransformersEngine(tiny_model_dir, PARAMS, RUN)
 
 
 def prompts_for(tokenizer, users: list[str]) -> list[str]:
@@ -75,7 +76,7 @@ def test_output_does_not_depend_on_batch_composition(engine, temperature, monkey
     together = engine.generate(prompts, 8, seeds, **kw)
     alone = [engine.generate([p], 8, [s], **kw)[0] for p, s in zip(prompts, seeds)]
     reversed_ = engine.generate(prompts[::-1], 8, seeds[::-1], **kw)[::-1]
-    monkeypatch.setattr(engine, "params", dataclasses.replace(PARAMS, token_budget=150))  # other batch cuts
+    monkeypatch.setattr(engine, "runtime", dataclasses.replace(RUN, token_budget=150))  # other batch cuts
     cut = engine.generate(prompts, 8, seeds, **kw)
     assert together == alone == reversed_ == cut
     assert all(together)
@@ -150,7 +151,7 @@ def test_vllm_engine_explains_how_to_install(tiny_model_dir):
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match=r"pip install humpback\[gpu\]"):
-            make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="vllm"))
+            make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="vllm"), RUN)
     else:
         pytest.skip("vLLM is installed")
 
@@ -210,8 +211,8 @@ def openai_engine(tiny_model_dir, server, monkeypatch):
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     url = f"http://127.0.0.1:{server.server_port}/v1"
-    params = dataclasses.replace(PARAMS, engine="openai", base_url=url)
-    return OpenAIEngine(tiny_model_dir, params, backoff_s=0.01)
+    params = dataclasses.replace(PARAMS, engine="openai")
+    return OpenAIEngine(tiny_model_dir, params, dataclasses.replace(RUN, base_url=url), backoff_s=0.01)
 
 
 def test_openai_engine_generates_in_order_with_seeds_and_retries(tiny_model_dir, fake_server, monkeypatch):
@@ -238,7 +239,7 @@ def test_openai_engine_next_token_logprobs(tiny_model_dir, fake_server, monkeypa
 
 def test_openai_engine_needs_a_base_url(tiny_model_dir):
     with pytest.raises(ValueError, match="base_url"):
-        make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="openai"))
+        make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="openai"), RUN)
 
 
 def test_record_seed_is_stable_and_31_bit():

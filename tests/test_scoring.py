@@ -18,6 +18,17 @@ from humpback.scoring import (
     score_read_format,
 )
 
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    """One tiny-model engine for the module: building it is most of a test's time."""
+    from humpback.engines.transformers_engine import TransformersEngine
+    from humpback.params import GenerationParams
+    from tests.conftest import RUNTIME
+
+    params = GenerationParams(engine="transformers", dtype="float32", temperature=0.7, top_p=0.9, api_model="")
+    return TransformersEngine(tiny_model_dir, params, RUNTIME)
+
+
 THRESHOLDS = CurateThresholds(logprob=3.0, generate=4.0, rubric_calibrated=0.0, yes_no=0.5, likelihood_gain=0.1,
                               pmi=10.0)
 LOGPROB = CurateParams(model="self", method="logprob", threshold=THRESHOLDS, max_new_tokens=32, max_retries=2,
@@ -141,14 +152,9 @@ def test_logprob_mode_reads_after_the_forced_score_prefix(tiny_tokenizer):
     assert not any(is_selected(s, LOGPROB.threshold_for()) for s in scores)
 
 
-def test_logprob_scores_on_a_real_forward_pass_ignore_injected_text(tiny_model_dir):
-    """With a real (tiny) model: every row is a proper distribution read at the prompt's end."""
-    from humpback.engines.transformers_engine import TransformersEngine
-    from humpback.params import GenerationParams
-
-    params = GenerationParams(engine="transformers", dtype="float32", token_budget=4096, temperature=0.7,
-                              top_p=0.9, base_url="", api_model="", concurrency=1, tensor_parallel_size=1)
-    engine = TransformersEngine(tiny_model_dir, params)
+def test_logprob_reads_are_distributions_on_a_real_forward_pass(engine):
+    """With a real (tiny) model: every row is a proper distribution over the five digits, its expectation in
+    1..5. (Whether injected text can raise a score is measured on the default model: docs/web-input.md.)"""
     scores = score_pairs(engine, pairs_with(INJECTIONS), LOGPROB, tagging=True, seed=0)
     for s in scores:
         assert s.parsed and sum(s.probs) == pytest.approx(1.0) and 1.0 <= s.score <= 5.0
@@ -244,23 +250,17 @@ def test_length_baseline_needs_no_engine():
         score_pairs(None, pairs_with(["a"]), LOGPROB, tagging=False, seed=0, method="vibes")
 
 
-def test_completion_logprobs_batched_equal_one_unpadded_pass(tiny_model_dir):
+def test_completion_logprobs_batched_equal_one_unpadded_pass(engine, monkeypatch):
     """Left padding, position ids and the cut into sub-batches must not change a single token's logprob."""
     import torch
 
-    from humpback.engines.transformers_engine import TransformersEngine
-    from humpback.params import GenerationParams
-
-    params = GenerationParams(engine="transformers", dtype="float32", token_budget=4096, temperature=0.7,
-                              top_p=0.9, base_url="", api_model="", concurrency=1, tensor_parallel_size=1)
-    engine = TransformersEngine(tiny_model_dir, params)
     tok = engine.tokenizer
     texts = [("What is a list?", "An ordered sequence."), ("Hi", "Hello there, how can I help you today?"),
              ("Explain decorators in Python please.", "They wrap functions.")]
     formatted = [format_example(tok, user=q, response=a) for q, a in texts]
     prompts, completions = [f.prompt for f in formatted], [f.completion for f in formatted]
     batched = engine.completion_logprobs(prompts, completions)
-    engine.COMPLETION_LOGITS_BYTES = 1  # one row per forward pass
+    monkeypatch.setattr(engine, "COMPLETION_LOGITS_BYTES", 1)  # one row per forward pass
     for one_by_one, row in zip(engine.completion_logprobs(prompts, completions), batched):
         assert one_by_one == pytest.approx(row, abs=1e-5)
     for prompt, completion, row in zip(prompts, completions, batched):
@@ -273,13 +273,7 @@ def test_completion_logprobs_batched_equal_one_unpadded_pass(tiny_model_dir):
 
 
 @pytest.mark.parametrize("method", ["rubric_calibrated", "yes_no", "likelihood_gain", "pmi"])
-def test_every_method_runs_on_a_real_forward_pass(tiny_model_dir, method):
-    from humpback.engines.transformers_engine import TransformersEngine
-    from humpback.params import GenerationParams
-
-    params = GenerationParams(engine="transformers", dtype="float32", token_budget=4096, temperature=0.7,
-                              top_p=0.9, base_url="", api_model="", concurrency=1, tensor_parallel_size=1)
-    engine = TransformersEngine(tiny_model_dir, params)
+def test_every_method_runs_on_a_real_forward_pass(engine, method):
     scores = score_pairs(engine, pairs_with(INJECTIONS), LOGPROB, tagging=True, seed=0, method=method)
     assert all(s.parsed and math.isfinite(s.score) for s in scores)
     if method == "yes_no":
