@@ -170,8 +170,8 @@ def test_dev_set_from_prepare_seed_split_is_disjoint_from_training():
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     raw["data"]["seed"].update(source="jsonl", path=str(FIXTURES / "seed.jsonl"), heldout=4, limit=0)
     params = parse_params(raw)
-    train, heldout, _ = prepare_seed(params.data.seed, params.base.seed)
-    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=params.base.seed)
+    train, heldout, _ = prepare_seed(params.data.seed, params.seeds.sampling)
+    rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2)
     train_texts = {r["instruction"] for r in train} | {r["output"] for r in train}
     assert not {r["id"] for r in rows} & {r["id"] for r in train}
     assert not {r["source_id"] for r in rows} & {r["id"] for r in train}
@@ -191,6 +191,15 @@ def _logprob_params():
                                                                    threshold=threshold))
 
 
+def rate_dev_set(engine, rows, params):
+    """score_dev's reads, then curation_quality's metrics: the two stages' library calls in order."""
+    from humpback.curation import score_dev_set
+    from humpback.curation_quality import dev_set_metrics
+
+    scored = score_dev_set(engine, rows, params, tagging=params.train.tagging)
+    return scored, dev_set_metrics(scored, params)
+
+
 def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
     """Replace the curator's scores (scoring.score_pairs) by fixed scores per dev-row kind; the real
     PairScore and is_selected stay, so the stage's selection is the curate stage's."""
@@ -199,7 +208,7 @@ def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
     real = scoring.score_pairs
 
     def score_pairs(engine, pairs, params, tagging, seed, method=None):
-        if method == scoring.BASELINE:
+        if method == "length":
             return real(engine, pairs, params, tagging, seed, method=method)
         engine = getattr(engine, "_engine", engine)  # the real engine behind curation_quality's ReadOnce
         engine.seen = (len(pairs), tagging, seed)
@@ -211,16 +220,14 @@ def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
 
 
 def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
-    from stages.curation_quality import rate_dev_set
-
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
     _, heldout = _split()
     rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
     params = _logprob_params()  # threshold 3.0
     engine = type("Engine", (), {})()
     scored, metrics = rate_dev_set(engine, rows, params)
-    assert engine.seen == (len(rows), params.train.tagging, params.base.seed)
-    assert len(scored) == len(rows) and all({"score", "selected", "parsed", "label"} <= set(r) for r in scored)
+    assert engine.seen == (len(rows), params.train.tagging, params.seeds.generation)
+    assert len(scored) == len(rows) and all({"by_method", "label"} <= set(r) for r in scored)
     # selected at 3.0: 4 good + 2 truncated + 2 forum → precision 4/8, recall 1
     assert metrics["precision"] == pytest.approx(0.5) and metrics["recall"] == 1.0
     assert metrics["roc_auc"] == 1.0  # every good pair outscores every negative
@@ -241,30 +248,32 @@ def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
     assert metrics["methods"]["yes_no"]["n_selected"] == len(rows) - 2
 
 
-def test_bootstrap_interval_is_seeded_and_brackets_the_auc():
-    from humpback.devset import bootstrap_auc_ci
+def test_bootstrap_interval_is_seeded_brackets_the_auc_and_has_the_textbook_width():
+    """Against an independent reference: Hanley & McNeil's (1982) standard error of the AUC gives a normal
+    95% interval; the bootstrap's percentile interval must bracket the AUC and have about its width."""
+    import math
+    import random
 
-    labels = [1] * 10 + [0] * 20
-    values = [0.6 + 0.03 * i for i in range(10)] + [0.02 * i for i in range(20)]  # a few overlaps
-    a = bootstrap_auc_ci(labels, values, 200, seed=1)
-    assert a == bootstrap_auc_ci(labels, values, 200, seed=1)
-    assert 0.0 <= a[0] <= a[1] <= 1.0
-    assert bootstrap_auc_ci([1, 1], [0.1, 0.2], 10, seed=0) is None
-    # The same statistic as sklearn: with one resample that draws every row once (weights all 1) the
-    # matrix form must equal roc_auc_score, ties included.
-    import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    tied = [round(v, 1) for v in values]
-    pos = np.array([v for v, y in zip(tied, labels) if y == 1])
-    neg = np.array([v for v, y in zip(tied, labels) if y == 0])
-    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-    assert wins.mean() == pytest.approx(roc_auc_score(labels, tied))
+    from humpback.devset import bootstrap_auc_ci
+
+    rng = random.Random(7)
+    labels = [1] * 40 + [0] * 60
+    values = [rng.gauss(1.0, 1.0) for _ in range(40)] + [rng.gauss(0.0, 1.0) for _ in range(60)]
+    auc = roc_auc_score(labels, values)
+    low, high = bootstrap_auc_ci(labels, values, 2000, seed=1)
+    assert [low, high] == bootstrap_auc_ci(labels, values, 2000, seed=1)
+    assert low < auc < high
+    n1, n0 = 40, 60
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    se = math.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0))
+    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.25)
+    assert bootstrap_auc_ci([1, 1], [0.1, 0.2], 10, seed=0) is None
 
 
 def test_report_table_and_plot(tmp_path, monkeypatch):
     from humpback.curation_quality import markdown_table, plot_curation_quality
-    from stages.curation_quality import rate_dev_set
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": None, "forum": 3.1})
     _, heldout = _split()
@@ -278,10 +287,11 @@ def test_report_table_and_plot(tmp_path, monkeypatch):
     assert (tmp_path / "cq.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
-    """The stage end to end with the real scoring code and transformers engine (untrained model: only the
+def test_score_dev_then_curation_quality_on_tiny_model(tmp_path, tiny_model_dir):
+    """Both stages end to end with the real scoring code and transformers engine (untrained model: only the
     plumbing and the metrics' shape are checked, not their values)."""
     from stages.curation_quality import main
+    from stages.score_dev import main as score_main
 
     _, heldout = _split()
     write_jsonl(tmp_path / "dev.jsonl", build_dev_set(heldout, _web(), 2, 1, seed=0))
@@ -291,8 +301,10 @@ def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
     raw["curate"].update(method="logprob", max_new_tokens=4)  # generate: a random model's text, short
     raw["curation_quality"]["bootstrap"] = 50
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    rc = main(["--model", str(tiny_model_dir), "--tagged", "--dev", str(tmp_path / "dev.jsonl"),
-               "--out", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
+    rc = score_main(["--model", str(tiny_model_dir), "--tagged", "--dev", str(tmp_path / "dev.jsonl"),
+                     "--out", str(tmp_path / "scored.jsonl"), "--params", str(tmp_path / "params.yaml")])
+    assert rc == 0
+    rc = main(["--name", "m0", "--scored", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
                "--plot", str(tmp_path / "m.png"), "--params", str(tmp_path / "params.yaml")])
     assert rc == 0
     metrics = read_json(tmp_path / "m.json")
@@ -304,27 +316,30 @@ def test_curation_quality_stage_on_tiny_model(tmp_path, tiny_model_dir):
         assert m["n"] == 6 and set(m["by_kind"]) <= {"good", "mismatched", "truncated", "navigation", "forum"}
         assert method == "generate" or m["unparsed"] == 0
     scored = read_jsonl(tmp_path / "scored.jsonl")
-    assert all(1.0 <= r["score"] <= 5.0 and len(r["probs"]) == 5 for r in scored)
+    assert all(1.0 <= r["by_method"]["logprob"]["score"] <= 5.0 for r in scored)
     assert (tmp_path / "m.png").is_file()
 
 
 def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_path):
+    from humpback.model_folders import prepare_curator
     from stages.curation_quality import main
-    from stages.prepare_curator import prepare_curator
+    from stages.score_dev import main as score_main
 
     prepare_curator("self", "float32", tmp_path / "curator")
-    write_jsonl(tmp_path / "dev.jsonl", [])
-    rc = main(["--model", str(tmp_path / "curator"), "--dev", str(tmp_path / "dev.jsonl"),
-               "--out", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
-               "--plot", str(tmp_path / "m.png"),
-               "--params", str(Path(__file__).resolve().parents[1] / "params.yaml")])
+    _, heldout = _split()
+    write_jsonl(tmp_path / "dev.jsonl", build_dev_set(heldout, _web(), 2, 1))
+    params = str(Path(__file__).resolve().parents[1] / "params.yaml")
+    rc = score_main(["--model", str(tmp_path / "curator"), "--dev", str(tmp_path / "dev.jsonl"),
+                     "--out", str(tmp_path / "scored.jsonl"), "--params", params])
+    assert rc == 0 and read_jsonl(tmp_path / "scored.jsonl") == []
+    rc = main(["--name", "curator", "--scored", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
+               "--plot", str(tmp_path / "m.png"), "--params", params])
     assert rc == 0 and "skipped" in read_json(tmp_path / "m.json")
-    assert (tmp_path / "m.png").is_file() and read_jsonl(tmp_path / "scored.jsonl") == []
+    assert (tmp_path / "m.png").is_file()
 
 
 def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     from humpback.records import write_json
-    from stages.curation_quality import rate_dev_set
     from stages.report import main
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": 2.0, "forum": 3.1})
@@ -335,8 +350,9 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     for name in ("base", "m0"):
         write_json(folder / f"{name}.json", {"model": name, **metrics})
     write_json(folder / "curator.json", {"model": "curator", "skipped": "curate.model is self"})
-    main(["--metrics-dir", str(tmp_path / "metrics"), "--out", str(tmp_path / "report.md"),
-          "--headline", str(tmp_path / "headline.json"), "--curation-plot", str(tmp_path / "cq.png")])
+    assert main(["--metrics-dir", str(tmp_path / "metrics"), "--out", str(tmp_path / "report.md"),
+                 "--headline", str(tmp_path / "headline.json"), "--curation-plot", str(tmp_path / "cq.png"),
+                 "--curation-data", str(tmp_path / "cq.csv")]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
     assert "curator" not in read_json(tmp_path / "headline.json")["curator"]
@@ -344,7 +360,7 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
 
 
 def test_read_once_runs_each_read_once_and_returns_the_same_rows():
-    from humpback.curation_quality import ReadOnce
+    from humpback.curation import ReadOnce
 
     class Counting:
         tokenizer = "tok"
