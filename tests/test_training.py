@@ -30,6 +30,7 @@ from humpback.sft_data import (
 )
 from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps
 from humpback.training import EpochSeededLengthSampler, load_trainable, train
+from humpback.train_role import train_role
 from stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +56,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def make_params(**train) -> Params:
+def make_params(save_steps: int = 2, **train) -> Params:
     """The repo's params.yaml with small, fast training settings (override any train key)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"].update(
-        {"max_seq_len": 96, "max_steps": 4, "batch_size": 4, "micro_batch_size": 2, "save_steps": 2,
+        {"max_seq_len": 96, "max_steps": 4, "batch_size": 4, "micro_batch_size": 2,
          "learning_rate": 1e-2, "final_learning_rate": 1e-3, **train}
     )
+    raw["runtime"]["save_steps"] = save_steps
     return parse_params(raw)
 
 
@@ -212,10 +214,11 @@ def tiny_dataset(tokenizer, params: Params):
 
 def run_training(model_dir, tokenizer, params: Params, scratch: Path, callbacks=()):
     tp = params.train
-    model = load_trainable(model_dir, tp, seed=params.base.seed)
+    model = load_trainable(model_dir, tp, seed=params.seeds.training)
     dataset = tiny_dataset(tokenizer, params)
     plan = TrainPlan.from_params(tp, len(dataset))
-    return train(model, dataset, tokenizer.pad_token_id, tp, plan, params.base.seed, scratch, callbacks)
+    return train(model, dataset, tokenizer.pad_token_id, tp, plan, params.seeds.training, scratch, callbacks,
+                 save_steps=params.runtime.save_steps)
 
 
 def test_lora_changes_adapter_weights_only(tiny_model_dir, tiny_tokenizer, tmp_path):
@@ -297,7 +300,7 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     shutil.copytree(tiny_model_dir, "models/base")
     seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS)
     empty = write_jsonl(tmp_path / "selected.jsonl", [])
-    summary = train_stage.run("m1", "models/base", seed, empty, **stage_paths("m1"), params=make_params())
+    summary = train_role("m1", "models/base", seed, empty, **stage_paths("m1"), params=make_params())
 
     assert "has no rows" in caplog.text
     assert adapter_base("models/m1") == "models/base"
@@ -308,7 +311,7 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     card = json.loads(Path("models/m1/card.json").read_text())
     assert card["data"]["kept"] == {"seed": 12, "augmented": 0} and card["role"] == "m1"
     assert card["steps"] == 4 and card["final_loss"] == summary["final_loss"]
-    assert card["params"]["train"]["method"] == "lora"
+    assert card["params"]["train.method"] == "lora" and "train.backward_max_output_tokens" not in card["params"]
     assert json.loads(Path("metrics/train/m1.json").read_text()) == summary
     lines = Path("metrics/train/loss_m1.csv").read_text().splitlines()
     assert lines[0] == "step,loss" and len(lines) == 5
