@@ -234,8 +234,9 @@ def test_report_renders_every_table(tmp_path):
     write_json(metrics / "prepare_web.json", {"read": 10, "kept": 4, "dropped": {"too_short": 6, "duplicate": 0}})
     write_json(metrics / "train" / "m0.json", {"examples": 9, "examples_seed": 9, "examples_augmented": 0,
                                                "steps": 2, "final_loss": 2.5, "trained_tokens": 100, "seconds": 3.0})
-    main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
-          "--headline", str(tmp_path / "headline.json"), "--curation-data", str(tmp_path / "cq.csv")])
+    assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
+                 "--headline", str(tmp_path / "headline.json"), "--curation-data", str(tmp_path / "cq.csv"),
+                 "--curation-plot", str(tmp_path / "cq.png")]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
@@ -301,10 +302,12 @@ def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypat
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server = _JudgeServer()
     try:
-        settings = EvaluateParams(judge="openai-compatible", judge_model="Judge-7B-Instruct", base_url=server.url,
+        settings = EvaluateParams(judge="openai-compatible", judge_model="Judge-7B-Instruct",
                                   reference="base", max_chars=1000, judge_read="pairwise")
-        generation = load_params(Path(__file__).resolve().parents[1] / "params.yaml").generation
-        annotator, judge = make_judge(settings, generation, tmp_path / "unused", cache_root=tmp_path / "cache")
+        shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+        runtime = dataclasses.replace(shipped.runtime, judge_base_url=server.url)
+        annotator, judge = make_judge(settings, shipped.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
+                                      runtime=runtime)
         reference, model = _data(4)
         models, _ = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
     finally:
@@ -324,17 +327,19 @@ def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
     from humpback.judges import JudgeError, make_judge
     from humpback.params import EvaluateParams, load_params
 
-    generation = load_params(Path(__file__).resolve().parents[1] / "params.yaml").generation
+    shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    served = dataclasses.replace(shipped.runtime, judge_base_url="http://x/v1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cases = [
-        (EvaluateParams("openai", "base", "", "base", 100, "pairwise"), "OPENAI_API_KEY"),
-        (EvaluateParams("openai-compatible", "judge", "", "base", 100, "pairwise"), "base_url"),
-        (EvaluateParams("openai-compatible", "base", "http://x/v1", "base", 100, "pairwise"), "judge_model"),
-        (EvaluateParams("local", "base", "", "base", 100, "pairwise"), "not found"),
+        (EvaluateParams("openai", "base", "base", 100, "pairwise"), shipped.runtime, "OPENAI_API_KEY"),
+        (EvaluateParams("openai-compatible", "judge", "base", 100, "pairwise"), shipped.runtime, "judge_base_url"),
+        (EvaluateParams("openai-compatible", "base", "base", 100, "pairwise"), served, "judge_model"),
+        (EvaluateParams("local", "base", "base", 100, "pairwise"), shipped.runtime, "not found"),
     ]
-    for settings, message in cases:
+    for settings, runtime, message in cases:
         with pytest.raises(JudgeError, match=message):
-            make_judge(settings, generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache")
+            make_judge(settings, shipped.generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache",
+                       runtime=runtime)
 
 
 def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
@@ -344,7 +349,7 @@ def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     settings = dataclasses.replace(params.evaluate, judge="local", judge_read="pairwise")
-    annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path)
+    annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime)
     reference, model = _data(3)
     models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=200)
     m1 = models["m1"]
@@ -379,6 +384,7 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
 
     params, settings = _score_settings("length")
     judge, info = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
+                             runtime=params.runtime,
                              curate=params.curate, tagging=True)
     reference, model = _data(6)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=1000)
@@ -391,6 +397,7 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
     # A second judge with the same identity answers from the cache file: nothing is scored again.
     monkeypatch.setattr(humpback.scoring, "score_pairs", lambda *a, **k: pytest.fail("scored a cached answer"))
     again, _ = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
+                             runtime=params.runtime,
                           curate=params.curate, tagging=True)
     models_again, _ = evaluate_models(again, {"m1": model}, reference, max_chars=1000)
     assert models_again["m1"]["win_rate"] == models["m1"]["win_rate"]
@@ -401,7 +408,7 @@ def test_score_judge_on_tiny_model_mirrors_under_swap(tmp_path, tiny_model_dir):
     from humpback.judges import make_judge
 
     params, settings = _score_settings("pmi")
-    judge, info = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path,
+    judge, info = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime,
                              curate=params.curate, tagging=True)
     reference, model = _data(3)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=200)
@@ -420,4 +427,4 @@ def test_score_judge_needs_curate_params(tmp_path, tiny_model_dir):
 
     params, settings = _score_settings("pmi")
     with pytest.raises(JudgeError, match="curate"):
-        make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path)
+        make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime)

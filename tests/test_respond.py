@@ -9,7 +9,7 @@ import pytest
 from humpback.generation import record_seed
 from humpback.prompts import S_A, S_W
 from humpback.records import read_json, write_jsonl
-from stages.respond import respond
+from humpback.responses import respond
 
 RECORDS = [
     {"id": "mt-81", "instruction": "Write a haiku about the sea.", "dataset": "mt-bench", "category": "writing"},
@@ -68,7 +68,9 @@ def test_stage_output_loads_in_alpaca_eval(tmp_path, monkeypatch, tiny_tokenizer
     from stages import respond as stage
 
     write_jsonl(tmp_path / "eval.jsonl", RECORDS)
-    monkeypatch.setattr(stage, "make_engine", lambda model_dir, params: FakeEngine(tiny_tokenizer))
+    import humpback.generation
+
+    monkeypatch.setattr(humpback.generation, "make_engine", lambda model_dir, params, runtime: FakeEngine(tiny_tokenizer))
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     out = tmp_path / "responses" / "m1.json"
     rc = stage.main(["--model", "models/m1", "--name", "m1", "--prompts", str(tmp_path / "eval.jsonl"),
@@ -111,7 +113,7 @@ def test_respond_with_real_engine_on_tiny_model(tiny_model_dir):
     from humpback.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    engine = make_engine(tiny_model_dir, params.generation)
+    engine = make_engine(tiny_model_dir, params.generation, params.runtime)
     first = respond(engine, RECORDS, "m0", "S_a", max_new_tokens=4, seed=0)
     again = respond(engine, list(reversed(RECORDS)), "m0", "S_a", max_new_tokens=4, seed=0)
     assert [r["output"] for r in first] == [r["output"] for r in reversed(again)]  # per-record seeds
