@@ -1,8 +1,9 @@
 """The whole DAG under `dvc repro`, on a tiny profile, in a temporary copy of the repository.
 
-Checks what users rely on: every stage runs; a second `dvc repro` runs nothing; changing
-`curate.threshold` reruns only what is downstream of curation; and `dvc push` to a local remote followed
-by `dvc pull` in a fresh clone restores every output.
+Checks what users rely on: every stage runs; every stage reads exactly the params dvc.yaml lists for it; a
+second `dvc repro` runs nothing; a change reruns only what it touches (a threshold or cap never re-scores,
+execution settings rerun nothing); and `dvc push` to a local remote followed by `dvc pull` in a fresh clone
+restores every output.
 """
 
 from __future__ import annotations
@@ -23,16 +24,34 @@ from tests.conftest import build_tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "tiny_profile"
 
+CURATORS = ("base", "m0", "m1", "curator")
 ALL_STAGES = {
-    "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
-    "train@backward", "train@m0", "train@m1", "train@m2", "augment", "curate@1", "curate@2",
+    "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev",
+    "train_backward", "train@m0", "train@m1", "train@m2", "augment", "score@1", "score@2", "select@1", "select@2",
     "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate",
-    "curation_quality@base", "curation_quality@m0", "curation_quality@m1", "curation_quality@curator", "report",
+    *(f"score_dev@{c}" for c in CURATORS), *(f"curation_quality@{c}" for c in CURATORS), "report",
 }
-# Stages that cannot depend on curate.threshold: everything upstream of, or beside, curation.
-UPSTREAM_OF_CURATION = {
-    "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "prepare_eval", "prepare_dev",
-    "train@backward", "train@m0", "augment", "respond@base", "respond@m0",
+# Params keys a stage declares but may not read under the tiny profile, each for a reason the DAG cannot
+# express (dvc.yaml has no conditional dependencies). Everything else declared must be read, and everything
+# read must be declared.
+CONDITIONAL_READS = {
+    # read only by the source in use (python-faq / jsonl / oasst1; html / warc / parquet / jsonl)
+    "prepare_seed": {"data.seed.instruction_field", "data.seed.output_field", "data.seed.language",
+                     "data.seed.path", "data.seed.on_bad_record"},
+    "prepare_web": {"data.web.text_field", "data.web.path", "data.web.on_bad_record"},
+    "prepare_eval": {"data.eval.instruction_field", "data.eval.reference", "data.eval.path",
+                     "data.eval.on_bad_record"},
+    # the method-keyed threshold table: each run reads the threshold of curate.method (and of each
+    # curation_quality method); the sampling seed only when curate.method is none and a cap is set
+    "select": {"curate.threshold.*", "seeds.sampling"},
+    "curation_quality": {"curate.threshold.*"},
+    # m0 trains on seed only: the mix is m1's and m2's
+    "train": {"train.mix"},
+    # read only by the generate method (sampling, its reply length and retries) and the openai engine
+    "score_dev": {"curate.max_new_tokens", "curate.max_retries", "seeds.generation", "generation.api_model"},
+    "evaluate": {"curate.max_new_tokens", "curate.max_retries", "generation.api_model",
+                 "generation.temperature", "generation.top_p"},
+    "respond": {"generation.api_model"},
 }
 
 pytestmark = pytest.mark.slow
@@ -49,15 +68,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+def _run(args: list[str], cwd: Path, **env: str) -> str:
+    proc = subprocess.run(args, cwd=cwd, env={**_env(), **env}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
     return proc.stdout + proc.stderr
 
 
-def _dvc(*args: str, cwd: Path) -> str:
-    return _run([sys.executable, "-m", "dvc", *args], cwd)
+def _dvc(*args: str, cwd: Path, **env: str) -> str:
+    return _run([sys.executable, "-m", "dvc", *args], cwd, **env)
 
 
 def _ran(output: str) -> set[str]:
@@ -69,11 +88,11 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     raw["data"]["seed"].update(source="jsonl", path=str(FIXTURES / "seed.jsonl"), heldout=3, limit=0)
     raw["data"]["web"].update(source="jsonl", path=str(FIXTURES / "web.jsonl"), min_chars=100, max_chars=3000, limit=20)
     raw["data"]["eval"].update(source="jsonl", path=str(FIXTURES / "eval.jsonl"), limit=5)
-    raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, save_steps=1,
-                        backward_max_output_tokens=128)
+    raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, backward_max_output_tokens=128)
     # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
-    raw["augment"].update(max_new_tokens=12, shard_size=8, filters=["empty"])
-    raw["curate"].update(max_new_tokens=12, shard_size=8)
+    raw["augment"].update(max_new_tokens=12, filters=["empty"])
+    raw["curate"].update(max_new_tokens=12)
+    raw["runtime"].update(save_steps=1, augment_shard_size=8, score_shard_size=8)
     # A random tiny model's scores mean nothing: keep every pair so m1 and m2 still train on augmented data.
     raw["curate"]["threshold"].update(logprob=1.0, generate=1.0, rubric_calibrated=-1e9, yes_no=0.0,
                                       likelihood_gain=-1e9, pmi=-1e9)
@@ -100,15 +119,80 @@ def repo(tmp_path_factory) -> Path:
     _run(["git", "init", "-q", "-b", "main"], dest)
     _run(["git", "add", "-A"], dest)
     _run(["git", "commit", "-qm", "tiny profile"], dest)
-    first = _dvc("repro", cwd=dest)
+    first = _dvc("repro", cwd=dest, HUMPBACK_PARAMS_READS=str(work / "reads.jsonl"))
     (work / "first_repro.log").write_text(first)
     return dest
+
+
+def declared_params(stage_name: str) -> set[str]:
+    """The leaf keys dvc.yaml lists for a stage (a section stands for every key under it)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    base, _, item = stage_name.partition("@")
+    stage = stages[base]
+    stage = stage.get("do", stage)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+    def leaves(node, prefix: str) -> set[str]:
+        if isinstance(node, dict):
+            return set().union(*(leaves(v, f"{prefix}.{k}") for k, v in node.items()))
+        return {prefix}
+
+    keys = set()
+    for entry in stage.get("params", []):
+        key = entry.replace("${item}", item).replace("${key}", item)
+        node = raw
+        for part in key.split("."):
+            node = node[part]
+        keys |= leaves(node, key)
+    return keys
+
+
+def recorded_reads(log: Path) -> dict[str, set[str]]:
+    """Stage → the params keys it read (runtime.* excluded: no stage may list them), from a recorded run."""
+    reads: dict[str, set[str]] = {}
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        keys = {k for k in record["keys"] if not k.startswith("runtime.")}
+        reads.setdefault(record["stage"], set()).update(keys)
+    return reads
+
+
+def params_mismatches(reads: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for stage, keys in sorted(reads.items()):
+        declared = declared_params(stage)
+        allowed = CONDITIONAL_READS.get(stage.partition("@")[0], set())
+        undeclared = keys - declared
+        unread = {k for k in declared - keys
+                  if k not in allowed and not any(a.endswith("*") and k.startswith(a[:-1]) for a in allowed)}
+        if undeclared or unread:
+            problems.append(f"{stage}: reads undeclared {sorted(undeclared)}; declares unread {sorted(unread)}")
+    return problems
+
+
+def _status(repo: Path) -> set[str]:
+    """The stages `dvc status` says changed (their own params, code or inputs; not what runs after them)."""
+    out = json.loads(_dvc("status", "--json", cwd=repo) or "{}")
+    return {name.split(":")[-1] for name in out}
+
+
+def _with_params(repo: Path, edit) -> set[str]:
+    """Apply `edit` to params.yaml, return `dvc status`'s changed stages, and restore the file."""
+    path = repo / "params.yaml"
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    edit(raw)
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        return _status(repo)
+    finally:
+        path.write_text(original)
 
 
 def test_first_repro_runs_every_stage(repo):
     ran = _ran((repo.parent / "first_repro.log").read_text())
     assert ran == ALL_STAGES
-    for counts in ["prepare_seed", "prepare_web", "prepare_eval"]:
+    for counts in ["prepare_seed", "prepare_web", "sample_web", "prepare_eval"]:
         metrics = yaml.safe_load((repo / "metrics" / f"{counts}.json").read_text())
         assert metrics["read"] == metrics["kept"] + sum(metrics["dropped"].values())
     evaluate = yaml.safe_load((repo / "metrics" / "evaluate.json").read_text())
@@ -118,6 +202,68 @@ def test_first_repro_runs_every_stage(repo):
         assert {"length", "logprob", "likelihood_gain"} <= set(quality["methods"]) and "roc_auc_ci" in quality
     assert "skipped" in yaml.safe_load((repo / "metrics" / "curation_quality" / "curator.json").read_text())
     assert "### Every method × curator" in (repo / "metrics" / "report.md").read_text()
+
+
+def test_every_stage_reads_exactly_its_declared_params(repo):
+    reads = recorded_reads(repo.parent / "reads.jsonl")
+    assert set(reads) == ALL_STAGES
+    problems = params_mismatches(reads)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_params_check_fails_on_a_broken_dvc_yaml(repo, monkeypatch):
+    """Drop a key select@2 reads and add one it does not: both are reported."""
+    real = declared_params
+
+    def broken(stage_name: str) -> set[str]:
+        keys = real(stage_name)
+        return (keys - {"select.iteration_2.cap"}) | {"train.learning_rate"} if stage_name == "select@2" else keys
+
+    monkeypatch.setattr(sys.modules[__name__], "declared_params", broken)
+    [problem] = params_mismatches(recorded_reads(repo.parent / "reads.jsonl"))
+    assert problem.startswith("select@2") and "select.iteration_2.cap" in problem and "train.learning_rate" in problem
+
+
+def test_execution_settings_rerun_nothing(repo):
+    def runtime(raw):
+        raw["runtime"].update(save_steps=7, concurrency=3, token_budget=1234, web_shard_size=5,
+                              augment_shard_size=3, score_shard_size=5, tensor_parallel_size=2)
+
+    assert _with_params(repo, runtime) == set()
+
+
+def test_a_selection_change_never_rescores(repo):
+    def cap_2(raw):
+        raw["select"]["iteration_2"]["cap"] = 3
+
+    def threshold_1(raw):
+        raw["select"]["iteration_1"]["threshold"] = -1e9
+
+    def method_threshold(raw):
+        raw["curate"]["threshold"][raw["curate"]["method"]] = 2.5
+
+    def web_limit(raw):
+        raw["data"]["web"]["limit"] = 10
+
+    assert _with_params(repo, cap_2) == {"select@2"}
+    assert _with_params(repo, threshold_1) == {"select@1"}
+    assert _with_params(repo, method_threshold) == {"select@1", "select@2", *(f"curation_quality@{c}"
+                                                                              for c in CURATORS)}
+    assert _with_params(repo, web_limit) == {"sample_web"}
+
+
+def test_an_iteration_2_cap_reruns_only_what_follows_it(repo):
+    path = repo / "params.yaml"
+    original = path.read_text()
+    raw = yaml.safe_load(original)
+    raw["select"]["iteration_2"]["cap"] = 3
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        ran = _ran(_dvc("repro", cwd=repo))
+    finally:
+        path.write_text(original)
+    assert ran == {"select@2", "train@m2", "respond@m2", "evaluate", "report"}
+    _dvc("repro", cwd=repo)  # back to the recorded state for the tests after this one
 
 
 def test_every_plot_renders(repo):
@@ -130,16 +276,6 @@ def test_second_repro_is_a_noop(repo):
     out = _dvc("repro", cwd=repo)
     assert _ran(out) == set()
     assert "up to date" in _dvc("status", cwd=repo).lower()
-
-
-def test_threshold_change_reruns_only_downstream_of_curation(repo):
-    params_path = repo / "params.yaml"
-    raw = yaml.safe_load(params_path.read_text())
-    raw["curate"]["threshold"][raw["curate"]["method"]] = 2.5
-    params_path.write_text(yaml.safe_dump(raw))
-    ran = _ran(_dvc("repro", cwd=repo))
-    assert {"curate@1", "curate@2"} <= ran
-    assert not ran & UPSTREAM_OF_CURATION, f"reran stages upstream of curation: {ran & UPSTREAM_OF_CURATION}"
 
 
 def test_push_then_pull_in_fresh_clone_restores_outputs(repo, tmp_path):

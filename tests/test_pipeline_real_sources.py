@@ -1,7 +1,8 @@
-"""The whole DAG under `dvc repro` with the paper's kinds of data: a WARC crawl, oasst1 and AlpacaEval.
+"""The stages the paper's kinds of data change, under `dvc repro`: a WARC crawl, oasst1 and AlpacaEval.
 
-Same tiny profile as tests/test_pipeline.py (a random 2-layer model), with `data.web.source: warc`,
-`data.seed.source: oasst1` and `data.eval.source: alpaca-eval` pointing at the real-format fixtures.
+Same tiny profile as tests/test_pipeline.py, with `data.web.source: warc`, `data.seed.source: oasst1` and
+`data.eval.source: alpaca-eval` pointing at the real-format fixtures. Only the stages a source changes run
+(the rest of the DAG is tests/test_pipeline.py's); their params reads are checked under this profile too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import build_tiny_model
-from tests.test_pipeline import ALL_STAGES, ROOT, _dvc, _ran, _run, _tiny_profile
+from tests.test_pipeline import ROOT, _dvc, _ran, _run, _tiny_profile, params_mismatches, recorded_reads
+
+SOURCE_STAGES = {"prepare_seed", "prepare_web", "sample_web", "prepare_eval"}
 
 REAL = ROOT / "tests" / "fixtures" / "real_formats"
 
@@ -29,20 +32,23 @@ def test_dag_runs_on_warc_oasst1_and_alpaca_eval(tmp_path):
             shutil.copy2(ROOT / name, dest / name)
     raw = _tiny_profile(yaml.safe_load((dest / "params.yaml").read_text()), build_tiny_model(tmp_path / "tiny"))
     raw["data"]["seed"].update(source="oasst1", path=str(REAL / "oasst1.parquet"), language="en")
-    raw["data"]["web"].update(source="warc", path=str(REAL / "web.warc.gz"), shard_size=4)
+    raw["data"]["web"].update(source="warc", path=str(REAL / "web.warc.gz"))
+    raw["runtime"]["web_shard_size"] = 4
     raw["data"]["eval"].update(source="alpaca-eval", path=str(REAL / "alpaca_eval.json"), reference="none")
     (dest / "params.yaml").write_text(yaml.safe_dump(raw))
     _run(["git", "init", "-q", "-b", "main"], dest)
     _run(["git", "add", "-A"], dest)
     _run(["git", "commit", "-qm", "real sources"], dest)
 
-    assert _ran(_dvc("repro", cwd=dest)) == ALL_STAGES
+    reads = tmp_path / "reads.jsonl"
+    assert _ran(_dvc("repro", *sorted(SOURCE_STAGES), cwd=dest, HUMPBACK_PARAMS_READS=str(reads))) == SOURCE_STAGES
+    assert not params_mismatches(recorded_reads(reads))
     metrics = {name: json.loads((dest / "metrics" / f"{name}.json").read_text())
                for name in ("prepare_seed", "prepare_web", "prepare_eval")}
     for m in metrics.values():
         assert m["read"] == m["kept"] + sum(m["dropped"].values())
     assert metrics["prepare_seed"]["source"] == "oasst1" and metrics["prepare_seed"]["kept"] == 12
-    assert metrics["prepare_web"]["source"] == "warc" and metrics["prepare_web"]["kept"] == 20
+    assert metrics["prepare_web"]["source"] == "warc" and metrics["prepare_web"]["kept"] == 20  # the whole pool
     assert metrics["prepare_web"]["dropped"]["near_duplicate"] == 2
     assert metrics["prepare_eval"]["kept"] == 5
     web = [json.loads(line) for line in (dest / "data" / "web.jsonl").read_text().splitlines()]
