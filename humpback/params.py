@@ -167,10 +167,6 @@ class CurateParams(_Section):
     max_retries: int
     max_pair_chars: int
 
-    def threshold_for(self, method: str | None = None) -> float:
-        """The selection threshold of `method` (default: the configured method)."""
-        return getattr(self.threshold, method or self.method)
-
 
 @dataclass(frozen=True)
 class IterationSelect(_Section):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from humpback.params import Params, ParamsError, load_params
+from humpback import curation_methods
+from humpback.params import MOVED, Params, ParamsError, load_params, track_reads
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,9 +26,8 @@ def test_shipped_params_load():
     params = load_params(ROOT / "params.yaml")
     assert isinstance(params, Params)
     assert params.base.model.startswith("gguf:")
-    assert params.curate.threshold_for() == getattr(params.curate.threshold, params.curate.method)
     assert params.curate.model == "self"  # the paper's self-curation stays the default
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         params.curate.threshold = 1  # frozen: stages cannot change params behind DVC's back
 
 
@@ -85,3 +86,46 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("base: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         load_params(bad)
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_a_moved_key_names_its_new_place(tmp_path, old):
+    """An older params file fails helpfully: the message says where the key lives now."""
+    new = MOVED[old].split(" ")[0]
+
+    def put_back(raw):
+        section, *rest = old.split(".")
+        node = raw[section]
+        for part in rest[:-1]:
+            node = node[part]
+        node[rest[-1]] = 1
+
+    path = _write(tmp_path, put_back)
+    with pytest.raises(ParamsError, match=rf"'{old}' has moved to {new}"):
+        load_params(path)
+
+
+def test_the_method_table_and_the_params_agree():
+    """Every curation method has a threshold in params.yaml and the schema, and nothing else does."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert list(raw["curate"]["threshold"]) == list(curation_methods.NAMES)
+    params = load_params(ROOT / "params.yaml")
+    assert [f.name for f in dataclasses.fields(params.curate.threshold)] == list(curation_methods.NAMES)
+    assert set(raw["curation_quality"]["methods"]) <= set(curation_methods.NAMES)
+    assert params.curate.method in (curation_methods.NO_CURATION, *curation_methods.NAMES)
+
+
+def test_reads_are_recorded_as_dotted_leaf_keys():
+    params = load_params(ROOT / "params.yaml")
+    reads = track_reads()
+    _ = params.select.iteration_2.cap, params.curate.threshold.pmi, params.train.lora
+    dataclasses.asdict(params.generation)
+    assert reads == {"select.iteration_2.cap", "curate.threshold.pmi",
+                     *(f"generation.{f.name}" for f in dataclasses.fields(params.generation))}
+
+
+def test_values_records_exactly_the_named_keys():
+    params = load_params(ROOT / "params.yaml")
+    values = params.values(["select.iteration_1", "train.lora.r", "curate.method"])
+    assert values == {"select.iteration_1": {"threshold": "default", "cap": 0}, "train.lora.r": 16,
+                      "curate.method": params.curate.method}

@@ -18,6 +18,7 @@ from humpback.scoring import (
     score_read_format,
 )
 
+
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
     """One tiny-model engine for the module: building it is most of a test's time."""
@@ -116,7 +117,7 @@ def test_generate_mode_reads_only_the_model_output(tiny_tokenizer):
     engine = FakeEngine(tiny_tokenizer, texts=["Vague and off-topic.\nScore: 1"] * len(INJECTIONS))
     scores = score_pairs(engine, pairs_with(INJECTIONS), GENERATE, tagging=True, seed=0)
     assert [s.score for s in scores] == [1.0] * len(INJECTIONS)
-    assert not any(is_selected(s, GENERATE.threshold_for()) for s in scores)
+    assert not any(is_selected(s, THRESHOLDS.generate) for s in scores)
     assert len(engine.calls) == 1  # every output parsed: no retry
 
 
@@ -149,7 +150,7 @@ def test_logprob_mode_reads_after_the_forced_score_prefix(tiny_tokenizer):
         assert prefix.endswith("<|im_start|>assistant\n")
         assert prompt.rindex(pair["output"]) < prompt.rindex("<|im_start|>assistant\n")
     assert {round(s.score, 6) for s in scores} == {round(1 * 0.5 + 2 * 0.2 + 0.3 + 0.4 + 0.5, 6)}
-    assert not any(is_selected(s, LOGPROB.threshold_for()) for s in scores)
+    assert not any(is_selected(s, THRESHOLDS.logprob) for s in scores)
 
 
 def test_logprob_reads_are_distributions_on_a_real_forward_pass(engine):

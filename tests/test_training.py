@@ -19,7 +19,14 @@ from transformers import TrainerCallback
 
 from humpback.modeling import adapter_base, load_model
 from humpback.params import Params, ParamsError, parse_params
-from humpback.prompts import S_A, S_W, backward_example, backward_instruction, format_example, system_for_training
+from humpback.prompts import (
+    S_A,
+    S_W,
+    backward_example,
+    backward_instruction,
+    format_example,
+    system_for_training,
+)
 from humpback.sft_data import (
     IGNORE_INDEX,
     PadCollator,
@@ -29,8 +36,8 @@ from humpback.sft_data import (
     tokenize_example,
 )
 from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps
-from humpback.training import EpochSeededLengthSampler, load_trainable, train
 from humpback.train_role import train_role
+from humpback.training import EpochSeededLengthSampler, load_trainable, train
 from stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,7 +360,7 @@ def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_p
          "--base", str(tiny_model_dir), "--seed", seed, "--out", str(out),
          "--metrics", str(tmp_path / "m0.json"), "--loss", str(tmp_path / "loss.csv"),
          "--plot", str(tmp_path / "loss.png"), "--params", str(params_file)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (out / "adapter_config.json").is_file() and (out / "card.json").is_file()
