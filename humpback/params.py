@@ -35,7 +35,9 @@ class _Section:
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         if _reads is not None and name in type(self).__dataclass_fields__ and not isinstance(value, _Section):
-            _reads.add(_SECTION_KEYS.get(type(self), "") + name)
+            # the loader names each section it builds; one built by hand falls back to its type's place
+            prefix = object.__getattribute__(self, "__dict__").get("_key_prefix")
+            _reads.add((_SECTION_KEYS.get(type(self), "") if prefix is None else prefix) + name)
         return value
 
 
@@ -331,7 +333,9 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     if missing:
         raise ParamsError(f"{source}: missing key '{prefix}{missing[0]}'")
     values = {n: _coerce(hints[n], raw[n], source, f"{prefix}{n}") for n in names}
-    return cls(**values)
+    section = cls(**values)
+    object.__setattr__(section, "_key_prefix", prefix)  # where it sits: a type may sit at two places
+    return section
 
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
@@ -386,7 +390,8 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     raise TypeError(f"params schema uses an unsupported type {tp!r} at '{key}'")
 
 
-# Each section type → its dotted prefix ("data.web."): every type sits at exactly one place in the schema.
+# Each section type → its dotted prefix ("data.web.") for sections built by hand (tests); the loader records
+# each section's own place, since a type may sit at two (select.iteration_1 and select.iteration_2).
 _SECTION_KEYS: dict[type, str] = _section_keys(Params, "", {})
 
 __all__ = ["CURATE_METHODS", "MOVED", "Params", "ParamsError", "load_params", "parse_params", "track_reads"]

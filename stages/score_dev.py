@@ -28,6 +28,7 @@ def arguments(parser) -> None:
 
 def run(args, params) -> None:
     rows = [r for _, r in iter_jsonl(args.dev, required=("id", "instruction", "output", "kind"))]
+    tagging = params.train.tagging and args.tagged
     if is_self(args.model):  # the `curator` item while curate.model is self: m0 and m1 are the curators
         write_jsonl(args.out, [])
         log.info("%s: curate.model is self, nothing to score", args.model)
@@ -35,7 +36,6 @@ def run(args, params) -> None:
     from humpback.generation import make_engine
 
     engine = make_engine(args.model, params.generation, params.runtime)
-    tagging = args.tagged and params.train.tagging
     write_jsonl(args.out, score_dev_set(engine, rows, params, tagging=tagging, log=log))
 
 

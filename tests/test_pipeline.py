@@ -48,7 +48,11 @@ CONDITIONAL_READS = {
     # m0 trains on seed only: the mix is m1's and m2's
     "train": {"train.mix"},
     # read only by the generate method (sampling, its reply length and retries) and the openai engine
-    "score_dev": {"curate.max_new_tokens", "curate.max_retries", "seeds.generation", "generation.api_model"},
+    "score_dev": {"curate.max_new_tokens", "curate.max_retries", "seeds.generation", "generation.api_model",
+                  "generation.temperature", "generation.top_p"},
+    # the `curator` item while curate.model is self: there is no named curator, nothing to score
+    "score_dev@curator": {"*"},
+    "curation_quality@curator": {"*"},
     "evaluate": {"curate.max_new_tokens", "curate.max_retries", "generation.api_model",
                  "generation.temperature", "generation.top_p"},
     "respond": {"generation.api_model"},
@@ -161,7 +165,7 @@ def params_mismatches(reads: dict[str, set[str]]) -> list[str]:
     problems = []
     for stage, keys in sorted(reads.items()):
         declared = declared_params(stage)
-        allowed = CONDITIONAL_READS.get(stage.partition("@")[0], set())
+        allowed = CONDITIONAL_READS.get(stage.partition("@")[0], set()) | CONDITIONAL_READS.get(stage, set())
         undeclared = keys - declared
         unread = {k for k in declared - keys
                   if k not in allowed and not any(a.endswith("*") and k.startswith(a[:-1]) for a in allowed)}
@@ -264,6 +268,22 @@ def test_an_iteration_2_cap_reruns_only_what_follows_it(repo):
         path.write_text(original)
     assert ran == {"select@2", "train@m2", "respond@m2", "evaluate", "report"}
     _dvc("repro", cwd=repo)  # back to the recorded state for the tests after this one
+
+
+def test_exp_show_has_a_readable_headline(repo):
+    """Only the headline is a DVC metric: at most 40 columns in `dvc exp show`, scalar leaves only."""
+    shown = json.loads(_dvc("metrics", "show", "--json", cwd=repo))
+    files = next(iter(shown.values()))["data"]
+    assert list(files) == ["metrics/headline.json"]
+
+    def leaves(node) -> list:
+        if isinstance(node, dict):
+            return [leaf for value in node.values() for leaf in leaves(value)]
+        return [node]
+
+    values = leaves(files["metrics/headline.json"]["data"])
+    assert 0 < len(values) <= 40
+    assert all(v is None or isinstance(v, (int, float)) for v in values)  # DVC flattens dicts, not lists
 
 
 def test_every_plot_renders(repo):
