@@ -109,6 +109,19 @@ def random_model(assets: Path, out: Path, shape: str, device: str) -> Path:
     return out
 
 
+def engine_for(model_dir: Path, params, dtype: str, token_budget: int | None = None):
+    """The in-process engine as the stages build it, in `dtype`, with the params' batch budget unless given."""
+    from humpback.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine(model_dir, dataclasses.replace(
+        params.generation, engine="transformers", dtype=dtype, token_budget=token_budget or params_token_budget(params)))
+
+
+def params_token_budget(params) -> int:
+    """The batch budget the stages run with (an execution setting: where params keeps it may move)."""
+    return params.generation.token_budget
+
+
 def stock_model(model_dir: Path, dtype: torch.dtype, device: str):
     from transformers import AutoModelForCausalLM
 
@@ -118,12 +131,11 @@ def stock_model(model_dir: Path, dtype: torch.dtype, device: str):
 # ------------------------------------------------------------------------------------------------- checks
 
 
-def check_greedy(model_dir: Path, gen_params, device: str, n: int, new_tokens: int) -> dict:
+def check_greedy(model_dir: Path, params, device: str, n: int, new_tokens: int) -> dict:
     from humpback.engines.tokens import encode_prompts, stop_token_ids
-    from humpback.engines.transformers_engine import TransformersEngine
     from humpback.prompts import format_example
 
-    engine = TransformersEngine(model_dir, dataclasses.replace(gen_params, dtype="float32"))
+    engine = engine_for(model_dir, params, "float32")
     tok = engine.tokenizer
     prompts = [format_example(tok, user=u).prompt for u in INSTRUCTIONS[:n]]
     ours = engine.generate(prompts, new_tokens, list(range(n)), temperature=0)
@@ -142,13 +154,12 @@ def check_greedy(model_dir: Path, gen_params, device: str, n: int, new_tokens: i
                                                            "stock": expected[first]}}
 
 
-def check_logprobs(model_dir: Path, gen_params, device: str, dtype: str, tolerance: float, n: int) -> dict:
+def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: float, n: int) -> dict:
     from humpback.engines.tokens import encode_prompts, first_token_after
-    from humpback.engines.transformers_engine import TransformersEngine
     from humpback.prompts import format_example
     from humpback.scoring import curation_prompt, score_read_format
 
-    engine = TransformersEngine(model_dir, dataclasses.replace(gen_params, dtype=dtype))
+    engine = engine_for(model_dir, params, dtype)
     tok = engine.tokenizer
     stock = stock_model(model_dir, getattr(torch, dtype), device)
 
@@ -224,16 +235,14 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
 
 def check_throughput(model_dir: Path, params, n_prompts: int, new_tokens: int, n_pairs: int) -> dict:
     from humpback.engines.tokens import encode_prompts
-    from humpback.engines.transformers_engine import TransformersEngine
     from humpback.prompts import format_example
     from humpback.scoring import score_pairs
 
     dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
     out: dict = {"dtype": dtype, "generation": [], "curation": {}}
     users = [INSTRUCTIONS[i % len(INSTRUCTIONS)] + f" (variant {i})" for i in range(n_prompts)]
-    for budget in sorted({params.generation.token_budget, GPU_TOKEN_BUDGET}):
-        engine = TransformersEngine(model_dir, dataclasses.replace(params.generation, dtype=dtype,
-                                                                   token_budget=budget))
+    for budget in sorted({params_token_budget(params), GPU_TOKEN_BUDGET}):
+        engine = engine_for(model_dir, params, dtype, budget)
         prompts = [format_example(engine.tokenizer, user=u).prompt for u in users]
         engine.generate(prompts[:2], 4, [0, 1])  # warm-up: CUDA context, kernels picked on first use
         _sync()
@@ -306,7 +315,6 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     params = load_params(args.params)
-    gen = dataclasses.replace(params.generation, engine="transformers")
     result: dict = {"skipped": None, "environment": environment(args.device), "checks": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
@@ -320,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         result["model"].update(layers=config.num_hidden_layers, hidden=config.hidden_size, vocab=config.vocab_size)
         n = min(args.check_prompts, len(INSTRUCTIONS))
         checks = {
-            "greedy_fp32": lambda: check_greedy(model_dir, gen, args.device, n, 32),
-            "logprobs_fp32": lambda: check_logprobs(model_dir, gen, args.device, "float32", FP32_TOLERANCE, n),
-            "logprobs_bf16": lambda: check_logprobs(model_dir, gen, args.device, "bfloat16", BF16_TOLERANCE, n),
+            "greedy_fp32": lambda: check_greedy(model_dir, params, args.device, n, 32),
+            "logprobs_fp32": lambda: check_logprobs(model_dir, params, args.device, "float32", FP32_TOLERANCE, n),
+            "logprobs_bf16": lambda: check_logprobs(model_dir, params, args.device, "bfloat16", BF16_TOLERANCE, n),
             "lora_bf16": lambda: check_lora(model_dir, params, args.device, args.train_steps),
             "throughput": lambda: check_throughput(model_dir, params, args.prompts, args.new_tokens, args.pairs),
         }

@@ -46,13 +46,14 @@ class OpenAIEngine:
         if not params.base_url and client is None:
             raise ValueError("generation.engine=openai needs generation.base_url "
                              "(e.g. http://localhost:8000/v1)")
-        self.params = params
+        # Execution settings, read once here: where they live in params is this constructor's business alone.
+        self.params, self.base_url, self.concurrency = params, params.base_url, params.concurrency
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if client is None:
             import openai
 
             api_key = os.environ.get("OPENAI_API_KEY", "EMPTY")
-            client = openai.OpenAI(base_url=params.base_url, api_key=api_key, max_retries=MAX_RETRIES,
+            client = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=MAX_RETRIES,
                                    timeout=600)
         self.client = client
         self.model = params.api_model or self._served_model()
@@ -62,7 +63,7 @@ class OpenAIEngine:
     def _served_model(self) -> str:
         models = self.client.models.list().data
         if not models:
-            raise ValueError(f"{self.params.base_url} serves no model; set generation.api_model")
+            raise ValueError(f"{self.base_url} serves no model; set generation.api_model")
         return models[0].id
 
     def _complete(self, ids: list[int], text: str, **kwargs):
@@ -80,14 +81,14 @@ class OpenAIEngine:
                 if self.token_prompts:
                     log.warning("%s refused a token-id prompt (%s); sending text, which the server "
                                 "re-tokenizes: its tokens can differ from the training template's",
-                                self.params.base_url, exc)
+                                self.base_url, exc)
                 self.token_prompts = False
                 return response
         return self.client.completions.create(model=self.model, prompt=text, **kwargs)
 
     def _map(self, fn, n: int, desc: str) -> list:
         """fn(0..n-1) with at most `concurrency` requests in flight; results in input order."""
-        with ThreadPoolExecutor(max_workers=max(1, self.params.concurrency)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             return list(tqdm(pool.map(fn, range(n)), total=n, desc=desc, unit="prompt", disable=not desc))
 
     def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
@@ -113,7 +114,7 @@ class OpenAIEngine:
             logprobs = response.choices[0].logprobs
             if logprobs is None or not logprobs.top_logprobs or not logprobs.top_logprobs[0]:
                 raise ServerCapabilityError(
-                    f"{self.params.base_url} answered a completions request with logprobs={TOP_LOGPROBS} "
+                    f"{self.base_url} answered a completions request with logprobs={TOP_LOGPROBS} "
                     "without top_logprobs: the next-token methods (curate.method logprob, rubric_calibrated, "
                     "yes_no) need a server that returns them (vLLM does; `transformers serve` does not)")
             top = logprobs.top_logprobs[0]
@@ -149,7 +150,8 @@ class OpenAIEngine:
     def _prompt_logprobs(self, ids: list[int]) -> list[float]:
         """log P(ids[t] | ids[:t]) for t = 0..len-1 (t = 0 is NaN: nothing precedes it), from one request.
 
-        max_tokens=1 rather than 0: every server accepts it; the one generated token is ignored."""
+        max_tokens=1 rather than 0, which vLLM once crashed on with echo (vllm-project/vllm#6521); the one
+        generated token is ignored. Echo with a token-id prompt works in vLLM since #3441 (0.4.0)."""
         import openai
 
         try:
@@ -157,7 +159,7 @@ class OpenAIEngine:
                                                       max_tokens=1, temperature=0)
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
             raise ServerCapabilityError(
-                f"{self.params.base_url} refused a token-id prompt with echo=true, logprobs=1 ({exc}); "
+                f"{self.base_url} refused a token-id prompt with echo=true, logprobs=1 ({exc}); "
                 f"{NEEDS_COMPLETION_LOGPROBS} score exactly the training template's tokens, so they need a "
                 "server that takes token ids and returns prompt log-probabilities (vLLM's completions "
                 "endpoint does)") from exc
@@ -165,14 +167,14 @@ class OpenAIEngine:
         by_id = (choice.model_extra or {}).get("prompt_logprobs")
         if by_id is not None:  # vLLM: [None, {"<token id>": {"logprob", "rank", "decoded_token"}}, ...]
             if len(by_id) < len(ids):
-                raise ServerCapabilityError(f"{self.params.base_url} returned {len(by_id)} prompt_logprobs "
+                raise ServerCapabilityError(f"{self.base_url} returned {len(by_id)} prompt_logprobs "
                                             f"for a prompt of {len(ids)} tokens")
             out = [math.nan]
             for t in range(1, len(ids)):
                 entry = by_id[t] or {}
                 if str(ids[t]) not in entry:
                     raise ServerCapabilityError(
-                        f"{self.params.base_url}: prompt_logprobs at position {t} has no entry for the prompt's "
+                        f"{self.base_url}: prompt_logprobs at position {t} has no entry for the prompt's "
                         f"token {ids[t]} (got {sorted(entry)}): the server did not score the ids sent")
                 out.append(float(entry[str(ids[t])]["logprob"]))
             return out
@@ -180,7 +182,7 @@ class OpenAIEngine:
         if logprobs is not None and logprobs.token_logprobs and len(logprobs.token_logprobs) >= len(ids):
             return [math.nan if x is None else float(x) for x in logprobs.token_logprobs[: len(ids)]]
         raise ServerCapabilityError(
-            f"{self.params.base_url} returned no prompt log-probabilities for a completions request with "
+            f"{self.base_url} returned no prompt log-probabilities for a completions request with "
             f"echo=true, logprobs=1 (neither `prompt_logprobs` nor `logprobs.token_logprobs` covering the "
             f"{len(ids)} prompt tokens). {NEEDS_COMPLETION_LOGPROBS} need them: serve the model with vLLM "
             "(`vllm serve`; `transformers serve` ignores logprobs), use generation.engine transformers or vllm, "
