@@ -35,7 +35,8 @@ class Engine(Protocol):
     def completion_logprobs(self, prompts: list[str], completions: list[str], *,
                             desc: str = "") -> list[list[float]]:
         """log P(token | prompt, earlier completion tokens) for every token of each completion, with prompt and
-        completion tokenized separately as training tokenizes them (the openai engine does not offer it)."""
+        completion tokenized separately as training tokenizes them (the openai engine needs a server that
+        returns prompt log-probabilities for token-id prompts, as vLLM does)."""
         ...
 
 

@@ -1,13 +1,9 @@
 """Engines: token-budget batching, per-record seeds independent of the batch, equality with plain
-transformers, and the OpenAI-compatible engine against a fake local server (no network)."""
+transformers (the OpenAI-compatible engine: tests/test_openai_engine.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -154,92 +150,6 @@ def test_vllm_engine_explains_how_to_install(tiny_model_dir):
             make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="vllm"), RUN)
     else:
         pytest.skip("vLLM is installed")
-
-
-class FakeCompletions(BaseHTTPRequestHandler):
-    """Just enough of the OpenAI completions API: /v1/models and /v1/completions (text or top logprobs)."""
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._send(200, {"object": "list", "data": [{"id": "served-model", "object": "model", "created": 0,
-                                                     "owned_by": "test"}]})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        server = self.server
-        with server.lock:
-            server.requests.append(body)
-            if server.failures > 0:  # a flaky server: the engine must retry
-                server.failures -= 1
-                return self._send(500, {"error": {"message": "try again"}})
-        if body.get("logprobs"):
-            top = {"1": -4.0, "2": -3.0, "3": -2.0, "4": -0.2, "x": -1.0}  # "5" is outside the top tokens
-            choice = {"index": 0, "text": "4", "finish_reason": "length",
-                      "logprobs": {"tokens": ["4"], "token_logprobs": [-0.2], "top_logprobs": [top],
-                                   "text_offset": [0]}}
-        else:
-            choice = {"index": 0, "text": f"seed={body['seed']} chars={len(body['prompt'])}",
-                      "finish_reason": "stop", "logprobs": None}
-        self._send(200, {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
-                         "choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                                        "total_tokens": 2}})
-
-
-@pytest.fixture()
-def fake_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeCompletions)
-    server.lock, server.requests, server.failures = threading.Lock(), [], 0
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def openai_engine(tiny_model_dir, server, monkeypatch):
-    from humpback.engines.openai_engine import OpenAIEngine
-
-    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
-    url = f"http://127.0.0.1:{server.server_port}/v1"
-    params = dataclasses.replace(PARAMS, engine="openai")
-    return OpenAIEngine(tiny_model_dir, params, dataclasses.replace(RUN, base_url=url), backoff_s=0.01)
-
-
-def test_openai_engine_generates_in_order_with_seeds_and_retries(tiny_model_dir, fake_server, monkeypatch):
-    engine = openai_engine(tiny_model_dir, fake_server, monkeypatch)
-    assert engine.model == "served-model"  # api_model empty: the server's first model
-    fake_server.failures = 3
-    prompts = [f"prompt {'x' * i}" for i in range(10)]
-    texts = engine.generate(prompts, 16, list(range(100, 110)), temperature=0)
-    assert texts == [f"seed={100 + i} chars={len(p)}" for i, p in enumerate(prompts)]
-    completions = [r for r in fake_server.requests if "seed" in r]
-    assert len(completions) == 10 + 3  # three 500s, retried
-    assert all(r["stop"] == ["<|im_end|>"] and r["max_tokens"] == 16 and r["temperature"] == 0
-               for r in completions)
-
-
-def test_openai_engine_next_token_logprobs(tiny_model_dir, fake_server, monkeypatch):
-    engine = openai_engine(tiny_model_dir, fake_server, monkeypatch)
-    prompt = format_example(engine.tokenizer, user="x").prompt + "Score: "
-    rows = engine.next_token_logprobs([prompt, prompt], ["1", "2", "3", "4", "5"])
-    assert rows == [[-4.0, -3.0, -2.0, -0.2, -math.inf]] * 2
-    request = fake_server.requests[-1]
-    assert request["max_tokens"] == 1 and request["logprobs"] == 20
-
-
-def test_openai_engine_needs_a_base_url(tiny_model_dir):
-    with pytest.raises(ValueError, match="base_url"):
-        make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="openai"), RUN)
 
 
 def test_record_seed_is_stable_and_31_bit():
