@@ -62,7 +62,7 @@ class WebDataParams:
 
 @dataclass(frozen=True)
 class EvalDataParams:
-    source: Literal["mt-bench", "jsonl", "alpaca-eval"]
+    source: Literal["mt-bench", "jsonl", "alpaca-eval", "project-faqs"]
     path: str
     instruction_field: str
     reference: Literal["none", "text_davinci_003", "gpt4_turbo"]  # alpaca-eval: reference outputs to carry
@@ -71,10 +71,19 @@ class EvalDataParams:
 
 
 @dataclass(frozen=True)
+class OtherDataParams:
+    """Held-out human Q/A from a source the pipeline never trains on (the other-source likelihood set)."""
+
+    source: Literal["project-faqs"]
+    path: str  # project-faqs: "" = the pinned Debian packages as installed; else a copy of their files
+
+
+@dataclass(frozen=True)
 class DataParams:
     seed: SeedDataParams
     web: WebDataParams
     eval: EvalDataParams
+    other: OtherDataParams
 
 
 @dataclass(frozen=True)
@@ -187,6 +196,12 @@ class CurationQualityParams:
 
 
 @dataclass(frozen=True)
+class LikelihoodParams:
+    max_chars: int  # each human answer is cut to this many characters before it is scored
+    bootstrap: int  # resamples for the paired 95% interval over questions
+
+
+@dataclass(frozen=True)
 class Params:
     base: BaseParams
     data: DataParams
@@ -197,6 +212,7 @@ class Params:
     respond: RespondParams
     evaluate: EvaluateParams
     curation_quality: CurationQualityParams
+    likelihood: LikelihoodParams
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
