@@ -8,7 +8,8 @@ The set is fixed: the packages and their versions are pinned below (the Makefile
 and a pair is a FAQ entry whose heading is a question ("...?") with an answer of at least
 MIN_ANSWER_CHARS characters. Everything else is counted as dropped. Entries are leaf sections, parsed
 as the Python FAQ is (`python_faq.faq_pairs`); the FAQ conventions "Q: " (coverage.py) and "**Answer:**"
-(Celery) are removed, as a reader does not read them as part of the question or the answer.
+(Celery) are removed, as a reader does not read them as part of the question or the answer, and SQLAlchemy's
+module shorthand is rendered as its docs render it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ MIN_ANSWER_CHARS = 100
 
 _QUESTION_PREFIX = re.compile(r"^Q:\s*")
 _ANSWER_PREFIX = re.compile(r"^(\*\*Answer:?\*\*:?|Answer:)\s*")
+# SQLAlchemy's docs name objects by a module shorthand (`_schema.Table`) that their Sphinx extension
+# (zzzeeksphinx) renders as the bare name.
+_MODULE_SHORTHAND = re.compile(r"`_[a-z]+\.")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def read_pairs(path: str, counts: Counts) -> list[dict[str, Any]]:
             for pair in faq_pairs(file.read_text(encoding="utf-8"), name):
                 counts.read += 1
                 question = _QUESTION_PREFIX.sub("", pair["instruction"]).strip()
-                answer = _ANSWER_PREFIX.sub("", pair["output"]).strip()
+                answer = _MODULE_SHORTHAND.sub("`", _ANSWER_PREFIX.sub("", pair["output"])).strip()
                 if not question.endswith("?"):
                     counts.drop("not_a_question")
                 elif len(answer) < MIN_ANSWER_CHARS:
