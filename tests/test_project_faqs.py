@@ -156,3 +156,12 @@ def test_real_set_is_disjoint_from_the_whole_python_docs():
     probe = [{"id": "probe", "instruction": seed[0]["instruction"].upper(), "output": "x"}]
     assert seen_in_training(probe, [], texts) == {"probe": "question_in_training_text"}
 
+
+
+def test_makefile_installs_exactly_the_pinned_packages():
+    import re
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    listed = re.search(r"^FAQ_PKGS := (.*?)(?<!\\)$", makefile, re.MULTILINE | re.DOTALL).group(1)
+    pins = set(listed.replace("\\\n", " ").split())
+    assert pins == {f"{p.package}={p.version}" for p in project_faqs.PACKAGES}
