@@ -198,6 +198,9 @@ class CurationQualityParams:
 @dataclass(frozen=True)
 class LikelihoodParams:
     max_chars: int  # each human answer is cut to this many characters before it is scored
+    # The instruments' own precision (generation.dtype's choices): bf16 rounding moves a question's value by
+    # about as much as the differences between models that the instruments are there to resolve.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
     bootstrap: int  # resamples for the paired 95% interval over questions
 
 

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 
 from humpback.generation import make_engine
 from humpback.likelihood import OTHER_SOURCE, SEED_HELDOUT, answer_likelihoods
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     start = time.perf_counter()
-    engine = make_engine(args.model, params.generation)
+    engine = make_engine(args.model, replace(params.generation, dtype=params.likelihood.dtype))
     instruments, seconds = {}, {}
     for name, pairs in sets.items():
         t = time.perf_counter()
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.name,
         "system_prompt": params.respond.system_prompt,
         "max_chars": params.likelihood.max_chars,
+        "dtype": params.likelihood.dtype,
         "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
         "instruments": instruments,
     })

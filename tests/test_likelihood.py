@@ -144,7 +144,7 @@ def test_stage_writes_both_instruments(tiny_model_dir, tmp_path, monkeypatch):
     from stages import likelihood as stage
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["generation"]["dtype"] = "float32"
+    params["generation"]["dtype"] = "bfloat16"  # the instruments keep their own precision (likelihood.dtype)
     params["likelihood"]["max_chars"] = MAX_CHARS
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS[:2]))
@@ -155,6 +155,7 @@ def test_stage_writes_both_instruments(tiny_model_dir, tmp_path, monkeypatch):
                        "--params", str(tmp_path / "params.yaml")]) == 0
     got = json.loads(out.read_text())
     assert got["model"] == "m0" and got["system_prompt"] == "S_a" and got["max_chars"] == MAX_CHARS
+    assert got["dtype"] == "float32"
     assert [i["id"] for i in got["instruments"][SEED_HELDOUT]["items"]] == ["a", "b"]
     assert [i["id"] for i in got["instruments"][OTHER_SOURCE]["items"]] == ["c", "d"]
     assert got["instruments"][OTHER_SOURCE]["mean"] < 0
