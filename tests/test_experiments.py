@@ -33,15 +33,15 @@ def test_mean_interval_matches_scipy_t_interval():
 def test_compare_groups_conditions_and_averages_seeds(tmp_path):
     rows = [normalise({"params.yaml:curate.method": m, "params.yaml:seeds.training": s,
                        "metrics/headline.json:selected.iteration_2": n,
-                       "metrics/headline.json:likelihood.m2.other_source": -1.0 + 0.01 * math.log(n) + 0.001 * s})
+                       "metrics/headline.json:likelihood.m2.loglik_other": -1.0 + 0.01 * math.log(n) + 0.001 * s})
             for m in ("pmi", "none") for n in (8, 64) for s in (0, 1)]
     rows.append({"curate.method": "pmi"})  # a run without the metric is left out, not a zero
-    result = compare(rows, "selected.iteration_2", "curate.method", "likelihood.m2.other_source")
+    result = compare(rows, "selected.iteration_2", "curate.method", "likelihood.m2.loglik_other")
     assert set(result) == {"none", "pmi"}
     mean, lo, hi, n = result["pmi"]["by_x"][64.0]
     assert n == 2 and lo < mean < hi
     assert result["pmi"]["alpha"] == pytest.approx(0.01)
-    text = markdown(result, "selected.iteration_2", "curate.method", "likelihood.m2.other_source")
+    text = markdown(result, "selected.iteration_2", "curate.method", "likelihood.m2.loglik_other")
     assert "| pmi | 64 |" in text and "α" in text
-    plot(result, "selected.iteration_2", "likelihood.m2.other_source", tmp_path / "fig.png")
+    plot(result, "selected.iteration_2", "likelihood.m2.loglik_other", tmp_path / "fig.png")
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"

@@ -28,7 +28,8 @@ CURATORS = ("base", "m0", "m1", "curator")
 ALL_STAGES = {
     "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev",
     "train_backward", "train@m0", "train@m1", "train@m2", "augment", "score@1", "score@2", "select@1", "select@2",
-    "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate",
+    "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate", "prepare_other",
+    "likelihood@base", "likelihood@m0", "likelihood@m1", "likelihood@m2",
     *(f"score_dev@{c}" for c in CURATORS), *(f"curation_quality@{c}" for c in CURATORS), "report",
 }
 # Params keys a stage declares but may not read under the tiny profile, each for a reason the DAG cannot
@@ -56,6 +57,7 @@ CONDITIONAL_READS = {
     "evaluate": {"curate.max_new_tokens", "curate.max_retries", "generation.api_model",
                  "generation.temperature", "generation.top_p"},
     "respond": {"generation.api_model"},
+    "likelihood": {"generation.api_model"},
 }
 
 pytestmark = pytest.mark.slow
@@ -92,6 +94,7 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     raw["data"]["seed"].update(source="jsonl", path=str(FIXTURES / "seed.jsonl"), heldout=3, limit=0)
     raw["data"]["web"].update(source="jsonl", path=str(FIXTURES / "web.jsonl"), min_chars=100, max_chars=3000, limit=20)
     raw["data"]["eval"].update(source="jsonl", path=str(FIXTURES / "eval.jsonl"), limit=5)
+    raw["data"]["other"]["path"] = str(ROOT / "tests" / "fixtures" / "project_faqs")
     raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, backward_max_output_tokens=128)
     # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
     raw["augment"].update(max_new_tokens=12, filters=["empty"])

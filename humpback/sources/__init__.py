@@ -3,6 +3,7 @@
     prepare_seed(params.data.seed, params.seeds.sampling)             -> (train pairs, held-out pairs, Counts)
     prepare_web(params.data.web, out, params.runtime.web_shard_size)  -> Counts (the segment pool, to `out`)
     prepare_eval(params.data.eval)                        -> (prompt records, Counts)
+    prepare_other(params.data.other, training)            -> (held-out pairs, Counts)
 
 A seed or eval reader (one per source, registered below) returns every candidate record and counts what
 it drops for reasons of its own (malformed lines, empty answers); a web reader yields documents (or bad
@@ -12,11 +13,12 @@ apply the source-independent steps (held-out split, filters, limits) so every so
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
+from humpback.overlap import seen_in_training
+from humpback.params import EvalDataParams, OtherDataParams, SeedDataParams, WebDataParams
 from humpback.sampling import round_robin, sample_indices
 from humpback.sources import (
     alpaca_eval,
@@ -25,6 +27,7 @@ from humpback.sources import (
     mtbench,
     oasst1,
     parquet,
+    project_faqs,
     python_docs,
     python_faq,
     warc,
@@ -46,7 +49,10 @@ WEB_SOURCES: dict[str, Callable] = {
 }
 EVAL_SOURCES: dict[str, Callable] = {
     "mt-bench": mtbench.read_eval, "jsonl": jsonl.read_eval, "alpaca-eval": alpaca_eval.read_eval,
+    "project-faqs": project_faqs.read_eval,
 }
+# Held-out human Q/A from a source the pipeline never trains on: reader(path, counts) -> pairs.
+OTHER_SOURCES: dict[str, Callable] = {"project-faqs": project_faqs.read_pairs}
 
 
 def reader(registry: dict[str, Callable], name: str, kind: str) -> Callable:
@@ -106,4 +112,24 @@ def prepare_eval(params: EvalDataParams) -> tuple[list[dict[str, Any]], Counts]:
     return prompts, counts
 
 
-__all__ = ["Counts", "SourceError", "prepare_eval", "prepare_seed", "prepare_web", "reader"]
+def prepare_other(params: OtherDataParams, training: Iterable[dict[str, Any]]) -> tuple[list[dict], Counts]:
+    """Every pair of the other source whose question and answer occur nowhere in `training` (seed pairs with
+    "instruction" and "output", web segments with "text"); the others are dropped and counted, so the set is
+    disjoint from whatever the run trains and curates on (humpback.overlap)."""
+    counts = Counts(params.source)
+    pairs = reader(OTHER_SOURCES, params.source, "other")(params.path, counts)
+    instructions, texts = [], []
+    for row in training:
+        if "instruction" in row:
+            instructions.append(row["instruction"])
+        texts.extend(row[k] for k in ("output", "text") if k in row)
+    seen = seen_in_training(pairs, instructions, texts)
+    for reason in seen.values():
+        counts.drop(reason)
+    pairs = [p for p in pairs if p["id"] not in seen]
+    counts.kept = len(pairs)
+    counts.ensure_any(counts.kept, "pairs")
+    return pairs, counts
+
+
+__all__ = ["Counts", "SourceError", "prepare_eval", "prepare_other", "prepare_seed", "prepare_web", "reader"]

@@ -267,6 +267,7 @@ def _role(role: str, body: str) -> str:
         return title if " " in title else f"`{title}`"
     if target.startswith("~"):
         target = target[1:].rsplit(".", 1)[-1]
+    target = target.lstrip(".")  # `.Session`: "look in the current module first", shown without the dot
     if role in ("func", "meth") and not target.endswith(")"):
         target += "()"  # Sphinx's add_function_parentheses
     return f"`{target}`"

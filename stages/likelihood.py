@@ -1,0 +1,60 @@
+"""Stage likelihood@{base,m0,m1,m2}: how likely one model finds held-out human answers (humpback/likelihood.py).
+
+Two instruments: the held-out seed pairs (same source as the seed) and the other-source pairs (data.other), each
+question prompted exactly as the respond stage prompts it. Per-question values, so report can pair models.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from humpback.likelihood import OTHER_SOURCE, SEED_HELDOUT, answer_likelihoods
+from humpback.records import iter_jsonl, write_json
+from humpback.stage_runner import stage
+
+log = logging.getLogger("likelihood")
+
+
+def arguments(parser) -> None:
+    parser.add_argument("--model", required=True, help="model folder (models/<name>)")
+    parser.add_argument("--name", required=True, help="the model's name in the output")
+    parser.add_argument("--heldout", required=True, help="held-out seed pairs (data/seed_heldout.jsonl)")
+    parser.add_argument("--other", required=True, help="other-source pairs (data/other_heldout.jsonl)")
+    parser.add_argument("--out", required=True, help="JSON to write (data/likelihood/<name>.json)")
+
+
+def instrument_engine(model_dir: str, params):
+    """The run's engine at the instruments' own precision (likelihood.dtype); sampling plays no part."""
+    from humpback.generation import make_engine
+    from humpback.params import GenerationParams
+
+    settings = GenerationParams(engine=params.generation.engine, dtype=params.likelihood.dtype, temperature=1.0,
+                                top_p=1.0, api_model=params.generation.api_model)
+    return make_engine(model_dir, settings, params.runtime)
+
+
+def run(args, params) -> None:
+    sets = {name: [r for _, r in iter_jsonl(path, required=("id", "instruction", "output"))]
+            for name, path in ((SEED_HELDOUT, args.heldout), (OTHER_SOURCE, args.other))}
+    start = time.perf_counter()
+    engine = instrument_engine(args.model, params)
+    instruments, seconds = {}, {}
+    for name, pairs in sets.items():
+        t = time.perf_counter()
+        instruments[name] = answer_likelihoods(engine, pairs, params.respond.system_prompt,
+                                               params.likelihood.max_chars, desc=f"{args.name} {name}")
+        seconds[name] = round(time.perf_counter() - t, 2)
+        log.info("%s %s: n %d, mean %.4f nats/token (%d tokens, %.1fs)", args.name, name,
+                 instruments[name]["n"], instruments[name]["mean"], instruments[name]["tokens"], seconds[name])
+    write_json(args.out, {"model": args.name, "system_prompt": params.respond.system_prompt,
+                          "max_chars": params.likelihood.max_chars, "dtype": params.likelihood.dtype,
+                          "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
+                          "instruments": instruments})
+
+
+main = stage("likelihood", __doc__, arguments, run)
+
+if __name__ == "__main__":
+    sys.exit(main())
