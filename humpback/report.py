@@ -99,11 +99,11 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     with atomic_path(out) as tmp:
         tmp.write_text(render(evaluate, curation, data=data, training=training, compared=compared),
                        encoding="utf-8")
-    compared = {m["model"]: m for m in curation if m.get("methods")}
-    plot_curation_quality(compared, curation_plot, title="curation quality: every curator × method")
+    curators = {m["model"]: m for m in curation if m.get("methods")}
+    plot_curation_quality(curators, curation_plot, title="curation quality: every curator × method")
     write_csv(curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
               [(r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"],
-                r["roc_auc"]) for r in table_rows(compared)])
+                r["roc_auc"]) for r in table_rows(curators)])
     write_json(headline_out, headline(evaluate, curation, data, likelihood, compared))
 
 

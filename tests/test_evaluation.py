@@ -234,17 +234,38 @@ def test_report_renders_every_table(tmp_path):
     write_json(metrics / "prepare_web.json", {"read": 10, "kept": 4, "dropped": {"too_short": 6, "duplicate": 0}})
     write_json(metrics / "train" / "m0.json", {"examples": 9, "examples_seed": 9, "examples_augmented": 0,
                                                "steps": 2, "final_loss": 2.5, "trained_tokens": 100, "seconds": 3.0})
+    # M2 finds every other-source answer 0.05 nats/token likelier than M0 (a clear yes); on the seed's own
+    # answers M1 is up on one question and down on another (cannot tell).
+    def likelihood(name: str, other: list[float], seed: list[float]) -> str:
+        def instrument(values):
+            return {"n": len(values), "mean": sum(values) / len(values),
+                    "items": [{"id": f"q{i}", "logprob": v} for i, v in enumerate(values)]}
+
+        path = tmp_path / "likelihood" / f"{name}.json"
+        write_json(path, {"model": name, "instruments": {"loglik_other": instrument(other),
+                                                         "loglik_seed": instrument(seed)}})
+        return str(path)
+
+    files = [likelihood("m0", [-2.0, -2.5, -3.0, -1.5], [-2.0, -2.0]),
+             likelihood("m1", [-2.0, -2.5, -3.0, -1.5], [-1.9, -2.1]),
+             likelihood("m2", [-1.95, -2.45, -2.95, -1.45], [-2.0, -2.0])]
     assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
                  "--headline", str(tmp_path / "headline.json"), "--curation-data", str(tmp_path / "cq.csv"),
-                 "--curation-plot", str(tmp_path / "cq.png")]) == 0
+                 "--curation-plot", str(tmp_path / "cq.png"), "--likelihood", *files]) == 0
     text = (tmp_path / "report.md").read_text()
+    assert text.index("## The answers") < text.index("## Data")
+    assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text
+    assert "Does M1 beat M0 on held-out seed answers (the seed's own source)? **cannot tell**" in text
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
     assert "| prepare_web | 10 | 4 | too_short 6 |" in text
     assert "| m0 | 9 (9 + 0) | 2 | 2.500 | 100 | 3 |" in text
     headline = read_json(tmp_path / "headline.json")
     assert headline["win_rate"] == {"m1": 55.0}
-    assert headline["curator"] == {"m0": {"precision": 0.5, "recall": None, "roc_auc": 0.7}}
+    assert headline["curator_roc_auc"] == {"m0": 0.7}
+    m2 = headline["comparisons"]["m2_vs_m0"]["loglik_other"]
+    assert m2["difference"] == pytest.approx(0.05) and m2["ci_low"] == pytest.approx(0.05) and m2["n"] == 4
+    assert headline["likelihood"]["m1"] == {"loglik_other": -2.25, "loglik_seed": -2.0}
     assert (tmp_path / "cq.csv").read_text().splitlines() == [
         "curator,method,curator_method,precision,recall,roc_auc", "m0,pmi,m0/pmi,0.5,,0.7"]
 
