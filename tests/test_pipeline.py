@@ -295,6 +295,15 @@ def test_every_plot_renders(repo):
     assert shown["data"] and all(shown["data"].values()), [k for k, v in shown["data"].items() if not v]
 
 
+def test_plots_html_loads_nothing_remote(repo, tmp_path):
+    """The offline template (configs/plots/offline.html, vega inlined): the page works with no network."""
+    _dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=repo)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "vegaEmbed" in html and "<svg" not in html[:200]
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)\s*=\s*[\"']?(https?:)?//", html)
+    assert "cdn." not in html
+
+
 def test_second_repro_is_a_noop(repo):
     out = _dvc("repro", cwd=repo)
     assert _ran(out) == set()
