@@ -331,7 +331,7 @@ def doc_recipes() -> list[str]:
     """Every `dvc ...` line of a bash block in the README and docs/ (continuations joined)."""
     lines = []
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S):
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.DOTALL):
             block = re.sub(r"\\\n\s*", " ", block)
             lines += [re.split(r"\s+#\s", line)[0].strip() for line in block.splitlines() if line.startswith("dvc ")]
     return lines
