@@ -30,8 +30,9 @@ from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.generation import make_engine
 from humpback.modeling import DTYPES, load_model, resolve_dtype
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
+from humpback.prompts import curation_prompt
 from humpback.records import read_jsonl, write_json
-from humpback.scoring import curation_prompt, is_selected, parse_score, score_pairs
+from humpback.scoring import is_selected, parse_score, score_pairs
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:

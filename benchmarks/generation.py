@@ -18,8 +18,9 @@ import time
 
 import torch
 
+from humpback.engines.base import record_seed
 from humpback.engines.tokens import encode_prompts, stop_token_ids
-from humpback.generation import make_engine, record_seed
+from humpback.generation import make_engine
 from humpback.modeling import load_model, resolve_dtype
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.prompts import backward_example

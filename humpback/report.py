@@ -77,8 +77,8 @@ def answers(compared: dict) -> list[str]:
             lines.append(f"- Does {a} beat {b} on {INSTRUMENT_WORDS.get(instrument, instrument)}? {verdict} "
                          f"({c['difference']:+.4f} nats/token [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
                          f"n = {c['n']} questions, paired bootstrap 95%).")
-    return lines + ["", "Mean per-token log-likelihood of human answers under each model's own template; a "
-                        "difference of +0.01 means the answers are about 1% likelier per token.", ""]
+    return lines + ["", ("Mean per-token log-likelihood of human answers under each model's own template; a "
+                        "difference of +0.01 means the answers are about 1% likelier per token."), ""]
 
 
 def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from humpback.generation import record_seed
+from humpback.engines.base import record_seed
 from humpback.prompts import SystemPrompt, format_example, system_for_inference
 
 

@@ -31,17 +31,18 @@ import math
 import re
 from dataclasses import dataclass
 
+from humpback.engines.base import Engine, record_seed
 from humpback.engines.tokens import encode_prompts
-from humpback.generation import Engine, record_seed
 from humpback.params import CurateParams
 from humpback.prompts import (
     NO_INSTRUCTION,
     S_A,
     SCORE_PREFIX,
     YES_NO_CANDIDATES,
-    curation_instruction,
+    curation_prompt,
+    cut_output,
     format_example,
-    yes_no_instruction,
+    yes_no_prompt,
 )
 
 SCORES = (1, 2, 3, 4, 5)
@@ -71,25 +72,6 @@ def parse_score(text: str) -> int | None:
         return None
     match = SCORE_LINE.match(lines[-1])
     return int(match.group(1)) if match else None
-
-
-def cut_output(instruction: str, output: str, max_pair_chars: int) -> str:
-    """The output cut so the pair's text fits `max_pair_chars` (the curator's context is the model's, not the
-    web page's). Every method sees the same cut."""
-    return output[: max(0, max_pair_chars - len(instruction))]
-
-
-def curation_prompt(tokenizer, instruction: str, output: str, tagging: bool, max_pair_chars: int) -> str:
-    """The curator's generation prefix for one pair: the rubric in the user turn, with the system prompt the
-    curator was trained with on seed pairs (S_a when tagging)."""
-    user = curation_instruction(instruction, cut_output(instruction, output, max_pair_chars))
-    return format_example(tokenizer, user=user, system=S_A if tagging else None).prompt
-
-
-def yes_no_prompt(tokenizer, instruction: str, output: str, tagging: bool, max_pair_chars: int) -> str:
-    """The yes/no curator's prefix: the reply's first token is read."""
-    user = yes_no_instruction(instruction, cut_output(instruction, output, max_pair_chars))
-    return format_example(tokenizer, user=user, system=S_A if tagging else None).prompt
 
 
 def score_read_format(tokenizer) -> tuple[str, list[str]]:

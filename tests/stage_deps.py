@@ -73,3 +73,31 @@ def minimal_deps(files: set[str]) -> list[str]:
         if members and members <= files:
             out = (out - members) | {package}
     return sorted(out, key=lambda p: (not p.startswith("stages/"), p))
+
+
+def import_cycles(package: str = "humpback") -> list[list[str]]:
+    """Cycles in the import graph of the library's modules (package __init__ files left out: they only name)."""
+    graph: dict[str, set[str]] = {}
+    for path in (ROOT / package).rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        targets = {_module_file(name) for name in _imports(path)}
+        graph[rel] = {t.relative_to(ROOT).as_posix() for t in targets
+                      if t is not None and t.name != "__init__.py" and t != path}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    return cycles

@@ -8,10 +8,11 @@ import dataclasses
 import pytest
 import torch
 
+from humpback.engines.base import record_seed
 from humpback.engines.decoding import sample_token
 from humpback.engines.tokens import encode_prompts, stop_token_ids, token_budget_batches
 from humpback.engines.transformers_engine import TransformersEngine
-from humpback.generation import make_engine, record_seed
+from humpback.generation import make_engine
 from humpback.params import GenerationParams
 from humpback.prompts import format_example
 from tests.conftest import RUNTIME

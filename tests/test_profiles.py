@@ -56,7 +56,7 @@ def test_the_paper_profile_is_the_papers_setup(params_file):
 
 
 def test_a_profile_cannot_invent_keys(params_file, tmp_path, monkeypatch):
-    import humpback.profiles as profiles
+    from humpback import profiles
 
     (tmp_path / "bad.yaml").write_text("train:\n  lerning_rate: 1\n")
     monkeypatch.setattr(profiles, "PROFILES_DIR", tmp_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from humpback.generation import record_seed
+from humpback.engines.base import record_seed
 from humpback.prompts import S_A, S_W
 from humpback.records import read_json, write_jsonl
 from humpback.responses import respond

@@ -7,10 +7,9 @@ import math
 import pytest
 
 from humpback.params import CurateParams, CurateThresholds
-from humpback.prompts import S_A, format_example
+from humpback.prompts import S_A, curation_prompt, format_example
 from humpback.scoring import (
     PairScore,
-    curation_prompt,
     is_selected,
     parse_score,
     score_from_logprobs,

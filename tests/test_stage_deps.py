@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-from tests.stage_deps import NOT_CODE_DEPS, ROOT, code_deps, covered
+from tests.stage_deps import NOT_CODE_DEPS, ROOT, code_deps, covered, import_cycles
 
 
 def stages() -> dict[str, dict]:
@@ -60,3 +60,29 @@ def test_a_broken_dvc_yaml_is_caught(tmp_path):
     declared = declared_code(stage)
     assert "humpback/selection.py" in {p for p in imported if not covered(p, declared)}
     assert "humpback/judges.py" in {d for d in declared if not any(covered(p, [d]) for p in imported)}
+
+
+def test_the_library_has_no_import_cycle():
+    assert import_cycles() == []
+
+
+def test_the_cycle_check_finds_one(tmp_path, monkeypatch):
+    import tests.stage_deps as deps
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("from pkg import b\n")
+    (tmp_path / "pkg" / "b.py").write_text("def f():\n    from pkg.a import x\n")
+    monkeypatch.setattr(deps, "ROOT", tmp_path)
+    monkeypatch.setattr(deps, "_imports", _imports_pkg)
+    assert deps.import_cycles("pkg") == [["pkg/a.py", "pkg/b.py", "pkg/a.py"]]
+
+
+def _imports_pkg(path):
+    """`_imports` for the throwaway package `pkg` (the real one keeps to humpback/ and stages/)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return {n for n in names if n.startswith("pkg")}

@@ -24,8 +24,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
+from humpback.engines.base import resolve_sampling
 from humpback.engines.tokens import encode_prompts, first_token_after
-from humpback.generation import resolve_sampling
 from humpback.params import GenerationParams, RuntimeParams
 from humpback.prompts import end_of_turn_token
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from humpback.engines.base import resolve_sampling
 from humpback.engines.cpu_kernels import use_cpu_kernels
 from humpback.engines.decoding import generate_batch, left_pad, real_positions, shared_prefix_cache
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
-from humpback.generation import resolve_sampling
 from humpback.modeling import load_model
 from humpback.params import GenerationParams, RuntimeParams
 

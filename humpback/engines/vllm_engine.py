@@ -16,8 +16,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from humpback.engines.base import resolve_sampling
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
-from humpback.generation import resolve_sampling
 from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter, resolve_dtype
 from humpback.params import GenerationParams, RuntimeParams
 
