@@ -98,13 +98,10 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
     """Left: ROC-AUC per method with its 95% interval, one bar per curator (length baseline included, chance
     at 0.5). Right: the share of each kind each curator × method selects at its threshold (good should be
     high, every other kind low)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from humpback.records import atomic_path
+    from humpback.plotting import save_figure
 
     rows = table_rows(by_curator)
     curators = list(by_curator)
@@ -149,10 +146,7 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
     else:
         right.axis("off")
     fig.suptitle(title or "curation quality", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:

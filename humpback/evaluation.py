@@ -163,12 +163,9 @@ def evaluate_models(annotator, outputs: dict[str, Sequence[dict]], reference: Se
 
 def plot_win_rates(models: dict[str, dict[str, Any]], reference: str, path: str | Path) -> None:
     """Bar chart: win rate against the reference per model, with ±1 standard error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from humpback.records import atomic_path
+    from humpback.plotting import save_figure
 
     names = list(models)
     rates = [models[n]["win_rate"] if models[n]["win_rate"] is not None else 0.0 for n in names]
@@ -181,10 +178,7 @@ def plot_win_rates(models: dict[str, dict[str, Any]], reference: str, path: str 
     for i, n in enumerate(names):
         if models[n].get("position_bias"):
             ax.annotate("position bias", (i, 2), ha="center", fontsize=7, color="darkred")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def to_json_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
