@@ -31,11 +31,28 @@ LENGTH_CONTROLLED_REASON = (
 )
 
 
+# `evaluate.reference: data` judges against the reference outputs the eval source carried into data/eval.jsonl
+# (`data.eval.reference`: AlpacaEval's text-davinci-003 or gpt4_turbo outputs, the paper's reference).
+DATA_REFERENCE = "data"
+
+
 def reference_path(reference: str, responses_dir: str | Path) -> Path:
     """`evaluate.reference`: a respond item ("base" → responses_dir/base.json) or a path to model_outputs JSON."""
     if reference.endswith(".json") or "/" in reference:
         return Path(reference)
     return Path(responses_dir) / f"{reference}.json"
+
+
+def load_reference(reference: str, responses_dir: str | Path, prompts: Sequence[dict]) -> list[dict[str, Any]]:
+    """The reference outputs: the eval rows' own (`data`), a respond item's, or a model_outputs file's."""
+    if reference != DATA_REFERENCE:
+        return load_outputs(reference_path(reference, responses_dir))
+    rows = [{"instruction": p["instruction"], "output": p["reference"],
+             "generator": p.get("reference_generator", "reference")} for p in prompts if "reference" in p]
+    if not rows:
+        raise ValueError("evaluate.reference is 'data' but data/eval.jsonl carries no reference outputs: set "
+                         "data.eval.reference (alpaca-eval: text_davinci_003 or gpt4_turbo)")
+    return rows
 
 
 def load_outputs(path: str | Path) -> list[dict[str, Any]]:
@@ -161,6 +178,31 @@ def evaluate_models(annotator, outputs: dict[str, Sequence[dict]], reference: Se
     return models, annotated
 
 
+def head_to_head(annotator, outputs: dict[str, Sequence[dict]], pairs: Sequence[tuple[str, str]],
+                 max_chars: int, resamples: int = 10000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Model a against model b on the same prompts, both orders, for every (a, b) in `pairs`:
+    {"<a>_vs_<b>": {"difference": win rate of a − 50, "ci_low", "ci_high" (percentile bootstrap over prompts),
+    "n"}}, in win-rate points, so 0 = no difference."""
+    import numpy as np
+
+    out = {}
+    for a, b in pairs:
+        _, annotated = evaluate_models(annotator, {a: outputs[a]}, outputs[b], max_chars)
+        by_pair: dict[str, list[float]] = {}
+        for row in annotated:
+            if row["model_preference"] is not None:
+                by_pair.setdefault(row["pair"], []).append(row["model_preference"] - 1.0)  # 1 = a wins
+        wins = np.array([sum(v) / len(v) for v in by_pair.values()], dtype=float)
+        if not len(wins):
+            continue
+        rng = np.random.default_rng(seed)
+        means = wins[rng.integers(0, len(wins), size=(resamples, len(wins)))].mean(axis=1)
+        low, high = np.percentile(means, [2.5, 97.5])
+        out[f"{a}_vs_{b}"] = {"difference": round(100 * wins.mean() - 50, 3), "ci_low": round(100 * low - 50, 3),
+                              "ci_high": round(100 * high - 50, 3), "n": len(wins)}
+    return out
+
+
 def plot_win_rates(models: dict[str, dict[str, Any]], reference: str, path: str | Path) -> None:
     """Bar chart: win rate against the reference per model, with ±1 standard error."""
     import matplotlib.pyplot as plt
@@ -213,6 +255,8 @@ def _plain(obj: Any) -> Any:
 
 # The judge is an instrument: its sampling seed never moves with the run's seeds.
 JUDGE_SEED = 0
+# The models judged against each other besides against the reference: the paper's central comparisons.
+HEAD_TO_HEAD = (("m2", "m0"), ("m1", "m0"), ("m2", "m1"))
 
 
 def annotator_description(settings) -> str:
@@ -221,8 +265,10 @@ def annotator_description(settings) -> str:
     return "alpaca_eval weighted_alpaca_eval_gpt4_turbo, both orders"
 
 
-def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict]) -> dict:
-    """metrics/evaluate.json: the reference, the judge, and each model's win rate with its uncertainty."""
+def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict],
+                       head_to_head: dict | None = None) -> dict:
+    """metrics/evaluate.json: the reference, the judge, each model's win rate with its uncertainty, and the
+    models judged against each other (win rate − 50 with a bootstrap 95% interval over prompts)."""
     lengths = [len(str(r["output"])) for r in reference]
     return {
         "reference": settings.reference,
@@ -230,4 +276,5 @@ def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict
         "judge": {**judge, "annotator": annotator_description(settings), "max_chars": settings.max_chars},
         "length_controlled_reason": LENGTH_CONTROLLED_REASON,
         "models": models,
+        "head_to_head": head_to_head or {},
     }

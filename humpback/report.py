@@ -54,7 +54,9 @@ def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict],
 
 
 INSTRUMENT_WORDS = {"loglik_other": "other-source human answers (a source the pipeline never reads)",
-                    "loglik_seed": "held-out seed answers (the seed's own source)"}
+                    "loglik_seed": "held-out seed answers (the seed's own source)",
+                    "judged": "the evaluation prompts, judged head to head"}
+UNITS = {"judged": "win-rate points above 50"}
 
 
 def answers(compared: dict) -> list[str]:
@@ -64,19 +66,20 @@ def answers(compared: dict) -> list[str]:
         return lines + ["No likelihood instruments in this run: see the win rates below.", ""]
     for pair, by_instrument in compared.items():
         a, b = (x.upper() for x in pair.split("_vs_"))
-        for instrument in ("loglik_other", "loglik_seed"):
+        for instrument in ("loglik_other", "judged", "loglik_seed"):
             c = by_instrument.get(instrument)
             if c is None:
                 continue
             if c["ci_low"] > 0:
-                verdict = f"**yes**: {a} finds them likelier, and the interval excludes no difference"
+                verdict = f"**yes**: {a} is better, and the interval excludes no difference"
             elif c["ci_high"] < 0:
-                verdict = f"**no, worse**: {a} finds them less likely, and the interval excludes no difference"
+                verdict = f"**no, worse**: {a} is worse, and the interval excludes no difference"
             else:
                 verdict = "**cannot tell**: the interval includes no difference"
+            unit = UNITS.get(instrument, "nats/token")
             lines.append(f"- Does {a} beat {b} on {INSTRUMENT_WORDS.get(instrument, instrument)}? {verdict} "
-                         f"({c['difference']:+.4f} nats/token [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
-                         f"n = {c['n']} questions, paired bootstrap 95%).")
+                         f"({c['difference']:+.4g} {unit} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}], "
+                         f"n = {c['n']}, bootstrap 95% over questions).")
     return lines + ["", ("Mean per-token log-likelihood of human answers under each model's own template; a "
                         "difference of +0.01 means the answers are about 1% likelier per token."), ""]
 
@@ -96,6 +99,9 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     evaluate = _load(root / "evaluate.json")
     likelihood = {r["model"]: r for r in (read_json(p) for p in likelihood_files)}
     compared = comparisons(likelihood, resamples)
+    for pair, judged in ((evaluate or {}).get("head_to_head") or {}).items():
+        if pair in {f"{a}_vs_{b}" for a, b in COMPARED}:
+            compared.setdefault(pair, {})["judged"] = judged
     with atomic_path(out) as tmp:
         tmp.write_text(render(evaluate, curation, data=data, training=training, compared=compared),
                        encoding="utf-8")

@@ -12,16 +12,18 @@ import sys
 import time
 
 from humpback.evaluation import (
+    HEAD_TO_HEAD,
     JUDGE_SEED,
     evaluate_models,
     evaluation_metrics,
+    head_to_head,
     load_outputs,
+    load_reference,
     plot_win_rates,
-    reference_path,
     to_json_rows,
 )
 from humpback.judges import make_judge
-from humpback.records import write_csv, write_json
+from humpback.records import iter_jsonl, write_csv, write_json
 from humpback.stage_runner import stage
 
 log = logging.getLogger("evaluate")
@@ -29,6 +31,7 @@ log = logging.getLogger("evaluate")
 
 def arguments(parser) -> None:
     parser.add_argument("--responses", required=True, help="folder of model_outputs JSON (data/responses)")
+    parser.add_argument("--prompts", required=True, help="the eval prompts (data/eval.jsonl), with any references")
     parser.add_argument("--models", nargs="+", required=True, help="respond items to evaluate (m0 m1 m2)")
     parser.add_argument("--judge-base", required=True, help="the judge when evaluate.judge_model is 'base'")
     parser.add_argument("--annotations", required=True, help="every annotation, both orders (JSON)")
@@ -39,18 +42,23 @@ def arguments(parser) -> None:
 
 def run(args, params) -> None:
     settings = params.evaluate
-    reference = load_outputs(reference_path(settings.reference, args.responses))
+    prompts = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
+    reference = load_reference(settings.reference, args.responses, prompts)
     outputs = {name: load_outputs(f"{args.responses}/{name}.json") for name in args.models}
     annotator, judge = make_judge(settings, params.generation, args.judge_base, seed=JUDGE_SEED,
                                   curate=params.curate, tagging=params.train.tagging, runtime=params.runtime)
     start = time.perf_counter()
     models, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
+    # the paper's central question judged directly: the models against each other, not only the reference
+    pairs = [(a, b) for a, b in HEAD_TO_HEAD if a in outputs and b in outputs]
+    versus = head_to_head(annotator, outputs, pairs, settings.max_chars, seed=JUDGE_SEED)
     write_json(args.annotations, to_json_rows(annotations))
-    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference))
+    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus))
     plot_win_rates(models, settings.reference, args.plot)
     write_csv(args.plot_data, ["model", "win_rate", "standard_error"],
               [(name, m["win_rate"], m["standard_error"]) for name, m in models.items()])
-    log.info("judged %d annotations in %.1f s", len(annotations), time.perf_counter() - start)
+    log.info("judged %d annotations in %.1f s; head to head: %s", len(annotations), time.perf_counter() - start,
+             versus)
     for name, m in models.items():
         log.info("%s vs %s: win rate %s ± %s (n=%d, unparsed %d)", name, settings.reference, m["win_rate"],
                  m["standard_error"], m["n"], m["unparsed"])

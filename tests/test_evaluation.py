@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from pathlib import Path
@@ -66,6 +67,27 @@ def test_longer_answer_judge_gives_share_of_longer_outputs(tmp_path):
     assert m1["length_controlled"] is None
     assert len(annotations) == 2 * len(model) and judge.calls == 2 * len(model)
     assert {a["order"] for a in annotations} == {"reference_first", "model_first"}
+
+
+def test_head_to_head_against_a_direct_count_with_a_bootstrap_interval(tmp_path):
+    """m2 against m0 on the same prompts: the longer-answer judge's win share, minus 50, with an interval that
+    brackets it; and the data reference reads the references the eval rows carry."""
+    from humpback.evaluation import head_to_head, load_reference
+
+    reference, model = _data(12)
+    annotator = build_annotator(alpaca_eval_config(), "stub", tmp_path / "cache", fn_completions=LongerWins())
+    result = head_to_head(annotator, {"m2": model, "m0": reference}, [("m2", "m0")], 1000, resamples=2000)
+    longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
+    m2 = result["m2_vs_m0"]
+    assert m2["difference"] == pytest.approx(100 * longer - 50, abs=1e-3) and m2["n"] == 12
+    assert m2["ci_low"] < m2["difference"] < m2["ci_high"]
+    prompts = [{"id": r["id"], "instruction": r["instruction"], "reference": r["output"],
+                "reference_generator": "text_davinci_003"} for r in reference]
+    rows = load_reference("data", tmp_path, prompts)
+    assert rows[0] == {"instruction": "question 0", "output": reference[0]["output"],
+                       "generator": "text_davinci_003"}
+    with pytest.raises(ValueError, match="data.eval.reference"):
+        load_reference("data", tmp_path, [{"id": "q", "instruction": "q"}])
 
 
 def test_cached_annotations_are_not_rejudged(tmp_path):
@@ -193,12 +215,16 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["evaluate"].update(judge="local", judge_read="pairwise")  # this test fakes the pairwise engine
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    args = ["--responses", str(responses), "--models", "m0", "m1", "--judge-base", str(judge_dir),
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"]}) + "\n" for r in reference))
+    args = ["--responses", str(responses), "--prompts", str(prompts), "--models", "m0", "m1",
+            "--judge-base", str(judge_dir),
             "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
             "--plot-data", "metrics/wr.csv", "--params", "params.yaml"]
     assert main(args) == 0
     metrics = read_json(tmp_path / "metrics/evaluate.json")
     assert set(metrics["models"]) == {"m0", "m1"}
+    assert set(metrics["head_to_head"]) == {"m1_vs_m0"} and metrics["head_to_head"]["m1_vs_m0"]["n"] == 5
     for m in metrics["models"].values():
         assert set(m) >= {"win_rate", "standard_error", "n", "avg_length", "order_agreement", "position_bias",
                           "unparsed", "length_controlled"}
@@ -224,6 +250,7 @@ def test_report_renders_every_table(tmp_path):
     metrics = tmp_path / "metrics"
     write_json(metrics / "evaluate.json", {
         "reference": "base", "judge": {"kind": "local", "model": "models/base"},
+        "head_to_head": {"m2_vs_m0": {"difference": 12.5, "ci_low": -6.0, "ci_high": 31.0, "n": 16}},
         "models": {"m1": {"win_rate": 55.0, "standard_error": 4.0, "n": 16, "avg_length": 300.0,
                           "order_agreement": 0.5, "position_bias": True, "unparsed": 0}},
     })
@@ -256,6 +283,7 @@ def test_report_renders_every_table(tmp_path):
     assert text.index("## The answers") < text.index("## Data")
     assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text
     assert "Does M1 beat M0 on held-out seed answers (the seed's own source)? **cannot tell**" in text
+    assert "Does M2 beat M0 on the evaluation prompts, judged head to head? **cannot tell**" in text
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
     assert "| prepare_web | 10 | 4 | too_short 6 |" in text
@@ -266,6 +294,7 @@ def test_report_renders_every_table(tmp_path):
     m2 = headline["comparisons"]["m2_vs_m0"]["loglik_other"]
     assert m2["difference"] == pytest.approx(0.05) and m2["ci_low"] == pytest.approx(0.05) and m2["n"] == 4
     assert headline["likelihood"]["m1"] == {"loglik_other": -2.25, "loglik_seed": -2.0}
+    assert headline["comparisons"]["m2_vs_m0"]["judged"]["n"] == 16
     assert (tmp_path / "cq.csv").read_text().splitlines() == [
         "curator,method,curator_method,precision,recall,roc_auc", "m0,pmi,m0/pmi,0.5,,0.7"]
 
