@@ -5,15 +5,36 @@ protocol, sampling, per-record seeds) is in `humpback/engines/base.py`, below th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from humpback.engines.base import Engine
 from humpback.params import GenerationParams, RuntimeParams
 
 
+def resolve_engine(name: str) -> str:
+    """`generation.engine` as a concrete engine: `auto` is vLLM where a CUDA device and vLLM are present, else
+    the in-process transformers engine."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
+
+
+def resolved(params: GenerationParams) -> dict[str, str]:
+    """What `auto` became on this machine, for a stage's metrics and a model card: results depend on it."""
+    from humpback.modeling import resolve_dtype
+
+    return {"engine": resolve_engine(params.engine), "dtype": resolve_dtype(params.dtype)}
+
+
 def make_engine(model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams) -> Engine:
-    """The engine named by `params.engine`, run as `runtime` says (batch budget, server, concurrency); heavy
-    dependencies are imported only for the one chosen."""
+    """The engine named by `params.engine` (`auto`: see `resolve_engine`), run as `runtime` says (batch budget,
+    server, concurrency); heavy dependencies are imported only for the one chosen."""
+    params = dataclasses.replace(params, engine=resolve_engine(params.engine))
     if params.engine == "transformers":
         from humpback.engines.transformers_engine import TransformersEngine
 
@@ -29,4 +50,4 @@ def make_engine(model_dir: str | Path, params: GenerationParams, runtime: Runtim
     raise ValueError(f"generation.engine: unknown engine '{params.engine}'")
 
 
-__all__ = ["make_engine"]
+__all__ = ["make_engine", "resolve_engine", "resolved"]

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from humpback.generation import resolve_engine
 from humpback.modeling import resolve_dtype
 from humpback.params import CurateParams, EvaluateParams, GenerationParams, RuntimeParams
 from humpback.records import read_json, write_json
@@ -134,7 +135,7 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     config = alpaca_eval_config()
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
     dtype = resolve_dtype(generation.dtype)
-    identity = f"local|{weights}|{generation.engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
+    identity = f"local|{weights}|{resolve_engine(generation.engine)}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
     judge_id = "local-" + _sha(identity.encode())[:16]
     fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
@@ -146,7 +147,7 @@ def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
                  runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
     method = params.judge_read
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
-    identity = (f"score|{method}|{weights}|{generation.engine}|{resolve_dtype(generation.dtype)}|"
+    identity = (f"score|{method}|{weights}|{resolve_engine(generation.engine)}|{resolve_dtype(generation.dtype)}|"
                 f"{curate.max_pair_chars}|{tagging}|{seed}|{SCORE_FORMAT_VERSION}")
     judge_id = f"score-{method}-" + _sha(identity.encode())[:16]
     judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed,

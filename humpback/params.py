@@ -142,7 +142,7 @@ class TrainParams(_Section):
 
 @dataclass(frozen=True)
 class GenerationParams(_Section):
-    engine: Literal["transformers", "vllm", "openai"]
+    engine: Literal["auto", "transformers", "vllm", "openai"]  # auto: vLLM with a CUDA device and vLLM, else transformers
     # auto = bfloat16 where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     temperature: float

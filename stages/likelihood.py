@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 
+from humpback.generation import resolve_engine as engine_name
 from humpback.likelihood import OTHER_SOURCE, SEED_HELDOUT, answer_likelihoods
 from humpback.records import iter_jsonl, write_json
 from humpback.stage_runner import stage
@@ -50,6 +51,7 @@ def run(args, params) -> None:
                  instruments[name]["n"], instruments[name]["mean"], instruments[name]["tokens"], seconds[name])
     write_json(args.out, {"model": args.name, "system_prompt": params.respond.system_prompt,
                           "max_chars": params.likelihood.max_chars, "dtype": params.likelihood.dtype,
+                          "engine": engine_name(params.generation.engine),
                           "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
                           "instruments": instruments})
 

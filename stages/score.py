@@ -27,7 +27,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    from humpback.generation import make_engine
+    from humpback.generation import make_engine, resolved
     from humpback.shards import ShardedRun, fingerprint
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
@@ -41,7 +41,8 @@ def run(args, params) -> None:
     run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, curator, [args.pairs]))
     scored, metrics = score_iteration(engine, pairs, params, tagging, run)
     write_jsonl(args.out, scored)
-    write_json(args.metrics, {"iteration": args.iteration, "curator": curator, "tagged": tagging, **metrics})
+    write_json(args.metrics, {"iteration": args.iteration, "curator": curator, "tagged": tagging, **metrics,
+                              "resolved": resolved(params.generation)})
     run.clear()
     log.info("score@%d: %d pairs by %s (%s), %s s/pair -> %s", args.iteration, len(scored), curator,
              metrics["method"], metrics["seconds_per_pair"], args.out)

@@ -156,3 +156,20 @@ def test_vllm_engine_explains_how_to_install(tiny_model_dir):
 def test_record_seed_is_stable_and_31_bit():
     assert record_seed(0, "seg-1") == record_seed(0, "seg-1") != record_seed(1, "seg-1")
     assert 0 <= record_seed(0, "seg-1") < 2**31
+
+
+def test_auto_engine_is_vllm_only_with_a_cuda_device_and_vllm(monkeypatch):
+    import importlib.util
+
+    from humpback.generation import resolve_engine, resolved
+
+    assert resolve_engine("openai") == "openai"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_engine("auto") == "transformers"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "vllm" else real(name))
+    assert resolve_engine("auto") == "transformers"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "vllm" else real(name))
+    assert resolve_engine("auto") == "vllm"
+    assert resolved(dataclasses.replace(PARAMS, engine="auto"))["engine"] == "vllm"
