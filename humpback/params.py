@@ -35,9 +35,11 @@ class _Section:
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         if _reads is not None and name in type(self).__dataclass_fields__ and not isinstance(value, _Section):
-            # the loader names each section it builds; one built by hand falls back to its type's place
+            # Only sections the loader built are params: a copy made with other values (dataclasses.replace,
+            # a section built by hand) records nothing; reading the original to make it did.
             prefix = object.__getattribute__(self, "__dict__").get("_key_prefix")
-            _reads.add((_SECTION_KEYS.get(type(self), "") if prefix is None else prefix) + name)
+            if prefix is not None:
+                _reads.add(prefix + name)
         return value
 
 
@@ -300,15 +302,6 @@ def track_reads() -> set[str]:
     return _reads
 
 
-def _section_keys(cls: type, prefix: str, out: dict[type, str]) -> dict[type, str]:
-    out[cls] = prefix
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            _section_keys(hints[f.name], f"{prefix}{f.name}.", out)
-    return out
-
-
 # --------------------------------------------------------------------------------------------- loader
 
 
@@ -408,9 +401,5 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         return value
     raise TypeError(f"params schema uses an unsupported type {tp!r} at '{key}'")
 
-
-# Each section type → its dotted prefix ("data.web.") for sections built by hand (tests); the loader records
-# each section's own place, since a type may sit at two (select.iteration_1 and select.iteration_2).
-_SECTION_KEYS: dict[type, str] = _section_keys(Params, "", {})
 
 __all__ = ["CURATE_METHODS", "MOVED", "Params", "ParamsError", "load_params", "parse_params", "track_reads"]
