@@ -266,9 +266,10 @@ def annotator_description(settings) -> str:
 
 
 def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict],
-                       head_to_head: dict | None = None) -> dict:
-    """metrics/evaluate.json: the reference, the judge, each model's win rate with its uncertainty, and the
-    models judged against each other (win rate − 50 with a bootstrap 95% interval over prompts)."""
+                       head_to_head: dict | None = None, indomain: dict | None = None) -> dict:
+    """metrics/evaluate.json: the reference, the judge, each model's win rate with its uncertainty, the models
+    judged against each other (win rate − 50 with a bootstrap 95% interval over prompts), and the same on the
+    in-domain questions against their human answers."""
     lengths = [len(str(r["output"])) for r in reference]
     return {
         "reference": settings.reference,
@@ -277,4 +278,5 @@ def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict
         "length_controlled_reason": LENGTH_CONTROLLED_REASON,
         "models": models,
         "head_to_head": head_to_head or {},
+        "indomain": indomain or {},
     }

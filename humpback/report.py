@@ -55,7 +55,7 @@ def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict],
 
 INSTRUMENT_WORDS = {"loglik_other": "other-source human answers (a source the pipeline never reads)",
                     "loglik_seed": "held-out seed answers (the seed's own source)",
-                    "judged": "the evaluation prompts, judged head to head"}
+                    "judged": "held-out in-domain questions (or the evaluation prompts), judged head to head"}
 UNITS = {"judged": "win-rate points above 50"}
 
 
@@ -99,7 +99,10 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     evaluate = _load(root / "evaluate.json")
     likelihood = {r["model"]: r for r in (read_json(p) for p in likelihood_files)}
     compared = comparisons(likelihood, resamples)
-    for pair, judged in ((evaluate or {}).get("head_to_head") or {}).items():
+    # judged: the in-domain questions head to head where the run has them, else the evaluation prompts
+    judged_source = ((evaluate or {}).get("indomain") or {}).get("head_to_head") or (evaluate or {}).get(
+        "head_to_head") or {}
+    for pair, judged in judged_source.items():
         if pair in {f"{a}_vs_{b}" for a, b in COMPARED}:
             compared.setdefault(pair, {})["judged"] = judged
     with atomic_path(out) as tmp:
@@ -155,6 +158,16 @@ def render(
             )
         if evaluate.get("length_controlled_reason"):
             lines += ["", f"Length-controlled win rate: not reported. {evaluate['length_controlled_reason']}"]
+        lines += ["", *_head_to_head_table("The models head to head on the evaluation prompts",
+                                           evaluate.get("head_to_head") or {})]
+        indomain = evaluate.get("indomain") or {}
+        if indomain:
+            lines += ["## In-domain questions (held out of all training) against their human answers", "",
+                      "| model | win rate vs the human answer (%) | ± s.e. | n |", "|---|---|---|---|"]
+            lines += [f"| {name} | {_num(m.get('win_rate'), 1)} | {_num(m.get('standard_error'), 1)} | {m.get('n')} |"
+                      for name, m in indomain.get("models", {}).items()]
+            lines += ["", *_head_to_head_table("Head to head on the in-domain questions",
+                                               indomain.get("head_to_head") or {})]
         lines.append("")
     curation = [m for m in curation if not m.get("skipped")]
     if curation:
@@ -188,6 +201,15 @@ def render(
                 "",
             ]
     return "\n".join(lines)
+
+
+def _head_to_head_table(title: str, pairs: dict) -> list[str]:
+    if not pairs:
+        return []
+    lines = [f"### {title}", "", "| models | win rate − 50 | 95% interval | n |", "|---|---|---|---|"]
+    lines += [f"| {pair.replace('_vs_', ' vs ')} | {c['difference']:+.1f} | [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}] "
+              f"| {c['n']} |" for pair, c in pairs.items()]
+    return [*lines, ""]
 
 
 def _num(x: float | None, digits: int) -> str:

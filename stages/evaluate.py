@@ -32,6 +32,8 @@ log = logging.getLogger("evaluate")
 def arguments(parser) -> None:
     parser.add_argument("--responses", required=True, help="folder of model_outputs JSON (data/responses)")
     parser.add_argument("--prompts", required=True, help="the eval prompts (data/eval.jsonl), with any references")
+    parser.add_argument("--indomain", help="in-domain questions with their human answers (data/seed_heldout.jsonl)")
+    parser.add_argument("--indomain-responses", help="the models' answers to them (data/responses/indomain)")
     parser.add_argument("--models", nargs="+", required=True, help="respond items to evaluate (m0 m1 m2)")
     parser.add_argument("--judge-base", required=True, help="the judge when evaluate.judge_model is 'base'")
     parser.add_argument("--annotations", required=True, help="every annotation, both orders (JSON)")
@@ -52,8 +54,17 @@ def run(args, params) -> None:
     # the paper's central question judged directly: the models against each other, not only the reference
     pairs = [(a, b) for a, b in HEAD_TO_HEAD if a in outputs and b in outputs]
     versus = head_to_head(annotator, outputs, pairs, settings.max_chars, seed=JUDGE_SEED)
+    indomain = None
+    if args.indomain:  # the held-out seed questions, judged against their human answers, and head to head
+        human = [{"instruction": r["instruction"], "output": r["output"], "generator": "human"}
+                 for _, r in iter_jsonl(args.indomain, required=("id", "instruction", "output"))]
+        answers = {name: load_outputs(f"{args.indomain_responses}/{name}.json") for name in args.models}
+        in_models, in_annotations = evaluate_models(annotator, answers, human, settings.max_chars)
+        annotations += in_annotations
+        indomain = {"reference": "human answers (held-out seed pairs)", "models": in_models,
+                    "head_to_head": head_to_head(annotator, answers, pairs, settings.max_chars, seed=JUDGE_SEED)}
     write_json(args.annotations, to_json_rows(annotations))
-    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus))
+    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus, indomain))
     plot_win_rates(models, settings.reference, args.plot)
     write_csv(args.plot_data, ["model", "win_rate", "standard_error"],
               [(name, m["win_rate"], m["standard_error"]) for name, m in models.items()])

@@ -17,6 +17,8 @@ def arguments(parser) -> None:
     parser.add_argument("--name", required=True, help="generator name written into the outputs")
     parser.add_argument("--prompts", required=True, help="evaluation prompts (data/eval.jsonl)")
     parser.add_argument("--out", required=True, help="model_outputs JSON to write (data/responses/<name>.json)")
+    parser.add_argument("--indomain", help="in-domain questions never trained on (data/seed_heldout.jsonl)")
+    parser.add_argument("--indomain-out", help="their answers (data/responses/indomain/<name>.json)")
 
 
 def run(args, params) -> None:
@@ -24,10 +26,14 @@ def run(args, params) -> None:
 
     records = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
     engine = make_engine(args.model, params.generation, params.runtime)
-    rows = respond(engine, records, args.name, params.respond.system_prompt, params.respond.max_new_tokens,
-                   params.seeds.generation)
-    write_json(args.out, rows)
-    log.info("%s: %d answers (%d empty) -> %s", args.name, len(rows), sum(not r["output"] for r in rows), args.out)
+    jobs = [(records, args.out)]
+    if args.indomain:  # the same engine answers the in-domain questions (judged against their human answers)
+        jobs.append(([r for _, r in iter_jsonl(args.indomain, required=("id", "instruction"))], args.indomain_out))
+    for prompts, out in jobs:
+        rows = respond(engine, prompts, args.name, params.respond.system_prompt, params.respond.max_new_tokens,
+                       params.seeds.generation)
+        write_json(out, rows)
+        log.info("%s: %d answers (%d empty) -> %s", args.name, len(rows), sum(not r["output"] for r in rows), out)
 
 
 main = stage("respond", __doc__, arguments, run)

@@ -217,7 +217,13 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prompts = tmp_path / "eval.jsonl"
     prompts.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"]}) + "\n" for r in reference))
+    indomain = tmp_path / "heldout.jsonl"
+    indomain.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "output": r["output"]})
+                                + "\n" for r in reference))
+    for name in ("m0", "m1"):
+        write_json(tmp_path / "indomain" / f"{name}.json", [{**m, "generator": name} for m in model])
     args = ["--responses", str(responses), "--prompts", str(prompts), "--models", "m0", "m1",
+            "--indomain", str(indomain), "--indomain-responses", str(tmp_path / "indomain"),
             "--judge-base", str(judge_dir),
             "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
             "--plot-data", "metrics/wr.csv", "--params", "params.yaml"]
@@ -225,13 +231,15 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     metrics = read_json(tmp_path / "metrics/evaluate.json")
     assert set(metrics["models"]) == {"m0", "m1"}
     assert set(metrics["head_to_head"]) == {"m1_vs_m0"} and metrics["head_to_head"]["m1_vs_m0"]["n"] == 5
+    assert set(metrics["indomain"]["models"]) == {"m0", "m1"} and metrics["indomain"]["models"]["m0"]["n"] == 5
+    assert metrics["indomain"]["head_to_head"]["m1_vs_m0"]["n"] == 5
     for m in metrics["models"].values():
         assert set(m) >= {"win_rate", "standard_error", "n", "avg_length", "order_agreement", "position_bias",
                           "unparsed", "length_controlled"}
         assert m["discrete_win_rate"] == pytest.approx(100 * 2 / 5)  # 2 of 5 model answers are longer
         assert m["win_rate"] == pytest.approx(100 * 2 / 5, abs=5)  # weighted by P(m) / (P(m) + P(M)) = 0.95
     assert metrics["judge"]["kind"] == "local"
-    assert len(read_json(tmp_path / "annotations.json")) == 2 * 2 * 5
+    assert len(read_json(tmp_path / "annotations.json")) == 2 * 2 * 5 * 2  # vs the reference, vs the human answers
     assert (tmp_path / "metrics/wr.png").read_bytes()[:4] == b"\x89PNG"
     plotted = (tmp_path / "metrics/wr.csv").read_text().splitlines()
     assert plotted[0] == "model,win_rate,standard_error" and [r.split(",")[0] for r in plotted[1:]] == ["m0", "m1"]
@@ -283,7 +291,7 @@ def test_report_renders_every_table(tmp_path):
     assert text.index("## The answers") < text.index("## Data")
     assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text
     assert "Does M1 beat M0 on held-out seed answers (the seed's own source)? **cannot tell**" in text
-    assert "Does M2 beat M0 on the evaluation prompts, judged head to head? **cannot tell**" in text
+    assert "Does M2 beat M0 on held-out in-domain questions (or the evaluation prompts), judged head to head? **cannot tell**" in text
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
     assert "| prepare_web | 10 | 4 | too_short 6 |" in text
