@@ -92,7 +92,7 @@ class TrainParams:
     max_seq_len: int
     overlong: Literal["truncate", "drop"]
     backward_max_output_tokens: int  # the backward model reads this much of an output (0 = all), in training and augment
-    max_steps: int  # 0 = the paper's steps-by-data-size table
+    epochs: float  # passes over the model's own examples; 0 = the paper's steps-by-data-size table
     batch_size: int  # 0 = the paper's rule (32, or 8 under 3,000 examples)
     micro_batch_size: int
     learning_rate: float
@@ -101,6 +101,8 @@ class TrainParams:
     dropout: float
     warmup_steps: int
     save_steps: int
+    # auto = bfloat16 compute where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
+    dtype: Literal["auto", "float32", "bfloat16"]
     lora: LoraParams
 
 

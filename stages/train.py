@@ -72,7 +72,7 @@ def run(
     scratch = scratch_root / f"{role}-{fingerprint(role, tp, params.base.seed, inputs, base)[:16]}"
     log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
 
-    model = load_trainable(base, tp, params.base.dtype, seed=params.base.seed)
+    model = load_trainable(base, tp, seed=params.base.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = train(model, dataset, pad_id, tp, plan, params.base.seed, scratch)
 
@@ -88,6 +88,7 @@ def run(
         "dropped": sum(report.dropped.values()),
         "tokens": result.tokens,
         "trained_tokens": result.trained_tokens,
+        "padding_fraction": round(result.padding_fraction, 4),
         "seconds": round(result.seconds, 1),
         "seconds_per_step": round(result.seconds / max(1, result.steps - result.resumed_from_step), 2),
         "final_learning_rate": result.final_learning_rate,
