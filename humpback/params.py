@@ -131,7 +131,7 @@ class TrainParams(_Section):
     max_seq_len: int
     overlong: Literal["truncate", "drop"]
     backward_max_output_tokens: int  # the backward model reads this much of an output (0 = all), in training and augment
-    max_steps: int  # 0 = the paper's steps-by-data-size table
+    epochs: float  # passes over the model's own examples; 0 = the paper's steps-by-data-size table
     batch_size: int  # 0 = the paper's rule (32, or 8 under 3,000 examples)
     micro_batch_size: int
     learning_rate: float
@@ -139,6 +139,8 @@ class TrainParams(_Section):
     weight_decay: float
     dropout: float
     warmup_steps: int
+    # auto = bfloat16 compute where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
+    dtype: Literal["auto", "float32", "bfloat16"]
     lora: LoraParams
 
 
@@ -289,6 +291,8 @@ MOVED: dict[str, str] = {
     "generation.tensor_parallel_size": "runtime.tensor_parallel_size",
     "evaluate.base_url": "runtime.judge_base_url",
     "train.save_steps": "runtime.save_steps",
+    "train.max_steps": "train.epochs (training length in passes over each model's own examples; 0 = the paper's "
+                       "steps table)",
 }
 
 

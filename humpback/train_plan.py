@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ def paper_batch_size(n_examples: int) -> int:
     return 8 if n_examples < SMALL_DATA else 32
 
 
+def steps_for_epochs(epochs: float, n_examples: int, batch_size: int) -> int:
+    """Optimizer steps for `epochs` passes over `n_examples`. A pass is ceil(n / batch) steps, the last one
+    short, as the Trainer counts an epoch; a fractional pass rounds up, so 1.0 sees every example once."""
+    per_epoch = math.ceil(n_examples / batch_size)
+    return max(1, math.ceil(epochs * per_epoch - 1e-9))  # 1e-9: 0.1 * 30 is 3.0000000000000004
+
+
 @dataclass(frozen=True)
 class TrainPlan:
     steps: int  # optimizer steps
@@ -46,7 +54,8 @@ class TrainPlan:
     @classmethod
     def from_params(cls, params: TrainParams, n_examples: int, world_size: int = 1) -> TrainPlan:
         """Resolve the 0 = "paper's rule" settings; the batch must split evenly into micro-batches."""
-        steps = params.max_steps or paper_steps(n_examples)
+        if params.epochs < 0:
+            raise ParamsError(f"train.epochs must be >= 0 (0 = the paper's steps table), got {params.epochs}")
         batch = params.batch_size or paper_batch_size(n_examples)
         per_step = params.micro_batch_size * world_size
         if params.micro_batch_size < 1 or batch % per_step:
@@ -54,6 +63,7 @@ class TrainPlan:
                 f"train.batch_size {batch} is not a multiple of train.micro_batch_size "
                 f"{params.micro_batch_size} × {world_size} process(es)"
             )
+        steps = steps_for_epochs(params.epochs, n_examples, batch) if params.epochs else paper_steps(n_examples)
         return cls(steps, batch, params.micro_batch_size, batch // per_step)
 
 

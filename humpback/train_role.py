@@ -31,10 +31,9 @@ log = logging.getLogger("train")
 
 # The params that decide a model, per role: its card and its resume fingerprint record exactly these, and
 # dvc.yaml's train_backward and train@{m0,m1,m2} list the same (tests/test_stage_deps.py checks).
-COMMON_KEYS = ("seeds.training", "base.dtype", "train.method", "train.max_seq_len", "train.overlong",
-               "train.max_steps", "train.batch_size", "train.micro_batch_size", "train.learning_rate",
-               "train.final_learning_rate", "train.weight_decay", "train.dropout", "train.warmup_steps",
-               "train.lora")
+COMMON_KEYS = ("seeds.training", "train.method", "train.max_seq_len", "train.overlong", "train.epochs",
+               "train.batch_size", "train.micro_batch_size", "train.learning_rate", "train.final_learning_rate",
+               "train.weight_decay", "train.dropout", "train.warmup_steps", "train.dtype", "train.lora")
 ROLE_KEYS = {"backward": (*COMMON_KEYS, "train.backward_max_output_tokens"),
              "m0": (*COMMON_KEYS, "train.tagging"),
              "m1": (*COMMON_KEYS, "train.tagging", "train.mix"),
@@ -87,7 +86,7 @@ def train_role(
     scratch = scratch_root / f"{role}-{fingerprint(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
     log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
 
-    model = load_trainable(base, tp, params.base.dtype, seed=params.seeds.training)
+    model = load_trainable(base, tp, seed=params.seeds.training)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = train(model, dataset, pad_id, tp, plan, params.seeds.training, scratch,
                    save_steps=params.runtime.save_steps)
@@ -104,6 +103,7 @@ def train_role(
         "dropped": sum(report.dropped.values()),
         "tokens": result.tokens,
         "trained_tokens": result.trained_tokens,
+        "padding_fraction": round(result.padding_fraction, 4),
         "seconds": round(result.seconds, 1),
         "seconds_per_step": round(result.seconds / max(1, result.steps - result.resumed_from_step), 2),
         "final_learning_rate": result.final_learning_rate,

@@ -52,8 +52,10 @@ def test_missing_nested_key(tmp_path):
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("train", "max_steps", "ten", r"'train\.max_steps' must be an integer"),
-        ("train", "max_steps", 2.5, r"'train\.max_steps' must be an integer"),
+        ("train", "epochs", "ten", r"'train\.epochs' must be a number"),
+        ("train", "epochs", True, r"'train\.epochs' must be a number"),
+        ("train", "dtype", "float64", r"'train\.dtype' must be one of"),
+        ("train", "batch_size", 2.5, r"'train\.batch_size' must be an integer"),
         ("train", "tagging", "yes", r"'train\.tagging' must be true or false"),
         ("curate", "method", "vibes", r"'curate\.method' must be one of"),
         ("curate", "threshold", "high", r"'curate\.threshold' must be a mapping"),

@@ -95,7 +95,7 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     raw["data"]["web"].update(source="jsonl", path=str(FIXTURES / "web.jsonl"), min_chars=100, max_chars=3000, limit=20)
     raw["data"]["eval"].update(source="jsonl", path=str(FIXTURES / "eval.jsonl"), limit=5)
     raw["data"]["other"]["path"] = str(ROOT / "tests" / "fixtures" / "project_faqs")
-    raw["train"].update(max_steps=2, batch_size=2, micro_batch_size=2, max_seq_len=192, backward_max_output_tokens=128)
+    raw["train"].update(epochs=0.2, batch_size=2, micro_batch_size=2, max_seq_len=192, backward_max_output_tokens=128)
     # A random tiny model writes no text that looks like an instruction; keep only the emptiness filter.
     raw["augment"].update(max_new_tokens=12, filters=["empty"])
     raw["curate"].update(max_new_tokens=12)

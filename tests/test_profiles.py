@@ -46,7 +46,7 @@ def test_the_paper_profile_is_the_papers_setup(params_file):
     p = load_params(params_file)
     assert (p.train.method, p.train.learning_rate, p.train.final_learning_rate) == ("full", 1e-5, 9e-6)
     assert (p.train.weight_decay, p.train.dropout) == (0.1, 0.1)
-    assert (p.train.max_steps, p.train.batch_size) == (0, 0)  # the steps table and the batch rule
+    assert (p.train.epochs, p.train.batch_size) == (0, 0)  # the steps table and the batch rule
     assert (p.generation.temperature, p.generation.top_p) == (0.7, 0.9)
     assert (p.curate.method, p.curate.threshold.generate, p.curate.model) == ("generate", 4.5, "self")
     assert p.train.tagging and p.respond.system_prompt == "S_a+S_w"

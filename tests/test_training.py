@@ -15,8 +15,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from transformers import TrainerCallback
+from transformers import AutoModelForCausalLM, TrainerCallback
 
+from humpback import train_loss
 from humpback.modeling import adapter_base, load_model
 from humpback.params import Params, ParamsError, parse_params
 from humpback.prompts import (
@@ -35,7 +36,8 @@ from humpback.sft_data import (
     forward_examples,
     tokenize_example,
 )
-from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps
+from humpback.train_loss import labelled_cross_entropy, logits_mask
+from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps, steps_for_epochs
 from humpback.train_role import train_role
 from humpback.training import EpochSeededLengthSampler, load_trainable, train
 from stages import train as train_stage
@@ -67,8 +69,8 @@ def make_params(save_steps: int = 2, **train) -> Params:
     """The repo's params.yaml with small, fast training settings (override any train key)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"].update(
-        {"max_seq_len": 96, "max_steps": 4, "batch_size": 4, "micro_batch_size": 2,
-         "learning_rate": 1e-2, "final_learning_rate": 1e-3, **train}
+        {"max_seq_len": 96, "epochs": 1.0, "batch_size": 4, "micro_batch_size": 2,
+         "learning_rate": 1e-2, "final_learning_rate": 1e-3, "dtype": "float32", **train}
     )
     raw["runtime"]["save_steps"] = save_steps
     return parse_params(raw)
@@ -179,11 +181,22 @@ def test_paper_steps_and_batch_rule():
     assert [paper_steps(n) for n in (10, 100, 799, 800, 1700, 3200, 6000, 30000, 10**6)] == [
         30, 30, 30, 300, 600, 500, 500, 1200, 1600]
     assert (paper_batch_size(2999), paper_batch_size(3000)) == (8, 32)
-    tp = make_params(max_steps=0, batch_size=0, micro_batch_size=4).train
+    tp = make_params(epochs=0, batch_size=0, micro_batch_size=4).train
     assert TrainPlan.from_params(tp, 1600) == TrainPlan(steps=600, batch_size=8, micro_batch_size=4, grad_accum=2)
     assert TrainPlan.from_params(tp, 3200).grad_accum == 8
     with pytest.raises(ParamsError, match="multiple"):
         TrainPlan.from_params(make_params(batch_size=6, micro_batch_size=4).train, 100)
+
+
+def test_epochs_give_whole_passes_rounded_up():
+    # 159 seed pairs at batch 8: 19 full steps and a short one make a pass; 194 (seed + 35 selected): 25.
+    assert [steps_for_epochs(1.0, n, 8) for n in (159, 160, 161, 194)] == [20, 20, 21, 25]
+    assert steps_for_epochs(1.5, 159, 8) == 30 and steps_for_epochs(0.1, 300, 10) == 3
+    assert steps_for_epochs(0.01, 16, 8) == 1  # never zero steps
+    tp = make_params(epochs=2.0, batch_size=8, micro_batch_size=4).train
+    assert TrainPlan.from_params(tp, 159) == TrainPlan(steps=40, batch_size=8, micro_batch_size=4, grad_accum=2)
+    with pytest.raises(ParamsError, match="epochs"):
+        TrainPlan.from_params(make_params(epochs=-1.0).train, 100)
 
 
 def test_schedule_decays_linearly_to_the_final_rate():
@@ -199,16 +212,27 @@ def test_schedule_decays_linearly_to_the_final_rate():
     assert sched.get_last_lr()[0] == pytest.approx(9e-6)
 
 
+def padding_fraction(order: list[int], lengths: list[int], micro: int) -> float:
+    batches = [order[k:k + micro] for k in range(0, len(order), micro)]
+    real = sum(lengths[i] for b in batches for i in b)
+    return 1 - real / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+
 def test_sampler_groups_lengths_and_reshuffles_per_epoch():
-    lengths = [i % 17 + 1 for i in range(64)]
-    sampler = EpochSeededLengthSampler(lengths, group_size=4, seed=0)
+    lengths = [(i * 37) % 467 + 45 for i in range(159)]  # 45..511, as the seed pairs' token counts spread
+    sampler = EpochSeededLengthSampler(lengths, micro_batch_size=4, seed=0)
     first = list(sampler)
-    assert sorted(first) == list(range(64)) and first == list(sampler)  # a permutation, reproducible
+    assert sorted(first) == list(range(159)) and first == list(sampler)  # a permutation, reproducible
+    assert list(EpochSeededLengthSampler(lengths, 4, seed=1)) != first
     sampler.set_epoch(1)
-    assert list(sampler) != first
-    spread = [max(lengths[i] for i in first[k:k + 4]) - min(lengths[i] for i in first[k:k + 4])
-              for k in range(0, 64, 4)]
-    assert sum(spread) / len(spread) < 4  # random groups of 4 from 1..17 would spread ~9
+    second = list(sampler)
+    assert second != first and sorted(second) == list(range(159))
+    assert padding_fraction(first, lengths, 4) < 0.10 and padding_fraction(second, lengths, 4) < 0.10
+    random_order = torch.randperm(159, generator=torch.Generator().manual_seed(0)).tolist()
+    assert padding_fraction(random_order, lengths, 4) > 0.25  # what a plain random sampler pads
+    # micro-batches are shuffled, not run from short to long: their lengths do not rise through the epoch
+    widths = [max(lengths[i] for i in first[k:k + 4]) for k in range(0, 156, 4)]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -241,6 +265,127 @@ def test_lora_changes_adapter_weights_only(tiny_model_dir, tiny_tokenizer, tmp_p
     assert changed_lora > 0  # lora_B starts at zero: non-zero means the adapter learned
     assert result.steps == 4 and result.final_learning_rate == pytest.approx(1e-3)
     assert result.trained_tokens > 0 and result.tokens > result.trained_tokens
+    # one pass (the default): every example's every token, once
+    assert result.epochs == 1.0 and result.tokens == sum(tiny_dataset(tiny_tokenizer, make_params()).lengths)
+    assert result.padded_tokens >= result.tokens and result.precision == "fp32"
+
+
+def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """The Trainer wiring (labelled-token count over the step, gradient accumulation over 2 micro-batches of
+    different widths) gives the stock loss: the mean cross-entropy over the step's labelled tokens. At step 1
+    LoRA's B is zero, so the model is the base."""
+    params = make_params()
+    result = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "s")
+    dataset = tiny_dataset(tiny_tokenizer, params)
+    first_step = list(EpochSeededLengthSampler(dataset.lengths, 2, params.seeds.training))[:4]
+    batch = PadCollator(tiny_tokenizer.pad_token_id)([dataset[i] for i in first_step])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        stock = base(**batch).loss.item()
+    assert result.losses[0][1] == pytest.approx(stock, rel=1e-4)
+
+
+def test_bf16_training_keeps_a_bf16_base_and_trains_a_float32_adapter(tiny_model_dir, tiny_tokenizer, tmp_path):
+    original = load_file(tiny_model_dir / "model.safetensors")
+    result = run_training(tiny_model_dir, tiny_tokenizer, make_params(dtype="bfloat16"), tmp_path / "s")
+    fp32 = run_training(tiny_model_dir, tiny_tokenizer, make_params(), tmp_path / "f")
+    assert result.precision == "bf16"
+    for name, param in result.model.named_parameters():
+        if "lora_" in name:
+            assert param.dtype == torch.float32 and param.requires_grad
+            continue
+        key = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert param.dtype == torch.bfloat16 and torch.equal(param.detach(), original[key].to(torch.bfloat16))
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in result.losses)
+    assert result.losses[0][1] == pytest.approx(fp32.losses[0][1], rel=0.02)  # same step, bf16 rounding
+
+
+# ------------------------------------------------------------------------------------------ the loss
+
+
+def tiny_batch(tokenizer, rows: slice = slice(None)) -> dict[str, torch.Tensor]:
+    """Prompt-masked, right-padded rows of different lengths (seed and augmented pairs)."""
+    examples = forward_examples(tokenizer, SEED_PAIRS[:3], AUGMENTED_PAIRS[:2], tagging=True)
+    dataset, _ = build_dataset(tokenizer, examples, 96, "truncate")
+    return PadCollator(tokenizer.pad_token_id)(dataset.items[rows])
+
+
+def gradients(model) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return grads
+
+
+def ours(model, batch, num_items=None) -> torch.Tensor:
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=logits_mask(batch["labels"])).logits
+    return labelled_cross_entropy(logits, batch["labels"], num_items)
+
+
+def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_tokenizer, monkeypatch):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    vocab = model.config.vocab_size
+    monkeypatch.setattr(train_loss, "CHUNK_ELEMENTS", 7 * vocab)  # several chunks, the last one short
+    batch = tiny_batch(tiny_tokenizer)
+    n_labelled = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert n_labelled > 7 * 3 and n_labelled < batch["labels"][:, 1:].numel()  # prompts and padding masked
+
+    stock = model(**batch).loss
+    stock.backward()
+    expected = gradients(model)
+    loss = ours(model, batch)
+    loss.backward()
+    got = gradients(model)
+    assert loss.item() == pytest.approx(stock.item(), rel=1e-6)
+    assert got.keys() == expected.keys()
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+    # gradient accumulation: two micro-batches, each padded to its own width, normalized by the step's count
+    parts = [tiny_batch(tiny_tokenizer, slice(0, 2)), tiny_batch(tiny_tokenizer, slice(2, None))]
+    total = sum(ours(model, part, torch.tensor(n_labelled)) for part in parts)
+    total.backward()
+    assert total.item() == pytest.approx(stock.item(), rel=1e-6)
+    for name, grad in gradients(model).items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_loss_picks_labelled_rows_from_full_logits(tiny_model_dir, tiny_tokenizer):
+    """A model whose forward ignores a boolean logits_to_keep returns every position: same loss."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    batch = tiny_batch(tiny_tokenizer)
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert labelled_cross_entropy(full, batch["labels"]).item() == pytest.approx(
+            model(**batch).loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="labelled tokens"):
+        labelled_cross_entropy(full[:, :3].reshape(-1, full.shape[-1]), batch["labels"])
+
+
+def test_no_float32_vocabulary_wide_tensor_is_kept_for_backward(tiny_model_dir, tiny_tokenizer):
+    """Under bf16 autocast, what autograd keeps of vocabulary width is bf16 and has one row per labelled
+    token; the stock loss keeps float32 rows for every position."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    vocab, hidden, batch = model.config.vocab_size, model.config.hidden_size, tiny_batch(tiny_tokenizer)
+    n_labelled = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def kept(run) -> list[tuple[torch.dtype, tuple[int, ...]]]:
+        saved = []
+
+        def pack(t):
+            saved.append((t.dtype, tuple(t.shape)))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", torch.bfloat16):
+            run().backward()
+        # of vocabulary width, the (tied) head weight aside
+        return [(dtype, shape) for dtype, shape in saved if shape and shape[-1] == vocab and shape != (hidden, vocab)]
+
+    wide = kept(lambda: ours(model, batch))
+    assert wide and all(dtype == torch.bfloat16 and shape[0] == n_labelled for dtype, shape in wide)
+    stock = kept(lambda: model(**batch).loss)
+    assert any(dtype == torch.float32 and shape[:-1] in (batch["input_ids"].shape, (batch["input_ids"].numel(),))
+               for dtype, shape in stock)
 
 
 def test_full_finetuning_changes_weights_with_paper_dropout(tiny_model_dir, tiny_tokenizer, tmp_path):
@@ -270,7 +415,7 @@ class InterruptAfterSave(TrainerCallback):
 def test_resume_equals_uninterrupted(tiny_model_dir, tiny_tokenizer, tmp_path, caplog):
     # 6 steps of 4 over 16 examples: the interruption falls mid-epoch, the run crosses an epoch boundary,
     # and LoRA dropout exercises the restored RNG state.
-    params = make_params(max_steps=6, save_steps=2)
+    params = make_params(epochs=1.5, save_steps=2)
     straight = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "straight")
     with pytest.raises(Interrupt):
         run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "resumed", [InterruptAfterSave(2)])
@@ -317,11 +462,13 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     assert not torch.equal(model.model.layers[0].self_attn.q_proj.weight, base_q)
     card = json.loads(Path("models/m1/card.json").read_text())
     assert card["data"]["kept"] == {"seed": 12, "augmented": 0} and card["role"] == "m1"
-    assert card["steps"] == 4 and card["final_loss"] == summary["final_loss"]
-    assert card["params"]["train.method"] == "lora" and "train.backward_max_output_tokens" not in card["params"]
+    assert card["steps"] == 3 and card["final_loss"] == summary["final_loss"]  # 12 examples, batch 4, 1 pass
+    assert summary["epochs"] == 1.0 and 0 <= summary["padding_fraction"] < 0.5
+    assert card["params"]["train.method"] == "lora" and card["precision"] == "fp32"
+    assert "train.backward_max_output_tokens" not in card["params"]
     assert json.loads(Path("metrics/train/m1.json").read_text()) == summary
     lines = Path("metrics/train/loss_m1.csv").read_text().splitlines()
-    assert lines[0] == "step,loss" and len(lines) == 5
+    assert lines[0] == "step,loss" and len(lines) == 4
     assert Path("metrics/train/loss_m1.png").read_bytes()[:4] == b"\x89PNG"
     assert not any(Path(".humpback/scratch/train").iterdir())  # scratch removed after success
     assert sorted(p.name for p in Path("models").iterdir()) == ["base", "m1"]  # no temp folder left
@@ -347,7 +494,7 @@ def test_stage_refuses_empty_data_and_wrong_inputs(tiny_model_dir, tmp_path, cap
 def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_path):
     """The train stage started by `accelerate launch` with the single-process CPU config writes its model."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update({"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_seq_len": 128})
+    raw["train"].update({"epochs": 0.34, "batch_size": 2, "micro_batch_size": 2, "max_seq_len": 128})
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS[:6])
