@@ -57,7 +57,8 @@ class WebDataParams:
     near_duplicate: float  # MinHash Jaccard similarity at which a segment is a near-duplicate (0 = off)
     shard_size: int  # documents per resumable shard
     limit: int  # deterministic sample size, 0 = all
-    on_bad_record: Literal["error", "skip"]
+    on_bad_record: Literal["error", "skip"]  # skip: a crawl always has some damaged records (counted)
+    max_bad_fraction: float  # stop when more than this share of documents read were malformed or undecodable
 
 
 @dataclass(frozen=True)

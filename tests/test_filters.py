@@ -17,7 +17,7 @@ GERMAN = (
 )
 PARAMS = WebDataParams(source="jsonl", path="", text_field="text", min_chars=10, max_chars=5000,
                        max_repetition=0.3, language="en", near_duplicate=0.8, shard_size=1, limit=0,
-                       on_bad_record="error")
+                       on_bad_record="error", max_bad_fraction=0.01)
 
 
 def test_repetition_share_of_repeated_word_5grams():

@@ -23,7 +23,7 @@ def filter_segments(segments, min_chars: int, max_chars: int, dropped: dict[str,
     """The per-segment filters then exact dedup, as prepare_web applies them (other filters off)."""
     params = WebDataParams(
         source="jsonl", path="", text_field="text", min_chars=min_chars, max_chars=max_chars,
-        max_repetition=1.0, language="", near_duplicate=0.0, shard_size=1, limit=0, on_bad_record="error",
+        max_repetition=1.0, language="", near_duplicate=0.0, shard_size=1, limit=0, on_bad_record="error", max_bad_fraction=0.01,
     )
     keep, dedup = SegmentFilter(params), Deduplicator(0.0)
     for segment in segments:

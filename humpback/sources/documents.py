@@ -22,14 +22,13 @@ from typing import Literal
 
 from charset_normalizer import from_bytes
 
+from humpback.filters import JUNK
 from humpback.records import RecordError
 
 # Share of a decoded document that may be undecodable or control characters before it is taken for binary
 # data rather than text with junk in places. Random bytes decoded as UTF-8 are ~60% junk, as a single-byte
 # code page ~12% controls; a text page with a few hundred junk bytes in a paragraph stays far below.
 MAX_BINARY_SHARE = 0.3
-# Undecodable (U+FFFD), C0 controls other than tab/newline/form feed/carriage return, DEL and C1 controls.
-JUNK = re.compile(r"[\ufffd\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 # How far the HTML standard's prescan looks for a <meta> charset.
 PRESCAN_BYTES = 1024
 _META_CHARSET = re.compile(rb"""<meta\s[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_:.+-]+)""", re.IGNORECASE)
