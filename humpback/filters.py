@@ -15,9 +15,8 @@ text (`humpback.rater_text`) is removed, so the lengths the filters check are th
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-
 from dataclasses import replace
+from functools import lru_cache
 
 from humpback.params import WebDataParams
 from humpback.rater_text import remove_rater_text
