@@ -60,48 +60,50 @@ def injected(args: argparse.Namespace) -> dict:
     params = load_params(ROOT / "params.yaml")
     seeds = [json.loads(line) for line in (ROOT / "tests/fixtures/tiny_profile/seed.jsonl").open()][: args.pairs]
     keep = SegmentFilter(params.data.web)
-    variants: dict[str, list[dict]] = {"reference": [], "cleaned": [], "injected": []}
+    # Every variant of seed pair i has the id str(i): `generate` samples them with the same seeds, and a
+    # text shared by variants (the cleaned answer is usually the reference itself) is scored once.
+    unique: dict[tuple[str, str], dict] = {}
     cases = []
     for i, seed in enumerate(seeds):
         for name, (passage, where) in INJECTIONS.items():
             text = inject(seed["output"], passage, where)
             cleaned, reason = keep.clean(Segment(f"bench#{i}", "bench", "", text))
-            case_id = f"{i}-{name}"  # one id for all three variants: `generate` samples them with the same seeds
-            for variant, output in (("reference", seed["output"]), ("cleaned", cleaned.text), ("injected", text)):
-                variants[variant].append({"id": case_id, "instruction": seed["instruction"], "output": output})
-            cases.append({"id": case_id, "injection": name, "dropped": reason,
-                          "cleaned_equals_reference": cleaned.text == seed["output"]})
+            variants = {"reference": seed["output"], "cleaned": cleaned.text, "injected": text}
+            for output in variants.values():
+                unique.setdefault((str(i), output), {"id": str(i), "instruction": seed["instruction"],
+                                                     "output": output})
+            cases.append({"pair": i, "injection": name, "dropped": reason,
+                          "cleaned_equals_reference": cleaned.text == seed["output"], "variants": variants})
+    pairs = list(unique.values())
     start = time.perf_counter()
     engine = make_engine(args.curator, params.generation)
-    scores: dict[str, dict[str, list[float | None]]] = {}
+    scores: dict[str, dict[tuple[str, str], float | None]] = {}
     for method in args.methods:
         runs = args.seeds if method == "generate" else 1
+        per_seed = [score_pairs(engine, pairs, params.curate, tagging=False, seed=s, method=method)
+                    for s in range(runs)]
         scores[method] = {}
-        for variant, pairs in variants.items():
-            per_seed = [score_pairs(engine, pairs, params.curate, tagging=False, seed=s, method=method)
-                        for s in range(runs)]
-            means = []
-            for k in range(len(pairs)):
-                got = [r[k].score for r in per_seed if r[k].score is not None]
-                means.append(sum(got) / len(got) if got else None)
-            scores[method][variant] = means
+        for k, pair in enumerate(pairs):
+            got = [r[k].score for r in per_seed if r[k].score is not None]
+            scores[method][(pair["id"], pair["output"])] = sum(got) / len(got) if got else None
         print(f"{method}: done ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
-    for k, case in enumerate(cases):
-        case["scores"] = {m: {v: scores[m][v][k] for v in variants} for m in args.methods}
+    for case in cases:
+        texts = case.pop("variants")
+        case["scores"] = {m: {v: scores[m][(str(case["pair"]), t)] for v, t in texts.items()} for m in args.methods}
     summary = {}
     for m in args.methods:
-        pairs = [(scores[m]["cleaned"][k], scores[m]["reference"][k], scores[m]["injected"][k])
-                 for k in range(len(cases))]
-        comparable = [(c, r, i) for c, r, i in pairs if None not in (c, r)]
+        triples = [(c["scores"][m]["cleaned"], c["scores"][m]["reference"], c["scores"][m]["injected"])
+                   for c in cases]
+        comparable = [(c, r, i) for c, r, i in triples if None not in (c, r)]
         summary[m] = {
             "cleaned_higher_than_reference": sum(c > r + 1e-9 for c, r, _ in comparable),
             "max_cleaned_minus_reference": max((c - r for c, r, _ in comparable), default=None),
             "injected_higher_than_reference": sum(i is not None and i > r for _, r, i in comparable),
             "mean_injected_minus_reference": _mean([i - r for _, r, i in comparable if i is not None]),
-            "unparsed": sum(None in p for p in pairs),
+            "unparsed": sum(None in t for t in triples),
         }
-    return {"curator": str(args.curator), "seeds_generate": args.seeds, "cases": cases, "summary": summary,
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {"curator": str(args.curator), "seeds_generate": args.seeds, "pairs_scored": len(pairs),
+            "cases": cases, "summary": summary, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -149,8 +151,8 @@ def main() -> None:
     inj = sub.add_parser("injected")
     inj.add_argument("--curator", default=".humpback/models/base", help="a model folder (default: the base "
                      "model converted by benchmarks/curators.py or prepare_base)")
-    inj.add_argument("--pairs", type=int, default=3, help="seed answers to inject into")
-    inj.add_argument("--seeds", type=int, default=3, help="base seeds for the sampled `generate` read")
+    inj.add_argument("--pairs", type=int, default=2, help="seed answers to inject into")
+    inj.add_argument("--seeds", type=int, default=2, help="base seeds for the sampled `generate` read")
     inj.add_argument("--methods", nargs="+", default=list(METHODS))
     inj.add_argument("--out")
     fp = sub.add_parser("false-positives")

@@ -42,6 +42,14 @@ _WHATWG = {
     "tis-620": "cp874", "iso-8859-11": "cp874", "x-sjis": "shift_jis", "gb2312": "gbk", "gb_2312-80": "gbk",
 }
 _META_UTF16 = {"utf-16", "utf-16le", "utf-16be", "utf-16-le", "utf-16-be"}
+# What detection may answer: the single- and multi-byte encodings of the HTML standard (browsers decode
+# nothing else; UTF-16 only with a BOM). Also ~50x faster than letting charset-normalizer try every codec.
+WHATWG_ENCODINGS = [
+    "utf_8", "cp1252", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6", "iso8859_7",
+    "iso8859_8", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "koi8_r", "koi8_u",
+    "mac_roman", "mac_cyrillic", "cp866", "cp874", "cp1250", "cp1251", "cp1253", "cp1254", "cp1255", "cp1256",
+    "cp1257", "cp1258", "gb18030", "gbk", "big5", "euc_jp", "iso2022_jp", "shift_jis", "euc_kr",
+]
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ def detect_encoding(data: bytes) -> str | None:
         return "utf-8"
     except UnicodeDecodeError:
         pass
-    matches = from_bytes(data)
+    matches = from_bytes(data, cp_isolation=WHATWG_ENCODINGS)
     best = matches.best()
     if best is None:
         return None
@@ -126,7 +134,8 @@ def decode_markup(data: bytes, charset: str | None = None, markup: bool = True) 
         text, replaced = body.decode(encoding), False
     except UnicodeDecodeError:
         text, replaced = body.decode(encoding, errors="replace"), True
-    return text, replaced, len(JUNK.findall(text)) / max(len(text), 1)
+    junk = len(JUNK.findall(text)) / max(len(text), 1) if JUNK.search(text) else 0.0
+    return text, replaced, junk
 
 
 def html_document(

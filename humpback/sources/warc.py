@@ -24,7 +24,9 @@ Under `on_bad_record: error` the first problem is a `RecordError` naming the fil
 
 from __future__ import annotations
 
+import bisect
 import io
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -218,13 +220,16 @@ class WarcRecords:
                 yield Problem("garbage", f"{self.base - start} bytes that are not a WARC record", self._where(start))
 
 
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([^\r]*)", re.IGNORECASE)
+_WARC_TYPE = re.compile(rb"\r\nwarc-type:[ \t]*([^\r]*)", re.IGNORECASE)
+
+
 def parse_fields(header: bytes) -> dict[bytes, bytes]:
-    """WARC named fields (lower-cased names) of a header block; the version line is skipped."""
+    """The two WARC named fields the framing needs (lower-cased names), from a header block."""
     fields = {}
-    for line in header.split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
+    for name, pattern in ((b"content-length", _CONTENT_LENGTH), (b"warc-type", _WARC_TYPE)):
+        if match := pattern.search(header):
+            fields[name] = match.group(1).strip()
     return fields
 
 
@@ -250,36 +255,47 @@ class Decompressed:
     `where` names the gzip member (the offset Common Crawl's indexes give) and the uncompressed offset.
     """
 
+    FEED = 1 << 16  # compressed bytes given to zlib at a time: it copies what is left after a member ends
+
     def __init__(self, f: BinaryIO):
         self.f = f
-        self.raw_pos = 0  # compressed offset of the next byte to decompress
-        self.pending = b""  # compressed bytes read but not yet decompressed
+        self.chunk = memoryview(b"")  # compressed bytes read from the file
+        self.pos = 0  # next byte of `chunk` to decompress
+        self.chunk_start = 0  # compressed offset of chunk[0]
         self.member: zlib._Decompress | None = None
         self.out_pos = 0
-        self.members: list[tuple[int, int]] = []  # (uncompressed offset, compressed offset) of member starts
+        # Member starts: uncompressed offsets (sorted) and their compressed offsets, the last few only.
+        self.starts_out: list[int] = []
+        self.starts_raw: list[int] = []
         self.broken: str | None = None  # why the last run ended, when a member was damaged
         self.broken_at = 0  # the damaged member's compressed offset
 
     def more(self) -> bytes:
         """The next decompressed bytes; b"" at the end of the file or of a run cut by a damaged member."""
         while True:
-            raw = self.pending or self.f.read(CHUNK)
-            self.pending = b""
-            if not raw:
-                return b""  # an unfinished member here is a truncated file: the reader sees a cut record
+            if self.pos >= len(self.chunk):
+                self.chunk_start += len(self.chunk)
+                self.chunk, self.pos = memoryview(self.f.read(CHUNK)), 0
+                if not self.chunk:
+                    return b""  # an unfinished member here is a truncated file: the reader sees a cut record
             if self.member is None:
                 self.member = zlib.decompressobj(31)
-                self.members = self.members[-64:] + [(self.out_pos, self.raw_pos)]
+                if len(self.starts_out) > 64:
+                    del self.starts_out[:32], self.starts_raw[:32]
+                self.starts_out.append(self.out_pos)
+                self.starts_raw.append(self.chunk_start + self.pos)
+            feed = self.chunk[self.pos:self.pos + self.FEED]
             try:
-                out = self.member.decompress(raw)
+                out = self.member.decompress(feed)
             except zlib.error as exc:
-                self.broken, self.broken_at = str(exc), self.members[-1][1]
-                self._resync(self.members[-1][1] + 1)
+                self.broken, self.broken_at = str(exc), self.starts_raw[-1]
+                self._resync(self.starts_raw[-1] + 1)
                 return b""
             if self.member.eof:
-                self.pending = self.member.unused_data
+                self.pos += len(feed) - len(self.member.unused_data)
                 self.member = None
-            self.raw_pos += len(raw) - len(self.pending)
+            else:
+                self.pos += len(feed)
             self.out_pos += len(out)
             if out:
                 return out
@@ -292,15 +308,14 @@ class Decompressed:
             data = tail + chunk
             found = data.find(GZIP_MAGIC)
             if found >= 0:
-                self.raw_pos = pos - len(tail) + found
-                self.f.seek(self.raw_pos)
+                pos = pos - len(tail) + found
                 break
             tail = data[-(len(GZIP_MAGIC) - 1):]
             pos += len(chunk)
-        else:
-            self.raw_pos = pos
-        self.member, self.pending = None, b""
+        self.f.seek(pos)
+        self.chunk, self.pos, self.chunk_start, self.member = memoryview(b""), 0, pos, None
 
     def where(self, offset: int) -> str:
-        member = max((m for m in self.members if m[0] <= offset), default=(0, 0))[1]
+        k = bisect.bisect_right(self.starts_out, offset) - 1
+        member = self.starts_raw[k] if k >= 0 else 0
         return f"byte {member} (gzip member; byte {offset} uncompressed)"
