@@ -70,7 +70,7 @@ def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
 def read_warc(path: Path, on_bad_record: str) -> Iterator[Document | BadRecord]:
     """The file's HTML responses as documents; every damaged record as a counted `BadRecord`."""
     with open(path, "rb") as f:
-        for item in WarcRecords(f, str(path)):
+        for item in WarcRecords(f):
             if isinstance(item, Problem):
                 yield bad_record(on_bad_record, item.reason, f"{path}: record at {item.where}: {item.message}")
                 continue
@@ -107,10 +107,9 @@ class Problem:
 class WarcRecords:
     """Frames the records of one WARC file (plain or gzip members), resynchronising after damage."""
 
-    def __init__(self, f: BinaryIO, name: str):
+    def __init__(self, f: BinaryIO):
         self.source = Decompressed(f) if f.read(3) == GZIP_MAGIC else Plain(f)
         f.seek(0)
-        self.name = name
         self.buf = bytearray()
         self.base = 0  # offset of buf[0] in the uncompressed stream
         self.run_over = False  # the current contiguous run of bytes has ended (end of file or a bad member)
@@ -217,7 +216,7 @@ class WarcRecords:
             self._advance(max(0, len(self.buf) - keep))
             self._fill(len(self.buf) + 1)
         if not self.resyncing:
-                yield Problem("garbage", f"{self.base - start} bytes that are not a WARC record", self._where(start))
+            yield Problem("garbage", f"{self.base - start} bytes that are not a WARC record", self._where(start))
 
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([^\r]*)", re.IGNORECASE)
