@@ -42,7 +42,7 @@ from humpback.sources.documents import BadRecord, Document, bad_record, html_doc
 SUFFIXES = (".warc", ".warc.gz")
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 GZIP_MAGIC = b"\x1f\x8b\x08"
-CHUNK = 1 << 18  # bytes read at a time: a few pages of a crawl, and little memory
+CHUNK = 1 << 16  # bytes read at a time: a page or two of a crawl, little memory
 MAX_HEADER = 1 << 16  # a WARC header block longer than this is not one (real ones are under 2 KB)
 VERSION = b"WARC/1."
 END = b"\r\n\r\n"
