@@ -144,8 +144,10 @@ def _has_word(low: str, keys: tuple[str, ...], words: frozenset[str]) -> bool:
     return False
 
 
-def _rater(low: str) -> bool:
-    if _has_word(low, RATER_KEYS, RATER_WORDS) and RATER.search(low):
+def _rater(low: str, rater_word: bool | None = None) -> bool:
+    if rater_word is None:
+        rater_word = _has_word(low, RATER_KEYS, RATER_WORDS)
+    if rater_word and RATER.search(low):
         return True
     return bool(_DIGIT.search(low) and SELF_RATING.search(low) and RATER.search(low))
 
@@ -191,7 +193,9 @@ def remove_rater_text(text: str) -> tuple[str, int]:
     keeps the rest joined by a space; a line or paragraph left empty disappears.
     """
     low = lower(text)
-    if not (_spans(low) or _rater(low) or copies_rubric(low)):
+    rater_word = _has_word(low, RATER_KEYS, RATER_WORDS)  # once: both gates below use it
+    if not (_spans(low) or _rater(low, rater_word)
+            or ((rater_word or "assistant" in low or "it means" in low) and copies_rubric(low, gated=False))):
         return text, 0  # nearly every segment: substring tests, a scan or two, one pass over its words
     removed = 0
     blocks = []
