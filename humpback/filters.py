@@ -1,18 +1,25 @@
-"""The paper's per-segment filters: boilerplate headers, length, repetitive text, language.
+"""The paper's per-segment filters: boilerplate headers, length, repetitive text, language; and web cleaning.
 
 Li et al. (2023) keep English ClueWeb segments of 600–3,000 characters, drop empty, all-caps and navigation
 headers ("advertisement", "forum", "quick link", "free newsletter") and repetitive sentences (n-gram
 overlap). Each dropped segment is counted under the first reason that applies, checked in this order
 (cheapest first): empty_header, allcaps_header, navigation_header (only where the source has headers),
 too_short, too_long, repetitive, language. Duplicates across the corpus are `humpback.dedup`'s job.
+
+Before them, `SegmentFilter.clean` makes web text safe to keep (web input is not the paper's clean ClueWeb
+extract): junk bytes (undecodable characters, NULs and other controls, left by a damaged page) are removed
+with the words they sit in, and a segment that is mostly junk is dropped as `junk`; then rater-directed
+text (`humpback.rater_text`) is removed, so the lengths the filters check are those of what is kept.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import lru_cache
 
 from humpback.params import WebDataParams
+from humpback.rater_text import remove_rater_text
 from humpback.segment import Segment
 
 # fmt: off
@@ -39,6 +46,34 @@ _CODE_FENCE = re.compile(r"```.*?(```|$)", re.DOTALL)
 _LETTER = re.compile(r"[^\W\d_]")
 LANGUAGE_SAMPLE_CHARS = 300
 MIN_LANGUAGE_LETTERS = 40  # below this a detector guesses; such a segment is kept and noted
+# Undecodable (U+FFFD), C0 controls other than tab/newline/form feed/carriage return, DEL and C1 controls.
+JUNK = re.compile(r"[\ufffd\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+# Junk: a word with an undecodable or control character in it is noise, whole (random bytes decode to long
+# "words" of symbols and letters around those characters). A segment whose characters are mostly in such
+# words is dropped; below that, they are cut out and the rest kept.
+_JUNK_WORD = re.compile(r"[^\s\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]*" + JUNK.pattern + r"\S*")
+_SPACES = re.compile(r"[ \t]{2,}")
+MAX_JUNK_SHARE = 0.5
+
+
+def junk_share(text: str) -> float:
+    """Share of the text's characters in words that contain junk (see MAX_JUNK_SHARE)."""
+    return sum(len(m) for m in _JUNK_WORD.findall(text)) / max(len(text), 1)
+
+
+def strip_junk(text: str) -> str:
+    """The text without its junk words; lines without junk are kept as they are (code keeps its indent),
+    a line or paragraph left empty disappears."""
+    lines = []
+    for line in text.split("\n"):
+        if JUNK.search(line):
+            indent = line[: len(line) - len(line.lstrip(" \t"))]
+            line = _SPACES.sub(" ", JUNK.sub("", _JUNK_WORD.sub("", line))).strip()
+            if not line:
+                continue
+            line = indent + line
+        lines.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
 def header_problem(header: str) -> str | None:
@@ -92,6 +127,28 @@ class SegmentFilter:
         self.min_chars, self.max_chars = params.min_chars, params.max_chars
         self.max_repetition, self.language = params.max_repetition, params.language
         self.undetermined = 0  # segments kept because their language could not be told
+        self.junk_stripped = 0  # segments kept with their junk words cut out
+        self.rater_segments = 0  # segments that had rater-directed text removed
+        self.rater_passages = 0  # sentences and lines removed from them
+
+    def clean(self, segment: Segment) -> tuple[Segment, str | None]:
+        """The segment without junk and rater-directed text, and `junk` when it is mostly junk."""
+        text = segment.text
+        if JUNK.search(text):
+            if junk_share(text) > MAX_JUNK_SHARE:
+                return segment, "junk"
+            text = strip_junk(text)
+            self.junk_stripped += 1
+        text, removed = remove_rater_text(text)
+        if removed:
+            self.rater_segments += 1
+            self.rater_passages += removed
+        header = segment.header
+        if header and JUNK.search(header):
+            header = " ".join(JUNK.sub(" ", header).split())
+        if text is segment.text and header == segment.header:
+            return segment, None
+        return replace(segment, text=text, header=header), None
 
     def reason(self, segment: Segment) -> str | None:
         if segment.header is not None and (problem := header_problem(segment.header)):

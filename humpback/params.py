@@ -86,7 +86,8 @@ class WebDataParams(_Section):
     language: str  # keep segments detected as this ISO 639-1 language ("" = any)
     near_duplicate: float  # MinHash Jaccard similarity at which a segment is a near-duplicate (0 = off)
     limit: int  # deterministic sample size, 0 = all
-    on_bad_record: Literal["error", "skip"]
+    on_bad_record: Literal["error", "skip"]  # skip: a crawl always has some damaged records (counted)
+    max_bad_fraction: float  # stop when more than this share of documents read were malformed or undecodable
 
 
 @dataclass(frozen=True)

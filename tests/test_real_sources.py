@@ -25,7 +25,7 @@ SEED = SeedDataParams(source="oasst1", path=str(REAL / "oasst1.parquet"), instru
                       output_field="output", language="en", limit=0, heldout=2, on_bad_record="error")
 WEB = WebDataParams(source="warc", path=str(REAL / "web.warc.gz"), text_field="text", min_chars=100,
                     max_chars=3000, max_repetition=0.3, language="en", near_duplicate=0.8,
-                    limit=0, on_bad_record="error")
+                    limit=0, on_bad_record="error", max_bad_fraction=1.0)
 EVAL = EvalDataParams(source="alpaca-eval", path=str(REAL / "alpaca_eval.json"), instruction_field="instruction",
                       reference="none", limit=0, on_bad_record="error")
 

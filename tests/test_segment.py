@@ -24,6 +24,7 @@ def filter_segments(segments, min_chars: int, max_chars: int, dropped: dict[str,
     params = WebDataParams(
         source="jsonl", path="", text_field="text", min_chars=min_chars, max_chars=max_chars,
         max_repetition=1.0, language="", near_duplicate=0.0, limit=0, on_bad_record="error",
+        max_bad_fraction=0.01,
     )
     keep, dedup = SegmentFilter(params), Deduplicator(0.0)
     for segment in segments:

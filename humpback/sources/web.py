@@ -1,8 +1,10 @@
 """prepare_web, streamed: documents → segments → filters → corpus dedup → sample, in bounded memory.
 
-1. **Shards** (resumable): the reader's documents, cut into shards of `data.web.shard_size` in input order.
-   Each shard's segments go through the per-segment filters (`humpback.filters`); the survivors and the
-   shard's counts are written atomically to `.humpback/scratch/prepare_web-<fingerprint>/`. A rerun after a
+1. **Shards** (resumable): the reader's documents, cut into shards of `runtime.web_shard_size` in input order.
+   Each shard's segments are cleaned (junk, rater-directed text) and go through the per-segment filters
+   (`humpback.filters`); the survivors and the shard's counts are written atomically to
+   `.humpback/scratch/prepare_web-<fingerprint>/`. Records the reader could not use (damaged, undecodable)
+   are counted in their shard; past `data.web.max_bad_fraction` of the documents read, the run stops. A rerun after a
    crash or a kill skips finished shards (it still reads their documents, to know where the next begins).
 2. **Dedup**: one pass over the shards in order drops exact and near-duplicates across the whole corpus
    (`humpback.dedup`); one byte per surviving segment records the verdict.
@@ -33,12 +35,15 @@ from humpback.filters import SegmentFilter
 from humpback.params import WebDataParams
 from humpback.records import atomic_path, iter_jsonl, write_json, write_jsonl
 from humpback.segment import html_segments, text_segments
-from humpback.sources.counts import Counts
+from humpback.sources.counts import Counts, SourceError
 from humpback.sources.documents import BadRecord, Document
 from humpback.workdirs import SCRATCH_DIR
 
 STAGE = "prepare_web"
-_CODE = [Path(__file__).parents[1] / name for name in ("segment.py", "filters.py")] + sorted(
+# Documents read before max_bad_fraction is checked mid-run (a wrong format fails within the first shards;
+# a few damaged records among the first pages of a good crawl do not).
+MIN_DOCUMENTS_FOR_FRACTION = 1000
+_CODE = [Path(__file__).parents[1] / name for name in ("segment.py", "filters.py", "rater_text.py")] + sorted(
     Path(__file__).parent.glob("*.py")
 )
 
@@ -64,6 +69,8 @@ def prepare_web(
             counts.drop(reason, n)
         for name, n in shard_counts["info"].items():
             counts.note(name, n)
+    check_bad_fraction(params, counts.info.get("documents", 0), sum(s["bad"] for s in shards), counts.dropped,
+                       final=True)
     verdicts = run.dedup(len(shards), params.near_duplicate, counts)
     counts.kept = sum(verdicts)
     counts.ensure_any(counts.kept, "segments")
@@ -89,10 +96,12 @@ def shard_counts(items: Iterable[Document | BadRecord], params: WebDataParams, r
     """Segment and filter one shard's documents into `rows`; its counts as a JSON-ready dict."""
     counts = Counts(params.source)
     keep = SegmentFilter(params)
+    bad = 0
     for item in items:
         if isinstance(item, BadRecord):
             counts.read += item.n
             counts.drop(item.reason, item.n)
+            bad += item.n if item.bad else 0
             continue
         counts.note("documents")
         if item.replaced:
@@ -103,13 +112,35 @@ def shard_counts(items: Iterable[Document | BadRecord], params: WebDataParams, r
             segments = text_segments(item.content, item.doc, item.id_prefix, params.max_chars)
         for segment in segments:
             counts.read += 1
-            if reason := keep.reason(segment):
+            segment, reason = keep.clean(segment)
+            if reason or (reason := keep.reason(segment)):
                 counts.drop(reason)
             else:
                 rows.append(segment.record())
-    if keep.undetermined:
-        counts.note("language_undetermined", keep.undetermined)
-    return {"read": counts.read, "dropped": counts.dropped, "info": counts.info}
+    for name, n in (("language_undetermined", keep.undetermined), ("junk_stripped", keep.junk_stripped),
+                    ("rater_text_segments", keep.rater_segments), ("rater_text_removed", keep.rater_passages)):
+        if n:
+            counts.note(name, n)
+    return {"read": counts.read, "dropped": counts.dropped, "info": counts.info, "bad": bad}
+
+
+def check_bad_fraction(params: WebDataParams, documents: int, bad: int, dropped: dict[str, int],
+                       final: bool) -> None:
+    """Stop when the input is not what `data.web` says (a wrong path or format) rather than a crawl with
+    some damage in it: no document read at all, or more than `max_bad_fraction` of them malformed or
+    undecodable. Before the end, only once enough documents were read for the share to mean something."""
+    total = documents + bad
+    if final and documents == 0:
+        raise SourceError(
+            f"{params.source}: no document could be read from {params.path or 'the default source'} "
+            f"({bad} records malformed or undecodable: {dropped}); is data.web.source the right format?"
+        )
+    if (final or total >= MIN_DOCUMENTS_FOR_FRACTION) and bad > params.max_bad_fraction * total:
+        raise SourceError(
+            f"{params.source}: {bad} of {total} documents read were malformed or undecodable "
+            f"({bad / total:.1%}, over data.web.max_bad_fraction = {params.max_bad_fraction:.1%}; "
+            f"dropped: {dropped}); check data.web.path and source, or raise max_bad_fraction"
+        )
 
 
 class WebShards:
@@ -145,6 +176,12 @@ class WebShards:
                     write_json(self._counts(k), counts)  # counts first: the rows file marks the shard done
                     write_jsonl(self._rows(k), rows)
                     all_counts.append(counts)
+                documents = sum(c["info"].get("documents", 0) for c in all_counts)
+                dropped: dict[str, int] = {}
+                for c in all_counts:
+                    for reason, n in c["dropped"].items():
+                        dropped[reason] = dropped.get(reason, 0) + n
+                check_bad_fraction(params, documents, sum(c["bad"] for c in all_counts), dropped, final=False)
                 bar.update(len(batch))
         if resumed:
             tqdm.write(f"{STAGE}: resumed, {resumed} of {len(all_counts)} shards were already done "
