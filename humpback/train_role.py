@@ -20,8 +20,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from humpback.params import Params
-from humpback.plotting import save_figure
-from humpback.records import iter_jsonl, write_csv, write_json
+from humpback.records import iter_jsonl, write_json
 from humpback.sft_data import backward_examples, build_dataset, forward_examples
 from humpback.train_plan import TrainPlan, fingerprint
 from humpback.training import load_trainable, save_trained, train
@@ -53,10 +52,11 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def train_role(
-    role: str, base: str, seed: str, augmented: str | None, out: str, metrics: str, loss: str, plot: str,
+    role: str, base: str, seed: str, augmented: str | None, out: str, metrics: str, live: str | None,
     params: Params, scratch_root: Path = SCRATCH_ROOT,
 ) -> dict[str, Any]:
-    """Train one role and write its model folder, metrics, loss CSV and plot; return the metrics."""
+    """Train one role and write its model folder and metrics, logging the curves into `live` (DVCLive) as it
+    goes; return the metrics."""
     if (augmented is not None) != (role in WITH_AUGMENTED):
         raise TrainDataError(f"--augmented is {'required' if role in WITH_AUGMENTED else 'not used'} for {role}")
     seed_pairs = read_pairs(seed)
@@ -89,7 +89,7 @@ def train_role(
     model = load_trainable(base, tp, seed=params.seeds.training)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = train(model, dataset, pad_id, tp, plan, params.seeds.training, scratch,
-                   save_steps=params.runtime.save_steps)
+                   callbacks=live_callbacks(live), save_steps=params.runtime.save_steps)
 
     summary = {
         "final_loss": result.final_loss,
@@ -124,17 +124,18 @@ def train_role(
         return summary
     save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
     write_json(metrics, summary)
-    write_csv(loss, ["step", "loss"], result.losses)
-    plot_loss(plot, result.losses, title=f"train@{role}")
     shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
     return summary
 
 
-def plot_loss(path: str | Path, losses: list[tuple[int, float]], title: str) -> None:
-    import matplotlib.pyplot as plt
+def live_callbacks(live_dir: str | Path | None) -> list:
+    """DVCLive's Trainer callback, writing loss and learning rate per step into `live_dir` while training runs
+    (`dvc plots show` draws them; a resumed run appends). No dvc.yaml of its own and no experiment commit: the
+    stage's outputs are DVC's business."""
+    if live_dir is None or int(os.environ.get("RANK", "0")) != 0:
+        return []
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([s for s, _ in losses], [v for _, v in losses], marker=".")
-    ax.set(xlabel="optimizer step", ylabel="training loss (response tokens)", title=title)
-    ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    return [DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
+                                      resume=True))]

@@ -24,14 +24,13 @@ def arguments(parser) -> None:
     parser.add_argument("--augmented", help="curated selection JSONL (m1, m2)")
     parser.add_argument("--out", required=True, help="model folder to write")
     parser.add_argument("--metrics", required=True)
-    parser.add_argument("--loss", required=True, help="per-step loss CSV (step,loss)")
-    parser.add_argument("--plot", required=True, help="loss curve PNG")
+    parser.add_argument("--live", required=True, help="DVCLive folder: loss and learning rate per step")
 
 
 def run(args, params) -> None:
     hf_logging.disable_progress_bar()  # weight loading/saving bars; the training bar is the one to watch
-    summary = train_role(args.role, args.base, args.seed, args.augmented, args.out, args.metrics, args.loss,
-                         args.plot, params)
+    summary = train_role(args.role, args.base, args.seed, args.augmented, args.out, args.metrics, args.live,
+                         params)
     log.info("%s: %s", args.role, summary)
 
 

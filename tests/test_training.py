@@ -443,8 +443,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def stage_paths(role: str) -> dict[str, str]:
-    return {"out": f"models/{role}", "metrics": f"metrics/train/{role}.json",
-            "loss": f"metrics/train/loss_{role}.csv", "plot": f"metrics/train/loss_{role}.png"}
+    return {"out": f"models/{role}", "metrics": f"metrics/train/{role}.json", "live": f"metrics/train/live_{role}"}
 
 
 def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_path, monkeypatch, caplog):
@@ -467,9 +466,11 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     assert card["params"]["train.method"] == "lora" and card["precision"] == "fp32"
     assert "train.backward_max_output_tokens" not in card["params"]
     assert json.loads(Path("metrics/train/m1.json").read_text()) == summary
-    lines = Path("metrics/train/loss_m1.csv").read_text().splitlines()
-    assert lines[0] == "step,loss" and len(lines) == 4
-    assert Path("metrics/train/loss_m1.png").read_bytes()[:4] == b"\x89PNG"
+    # DVCLive's per-step curves, written while training ran: one row per optimizer step
+    loss = Path("metrics/train/live_m1/plots/metrics/loss.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + 3
+    assert float(loss[-1].split("\t")[1]) == pytest.approx(summary["final_loss"], abs=1e-4)
+    assert Path("metrics/train/live_m1/plots/metrics/learning_rate.tsv").is_file()
     assert not any(Path(".humpback/scratch/train").iterdir())  # scratch removed after success
     assert sorted(p.name for p in Path("models").iterdir()) == ["base", "m1"]  # no temp folder left
 
@@ -479,7 +480,7 @@ def test_stage_refuses_empty_data_and_wrong_inputs(tiny_model_dir, tmp_path, cap
     params_file.write_text(yaml.safe_dump(dataclasses.asdict(make_params())))
     seed = write_jsonl(tmp_path / "seed.jsonl", [])
     common = ["--base", str(tiny_model_dir), "--seed", seed, "--out", str(tmp_path / "m0"), "--metrics",
-              str(tmp_path / "m.json"), "--loss", str(tmp_path / "l.csv"), "--plot", str(tmp_path / "l.png"),
+              str(tmp_path / "m.json"), "--live", str(tmp_path / "live"),
               "--params", str(params_file)]
     assert train_stage.main(["--role", "m0", *common]) == 1
     assert "no training examples" in capsys.readouterr().err
@@ -505,8 +506,8 @@ def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_p
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          "configs/accelerate/single_process.yaml", "-m", "stages.train", "--role", "m0",
          "--base", str(tiny_model_dir), "--seed", seed, "--out", str(out),
-         "--metrics", str(tmp_path / "m0.json"), "--loss", str(tmp_path / "loss.csv"),
-         "--plot", str(tmp_path / "loss.png"), "--params", str(params_file)],
+         "--metrics", str(tmp_path / "m0.json"), "--live", str(tmp_path / "live"),
+         "--params", str(params_file)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
