@@ -64,7 +64,8 @@ def main() -> None:
     # The plain way gets the model as peers load it: stock transformers modules, none of the engine's CPU kernels.
     tok, model = engine.tokenizer, load_model(args.model, "float32")[0]
     pairs = read_jsonl(args.pairs)[: args.n]
-    prompts = [curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars) for p in pairs]
+    prompts = [curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars)
+               for p in pairs]
     ids = encode_prompts(tok, prompts)
     prompt_tokens = sum(map(len, ids))
     shared = shared_prefix_length(ids)  # what the engine computes once
@@ -125,7 +126,8 @@ def main() -> None:
         "agreement_with_float32": agreement,
     }
     print(f"{'method':<24}{'s/pair':>8}{'parsed':>8}")
-    print(f"{'ours (logprob)':<24}{result['ours_logprob']['seconds_per_pair']:>8.2f}{result['ours_logprob']['parsed']:>8}")
+    ours = result["ours_logprob"]
+    print(f"{'ours (logprob)':<24}{ours['seconds_per_pair']:>8.2f}{ours['parsed']:>8}")
     print(f"{'plain generate+parse':<24}{result['plain_generate_parse']['seconds_per_pair']:>8.2f}"
           f"{result['plain_generate_parse']['parsed']:>8}")
     print(f"ratio (ours / plain, per pair): {result['ratio']:.2f}x; scoring reaches {achieved:.0f} GFLOP/s "

@@ -108,7 +108,8 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
     prompt cut, `max_pair_chars`) and `tagging` (the system prompt the scoring prompts carry)."""
     if params.judge == "local" and params.judge_read != "pairwise":
         if curate is None:
-            raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params (make_judge(curate=...))")
+            raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params "
+                             "(make_judge(curate=...))")
         return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging, runtime)
     template_hash = _sha(Path(alpaca_eval_config()["prompt_template"]).read_bytes())[:8]
     if params.judge == "local":
@@ -321,7 +322,8 @@ def judge_prompt(tokenizer, alpaca_prompt: str) -> str:
     users = [m["content"] for m in messages if m["role"] == "user"]
     if len(users) != 1 or len(system) > 1 or len(messages) != len(users) + len(system):
         raise JudgeError(
-            f"local judge: expected an optional system turn and one user turn, got roles {[m['role'] for m in messages]}"
+            "local judge: expected an optional system turn and one user turn, got roles "
+            f"{[m['role'] for m in messages]}"
         )
     return format_example(tokenizer, user=users[0], system=system[0] if system else None).prompt
 

@@ -131,7 +131,8 @@ class TrainParams(_Section):
     mix: Literal["seed+augmented", "augmented"]  # what m1/m2 train on (seed alone is m0)
     max_seq_len: int
     overlong: Literal["truncate", "drop"]
-    backward_max_output_tokens: int  # the backward model reads this much of an output (0 = all), in training and augment
+    # the backward model reads this much of an output (0 = all), in training and augment alike
+    backward_max_output_tokens: int
     epochs: float  # passes over the model's own examples; 0 = the paper's steps-by-data-size table
     batch_size: int  # 0 = the paper's rule (32, or 8 under 3,000 examples)
     micro_batch_size: int
@@ -147,7 +148,8 @@ class TrainParams(_Section):
 
 @dataclass(frozen=True)
 class GenerationParams(_Section):
-    engine: Literal["auto", "transformers", "vllm", "openai"]  # auto: vLLM with a CUDA device and vLLM, else transformers
+    # auto: vLLM where a CUDA device and vLLM are present, else transformers (generation.resolve_engine)
+    engine: Literal["auto", "transformers", "vllm", "openai"]
     # auto = bfloat16 where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     temperature: float

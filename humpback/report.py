@@ -129,15 +129,18 @@ def render(
         lines += ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
         for name, m in data.items():
             dropped = ", ".join(f"{k} {v}" for k, v in m.get("dropped", {}).items() if v) or "none"
-            lines.append(f"| {name} | {m.get('read', m.get('n', 'n/a'))} | {m.get('kept', m.get('selected', 'n/a'))} | {dropped} |")
+            read, kept = m.get("read", m.get("n", "n/a")), m.get("kept", m.get("selected", "n/a"))
+            lines.append(f"| {name} | {read} | {kept} | {dropped} |")
         lines.append("")
     if training:
-        lines += ["## Training", "", "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
+        lines += ["## Training", "",
+                  "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
                   "|---|---|---|---|---|---|"]
         for role, m in training.items():
             lines.append(
                 f"| {role} | {m.get('examples')} ({m.get('examples_seed')} + {m.get('examples_augmented')}) | "
-                f"{m.get('steps')} | {_num(m.get('final_loss'), 3)} | {m.get('trained_tokens')} | {_num(m.get('seconds'), 0)} |"
+                f"{m.get('steps')} | {_num(m.get('final_loss'), 3)} | {m.get('trained_tokens')} | "
+                f"{_num(m.get('seconds'), 0)} |"
             )
         lines.append("")
     if evaluate:
@@ -184,9 +187,11 @@ def render(
             lines.append(
                 f"| {m.get('model')} | {_num(m.get('precision'), 2)} | {_num(m.get('recall'), 2)} | "
                 f"{_num(m.get('roc_auc'), 2)}{f' [{ci[0]:.2f}, {ci[1]:.2f}]' if ci else ''} | "
-                f"{_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | {m.get('n')} | {m.get('method', 'n/a')} |"
+                f"{_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | {m.get('n')} | "
+                f"{m.get('method', 'n/a')} |"
             )
-        lines += ["", "The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, GPT-4 0.88 / 0.92.",
+        lines += ["", ("The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, "
+                      "GPT-4 0.88 / 0.92."),
                   ""]
         with_methods = {m.get("model"): m for m in curation if m.get("methods")}
         if with_methods:

@@ -291,7 +291,8 @@ def test_report_renders_every_table(tmp_path):
     assert text.index("## The answers") < text.index("## Data")
     assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text
     assert "Does M1 beat M0 on held-out seed answers (the seed's own source)? **cannot tell**" in text
-    assert "Does M2 beat M0 on held-out in-domain questions (or the evaluation prompts), judged head to head? **cannot tell**" in text
+    assert ("Does M2 beat M0 on held-out in-domain questions (or the evaluation prompts), judged head to head? "
+            "**cannot tell**") in text
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
     assert "| prepare_web | 10 | 4 | too_short 6 |" in text
@@ -407,7 +408,8 @@ def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     settings = dataclasses.replace(params.evaluate, judge="local", judge_read="pairwise")
-    annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime)
+    annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path,
+                                  runtime=params.runtime)
     reference, model = _data(3)
     models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=200)
     m1 = models["m1"]

@@ -77,7 +77,8 @@ def _env() -> dict[str, str]:
 def _run(args: list[str], cwd: Path, **env: str) -> str:
     proc = subprocess.run(args, cwd=cwd, env={**_env(), **env}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n"
+                             f"{proc.stderr[-6000:]}")
     return proc.stdout + proc.stderr
 
 

@@ -70,7 +70,8 @@ def test_stage_output_loads_in_alpaca_eval(tmp_path, monkeypatch, tiny_tokenizer
     write_jsonl(tmp_path / "eval.jsonl", RECORDS)
     import humpback.generation
 
-    monkeypatch.setattr(humpback.generation, "make_engine", lambda model_dir, params, runtime: FakeEngine(tiny_tokenizer))
+    monkeypatch.setattr(humpback.generation, "make_engine",
+                        lambda model_dir, params, runtime: FakeEngine(tiny_tokenizer))
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     out = tmp_path / "responses" / "m1.json"
     rc = stage.main(["--model", "models/m1", "--name", "m1", "--prompts", str(tmp_path / "eval.jsonl"),

@@ -5,7 +5,8 @@
   draws from its own `torch.Generator` seeded with the record's seed. transformers' own sampler draws every row
   from one global generator, so a record's text would depend on its batch-mates; here it does not (up to float
   rounding, which changes a draw only at a near-tie).
-- On CPU the model runs with `cpu_kernels`: packed linears and a one-token decode attention (decode steps 1.5-2.5x faster).
+- On CPU the model runs with `cpu_kernels`: packed linears and a one-token decode attention (faster decode steps;
+  docs/benchmarks.md has the figures).
 - `next_token_logprobs` runs one forward pass per batch, no generation. Prompts that share a long token prefix
   (every curation prompt starts with the same rubric) compute that prefix once and reuse its KV cache.
 """
