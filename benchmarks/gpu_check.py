@@ -203,8 +203,7 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
     from humpback.train_plan import TrainPlan
     from humpback.training import load_trainable, train
 
-    tp = dataclasses.replace(params.train, method="lora", max_steps=steps, batch_size=8,
-                             micro_batch_size=4, warmup_steps=0)
+    tp = dataclasses.replace(params.train, method="lora", batch_size=8, micro_batch_size=4, warmup_steps=0)
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -214,8 +213,8 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
     model = load_trainable(model_dir, tp, seed=SEED)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     with tempfile.TemporaryDirectory() as scratch:
-        result = train(model, dataset, tok.pad_token_id, tp, TrainPlan.from_params(tp, len(dataset)),
-                       SEED, scratch)
+        plan = TrainPlan(steps=steps, batch_size=8, micro_batch_size=4, grad_accum=2)  # exactly `steps` steps
+        result = train(model, dataset, tok.pad_token_id, tp, plan, SEED, scratch)
     after = dict(result.model.named_parameters())
     lora_changed = sum(not torch.equal(before[k], after[k].detach().to(before[k].device))
                        for k in before if "lora_" in k)

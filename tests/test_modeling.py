@@ -10,6 +10,7 @@ import yaml
 from safetensors.torch import load_file
 
 from humpback.modeling import atomic_folder, load_model
+from humpback.model_folders import prepare_model
 from stages import prepare_base
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +157,7 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
                                                                       data[2 * third:]])
     monkeypatch.chdir(tmp_path)
     ref = f"gguf-split:{pattern}#sha256={hashlib.sha256(data).hexdigest()}"
-    prepare_base.prepare_base(ref, "float32", tmp_path / "base")
+    prepare_model(ref, "float32", tmp_path / "base")
     whole, _ = load_reference(EMBEDDED)
     weights = load_file(tmp_path / "base" / "model.safetensors")
     reference = whole.state_dict()
