@@ -9,8 +9,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from humpback.modeling import atomic_folder, load_model
 from humpback.model_folders import prepare_model
+from humpback.modeling import atomic_folder, load_model
 from stages import prepare_base
 
 REPO = Path(__file__).resolve().parents[1]
