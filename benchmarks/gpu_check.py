@@ -201,7 +201,7 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
 
     from humpback.sft_data import build_dataset, forward_examples
     from humpback.train_plan import TrainPlan
-    from humpback.training import load_trainable, train
+    from humpback.training import compute_dtype, load_trainable, train
 
     tp = dataclasses.replace(params.train, method="lora", batch_size=8, micro_batch_size=4, warmup_steps=0)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -222,7 +222,7 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
                        for k in before if "lora_" not in k)
     n_lora = sum("lora_" in k for k in before)
     trained_on = next(iter(after.values())).device.type
-    expected_precision = "bf16" if device == "cuda" else "fp32"
+    expected_precision = "bf16" if compute_dtype(tp) == "bfloat16" else "fp32"  # train.dtype, as resolved here
     losses = [loss for _, loss in result.losses]
     ok = (result.steps == steps and all(math.isfinite(x) for x in losses) and lora_changed > 0 and base_changed == 0
           and result.precision == expected_precision)
