@@ -19,6 +19,10 @@ from typing import Any
 
 from humpback.records import read_json
 
+# The judge is an instrument: its sampling seed never moves with the run's seeds.
+JUDGE_SEED = 0
+# The models judged against each other besides against the reference: the paper's central comparisons.
+HEAD_TO_HEAD = (("m2", "m0"), ("m1", "m0"), ("m2", "m1"))
 ORDERS = ("reference_first", "model_first")
 # A judge is flagged as position-biased when it agrees with itself after a swap on fewer than this share of
 # pairs, or when one position wins more than MAX_POSITION_SHARE of the (non-tied) judgements.
@@ -178,13 +182,17 @@ def evaluate_models(annotator, outputs: dict[str, Sequence[dict]], reference: Se
     return models, annotated
 
 
-def head_to_head(annotator, outputs: dict[str, Sequence[dict]], pairs: Sequence[tuple[str, str]],
-                 max_chars: int, resamples: int = 10000, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """Model a against model b on the same prompts, both orders, for every (a, b) in `pairs`:
+def head_to_head(annotator, outputs: dict[str, Sequence[dict]], max_chars: int,
+                 pairs: Sequence[tuple[str, str]] | None = None, resamples: int = 10000,
+                 seed: int = JUDGE_SEED) -> dict[str, dict[str, Any]]:
+    """Model a against model b on the same prompts, both orders, for every (a, b) in `pairs` (default: the
+    HEAD_TO_HEAD pairs both of whose models answered):
     {"<a>_vs_<b>": {"difference": win rate of a − 50, "ci_low", "ci_high" (percentile bootstrap over prompts),
     "n"}}, in win-rate points, so 0 = no difference."""
     import numpy as np
 
+    if pairs is None:
+        pairs = [(a, b) for a, b in HEAD_TO_HEAD if a in outputs and b in outputs]
     out = {}
     for a, b in pairs:
         _, annotated = evaluate_models(annotator, {a: outputs[a]}, outputs[b], max_chars)
@@ -201,6 +209,16 @@ def head_to_head(annotator, outputs: dict[str, Sequence[dict]], pairs: Sequence[
         out[f"{a}_vs_{b}"] = {"difference": round(100 * wins.mean() - 50, 3), "ci_low": round(100 * low - 50, 3),
                               "ci_high": round(100 * high - 50, 3), "n": len(wins)}
     return out
+
+
+def judge_indomain(annotator, answers: dict[str, Sequence[dict]], human: Sequence[dict],
+                   max_chars: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """In-domain questions never trained on: each model against the human answers (the reference, as AlpacaEval
+    judges against text-davinci-003) and the models head to head; (metrics, annotations)."""
+    reference = [{"instruction": r["instruction"], "output": r["output"], "generator": "human"} for r in human]
+    models, annotations = evaluate_models(annotator, answers, reference, max_chars)
+    return ({"reference": "human answers (held-out seed pairs)", "models": models,
+             "head_to_head": head_to_head(annotator, answers, max_chars, seed=JUDGE_SEED)}, annotations)
 
 
 def plot_win_rates(models: dict[str, dict[str, Any]], reference: str, path: str | Path) -> None:
@@ -253,10 +271,6 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-# The judge is an instrument: its sampling seed never moves with the run's seeds.
-JUDGE_SEED = 0
-# The models judged against each other besides against the reference: the paper's central comparisons.
-HEAD_TO_HEAD = (("m2", "m0"), ("m1", "m0"), ("m2", "m1"))
 
 
 def annotator_description(settings) -> str:

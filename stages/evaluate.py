@@ -12,11 +12,11 @@ import sys
 import time
 
 from humpback.evaluation import (
-    HEAD_TO_HEAD,
     JUDGE_SEED,
     evaluate_models,
     evaluation_metrics,
     head_to_head,
+    judge_indomain,
     load_outputs,
     load_reference,
     plot_win_rates,
@@ -51,28 +51,20 @@ def run(args, params) -> None:
                                   curate=params.curate, tagging=params.train.tagging, runtime=params.runtime)
     start = time.perf_counter()
     models, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
-    # the paper's central question judged directly: the models against each other, not only the reference
-    pairs = [(a, b) for a, b in HEAD_TO_HEAD if a in outputs and b in outputs]
-    versus = head_to_head(annotator, outputs, pairs, settings.max_chars, seed=JUDGE_SEED)
+    versus = head_to_head(annotator, outputs, settings.max_chars)  # the models against each other
     indomain = None
     if args.indomain:  # the held-out seed questions, judged against their human answers, and head to head
-        human = [{"instruction": r["instruction"], "output": r["output"], "generator": "human"}
-                 for _, r in iter_jsonl(args.indomain, required=("id", "instruction", "output"))]
+        human = [r for _, r in iter_jsonl(args.indomain, required=("id", "instruction", "output"))]
         answers = {name: load_outputs(f"{args.indomain_responses}/{name}.json") for name in args.models}
-        in_models, in_annotations = evaluate_models(annotator, answers, human, settings.max_chars)
-        annotations += in_annotations
-        indomain = {"reference": "human answers (held-out seed pairs)", "models": in_models,
-                    "head_to_head": head_to_head(annotator, answers, pairs, settings.max_chars, seed=JUDGE_SEED)}
+        indomain, more = judge_indomain(annotator, answers, human, settings.max_chars)
+        annotations += more
     write_json(args.annotations, to_json_rows(annotations))
     write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus, indomain))
     plot_win_rates(models, settings.reference, args.plot)
     write_csv(args.plot_data, ["model", "win_rate", "standard_error"],
               [(name, m["win_rate"], m["standard_error"]) for name, m in models.items()])
-    log.info("judged %d annotations in %.1f s; head to head: %s", len(annotations), time.perf_counter() - start,
-             versus)
-    for name, m in models.items():
-        log.info("%s vs %s: win rate %s ± %s (n=%d, unparsed %d)", name, settings.reference, m["win_rate"],
-                 m["standard_error"], m["n"], m["unparsed"])
+    log.info("judged %d annotations in %.1f s; win rates %s; head to head %s", len(annotations),
+             time.perf_counter() - start, {n: m["win_rate"] for n, m in models.items()}, versus)
 
 
 main = stage("evaluate", __doc__, arguments, run)

@@ -76,7 +76,7 @@ def test_head_to_head_against_a_direct_count_with_a_bootstrap_interval(tmp_path)
 
     reference, model = _data(12)
     annotator = build_annotator(alpaca_eval_config(), "stub", tmp_path / "cache", fn_completions=LongerWins())
-    result = head_to_head(annotator, {"m2": model, "m0": reference}, [("m2", "m0")], 1000, resamples=2000)
+    result = head_to_head(annotator, {"m2": model, "m0": reference}, 1000, resamples=2000)
     longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
     m2 = result["m2_vs_m0"]
     assert m2["difference"] == pytest.approx(100 * longer - 50, abs=1e-3) and m2["n"] == 12
