@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
+from humpback import train_loss
 from humpback.modeling import adapter_base, load_model
 from humpback.params import Params, ParamsError, parse_params
 from humpback.prompts import S_A, S_W, backward_example, backward_instruction, format_example, system_for_training
@@ -28,7 +29,6 @@ from humpback.sft_data import (
     forward_examples,
     tokenize_example,
 )
-from humpback import train_loss
 from humpback.train_loss import labelled_cross_entropy, logits_mask
 from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps, steps_for_epochs
 from humpback.training import EpochSeededLengthSampler, load_trainable, train
