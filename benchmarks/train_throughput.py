@@ -1,11 +1,24 @@
-"""Training throughput: humpback's SFTTrainer (length-grouped batches) against a plain transformers Trainer
-(random batches), same model, data, collator and settings.
+"""Training throughput: humpback's trainer against a plain transformers `Trainer`, same model, data and settings,
+each side in its own process (so each side's peak memory is its own).
 
-    python -m benchmarks.train_throughput --base models/base --seed data/seed.jsonl --steps 4
+    python benchmarks/train_throughput.py --out F [--steps 10]
 
-Prints one JSON object: per trainer, seconds per step, real and padded tokens, real tokens per second.
-Padding is counted from the batches each trainer actually formed. Compare timings only from one run (one
-machine, one load): on a shared machine, other processes change both.
+Both sides train M0's real data (the seed pairs, formatted and masked as the train stage does) with the train
+params of params.yaml (method, LoRA, max_seq_len, batch, micro-batch, learning rate) for `--steps` optimizer
+steps, in the same precision: bf16 where this machine has fast bf16 kernels (`train.dtype: auto`, the rule
+generation uses), else float32.
+- ours: `humpback.training.train`: length-bucketed micro-batches, the loss only at labelled positions and in
+  chunks, bf16 autocast with LoRA's frozen base held in bf16;
+- plain: `Trainer` configured as a competent user would: the model loaded as `base.dtype` stores it, the same
+  LoRA (or full) setup, `bf16=True` where bf16 is fast (autocast over float32 weights, the Trainer's mixed
+  precision), its default random sampler, the stock loss, the same collator (pad to the longest).
+
+Timed from the end of the first optimizer step to the end of the last (the first pays one-time oneDNN
+setup on both sides). Tokens are counted from the examples each side's DataLoader actually fetched, in order,
+cut into its micro-batches. `matmul_share`: the useful matmul work (2 · linear weights · real tokens, the head
+only on labelled tokens, × 2 for LoRA's forward and input-gradient passes or × 3 for a full finetune; attention
+ignored) per second, over this machine's matmul rate in that precision as `benchmarks/curation.py` measures it.
+On a shared machine other processes change both sides: compare figures from one quiet run.
 """
 
 from __future__ import annotations
@@ -13,96 +26,183 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from transformers import AutoTokenizer, Trainer, TrainingArguments
-from transformers.utils import logging as hf_logging
+if __package__ in (None, ""):  # run as a script: make `benchmarks.curation` importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from humpback.params import DEFAULT_PARAMS_FILE, load_params
-from humpback.records import read_jsonl
-from humpback.sft_data import PadCollator, build_dataset, forward_examples
-from humpback.train_plan import TrainPlan
-from humpback.training import EpochSeededLengthSampler, load_trainable, train
+SIDES = ("humpback", "plain_trainer")
 
 
-class CountingCollator(PadCollator):
-    """PadCollator that tallies real (attended) and padded tokens of the batches it builds."""
+class FetchLog:
+    """A dataset that records the index of every example fetched, in fetch order."""
 
-    def __init__(self, pad_token_id: int):
-        super().__init__(pad_token_id)
-        object.__setattr__(self, "counts", [0, 0])
+    def __init__(self, dataset):
+        self.dataset, self.fetched = dataset, []
+        self.lengths = dataset.lengths
 
-    def __call__(self, features):
-        batch = super().__call__(features)
-        self.counts[0] += int(batch["attention_mask"].sum())
-        self.counts[1] += batch["input_ids"].numel()
-        return batch
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        self.fetched.append(i)
+        return self.dataset[i]
 
 
-def padding(order: list[int], lengths: list[int], micro: int, steps: int, grad_accum: int) -> tuple[int, int]:
-    """(real, padded) tokens in the first `steps` optimizer steps of micro-batches taken in `order`."""
-    n = min(len(order), steps * grad_accum * micro)
-    batches = [order[i:i + micro] for i in range(0, n, micro)]
-    return sum(lengths[i] for b in batches for i in b), sum(max(lengths[i] for i in b) * len(b) for b in batches)
+def step_tokens(dataset, fetched: list[int], micro: int, grad_accum: int, steps: range) -> dict[str, int]:
+    """Real, padded (micro-batch width × rows) and labelled tokens of optimizer steps `steps` (0-based)."""
+    per_step = micro * grad_accum
+    real = padded = labelled = 0
+    for step in steps:
+        for start in range(step * per_step, (step + 1) * per_step, micro):
+            batch = [dataset[i] for i in fetched[start:start + micro]]
+            real += sum(len(item["input_ids"]) for item in batch)
+            padded += max((len(item["input_ids"]) for item in batch), default=0) * len(batch)
+            labelled += sum(sum(label != -100 for label in item["labels"][1:]) for item in batch)
+    return {"real_tokens": real, "padded_tokens": padded, "labelled_tokens": labelled}
+
+
+def matmul_weights(model) -> tuple[int, int]:
+    """(weights of the linears the body computes per token, weights of the output head): base weights only."""
+    from torch import nn
+
+    head = model.get_output_embeddings()
+    body = sum(m.weight.numel() for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and m is not head and "lora_" not in name)
+    return body, head.weight.numel()
+
+
+def run_side(side: str, args) -> dict:
+    import torch
+    from transformers import AutoTokenizer, Trainer, TrainerCallback, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    from humpback.params import load_params
+    from humpback.records import read_jsonl
+    from humpback.sft_data import PadCollator, build_dataset, forward_examples
+    from humpback.train_plan import TrainPlan
+    from humpback.training import compute_dtype, load_trainable, train
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    params = load_params(args.params)
+    tp = dataclasses.replace(params.train, save_steps=0)
+    seed = params.base.seed
+    tokenizer = AutoTokenizer.from_pretrained(args.base)
+    examples = forward_examples(tokenizer, read_jsonl(args.seed), [], tp.tagging)
+    dataset, _ = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
+    plan = TrainPlan.from_params(tp, len(dataset))
+    plan = dataclasses.replace(plan, steps=args.steps or plan.steps)
+    logged = FetchLog(dataset)
+    bf16 = compute_dtype(tp) == "bfloat16"
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, targs, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as scratch:
+        if side == "humpback":
+            model = load_trainable(args.base, tp, seed)
+            counted = matmul_weights(model.get_base_model() if hasattr(model, "get_base_model") else model)
+            train(model, logged, tokenizer.pad_token_id, tp, plan, seed, Path(scratch), callbacks=[clock])
+        else:
+            # As the base is stored (base.dtype), LoRA by the same config; precision is the Trainer's bf16 flag.
+            model = load_trainable(args.base, dataclasses.replace(tp, dtype=params.base.dtype), seed)
+            counted = matmul_weights(model.get_base_model() if hasattr(model, "get_base_model") else model)
+            trainer = Trainer(
+                model=model,
+                args=TrainingArguments(
+                    output_dir=scratch, max_steps=plan.steps, save_strategy="no", bf16=bf16,
+                    use_cpu=not torch.cuda.is_available(),  # else bf16 on a CPU is refused
+                    per_device_train_batch_size=plan.micro_batch_size, gradient_accumulation_steps=plan.grad_accum,
+                    learning_rate=tp.learning_rate, weight_decay=tp.weight_decay, report_to="none", seed=seed,
+                    remove_unused_columns=False, disable_tqdm=True,
+                ),
+                train_dataset=logged, data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[clock],
+            )
+            trainer.train()
+    if len(clock.ends) < 2:
+        raise SystemExit("train_throughput: needs --steps >= 2 (the first step is not timed)")
+    seconds = clock.ends[-1] - clock.ends[0]
+    timed = range(1, len(clock.ends))
+    counts = step_tokens(dataset, logged.fetched, plan.micro_batch_size, plan.grad_accum, timed)
+    body, head = counted
+    passes = 2 if tp.method == "lora" else 3  # LoRA: no weight gradient for the frozen base
+    useful = passes * 2 * (body * counts["real_tokens"] + head * counts["labelled_tokens"])
+    return {
+        "dtype": "bfloat16" if bf16 else "float32",
+        "threads": torch.get_num_threads(),
+        "steps_timed": len(timed),
+        "seconds": seconds,
+        "seconds_per_step": seconds / len(timed),
+        **counts,
+        "real_tokens_per_s": counts["real_tokens"] / seconds,
+        "padding_fraction": 1 - counts["real_tokens"] / counts["padded_tokens"],
+        "achieved_gflops": useful / seconds / 1e9,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # kB on Linux
+        "plan": dataclasses.asdict(plan),
+        "examples": len(dataset),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="models/base")
-    parser.add_argument("--seed", default="data/seed.jsonl")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)
-    parser.add_argument("--out", help="also write the JSON report here")
+    parser.add_argument("--seed", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per side (0 = one pass)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", help="write the JSON report here")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side, print JSON
     args = parser.parse_args()
-    hf_logging.disable_progress_bar()
+    if args.side:
+        print(json.dumps(run_side(args.side, args)))
+        return
 
-    params = load_params(args.params)
-    tp = dataclasses.replace(params.train, max_steps=args.steps, save_steps=0)
-    tokenizer = AutoTokenizer.from_pretrained(args.base)
-    examples = forward_examples(tokenizer, read_jsonl(args.seed), [], tp.tagging)
-    dataset, _ = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
-    plan = TrainPlan.from_params(tp, len(dataset))
-    seed = params.base.seed
-    report: dict = {"examples": len(dataset), "plan": dataclasses.asdict(plan)}
+    report: dict = {}
+    for side in SIDES:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--base", args.base, "--seed",
+               args.seed, "--steps", str(args.steps), "--params", args.params]
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"train_throughput: the {side} side failed:\n{proc.stderr[-4000:]}")
+        report[side] = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    with tempfile.TemporaryDirectory() as scratch:
-        result = train(load_trainable(args.base, tp, params.base.dtype, seed), dataset, tokenizer.pad_token_id,
-                       tp, plan, seed, Path(scratch) / "humpback")
-        order = list(EpochSeededLengthSampler(dataset.lengths, plan.micro_batch_size * plan.grad_accum, seed))
-        real, padded = padding(order, dataset.lengths, plan.micro_batch_size, plan.steps, plan.grad_accum)
-        report["humpback"] = {"seconds_per_step": result.seconds / plan.steps, "real_tokens": real,
-                              "padded_tokens": padded, "real_tokens_per_s": real / result.seconds}
+    import torch
 
-        collator = CountingCollator(tokenizer.pad_token_id)
-        trainer = Trainer(
-            model=load_trainable(args.base, tp, params.base.dtype, seed),
-            args=TrainingArguments(
-                output_dir=str(Path(scratch) / "plain"), max_steps=plan.steps, save_strategy="no",
-                per_device_train_batch_size=plan.micro_batch_size, gradient_accumulation_steps=plan.grad_accum,
-                learning_rate=tp.learning_rate, weight_decay=tp.weight_decay, report_to="none", seed=seed,
-                remove_unused_columns=False, disable_tqdm=True,
-            ),
-            train_dataset=dataset, data_collator=collator,
-        )
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        real, padded = collator.counts
-        report["plain_trainer"] = {"seconds_per_step": seconds / plan.steps, "real_tokens": real,
-                                   "padded_tokens": padded, "real_tokens_per_s": real / seconds}
-    for name in ("humpback", "plain_trainer"):
-        r = report[name]
-        r["padding_fraction"] = 1 - r["real_tokens"] / r["padded_tokens"]
-    report["ratio"] = report["humpback"]["real_tokens_per_s"] / report["plain_trainer"]["real_tokens_per_s"]
-    print(f"{'trainer':<14} {'s/step':>8} {'real tok':>9} {'padded tok':>10} {'padding':>8} {'real tok/s':>10}")
-    for name in ("humpback", "plain_trainer"):
-        r = report[name]
-        print(f"{name:<14} {r['seconds_per_step']:>8.2f} {r['real_tokens']:>9} {r['padded_tokens']:>10} "
-              f"{r['padding_fraction']:>8.1%} {r['real_tokens_per_s']:>10.1f}")
-    print(f"ratio (humpback / plain Trainer real tokens per second): {report['ratio']:.2f}")
-    print(json.dumps(report, indent=2))
+    from benchmarks.curation import matmul_gflops
+    from humpback.modeling import DTYPES
+
+    ours, plain = report["humpback"], report["plain_trainer"]
+    peak = matmul_gflops(DTYPES[ours["dtype"]])
+    for side in SIDES:
+        report[side]["matmul_share"] = report[side]["achieved_gflops"] / peak
+    report.update({
+        "ratio": ours["real_tokens_per_s"] / plain["real_tokens_per_s"],
+        "padding_fraction": ours["padding_fraction"],
+        "peak_memory_mb": ours["peak_memory_mb"],
+        "matmul_peak_gflops": peak,
+        "matmul_share": ours["matmul_share"],
+        "dtype": ours["dtype"],
+        "threads": torch.get_num_threads(),
+    })
+    print(f"{'trainer':<14} {'s/step':>7} {'real tok':>9} {'padding':>8} {'real tok/s':>10} {'peak MB':>8} "
+          f"{'GFLOP/s':>8} {'of peak':>7}")
+    for side in SIDES:
+        r = report[side]
+        print(f"{side:<14} {r['seconds_per_step']:>7.2f} {r['real_tokens']:>9} {r['padding_fraction']:>8.1%} "
+              f"{r['real_tokens_per_s']:>10.1f} {r['peak_memory_mb']:>8.0f} {r['achieved_gflops']:>8.1f} "
+              f"{r['matmul_share']:>7.1%}")
+    print(f"ratio (ours / plain Trainer, real tokens per second): {report['ratio']:.2f}; {report['dtype']}, "
+          f"matmul peak {peak:.0f} GFLOP/s")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -141,7 +141,7 @@ class TrainParams(_Section):
     weight_decay: float
     dropout: float
     warmup_steps: int
-    # auto = bfloat16 compute where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
+    # auto = bfloat16 compute where bf16 matmuls are fast for training (training.compute_dtype), else float32
     dtype: Literal["auto", "float32", "bfloat16"]
     lora: LoraParams
 

@@ -56,8 +56,21 @@ DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pd
 SORT_WINDOW = 16
 
 
+def fast_bfloat16_training() -> bool:
+    """Whether bf16 beats float32 for training's compute-bound matmuls here: a CUDA GPU with bf16, or a CPU
+    with AMX-BF16 tiles. Not AVX-512 BF16 alone, although generation's `auto` takes it: its dot-product
+    instruction does no more floating-point work per cycle than float32 FMAs on the cores that have it, so it
+    only helps memory-bound work (decoding); a training step ran slower in bf16 there (docs/training.md)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    return bool(capabilities and capabilities().get("amx_bf16"))
+
+
 def compute_dtype(params: TrainParams) -> str:
-    """The dtype training's matmuls run in: `train.dtype`, with `auto` resolved as generation resolves it."""
+    """The dtype training's matmuls run in: `train.dtype`, `auto` = bfloat16 where that is fast for training."""
+    if params.dtype == "auto":
+        return "bfloat16" if fast_bfloat16_training() else "float32"
     return resolve_dtype(params.dtype)
 
 
