@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from humpback.engines.base import resolve_sampling
-from humpback.engines.tokens import encode_prompts, first_token_after
+from humpback.engines.tokens import encode_completion_pairs, encode_prompts, first_token_after
 from humpback.params import GenerationParams, RuntimeParams
 from humpback.prompts import end_of_turn_token
 
@@ -131,12 +131,7 @@ class OpenAIEngine:
         Prompt and completion are tokenized separately and concatenated, as training and the in-process
         engine tokenize an example; the server scores the joint ids as its prompt, and the completion's
         log-probabilities are the last len(completion ids) of them."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        prompt_ids = encode_prompts(self.tokenizer, prompts)
-        completion_ids = encode_prompts(self.tokenizer, completions)
-        if any(not p for p in prompt_ids):
-            raise ValueError("completion_logprobs needs a non-empty prompt (the first token needs a context)")
+        prompt_ids, completion_ids = encode_completion_pairs(self.tokenizer, prompts, completions)
 
         def one(i: int) -> list[float]:
             if not completion_ids[i]:

@@ -56,3 +56,15 @@ def token_budget_batches(lengths: list[int], max_new_tokens: int, budget: int) -
                 continue
         batches.append([i])
     return batches
+
+
+def encode_completion_pairs(tokenizer, prompts: list[str],
+                            completions: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompt and completion ids, tokenized separately as training tokenizes an example: every engine's
+    `completion_logprobs` scores exactly the completion's training tokens."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    prompt_ids, completion_ids = encode_prompts(tokenizer, prompts), encode_prompts(tokenizer, completions)
+    if any(not p for p in prompt_ids):
+        raise ValueError("completion_logprobs needs a non-empty prompt (the first token needs a context)")
+    return prompt_ids, completion_ids

@@ -24,7 +24,13 @@ from tqdm.auto import tqdm
 from humpback.engines.base import resolve_sampling
 from humpback.engines.cpu_kernels import use_cpu_kernels
 from humpback.engines.decoding import generate_batch, left_pad, real_positions, shared_prefix_cache
-from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids, token_budget_batches
+from humpback.engines.tokens import (
+    encode_completion_pairs,
+    encode_prompts,
+    first_token_after,
+    stop_token_ids,
+    token_budget_batches,
+)
 from humpback.modeling import load_model
 from humpback.params import GenerationParams, RuntimeParams
 
@@ -123,12 +129,7 @@ class TransformersEngine:
         at the last position and only the last (longest completion + 1) positions' logits are computed; a
         batch is cut further so those logits stay under COMPLETION_LOGITS_BYTES (a 150k vocabulary times a
         few thousand positions is gigabytes)."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        prompt_ids = encode_prompts(self.tokenizer, prompts)
-        completion_ids = encode_prompts(self.tokenizer, completions)
-        if any(not p for p in prompt_ids):
-            raise ValueError("completion_logprobs needs a non-empty prompt (the first token needs a context)")
+        prompt_ids, completion_ids = encode_completion_pairs(self.tokenizer, prompts, completions)
         rows = [p + c for p, c in zip(prompt_ids, completion_ids)]
         vocab = self.model.get_output_embeddings().out_features
         out: list[list[float]] = [[] for _ in prompts]
