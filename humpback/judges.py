@@ -28,8 +28,6 @@ Annotations are cached by alpaca_eval itself (`caching_path`), one file per judg
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -39,8 +37,9 @@ from typing import Any
 
 import yaml
 
+from humpback.content_hash import hash_file, hash_json, hash_text
 from humpback.generation import resolve_engine
-from humpback.modeling import resolve_dtype
+from humpback.modeling import model_identity, resolve_dtype
 from humpback.params import CurateParams, EvaluateParams, GenerationParams, RuntimeParams
 from humpback.records import read_json, write_json
 from humpback.workdirs import JUDGE_CACHE
@@ -111,7 +110,7 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
             raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params "
                              "(make_judge(curate=...))")
         return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging, runtime)
-    template_hash = _sha(Path(alpaca_eval_config()["prompt_template"]).read_bytes())[:8]
+    template_hash = hash_file(alpaca_eval_config()["prompt_template"])[:8]
     if params.judge == "local":
         return _local_judge(params, generation, judge_base, cache_root, seed, template_hash, runtime)
     if params.judge == "openai":
@@ -124,7 +123,7 @@ def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path
     judge_ref = str(judge_base) if params.judge_model == "base" else params.judge_model
     judge_dir = Path(judge_ref)
     if judge_dir.exists():
-        return judge_dir, folder_fingerprint(judge_dir)
+        return judge_dir, hash_json(model_identity(judge_dir))
     if _is_hub_id(judge_ref):
         return judge_dir, judge_ref  # a hub id names fixed weights (up to the hub's revision)
     raise JudgeError(f"evaluate.judge_model: judge model folder '{judge_dir}' not found")
@@ -137,7 +136,7 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
     dtype = resolve_dtype(generation.dtype)
     identity = f"local|{weights}|{resolve_engine(generation.engine)}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
-    judge_id = "local-" + _sha(identity.encode())[:16]
+    judge_id = "local-" + hash_text(identity)[:16]
     fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
     return annotator, {"kind": "local", "read": "pairwise", "model": str(judge_dir), "id": judge_id}
@@ -150,7 +149,7 @@ def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
     identity = (f"score|{method}|{weights}|{resolve_engine(generation.engine)}|{resolve_dtype(generation.dtype)}|"
                 f"{curate.max_pair_chars}|{tagging}|{seed}|{SCORE_FORMAT_VERSION}")
-    judge_id = f"score-{method}-" + _sha(identity.encode())[:16]
+    judge_id = f"score-{method}-" + hash_text(identity)[:16]
     judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed,
                        runtime=runtime)
     return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id}
@@ -163,7 +162,7 @@ def _openai_judge(params: EvaluateParams, cache_root: Path, seed: int, template_
     if params.judge_model != "base":
         config["completions_kwargs"] = {**config["completions_kwargs"], "model_name": params.judge_model}
     model = config["completions_kwargs"]["model_name"]
-    judge_id = "openai-" + _sha(f"{model}|{template_hash}".encode())[:16]
+    judge_id = "openai-" + hash_text(f"{model}|{template_hash}")[:16]
     annotator = build_annotator(config, "humpback_openai", cache_root / judge_id, seed=seed)
     return annotator, {"kind": "openai", "model": model, "id": judge_id}
 
@@ -178,7 +177,7 @@ def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int
         raise JudgeError("evaluate.judge=openai-compatible needs evaluate.judge_model = the served model's name")
     # the server's URL is not part of the judge's identity: the same served model behind another address
     # judges the same way (and moving a server must not throw the cache away)
-    judge_id = "oaic-" + _sha(f"{params.judge_model}|{template_hash}".encode())[:16]
+    judge_id = "oaic-" + hash_text(f"{params.judge_model}|{template_hash}")[:16]
     folder = cache_root / judge_id
     folder.mkdir(parents=True, exist_ok=True)
     client_config = folder / "client_config.yaml"
@@ -293,7 +292,7 @@ class ScoreJudge(_LazyEngine):
 
 
 def answer_key(instruction: str, output: Any) -> str:
-    return _sha(json.dumps([instruction, str(output)]).encode())
+    return hash_json([instruction, str(output)])
 
 
 def score_preference(first: float | None, second: float | None) -> float | None:
@@ -344,25 +343,6 @@ def logprob_completion(logprobs: dict[str, float]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- identity
 
 
-def folder_fingerprint(path: str | Path) -> str:
-    """A content hash of a model folder (and of its base, for a LoRA adapter): the judge's identity in the
-    annotation cache, so a retrained judge is never answered from a stale cache."""
-    from humpback.modeling import adapter_base, is_adapter
-
-    path = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as f:
-            digest.update(hashlib.file_digest(f, "sha256").digest())
-    if is_adapter(path):
-        digest.update(folder_fingerprint(adapter_base(path)).encode())
-    return digest.hexdigest()
-
-
 def _is_hub_id(ref: str) -> bool:
     return ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
 
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

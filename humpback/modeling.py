@@ -13,7 +13,6 @@ A model reference is one of:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -26,12 +25,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from humpback.content_hash import hash_files, hash_folder
 from humpback.prompts import DEFAULT_CHAT_TEMPLATE
-from humpback.workdirs import SCRATCH_DIR
+from humpback.workdirs import HASH_CACHE, SCRATCH_DIR
 
 ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -90,7 +91,6 @@ def resolve_gguf(ref: str) -> tuple[Path, str]:
 SPLIT_PREFIX = "gguf-split:"
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-HASH_CHUNK = 8 << 20  # bytes read per step while assembling: memory stays flat whatever the model's size
 
 # Licences of known assembled files, for the model card (the part packages carry none themselves).
 KNOWN_MODELS = {
@@ -181,15 +181,9 @@ def assemble_split_gguf(ref: str, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as sink:
-            for path in files:
-                with open(path, "rb") as source:
-                    while chunk := source.read(HASH_CHUNK):
-                        digest.update(chunk)
-                        sink.write(chunk)
-        actual = digest.hexdigest()
+            actual = hash_files(files, sink)
         if actual != split.sha256:
             raise ModelSourceError(
                 f"model '{ref}': the {len(files)} assembled parts ({tmp.stat().st_size:,} bytes) have sha256 "
@@ -298,6 +292,15 @@ def is_adapter(path: str | Path) -> bool:
 def adapter_base(path: str | Path) -> str:
     """The base model folder a LoRA adapter folder was trained on."""
     return json.loads((Path(path) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
+
+
+def model_identity(path: str | Path, cache_file: Path = HASH_CACHE) -> dict[str, Any]:
+    """What a model folder generates from: its files' content, and its base model's for a LoRA adapter (an
+    adapter alone does not decide its outputs). Part of every fingerprint that names work done by a model."""
+    identity: dict[str, Any] = {"model": hash_folder(path, cache_file)}
+    if is_adapter(path):
+        identity["base"] = hash_folder(adapter_base(path), cache_file)
+    return identity
 
 
 def load_model(path: str | Path, dtype: str = "float32", merge: bool = True):

@@ -4,7 +4,6 @@ resume folder. Pure functions of params and data: no model, no Trainer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from humpback.content_hash import hash_file, hash_json
 from humpback.params import ParamsError, TrainParams
 
 # The paper's optimizer steps by training-set size N (Finetuning section). For an N between two rows we
@@ -87,14 +87,6 @@ def linear_to_final(
     return LambdaLR(optimizer, factor)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(role: str, params: dict, inputs: Sequence[str | Path], base_dir: str | Path) -> str:
     """sha256 over what decides a run's checkpoints: role, the params it reads ({dotted key: value}), input
     contents, base model.
@@ -107,8 +99,8 @@ def fingerprint(role: str, params: dict, inputs: Sequence[str | Path], base_dir:
     blob = {
         "role": role,
         "params": params,
-        "inputs": [file_sha256(p) for p in inputs],
+        "inputs": [hash_file(p) for p in inputs],
         "base_config": json.loads((base_dir / "config.json").read_text()),
         "base_weights": weights,
     }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+    return hash_json(blob)

@@ -9,5 +9,5 @@ from pathlib import Path
 HUMPBACK_DIR = Path(".humpback")
 SCRATCH_DIR = HUMPBACK_DIR / "scratch"  # shards, checkpoints, assembled downloads of a running stage
 TRAIN_SCRATCH = SCRATCH_DIR / "train"  # training checkpoints, per role and fingerprint
-HASH_CACHE = HUMPBACK_DIR / "md5-cache.json"  # content hashes of model folders, by size and mtime
+HASH_CACHE = HUMPBACK_DIR / "hash-cache.json"  # sha256 of fingerprinted files (model weights), by path, size, mtime
 JUDGE_CACHE = HUMPBACK_DIR / "cache" / "judge"  # judgements, per judge id

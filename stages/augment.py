@@ -27,10 +27,11 @@ def arguments(parser) -> None:
 
 def run(args, params) -> int:
     from humpback.generation import make_engine, resolved
+    from humpback.modeling import model_identity
     from humpback.shards import ShardedRun, fingerprint
 
     segments = [r for _, r in iter_jsonl(args.web, required=("id", "text"))]
-    run = ShardedRun("augment", fingerprint("augment", params.values(KEYS), args.model, [args.web]))
+    run = ShardedRun("augment", fingerprint("augment", params.values(KEYS), model_identity(args.model), [args.web]))
     engine = make_engine(args.model, params.generation, params.runtime)
     kept, metrics = augment(engine, segments, params, run)
     metrics["resolved"] = resolved(params.generation)  # what engine/dtype `auto` became here

@@ -28,6 +28,7 @@ def arguments(parser) -> None:
 
 def run(args, params) -> None:
     from humpback.generation import make_engine, resolved
+    from humpback.modeling import model_identity
     from humpback.shards import ShardedRun, fingerprint
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
@@ -38,7 +39,8 @@ def run(args, params) -> None:
     keys = ["curate.method", "curate.max_pair_chars", "curate.max_new_tokens", "curate.max_retries",
             "generation", "seeds.generation"]
     stage = f"score-{args.iteration}"
-    run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, curator, [args.pairs]))
+    identity = model_identity(curator)
+    run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, identity, [args.pairs]))
     scored, metrics = score_iteration(engine, pairs, params, tagging, run)
     write_jsonl(args.out, scored)
     write_json(args.metrics, {"iteration": args.iteration, "curator": curator, "tagged": tagging, **metrics,

@@ -2,10 +2,11 @@
 
 1. **Shards** (resumable): the reader's documents, cut into shards of `runtime.web_shard_size` in input order.
    Each shard's segments are cleaned (junk, rater-directed text) and go through the per-segment filters
-   (`humpback.filters`); the survivors and the shard's counts are written atomically to
-   `.humpback/scratch/prepare_web-<fingerprint>/`. Records the reader could not use (damaged, undecodable)
-   are counted in their shard; past `data.web.max_bad_fraction` of the documents read, the run stops. A rerun after a
-   crash or a kill skips finished shards (it still reads their documents, to know where the next begins).
+   (`humpback.filters`); the shard runner (`humpback.shards`) writes the survivors and the shard's counts
+   atomically to `.humpback/scratch/prepare_web-<fingerprint>/`. Records the reader could not use (damaged,
+   undecodable) are counted in their shard; past `data.web.max_bad_fraction` of the documents read, the run
+   stops. A rerun after a crash or a kill skips finished shards (it still reads their documents, to know where
+   the next begins).
 2. **Dedup**: one pass over the shards in order drops exact and near-duplicates across the whole corpus
    (`humpback.dedup`); one byte per surviving segment records the verdict.
 3. **Write** every kept segment (the pool), streamed from the shards into the output file (atomically).
@@ -19,22 +20,18 @@ multi-GB crawl would cost as much as segmenting it).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import fields
-from itertools import islice
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from humpback.content_hash import hash_files, hash_json
 from humpback.dedup import Deduplicator
 from humpback.filters import SegmentFilter
 from humpback.params import WebDataParams
-from humpback.records import atomic_path, iter_jsonl, write_json, write_jsonl
+from humpback.records import atomic_path
 from humpback.segment import html_segments, text_segments
+from humpback.shards import ShardedRun
 from humpback.sources.counts import Counts, SourceError
 from humpback.sources.documents import BadRecord, Document
 from humpback.workdirs import SCRATCH_DIR
@@ -60,36 +57,49 @@ def prepare_web(
     (read = kept + Σ dropped)."""
     if shard_size < 1:
         raise ValueError(f"runtime.web_shard_size must be at least 1, got {shard_size}")
-    run = WebShards(Path(scratch_root), fingerprint(params, inputs))
+    run = ShardedRun(STAGE, fingerprint(params, inputs), scratch_root)
+
+    def work(batch: list[Document | BadRecord]) -> tuple[list[dict], dict]:
+        rows: list[dict] = []
+        return rows, shard_counts(batch, params, rows)
+
+    def check(so_far: list[dict]) -> None:
+        dropped: dict[str, int] = {}
+        for c in so_far:
+            for reason, n in c["dropped"].items():
+                dropped[reason] = dropped.get(reason, 0) + n
+        check_bad_fraction(params, sum(c["info"].get("documents", 0) for c in so_far), sum(c["bad"] for c in so_far),
+                           dropped, final=False)
+
+    shards = run.stream(read(params), shard_size, work, desc=f"{STAGE} documents", unit="doc", check=check)
     counts = Counts(params.source)
-    shards = run.segment(read(params), params, shard_size)
-    for shard_counts in shards:
-        counts.read += shard_counts["read"]
-        for reason, n in shard_counts["dropped"].items():
+    for shard in shards:
+        counts.read += shard["read"]
+        for reason, n in shard["dropped"].items():
             counts.drop(reason, n)
-        for name, n in shard_counts["info"].items():
+        for name, n in shard["info"].items():
             counts.note(name, n)
     check_bad_fraction(params, counts.info.get("documents", 0), sum(s["bad"] for s in shards), counts.dropped,
                        final=True)
-    verdicts = run.dedup(len(shards), params.near_duplicate, counts)
+    verdicts = dedup(run.rows(len(shards)), params.near_duplicate, counts)
     counts.kept = sum(verdicts)
     counts.ensure_any(counts.kept, "segments")
     counts.metrics()  # checks read = kept + Σ dropped before anything is written
-    run.write(out, len(shards), verdicts)
+    write_kept(out, run.rows(len(shards)), verdicts)
     run.clear()
     return counts
 
 
 def fingerprint(params: WebDataParams, inputs: Iterable[Path]) -> str:
+    """Identifies prepare_web's shards: the params that decide a shard, the code that segments and filters, and
+    the input files by path, size and mtime (hashing a multi-GB crawl would cost as much as segmenting it)."""
     stats = []
     for root in inputs:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         stats += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    code = hashlib.sha256(b"".join(p.read_bytes() for p in _CODE)).hexdigest()
     # every key but the sample size (sample_web's), read one by one so extraction never reads `limit`
     settings = {f.name: getattr(params, f.name) for f in fields(params) if f.name != "limit"}
-    blob = json.dumps({"params": settings, "code": code, "inputs": stats}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hash_json({"params": settings, "code": hash_files(_CODE), "inputs": stats})
 
 
 def shard_counts(items: Iterable[Document | BadRecord], params: WebDataParams, rows: list[dict]) -> dict:
@@ -143,83 +153,21 @@ def check_bad_fraction(params: WebDataParams, documents: int, bad: int, dropped:
         )
 
 
-class WebShards:
-    """The scratch folder of one prepare_web run (see the module docstring)."""
+def dedup(segments: Iterable[dict], near_threshold: float, counts: Counts) -> bytearray:
+    """Phase 2: a verdict byte (1 = kept) per segment that passed the filters, in corpus order."""
+    deduplicator = Deduplicator(near_threshold)
+    verdicts = bytearray()
+    for row in segments:
+        reason = deduplicator.check(row["text"])
+        if reason:
+            counts.drop(reason)
+        verdicts.append(reason is None)
+    return verdicts
 
-    def __init__(self, root: Path, fingerprint: str):
-        self.root = root
-        self.folder = root / f"{STAGE}-{fingerprint[:16]}"
 
-    def _rows(self, k: int) -> Path:
-        return self.folder / f"shard-{k:05d}.jsonl"
-
-    def _counts(self, k: int) -> Path:
-        return self.folder / f"shard-{k:05d}.counts.json"
-
-    def segment(self, items: Iterable[Document | BadRecord], params: WebDataParams, shard_size: int) -> list[dict]:
-        """Phase 1: every shard's counts, doing the shards not yet in scratch."""
-        self._drop_stale()
-        stream: Iterator = iter(items)
-        all_counts: list[dict] = []
-        resumed = 0
-        with tqdm(desc=f"{STAGE} documents", unit="doc", disable=None, file=sys.stderr) as bar:
-            for k in range(sys.maxsize):
-                batch = list(islice(stream, shard_size))
-                if not batch:
-                    break
-                if self._rows(k).is_file():  # finished before a crash or kill: keep it
-                    all_counts.append(json.loads(self._counts(k).read_text()))
-                    resumed += 1
-                else:
-                    rows: list[dict] = []
-                    counts = shard_counts(batch, params, rows)
-                    write_json(self._counts(k), counts)  # counts first: the rows file marks the shard done
-                    write_jsonl(self._rows(k), rows)
-                    all_counts.append(counts)
-                documents = sum(c["info"].get("documents", 0) for c in all_counts)
-                dropped: dict[str, int] = {}
-                for c in all_counts:
-                    for reason, n in c["dropped"].items():
-                        dropped[reason] = dropped.get(reason, 0) + n
-                check_bad_fraction(params, documents, sum(c["bad"] for c in all_counts), dropped, final=False)
-                bar.update(len(batch))
-        if resumed:
-            tqdm.write(f"{STAGE}: resumed, {resumed} of {len(all_counts)} shards were already done "
-                       f"in {self.folder}", file=sys.stderr)
-        return all_counts
-
-    def _segments(self, n_shards: int) -> Iterator[dict]:
-        for k in range(n_shards):
-            for _, row in iter_jsonl(self._rows(k)):
-                yield row
-
-    def dedup(self, n_shards: int, near_threshold: float, counts: Counts) -> bytearray:
-        """Phase 2: a verdict byte (1 = kept) per segment that passed the filters, in corpus order."""
-        dedup = Deduplicator(near_threshold)
-        verdicts = bytearray()
-        for row in self._segments(n_shards):
-            reason = dedup.check(row["text"])
-            if reason:
-                counts.drop(reason)
-            verdicts.append(reason is None)
-        return verdicts
-
-    def write(self, out: str | Path, n_shards: int, verdicts: bytearray) -> None:
-        """Phase 3: the kept segments, in corpus order, to `out`."""
-        with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-            for row, verdict in zip(self._segments(n_shards), verdicts):
-                if verdict:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    def _drop_stale(self) -> None:
-        """Scratch of an earlier run with other params, code or input is dead weight."""
-        for other in self.root.glob(f"{STAGE}-*"):
-            if other != self.folder and other.is_dir():
-                shutil.rmtree(other, ignore_errors=True)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        try:
-            self.root.rmdir()  # only when empty: other stages may have scratch of their own
-        except OSError:
-            pass
+def write_kept(out: str | Path, segments: Iterable[dict], verdicts: bytearray) -> None:
+    """Phase 3: the kept segments, in corpus order, to `out`."""
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row, verdict in zip(segments, verdicts):
+            if verdict:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
