@@ -274,7 +274,7 @@ def _plain(obj: Any) -> Any:
 
 
 def annotator_description(settings) -> str:
-    if settings.judge == "local" and settings.judge_read != "pairwise":
+    if settings.judge_read != "pairwise":
         return f"each answer scored alone by curate method {settings.judge_read}, the higher wins; both orders"
     return "alpaca_eval weighted_alpaca_eval_gpt4_turbo, both orders"
 

@@ -1,5 +1,6 @@
 """Which engine: every stage that makes a model write or score text calls `make_engine(model_dir, params,
-runtime)`: in-process transformers (default), vLLM, or an OpenAI-compatible server. What the engines share (the
+runtime)`: in-process transformers (default), vLLM, or an OpenAI-compatible server. A stage with an engine of
+its own (augment, curate, respond, evaluate) passes `stage_settings(params, stage)`. What the engines share (the
 protocol, sampling, per-record seeds) is in `humpback/engines/base.py`, below them all.
 """
 
@@ -9,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from humpback.engines.base import Engine
-from humpback.params import GenerationParams, RuntimeParams
+from humpback.params import DEFAULT, ENGINE_STAGES, GenerationParams, Params, RuntimeParams
 
 
 def resolve_engine(name: str) -> str:
@@ -50,4 +51,18 @@ def make_engine(model_dir: str | Path, params: GenerationParams, runtime: Runtim
     raise ValueError(f"generation.engine: unknown engine '{params.engine}'")
 
 
-__all__ = ["make_engine", "resolve_engine", "resolved"]
+def stage_settings(params: Params, stage: str) -> tuple[GenerationParams, RuntimeParams]:
+    """`stage`'s engine settings for `make_engine`: `<stage>.engine` and `<stage>.api_model`, or generation.engine
+    and generation.api_model where they say `default`; its server `runtime.<stage>_base_url`, or
+    runtime.base_url where that is "". Reads the shared keys only where the stage defers to them."""
+    if stage not in ENGINE_STAGES:
+        raise ValueError(f"no engine settings for stage '{stage}' (stages with their own: {ENGINE_STAGES})")
+    own = getattr(params, stage)
+    engine = params.generation.engine if own.engine == DEFAULT else own.engine
+    api_model = params.generation.api_model if own.api_model == DEFAULT else own.api_model
+    generation = dataclasses.replace(params.generation, engine=engine, api_model=api_model)
+    base_url = getattr(params.runtime, f"{stage}_base_url") or params.runtime.base_url
+    return generation, dataclasses.replace(params.runtime, base_url=base_url)
+
+
+__all__ = ["make_engine", "resolve_engine", "resolved", "stage_settings"]

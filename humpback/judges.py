@@ -1,18 +1,23 @@
 """Judges for `evaluate`: a local model, or an OpenAI(-compatible) API through alpaca_eval's annotator.
 
+The judge runs on `evaluate.engine` (`default` = generation.engine; `generation.stage_settings`), with its
+model name `evaluate.api_model` and its server `runtime.evaluate_base_url` (or runtime.base_url).
+
 The API judges and the local pairwise judge use AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo` annotator:
 its prompt (alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt asks for one token, "m" = output_1 or "M" =
 output_2) and its `logprob_parser`, which turns P(m) / (P(m) + P(M)) into a preference in [1, 2]. Only where
 the completions come from changes:
 
-- `local` with `evaluate.judge_read: pairwise`: `LocalJudge`, an alpaca_eval `fn_completions` callable. It
-  renders alpaca_eval's ChatML prompt with the judge model's own chat template and reads log P("m"),
-  log P("M") from one forward pass (`Engine.next_token_logprobs`), returned in the shape of the OpenAI
-  decoder's `completions_all`.
-- `openai`: alpaca_eval's own OpenAI decoder with the config's GPT-4 model (key from OPENAI_API_KEY).
-- `openai-compatible`: the same decoder, pointed at `evaluate.base_url` by an alpaca_eval client-config YAML.
+- an in-process engine (transformers, vllm) with `evaluate.judge_read: pairwise`: `LocalJudge`, an alpaca_eval
+  `fn_completions` callable. It renders alpaca_eval's ChatML prompt with the judge model's own chat template
+  and reads log P("m"), log P("M") from one forward pass (`Engine.next_token_logprobs`), returned in the shape
+  of the OpenAI decoder's `completions_all`.
+- the openai engine with `judge_read: pairwise` and no server URL ("openai"): alpaca_eval's own OpenAI decoder
+  with `evaluate.api_model`, "" = the config's GPT-4 model (key from OPENAI_API_KEY).
+- the openai engine with `judge_read: pairwise` and a server URL ("openai-compatible"): the same decoder,
+  pointed at the server by an alpaca_eval client-config YAML.
 
-`local` with `judge_read` set to a curation method (`pmi`, `rubric_calibrated`, ...; `length` for the baseline)
+Any engine with `judge_read` set to a curation method (`pmi`, `rubric_calibrated`, ...; `length` for the baseline)
 is `ScoreJudge`: each answer is scored alone by that method (scoring.py, the code curate uses) and the higher
 score wins. It never sees two answers at once, so it cannot prefer a position: a small model asked to compare
 two answers picks the same slot whatever they say (measured: README "Which local judge"), while the same
@@ -99,23 +104,26 @@ def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completi
 def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
                cache_root: Path = CACHE_ROOT, seed: int = 0, curate: CurateParams | None = None,
                tagging: bool = True, runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
-    """The annotator for `params.judge`, and a description of the judge for the metrics file.
+    """The annotator for the judge's engine and read, and a description of the judge for the metrics file.
+    `generation` and `runtime` are the judge's own (`generation.stage_settings(params, "evaluate")`): their
+    engine, api_model and base_url are evaluate.engine, evaluate.api_model and the judge's server.
 
     The judge id (a hash of what decides the judgements: model weights or name, server, prompt template or
     scoring method) names the cache folder, so a different judge never reads another judge's annotations.
     A local judge that scores answers alone (`judge_read` other than pairwise) needs `curate` (the method's
     prompt cut, `max_pair_chars`) and `tagging` (the system prompt the scoring prompts carry)."""
-    if params.judge == "local" and params.judge_read != "pairwise":
+    if params.judge_read != "pairwise":
         if curate is None:
             raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params "
                              "(make_judge(curate=...))")
         return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging, runtime)
     template_hash = hash_file(alpaca_eval_config()["prompt_template"])[:8]
-    if params.judge == "local":
+    if resolve_engine(generation.engine) != "openai":
         return _local_judge(params, generation, judge_base, cache_root, seed, template_hash, runtime)
-    if params.judge == "openai":
-        return _openai_judge(params, cache_root, seed, template_hash)
-    return _openai_compatible_judge(params, cache_root, seed, template_hash, runtime)
+    base_url = runtime.base_url if runtime is not None else ""
+    if not base_url:
+        return _openai_judge(generation.api_model, cache_root, seed, template_hash)
+    return _openai_compatible_judge(generation.api_model, base_url, cache_root, seed, template_hash)
 
 
 def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path, str]:
@@ -135,11 +143,13 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     config = alpaca_eval_config()
     candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
     dtype = resolve_dtype(generation.dtype)
-    identity = f"local|{weights}|{resolve_engine(generation.engine)}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
+    engine = resolve_engine(generation.engine)
+    identity = f"local|{weights}|{engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
     judge_id = "local-" + hash_text(identity)[:16]
     fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
-    return annotator, {"kind": "local", "read": "pairwise", "model": str(judge_dir), "id": judge_id}
+    return annotator, {"kind": "local", "read": "pairwise", "model": str(judge_dir), "id": judge_id,
+                       "resolved": {"engine": engine, "dtype": dtype}}
 
 
 def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
@@ -147,37 +157,40 @@ def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
                  runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
     method = params.judge_read
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
-    identity = (f"score|{method}|{weights}|{resolve_engine(generation.engine)}|{resolve_dtype(generation.dtype)}|"
+    engine, dtype = resolve_engine(generation.engine), resolve_dtype(generation.dtype)
+    identity = (f"score|{method}|{weights}|{engine}|{dtype}|"
                 f"{curate.max_pair_chars}|{tagging}|{seed}|{SCORE_FORMAT_VERSION}")
+    if engine == "openai":  # the served model scores, whatever the local folder (its tokenizer) holds
+        identity += f"|{generation.api_model}"
     judge_id = f"score-{method}-" + hash_text(identity)[:16]
     judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed,
                        runtime=runtime)
-    return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id}
+    return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id,
+                   "resolved": {"engine": engine, "dtype": dtype}}
 
 
-def _openai_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str):
+def _openai_judge(api_model: str, cache_root: Path, seed: int, template_hash: str):
+    """OpenAI's own API (no server URL set): `api_model`, or "" = the annotator config's GPT-4 model."""
     if not os.environ.get("OPENAI_API_KEY"):
-        raise JudgeError("evaluate.judge=openai needs the OPENAI_API_KEY environment variable")
+        raise JudgeError("evaluate.engine=openai with no server URL (runtime.evaluate_base_url and runtime.base_url "
+                         "empty) judges through OpenAI's API and needs the OPENAI_API_KEY environment variable")
     config = alpaca_eval_config()
-    if params.judge_model != "base":
-        config["completions_kwargs"] = {**config["completions_kwargs"], "model_name": params.judge_model}
+    if api_model:
+        config["completions_kwargs"] = {**config["completions_kwargs"], "model_name": api_model}
     model = config["completions_kwargs"]["model_name"]
     judge_id = "openai-" + hash_text(f"{model}|{template_hash}")[:16]
     annotator = build_annotator(config, "humpback_openai", cache_root / judge_id, seed=seed)
     return annotator, {"kind": "openai", "model": model, "id": judge_id}
 
 
-def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int, template_hash: str,
-                             runtime: RuntimeParams | None):
+def _openai_compatible_judge(api_model: str, base_url: str, cache_root: Path, seed: int, template_hash: str):
     """Any server speaking the OpenAI chat API with logprobs (vLLM, `transformers serve`, ...)."""
-    base_url = runtime.judge_base_url if runtime is not None else ""
-    if not base_url:
-        raise JudgeError("evaluate.judge=openai-compatible needs runtime.judge_base_url (e.g. http://host:8000/v1)")
-    if params.judge_model == "base":
-        raise JudgeError("evaluate.judge=openai-compatible needs evaluate.judge_model = the served model's name")
+    if not api_model:
+        raise JudgeError(f"evaluate.engine=openai at {base_url} needs evaluate.api_model = the served model's name "
+                         "(or generation.api_model while evaluate.api_model is default)")
     # the server's URL is not part of the judge's identity: the same served model behind another address
     # judges the same way (and moving a server must not throw the cache away)
-    judge_id = "oaic-" + hash_text(f"{params.judge_model}|{template_hash}")[:16]
+    judge_id = "oaic-" + hash_text(f"{api_model}|{template_hash}")[:16]
     folder = cache_root / judge_id
     folder.mkdir(parents=True, exist_ok=True)
     client_config = folder / "client_config.yaml"
@@ -190,14 +203,14 @@ def _openai_compatible_judge(params: EvaluateParams, cache_root: Path, seed: int
     config = alpaca_eval_config()
     config["completions_kwargs"] = {
         **config["completions_kwargs"],
-        "model_name": params.judge_model,
+        "model_name": api_model,
         "client_config_path": str(client_config.resolve()),
         # alpaca_eval guesses chat vs. completion API from the name ("...-Instruct" reads as completion-only)
         "requires_chatml": True,
         "price_per_token": 0.0,
     }
     annotator = build_annotator(config, "humpback_openai_compatible", folder, seed=seed)
-    return annotator, {"kind": "openai-compatible", "model": params.judge_model, "base_url": base_url,
+    return annotator, {"kind": "openai-compatible", "model": api_model, "base_url": base_url,
                        "id": judge_id}
 
 

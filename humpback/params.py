@@ -146,15 +146,26 @@ class TrainParams(_Section):
     lora: LoraParams
 
 
+# The engines (generation.make_engine). auto: vLLM where a CUDA device and vLLM are present, else transformers.
+ENGINES = ("auto", "transformers", "vllm", "openai")
+# The stages that choose their own engine, each by `<stage>.engine` and `<stage>.api_model`, where the value
+# `default` means generation.engine / generation.api_model; the server is runtime.<stage>_base_url, or
+# runtime.base_url where that is "" (generation.stage_settings).
+DEFAULT = "default"
+ENGINE_STAGES = ("augment", "curate", "respond", "evaluate")
+EngineName = Literal[ENGINES]  # type: ignore[valid-type]
+StageEngine = Literal[(DEFAULT, *ENGINES)]  # type: ignore[valid-type]
+
+
 @dataclass(frozen=True)
 class GenerationParams(_Section):
     # auto: vLLM where a CUDA device and vLLM are present, else transformers (generation.resolve_engine)
-    engine: Literal["auto", "transformers", "vllm", "openai"]
+    engine: EngineName
     # auto = bfloat16 where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     temperature: float
     top_p: float
-    api_model: str  # openai engine: the served model's name
+    api_model: str  # openai engine: the served model's name ("" = the server's first model)
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,10 @@ class AugmentParams(_Section):
     max_instruction_chars: int
     echo_overlap: float  # drop an instruction when this share of its words comes straight from the segment
     filters: list[Literal["empty", "echo", "too_long", "not_instruction"]]  # post-filters applied, in order
+    # Each stage's engine (ENGINE_STAGES): the defaults only spare code that builds a section by hand; a params
+    # file must name both.
+    engine: StageEngine = DEFAULT  # default = generation.engine
+    api_model: str = DEFAULT  # openai engine: the served model's name; default = generation.api_model
 
 
 # How a curator scores a pair: the names of humpback/curation_methods.py's table (the one place a method lives).
@@ -184,6 +199,8 @@ class CurateParams(_Section):
     max_new_tokens: int
     max_retries: int
     max_pair_chars: int
+    engine: StageEngine = DEFAULT  # score and score_dev; default = generation.engine
+    api_model: str = DEFAULT  # openai engine: the served model's name; default = generation.api_model
 
 
 @dataclass(frozen=True)
@@ -204,17 +221,22 @@ class SelectParams(_Section):
 class RespondParams(_Section):
     system_prompt: Literal["none", "S_a", "S_a+S_w"]
     max_new_tokens: int
+    engine: StageEngine = DEFAULT  # default = generation.engine
+    api_model: str = DEFAULT  # openai engine: the served model's name; default = generation.api_model
 
 
 @dataclass(frozen=True)
 class EvaluateParams(_Section):
-    judge: Literal["local", "openai", "openai-compatible"]
-    judge_model: str  # "base" = models/base; else a folder, hub id or openai model name
+    judge_model: str  # the local judge's weights (or tokenizer): "base" = models/base, else a folder or hub id
     reference: str  # a respond item (e.g. "base") or a path to an alpaca_eval outputs JSON
     max_chars: int  # outputs are cut to this many characters before judging (local judge context)
     # local judge: "pairwise" = alpaca_eval's prompt with both answers, read from P("m") vs P("M"); or a
     # curate method (or "length"): each answer scored alone by that method, the higher score wins
     judge_read: Literal["pairwise", "length", CurateMethod]
+    # The judge's engine; default = generation.engine. openai with judge_read pairwise: alpaca_eval's API
+    # annotator (OpenAI's API where no server URL is set, else that server); else the judges above, run on it
+    engine: StageEngine = DEFAULT
+    api_model: str = DEFAULT  # openai engine: the judge's model name; default = generation.api_model
 
 
 @dataclass(frozen=True)
@@ -244,8 +266,11 @@ class RuntimeParams(_Section):
     score_shard_size: int  # pairs per resumable scoring shard
     token_budget: int  # prompt + new tokens per batch (transformers engine)
     concurrency: int  # requests in flight (openai engine)
-    base_url: str  # openai engine: the OpenAI-compatible server
-    judge_base_url: str  # evaluate.judge=openai-compatible: the judge's server
+    base_url: str  # openai engine: the OpenAI-compatible server every stage uses unless it names its own
+    augment_base_url: str  # augment.engine=openai: its server ("" = base_url)
+    curate_base_url: str  # curate.engine=openai: score's and score_dev's server ("" = base_url)
+    respond_base_url: str  # respond.engine=openai: its server ("" = base_url)
+    evaluate_base_url: str  # evaluate.engine=openai: the judge's server ("" = base_url; both "" = OpenAI's API)
     tensor_parallel_size: int  # vllm engine
     save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
 
@@ -292,7 +317,11 @@ MOVED: dict[str, str] = {
     "generation.concurrency": "runtime.concurrency",
     "generation.base_url": "runtime.base_url",
     "generation.tensor_parallel_size": "runtime.tensor_parallel_size",
-    "evaluate.base_url": "runtime.judge_base_url",
+    "evaluate.base_url": "runtime.evaluate_base_url",
+    "runtime.judge_base_url": "runtime.evaluate_base_url (\"\" = runtime.base_url; both \"\" = OpenAI's API)",
+    "evaluate.judge": "evaluate.engine (local = default, transformers or vllm; openai = openai with no server "
+                      "URL; openai-compatible = openai with runtime.evaluate_base_url; the API judge's model name "
+                      "is evaluate.api_model, no longer evaluate.judge_model)",
     "train.save_steps": "runtime.save_steps",
     "train.max_steps": "train.epochs (training length in passes over each model's own examples; 0 = the paper's "
                        "steps table)",
@@ -409,4 +438,5 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     raise TypeError(f"params schema uses an unsupported type {tp!r} at '{key}'")
 
 
-__all__ = ["CURATE_METHODS", "MOVED", "Params", "ParamsError", "load_params", "parse_params", "track_reads"]
+__all__ = ["CURATE_METHODS", "DEFAULT", "ENGINES", "ENGINE_STAGES", "MOVED", "Params", "ParamsError", "load_params",
+           "parse_params", "track_reads"]

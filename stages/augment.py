@@ -26,15 +26,16 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> int:
-    from humpback.generation import make_engine, resolved
+    from humpback.generation import make_engine, resolved, stage_settings
     from humpback.modeling import model_identity
     from humpback.shards import ShardedRun, fingerprint
 
     segments = [r for _, r in iter_jsonl(args.web, required=("id", "text"))]
     run = ShardedRun("augment", fingerprint("augment", params.values(KEYS), model_identity(args.model), [args.web]))
-    engine = make_engine(args.model, params.generation, params.runtime)
+    generation, runtime = stage_settings(params, "augment")  # augment.engine, or generation.engine
+    engine = make_engine(args.model, generation, runtime)
     kept, metrics = augment(engine, segments, params, run)
-    metrics["resolved"] = resolved(params.generation)  # what engine/dtype `auto` became here
+    metrics["resolved"] = resolved(generation)  # what engine/dtype `auto` became here
     write_json(args.metrics, metrics)
     if not kept:
         raise ValueError(f"no instruction survived the filters ({metrics['read']} segments read, dropped "

@@ -22,6 +22,7 @@ from humpback.evaluation import (
     plot_win_rates,
     to_json_rows,
 )
+from humpback.generation import stage_settings
 from humpback.judges import make_judge
 from humpback.records import iter_jsonl, write_csv, write_json
 from humpback.stage_runner import stage
@@ -47,8 +48,9 @@ def run(args, params) -> None:
     prompts = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
     reference = load_reference(settings.reference, args.responses, prompts)
     outputs = {name: load_outputs(f"{args.responses}/{name}.json") for name in args.models}
-    annotator, judge = make_judge(settings, params.generation, args.judge_base, seed=JUDGE_SEED,
-                                  curate=params.curate, tagging=params.train.tagging, runtime=params.runtime)
+    generation, runtime = stage_settings(params, "evaluate")  # evaluate.engine, or generation.engine
+    annotator, judge = make_judge(settings, generation, args.judge_base, seed=JUDGE_SEED,
+                                  curate=params.curate, tagging=params.train.tagging, runtime=runtime)
     start = time.perf_counter()
     models, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
     versus = head_to_head(annotator, outputs, settings.max_chars)  # the models against each other

@@ -27,24 +27,25 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    from humpback.generation import make_engine, resolved
+    from humpback.generation import make_engine, resolved, stage_settings
     from humpback.modeling import model_identity
     from humpback.shards import ShardedRun, fingerprint
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
     curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)
+    generation, runtime = stage_settings(params, "curate")  # curate.engine, or generation.engine
     engine = None
     if params.curate.method != "none":
-        engine = make_engine(curator, params.generation, params.runtime)
+        engine = make_engine(curator, generation, runtime)
     keys = ["curate.method", "curate.max_pair_chars", "curate.max_new_tokens", "curate.max_retries",
-            "generation", "seeds.generation"]
+            "curate.engine", "curate.api_model", "generation", "seeds.generation"]
     stage = f"score-{args.iteration}"
     identity = model_identity(curator)
     run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, identity, [args.pairs]))
     scored, metrics = score_iteration(engine, pairs, params, tagging, run)
     write_jsonl(args.out, scored)
     write_json(args.metrics, {"iteration": args.iteration, "curator": curator, "tagged": tagging, **metrics,
-                              "resolved": resolved(params.generation)})
+                              "resolved": resolved(generation)})
     run.clear()
     log.info("score@%d: %d pairs by %s (%s), %s s/pair -> %s", args.iteration, len(scored), curator,
              metrics["method"], metrics["seconds_per_pair"], args.out)

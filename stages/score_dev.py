@@ -33,9 +33,9 @@ def run(args, params) -> None:
         write_jsonl(args.out, [])
         log.info("%s: curate.model is self, nothing to score", args.model)
         return
-    from humpback.generation import make_engine
+    from humpback.generation import make_engine, stage_settings
 
-    engine = make_engine(args.model, params.generation, params.runtime)
+    engine = make_engine(args.model, *stage_settings(params, "curate"))  # curate.engine, or generation.engine
     write_jsonl(args.out, score_dev_set(engine, rows, params, tagging=tagging, log=log))
 
 

@@ -213,7 +213,7 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     monkeypatch.setattr(judges.LocalJudge, "engine", property(lambda self: engine))
     monkeypatch.chdir(tmp_path)
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["evaluate"].update(judge="local", judge_read="pairwise")  # this test fakes the pairwise engine
+    params["evaluate"].update(engine="transformers", judge_read="pairwise")  # this test fakes the pairwise engine
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     prompts = tmp_path / "eval.jsonl"
     prompts.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"]}) + "\n" for r in reference))
@@ -354,18 +354,24 @@ class _JudgeServer:
 
 
 def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypatch):
-    """evaluate.judge=openai-compatible: alpaca_eval's own OpenAI decoder, pointed at a server by client config."""
+    """evaluate.engine=openai at a server (runtime.evaluate_base_url), read pairwise: alpaca_eval's own OpenAI
+    decoder, pointed at the server by client config, asking for evaluate.api_model; generation stays in-process."""
+    from humpback.generation import stage_settings
     from humpback.judges import make_judge
-    from humpback.params import EvaluateParams, load_params
+    from humpback.params import load_params
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server = _JudgeServer()
     try:
-        settings = EvaluateParams(judge="openai-compatible", judge_model="Judge-7B-Instruct",
-                                  reference="base", max_chars=1000, judge_read="pairwise")
         shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-        runtime = dataclasses.replace(shipped.runtime, judge_base_url=server.url)
-        annotator, judge = make_judge(settings, shipped.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
+        params = dataclasses.replace(
+            shipped,
+            evaluate=dataclasses.replace(shipped.evaluate, engine="openai", api_model="Judge-7B-Instruct",
+                                         judge_read="pairwise"),
+            runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=server.url))
+        assert stage_settings(params, "respond")[0].engine == "auto"  # the other stages keep generation.engine
+        generation, runtime = stage_settings(params, "evaluate")
+        annotator, judge = make_judge(params.evaluate, generation, tmp_path / "unused", cache_root=tmp_path / "cache",
                                       runtime=runtime)
         reference, model = _data(4)
         models, _ = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
@@ -383,22 +389,24 @@ def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypat
 
 
 def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
+    from humpback.generation import stage_settings
     from humpback.judges import JudgeError, make_judge
     from humpback.params import EvaluateParams, load_params
 
     shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    served = dataclasses.replace(shipped.runtime, judge_base_url="http://x/v1")
+    served = dataclasses.replace(shipped.runtime, evaluate_base_url="http://x/v1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    cases = [
-        (EvaluateParams("openai", "base", "base", 100, "pairwise"), shipped.runtime, "OPENAI_API_KEY"),
-        (EvaluateParams("openai-compatible", "judge", "base", 100, "pairwise"), shipped.runtime, "judge_base_url"),
-        (EvaluateParams("openai-compatible", "base", "base", 100, "pairwise"), served, "judge_model"),
-        (EvaluateParams("local", "base", "base", 100, "pairwise"), shipped.runtime, "not found"),
+    cases = [  # OpenAI's API (no server URL) needs a key; a server needs the served model's name
+        (EvaluateParams("base", "base", 100, "pairwise", engine="openai"), shipped.runtime, "OPENAI_API_KEY"),
+        (EvaluateParams("base", "base", 100, "pairwise", engine="openai"), served, "evaluate.api_model"),
+        (EvaluateParams("base", "base", 100, "pairwise", engine="transformers"), shipped.runtime, "not found"),
     ]
     for settings, runtime, message in cases:
+        params = dataclasses.replace(shipped, evaluate=settings, runtime=runtime)
+        generation, judge_runtime = stage_settings(params, "evaluate")
         with pytest.raises(JudgeError, match=message):
-            make_judge(settings, shipped.generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache",
-                       runtime=runtime)
+            make_judge(settings, generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache",
+                       runtime=judge_runtime)
 
 
 def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
@@ -407,7 +415,7 @@ def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
     from humpback.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    settings = dataclasses.replace(params.evaluate, judge="local", judge_read="pairwise")
+    settings = dataclasses.replace(params.evaluate, judge_read="pairwise")
     annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path,
                                   runtime=params.runtime)
     reference, model = _data(3)
@@ -434,7 +442,7 @@ def _score_settings(read: str):
     from humpback.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    return params, dataclasses.replace(params.evaluate, judge="local", judge_read=read)
+    return params, dataclasses.replace(params.evaluate, judge_read=read)
 
 
 def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypatch):

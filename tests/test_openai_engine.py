@@ -309,3 +309,63 @@ def test_429_and_5xx_are_retried_by_the_openai_client(tiny_model_dir, fake_serve
 def test_openai_engine_needs_a_base_url(tiny_model_dir):
     with pytest.raises(ValueError, match="base_url"):
         make_engine(tiny_model_dir, PARAMS, RUN)
+
+
+# ------------------------------------------------------------------------------------- an engine per stage
+
+
+def test_score_stage_curates_on_a_server_while_augment_stays_in_process(tiny_model_dir, fake_server, monkeypatch,
+                                                                         tmp_path):
+    """curate.engine: openai with runtime.curate_base_url: the score stage builds the OpenAI engine against that
+    server and records it; augment, left at default, builds the in-process engine from generation.engine."""
+    from humpback.generation import stage_settings
+    from humpback.params import load_params
+    from stages import score as score_stage
+    from tests.test_augment_curate import edit_params, score_args, write_inputs, write_pairs
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.chdir(tmp_path)
+    url = f"http://127.0.0.1:{fake_server.server_port}/v1"
+    params_path, _ = write_inputs(tmp_path, 0)
+    edit_params(params_path, generation={"engine": "transformers", "dtype": "float32"},
+                curate={"engine": "openai", "api_model": "curator-on-vllm", "method": "yes_no"},
+                runtime={"curate_base_url": url})
+    params = load_params(params_path)
+
+    augment_engine = make_engine(tiny_model_dir, *stage_settings(params, "augment"))  # what stages/augment.py calls
+    assert isinstance(augment_engine, TransformersEngine)
+    curate_engine = make_engine(tiny_model_dir, *stage_settings(params, "curate"))  # stages/score.py, score_dev.py
+    assert isinstance(curate_engine, OpenAIEngine)
+    assert (curate_engine.base_url, curate_engine.model) == (url, "curator-on-vllm")
+    assert not fake_server.requests  # a named api_model: nothing asked of the server yet
+
+    write_pairs(tmp_path, 3)
+    assert score_stage.main(score_args(tmp_path, tiny_model_dir, params_path, named=tiny_model_dir)) == 0
+    metrics = json.loads((tmp_path / "score.json").read_text())
+    assert metrics["resolved"] == {"engine": "openai", "dtype": "float32"}
+    assert fake_server.requests and {r["model"] for r in fake_server.requests} == {"curator-on-vllm"}
+
+
+def test_a_judge_reading_answers_alone_runs_on_its_own_server(tiny_model_dir, fake_server, monkeypatch, tmp_path):
+    """evaluate.engine: openai with a method read (not pairwise): the position-free judge, its engine the
+    OpenAI one at runtime.evaluate_base_url, while generation.engine stays in-process."""
+    from humpback.generation import stage_settings
+    from humpback.judges import ScoreJudge, make_judge
+    from tests.conftest import shipped_params
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    url = f"http://127.0.0.1:{fake_server.server_port}/v1"
+    shipped = shipped_params()
+    params = dataclasses.replace(
+        shipped, generation=dataclasses.replace(shipped.generation, engine="transformers"),
+        evaluate=dataclasses.replace(shipped.evaluate, engine="openai", judge_read="pmi"),
+        runtime=dataclasses.replace(shipped.runtime, base_url="http://augment-server/v1", evaluate_base_url=url))
+    generation, runtime = stage_settings(params, "evaluate")
+    judge, described = make_judge(params.evaluate, generation, tiny_model_dir, cache_root=tmp_path,
+                                  curate=params.curate, runtime=runtime)
+    assert isinstance(judge, ScoreJudge) and described["resolved"]["engine"] == "openai"
+    assert isinstance(judge.engine, OpenAIEngine) and judge.engine.base_url == url
+    rows = [{"instruction": "What is a list?", "output_1": "An ordered sequence.", "output_2": "No idea."}]
+    [row] = judge(rows)
+    assert row["preference"] in (1.0, 1.5, 2.0) and len(fake_server.requests) == 4  # 2 answers x (with, without)
+    assert {r["model"] for r in fake_server.requests} == {"served-model"}  # api_model "": the server's first

@@ -131,3 +131,85 @@ def test_values_records_exactly_the_named_keys():
     values = params.values(["select.iteration_1", "train.lora.r", "curate.method"])
     assert values == {"select.iteration_1": {"threshold": "default", "cap": 0}, "train.lora.r": 16,
                       "curate.method": params.curate.method}
+
+
+# ------------------------------------------------------------------------------------- an engine per stage
+
+ENGINE_STAGES = ("augment", "curate", "respond", "evaluate")
+
+
+def test_every_stage_defaults_to_the_shared_engine():
+    from humpback.generation import stage_settings
+
+    params = load_params(ROOT / "params.yaml")
+    for stage in ENGINE_STAGES:
+        section = getattr(params, stage)
+        assert (section.engine, section.api_model) == ("default", "default")
+        assert getattr(params.runtime, f"{stage}_base_url") == ""
+        generation, runtime = stage_settings(params, stage)
+        assert generation == params.generation and runtime == params.runtime
+
+
+def test_a_stage_names_its_own_engine_model_and_server(tmp_path):
+    """Augment on a vLLM server, curate in-process, judge with an API model: each stage gets only its own."""
+    from humpback.generation import stage_settings
+
+    def per_stage(raw):
+        raw["generation"].update(engine="transformers", api_model="")
+        raw["augment"].update(engine="openai")
+        raw["curate"].update(engine="transformers")
+        raw["evaluate"].update(engine="openai", api_model="gpt-4o")
+        raw["runtime"].update(base_url="http://gpu:8000/v1", evaluate_base_url="https://api.example/v1")
+
+    params = load_params(_write(tmp_path, per_stage))
+    settings = {stage: stage_settings(params, stage) for stage in ENGINE_STAGES}
+    assert {s: (g.engine, g.api_model, r.base_url) for s, (g, r) in settings.items()} == {
+        "augment": ("openai", "", "http://gpu:8000/v1"),  # the shared server and model name
+        "curate": ("transformers", "", "http://gpu:8000/v1"),
+        "respond": ("transformers", "", "http://gpu:8000/v1"),  # default: generation.engine
+        "evaluate": ("openai", "gpt-4o", "https://api.example/v1"),
+    }
+    # everything else is the shared settings, untouched
+    assert all(g.temperature == params.generation.temperature for g, _ in settings.values())
+    with pytest.raises(ValueError, match="no engine settings for stage 'train'"):
+        stage_settings(params, "train")
+
+
+@pytest.mark.parametrize("stage", ENGINE_STAGES)
+def test_an_unknown_stage_engine_names_the_choices(tmp_path, stage):
+    path = _write(tmp_path, lambda raw: raw[stage].update(engine="gpu"))
+    with pytest.raises(ParamsError, match=rf"'{stage}\.engine' must be one of \['default', 'auto', 'transformers', "
+                                          r"'vllm', 'openai'\], got 'gpu'"):
+        load_params(path)
+
+
+def test_the_old_judge_keys_say_where_they_went(tmp_path):
+    with pytest.raises(ParamsError, match=r"'evaluate\.judge' has moved to evaluate\.engine \(local = default, "
+                                          r"transformers or vllm; openai = openai with no server URL"):
+        load_params(_write(tmp_path, lambda raw: raw["evaluate"].update(judge="openai")))
+    with pytest.raises(ParamsError, match=r"'runtime\.judge_base_url' has moved to runtime\.evaluate_base_url"):
+        load_params(_write(tmp_path, lambda raw: raw["runtime"].update(judge_base_url="http://x/v1")))
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_stage_settings_read_only_what_dvc_yaml_declares(tmp_path, override):
+    """What each stage's engine settings read is in its dvc.yaml params (runtime.* never is), whether the stage
+    defers to generation.* or names its own."""
+    from humpback.generation import stage_settings
+    from tests.test_pipeline import declared_params
+
+    def own(raw):
+        for stage in ENGINE_STAGES:
+            raw[stage].update(engine="openai", api_model="m")
+
+    params = load_params(_write(tmp_path, own) if override else ROOT / "params.yaml")
+    users = {"augment": ["augment"], "curate": ["score@1", "score@2", "score_dev@m0"], "respond": ["respond@m1"],
+             "evaluate": ["evaluate"]}
+    for stage, dvc_stages in users.items():
+        reads = track_reads()
+        stage_settings(params, stage)
+        reads = {k for k in reads if not k.startswith("runtime.")}
+        assert {f"{stage}.engine", f"{stage}.api_model"} <= reads
+        assert ("generation.engine" in reads) is not override
+        for dvc_stage in dvc_stages:
+            assert reads <= declared_params(dvc_stage), (dvc_stage, reads - declared_params(dvc_stage))

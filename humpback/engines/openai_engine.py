@@ -44,7 +44,7 @@ class ServerCapabilityError(RuntimeError):
 class OpenAIEngine:
     def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams, client=None):
         if not runtime.base_url and client is None:
-            raise ValueError("generation.engine=openai needs runtime.base_url "
+            raise ValueError("the openai engine needs runtime.base_url, or the stage's own runtime.<stage>_base_url "
                              "(e.g. http://localhost:8000/v1)")
         # Execution settings, read once here: where they live in params is this constructor's business alone.
         self.params, self.base_url, self.concurrency = params, runtime.base_url, runtime.concurrency
@@ -63,7 +63,7 @@ class OpenAIEngine:
     def _served_model(self) -> str:
         models = self.client.models.list().data
         if not models:
-            raise ValueError(f"{self.base_url} serves no model; set generation.api_model")
+            raise ValueError(f"{self.base_url} serves no model; set generation.api_model (or <stage>.api_model)")
         return models[0].id
 
     def _complete(self, ids: list[int], text: str, **kwargs):
