@@ -235,6 +235,15 @@ class LikelihoodParams(_Section):
 
 
 @dataclass(frozen=True)
+class LauncherParams(_Section):
+    """How the train stage starts its processes (humpback/launch.py; docs/scale.md, "Many GPUs")."""
+
+    kind: Literal["single", "torchrun", "accelerate"]  # single = in the stage's own process
+    processes: int  # per machine; 0 = torchrun's `auto` (one per GPU) / the accelerate config's num_processes
+    config: str  # accelerate: the config file (e.g. configs/accelerate/fsdp.yaml); "" = accelerate's default
+
+
+@dataclass(frozen=True)
 class RuntimeParams(_Section):
     """How the work is executed, never what it computes: no stage lists this section in dvc.yaml, so changing
     it reruns nothing. Validated like the rest."""
@@ -248,6 +257,7 @@ class RuntimeParams(_Section):
     judge_base_url: str  # evaluate.judge=openai-compatible: the judge's server
     tensor_parallel_size: int  # vllm engine
     save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
+    launcher: LauncherParams  # the train stage: one process, or torchrun / accelerate launch
 
 
 @dataclass(frozen=True)
