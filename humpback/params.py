@@ -257,6 +257,15 @@ class LikelihoodParams(_Section):
 
 
 @dataclass(frozen=True)
+class LauncherParams(_Section):
+    """How the train stage starts its processes (humpback/launch.py; docs/scale.md, "Many GPUs")."""
+
+    kind: Literal["single", "torchrun", "accelerate"]  # single = in the stage's own process
+    processes: int  # per machine; 0 = torchrun's `auto` (one per GPU) / the accelerate config's num_processes
+    config: str  # accelerate: the config file (e.g. configs/accelerate/fsdp.yaml); "" = accelerate's default
+
+
+@dataclass(frozen=True)
 class RuntimeParams(_Section):
     """How the work is executed, never what it computes: no stage lists this section in dvc.yaml, so changing
     it reruns nothing. Validated like the rest."""
@@ -273,6 +282,7 @@ class RuntimeParams(_Section):
     evaluate_base_url: str  # evaluate.engine=openai: the judge's server ("" = base_url; both "" = OpenAI's API)
     tensor_parallel_size: int  # vllm engine
     save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
+    launcher: LauncherParams  # the train stage: one process, or torchrun / accelerate launch
 
 
 @dataclass(frozen=True)

@@ -35,23 +35,32 @@ READS_ENV = "HUMPBACK_PARAMS_READS"
 
 
 def stage(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentParser], None],
-          body: Callable[[argparse.Namespace, Params], int | None]) -> Callable[..., int]:
-    """The stage's `main(argv=None) -> exit code`: parse arguments, load params, run `body` (None means 0)."""
-    return lambda argv=None: run(name, doc, arguments, body, argv)
+          body: Callable[[argparse.Namespace, Params], int | None],
+          launch: Callable[[Params, list[str]], None] | None = None) -> Callable[..., int]:
+    """The stage's `main(argv=None) -> exit code`: parse arguments, load params, run `body` (None means 0).
+
+    `launch(params, argv)`: called once params are read, before `body`; it may replace this process with
+    the stage's module under a multi-process launcher (humpback/launch.py), or return to run it here."""
+    return lambda argv=None: run(name, doc, arguments, body, argv, launch)
 
 
 def run(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentParser], None],
-        body: Callable[[argparse.Namespace, Params], int | None], argv: list[str] | None = None) -> int:
+        body: Callable[[argparse.Namespace, Params], int | None], argv: list[str] | None = None,
+        launch: Callable[[Params, list[str]], None] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}",
                                      description=(doc or name).strip().splitlines()[0])
     arguments(parser)
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reads = track_reads() if os.environ.get(READS_ENV) else None
     try:
-        code = body(args, load_params(args.params)) or 0
+        params = load_params(args.params)
+        if launch is not None:
+            launch(params, argv)
+        code = body(args, params) or 0
     except USER_ERRORS as exc:
         if os.environ.get("HUMPBACK_DEBUG"):
             raise

@@ -19,11 +19,12 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from humpback.launch import is_main_process, wait_for_everyone
 from humpback.params import Params
 from humpback.records import iter_jsonl, write_json
 from humpback.sft_data import backward_examples, build_dataset, forward_examples
 from humpback.train_plan import TrainPlan, fingerprint
-from humpback.training import load_trainable, save_trained, train
+from humpback.training import load_trainable, save_trained, train, training_arguments
 from humpback.workdirs import TRAIN_SCRATCH
 
 log = logging.getLogger("train")
@@ -86,10 +87,13 @@ def train_role(
     scratch = scratch_root / f"{role}-{fingerprint(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
     log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
 
+    # The Trainer's arguments first: they start a multi-process launch's process group, which sharded
+    # loading (ZeRO-3, FSDP) needs while the model loads.
+    args = training_arguments(tp, plan, params.seeds.training, scratch, save_steps=params.runtime.save_steps)
     model = load_trainable(base, tp, seed=params.seeds.training)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     result = train(model, dataset, pad_id, tp, plan, params.seeds.training, scratch,
-                   callbacks=live_callbacks(live), save_steps=params.runtime.save_steps)
+                   callbacks=live_callbacks(live), args=args)
 
     summary = {
         "final_loss": result.final_loss,
@@ -120,11 +124,11 @@ def train_role(
         "resumed_from_step": result.resumed_from_step,
         **summary,
     }
-    if int(os.environ.get("RANK", "0")) != 0:  # under a multi-process launch, one process writes the outputs
-        return summary
-    save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
-    write_json(metrics, summary)
-    shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
+    if is_main_process():  # under a multi-process launch, rank 0 writes the outputs; the others wait for it
+        save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
+        write_json(metrics, summary)
+        shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
+    wait_for_everyone()
     return summary
 
 
@@ -132,7 +136,7 @@ def live_callbacks(live_dir: str | Path | None) -> list:
     """DVCLive's Trainer callback, writing loss and learning rate per step into `live_dir` while training runs
     (`dvc plots show` draws them; a resumed run appends). No dvc.yaml of its own and no experiment commit: the
     stage's outputs are DVC's business."""
-    if live_dir is None or int(os.environ.get("RANK", "0")) != 0:
+    if live_dir is None or not is_main_process():
         return []
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback

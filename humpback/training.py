@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -197,10 +198,16 @@ class SFTTrainer(Trainer):
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         # The counter is looked up each time: restoring a checkpoint replaces the callback object.
         counter = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, TokenCounter))
+        counts = torch.zeros(3, dtype=torch.long)
         for batch in batches:
-            counter.tokens += int(batch["attention_mask"].sum())
-            counter.trained_tokens += int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # shifted, as the loss
-            counter.padded_tokens += batch["input_ids"].numel()
+            counts += torch.tensor([int(batch["attention_mask"].sum()),
+                                    int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),  # shifted, as the loss
+                                    batch["input_ids"].numel()])
+        if self.accelerator.num_processes > 1:  # every process counts the step's whole batch, all ranks' parts
+            counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
+        counter.tokens += int(counts[0])
+        counter.trained_tokens += int(counts[1])
+        counter.padded_tokens += int(counts[2])
         return batches, num_items
 
 
@@ -249,24 +256,14 @@ class TrainResult:
         return sum(tail) / len(tail) if tail else float("nan")
 
 
-def train(
-    model: PreTrainedModel,
-    dataset: SFTDataset,
-    pad_token_id: int,
-    params: TrainParams,
-    plan: TrainPlan,
-    seed: int,
-    scratch: str | Path,
-    callbacks: Sequence[TrainerCallback] = (),
-    save_steps: int = 0,
-) -> TrainResult:
-    """Train `model` on `dataset` per `plan`, checkpointing into (and resuming from) `scratch` every
-    `save_steps` (0 = never; an execution setting: it decides what a killed run resumes from, not the model)."""
-    if len(dataset) == 0:
-        raise ValueError("no training examples")
-    scratch = Path(scratch)
-    use_bf16 = compute_dtype(params) == "bfloat16"
-    args = TrainingArguments(
+def training_arguments(params: TrainParams, plan: TrainPlan, seed: int, scratch: str | Path,
+                       save_steps: int = 0) -> TrainingArguments:
+    """The Trainer's arguments. Building them starts the process group of a multi-process launch (torchrun,
+    accelerate launch) and reads accelerate's FSDP / DeepSpeed settings, so build them *before* loading the
+    model: DeepSpeed ZeRO-3's `zero3_init_flag` and FSDP's `cpu_ram_efficient_loading` act inside
+    `from_pretrained`, and only when the process group exists by then."""
+    multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return TrainingArguments(
         output_dir=str(scratch),
         max_steps=plan.steps,
         per_device_train_batch_size=plan.micro_batch_size,
@@ -284,13 +281,41 @@ def train(
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning is a no-op with a warning on CPU
+        # Without a GPU the Trainer sets up data parallelism (gloo) only when told the run is on the CPU.
+        use_cpu=multi_process_cpu,
     )
+
+
+def train(
+    model: PreTrainedModel,
+    dataset: SFTDataset,
+    pad_token_id: int,
+    params: TrainParams,
+    plan: TrainPlan,
+    seed: int,
+    scratch: str | Path,
+    callbacks: Sequence[TrainerCallback] = (),
+    save_steps: int = 0,
+    args: TrainingArguments | None = None,
+) -> TrainResult:
+    """Train `model` on `dataset` per `plan`, checkpointing into (and resuming from) `scratch` every
+    `save_steps` (0 = never; an execution setting: it decides what a killed run resumes from, not the model).
+    `args`: from `training_arguments` (the same values), when they had to exist before the model was loaded."""
+    if len(dataset) == 0:
+        raise ValueError("no training examples")
+    scratch = Path(scratch)
+    use_bf16 = compute_dtype(params) == "bfloat16"
+    if args is None:
+        args = training_arguments(params, plan, seed, scratch, save_steps)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
         callbacks=[TokenCounter(), *callbacks],
         final_learning_rate=params.final_learning_rate, warmup=params.warmup_steps, sampler_seed=seed,
         bf16=use_bf16,
     )
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled:
+        # accelerate turns FSDP on for GPU processes only; on CPUs the same config trains with plain DDP.
+        log.warning("the accelerate config asks for FSDP, which accelerate enables only on GPUs: training with DDP")
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress())
 

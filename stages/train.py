@@ -1,7 +1,8 @@
 """Stage train@{backward,m0,m1,m2}: finetune the base model (LoRA or full) on seed and curated pairs.
 
 backward = seed pairs reversed (output → instruction); m0 = seed; m1, m2 = seed + a curated selection
-(humpback/train_role.py). A killed run resumes from its last checkpoint.
+(humpback/train_role.py). A killed run resumes from its last checkpoint. `runtime.launcher` picks one process,
+torchrun or accelerate launch (humpback/launch.py); the command is the same for all three.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 
 from transformers.utils import logging as hf_logging
 
+from humpback.launch import relaunch
 from humpback.stage_runner import stage
 from humpback.train_role import ROLES, train_role
 
@@ -34,7 +36,7 @@ def run(args, params) -> None:
     log.info("%s: %s", args.role, summary)
 
 
-main = stage("train", __doc__, arguments, run)
+main = stage("train", __doc__, arguments, run, launch=relaunch("stages.train"))
 
 if __name__ == "__main__":
     sys.exit(main())

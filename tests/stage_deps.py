@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Modules that cannot change a stage's output given the same params and inputs, so no stage lists them:
 # the params loader (it validates; the values are the params deps), record I/O (writes what it is given),
-# the stage plumbing (arguments, logging, exit codes).
-NOT_CODE_DEPS = {"humpback/__init__.py", "humpback/params.py", "humpback/records.py", "humpback/stage_runner.py"}
+# the stage plumbing (arguments, logging, exit codes), the train stage's process launcher (runtime.launcher).
+NOT_CODE_DEPS = {"humpback/__init__.py", "humpback/params.py", "humpback/records.py", "humpback/stage_runner.py",
+                 "humpback/launch.py"}
 
 
 def _module_file(name: str) -> Path | None:

@@ -236,6 +236,7 @@ def test_execution_settings_rerun_nothing(repo):
     def runtime(raw):
         raw["runtime"].update(save_steps=7, concurrency=3, token_budget=1234, web_shard_size=5,
                               augment_shard_size=3, score_shard_size=5, tensor_parallel_size=2)
+        raw["runtime"]["launcher"].update(kind="torchrun", processes=2)
 
     assert _with_params(repo, runtime) == set()
 
