@@ -72,7 +72,7 @@ def main() -> None:
     computed_tokens = shared + sum(len(x) - shared for x in ids)
 
     start = time.perf_counter()
-    ours = score_pairs(engine, pairs, curate, tagging=params.train.tagging, seed=params.base.seed)
+    ours = score_pairs(engine, pairs, curate, tagging=params.train.tagging, seed=params.seeds.generation)
     ours_s = time.perf_counter() - start
 
     # The plain way: left-padded batches of 8, sample reasoning + "Score: N", parse the last line.
@@ -80,7 +80,7 @@ def main() -> None:
     parsed, start = [], time.perf_counter()
     for i in range(0, len(prompts), 8):
         batch = tok(prompts[i:i + 8], add_special_tokens=False, padding=True, return_tensors="pt")
-        torch.manual_seed(params.base.seed + i)
+        torch.manual_seed(params.seeds.generation + i)
         out = model.generate(**batch, do_sample=True, temperature=0.7, top_p=0.9,
                              max_new_tokens=args.baseline_new_tokens, eos_token_id=stop_token_ids(tok),
                              pad_token_id=tok.pad_token_id)
@@ -91,8 +91,9 @@ def main() -> None:
     agreement = {}
     for method in ("logprob", "pmi"):
         check = dataclasses.replace(curate, method=method)
-        a = ours if method == "logprob" else score_pairs(engine, pairs, check, params.train.tagging, params.base.seed)
-        b = score_pairs(fp32, pairs, check, params.train.tagging, params.base.seed)
+        seed = params.seeds.generation
+        a = ours if method == "logprob" else score_pairs(engine, pairs, check, params.train.tagging, seed)
+        b = score_pairs(fp32, pairs, check, params.train.tagging, seed)
         x, y = [s.score for s in a], [s.score for s in b]
         threshold = getattr(params.curate.threshold, method)
         agreement[method] = {

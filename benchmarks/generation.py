@@ -42,7 +42,7 @@ def main() -> None:
     tok = engine.tokenizer
     segments = read_jsonl(args.web)[: args.n]
     prompts = [backward_example(tok, s["text"], params.train.backward_max_output_tokens).prompt for s in segments]
-    seeds = [record_seed(params.base.seed, s["id"]) for s in segments]
+    seeds = [record_seed(params.seeds.generation, s["id"]) for s in segments]
 
     start = time.perf_counter()
     ours = engine.generate(prompts, args.max_new_tokens, seeds)

@@ -49,7 +49,7 @@ def run_judge(model_dir: str, engine, read: str, pairs, params, max_chars: int) 
     with tempfile.TemporaryDirectory() as cache:
         if read != "pairwise":  # one judge for all kinds: a human answer met again is not scored again
             judge = ScoreJudge(model_dir, params.generation, params.curate, read, params.train.tagging,
-                               Path(cache) / "scores.json", params.base.seed, engine=engine)
+                               Path(cache) / "scores.json", params.seeds.generation, engine=engine)
         for kind, (human, bad) in pairs.items():
             annotator = judge if read != "pairwise" else build_annotator(
                 config, f"bench_{kind}", Path(cache) / kind,

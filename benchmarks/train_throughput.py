@@ -16,8 +16,9 @@ generation uses), else float32.
 Timed from the end of the first optimizer step to the end of the last (the first pays one-time oneDNN
 setup on both sides). Tokens are counted from the examples each side's DataLoader actually fetched, in order,
 cut into its micro-batches. `matmul_share`: the useful matmul work (2 · linear weights · real tokens, the head
-only on labelled tokens, × 2 for LoRA's forward and input-gradient passes or × 3 for a full finetune; attention
-ignored) per second, over this machine's matmul rate in that precision as `benchmarks/curation.py` measures it.
+only on labelled tokens; LoRA: a forward pass plus input gradients through the adapted layers only, none for
+the frozen weights; a full finetune: × 3; attention ignored) per second, over this machine's matmul rate in
+that precision as `benchmarks/curation.py` measures it.
 On a shared machine other processes change both sides: compare figures from one quiet run.
 """
 
@@ -91,8 +92,8 @@ def run_side(side: str, args) -> dict:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     params = load_params(args.params)
-    tp = dataclasses.replace(params.train, save_steps=0)
-    seed = params.base.seed
+    tp = params.train
+    seed = params.seeds.training
     tokenizer = AutoTokenizer.from_pretrained(args.base)
     examples = forward_examples(tokenizer, read_jsonl(args.seed), [], tp.tagging)
     dataset, _ = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
@@ -136,8 +137,13 @@ def run_side(side: str, args) -> dict:
     timed = range(1, len(clock.ends))
     counts = step_tokens(dataset, logged.fetched, plan.micro_batch_size, plan.grad_accum, timed)
     body, head = counted
-    passes = 2 if tp.method == "lora" else 3  # LoRA: no weight gradient for the frozen base
-    useful = passes * 2 * (body * counts["real_tokens"] + head * counts["labelled_tokens"])
+    if tp.method == "lora":  # forward + input gradients, none for the frozen base's weights, none below the
+        layers = model.config.num_hidden_layers  # lowest adapted layer (train.lora.layers)
+        adapted = min(tp.lora.layers, layers) if tp.lora.layers > 0 else layers
+        body_passes, head_passes = 1 + adapted / layers, 2
+    else:
+        body_passes = head_passes = 3
+    useful = 2 * (body_passes * body * counts["real_tokens"] + head_passes * head * counts["labelled_tokens"])
     return {
         "dtype": "bfloat16" if bf16 else "float32",
         "threads": torch.get_num_threads(),

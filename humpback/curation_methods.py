@@ -64,6 +64,12 @@ def method(name: str) -> CurationMethod:
     return METHODS[name]
 
 
+def writes_text(names: list[str] | tuple[str, ...]) -> bool:
+    """Whether any of these methods has the curator write (decode) rather than only read likelihoods: it
+    decides which precision `auto` picks on CPUs (generation.stage_settings)."""
+    return any(n in METHODS and METHODS[n].read == "rubric_generate" for n in names)
+
+
 def markdown_table() -> list[str]:
     """The methods table for docs/curation.md, generated so the docs never disagree with the code."""
     lines = ["| method | what it reads | scale | default threshold |", "|---|---|---|---|"]

@@ -51,16 +51,23 @@ def make_engine(model_dir: str | Path, params: GenerationParams, runtime: Runtim
     raise ValueError(f"generation.engine: unknown engine '{params.engine}'")
 
 
-def stage_settings(params: Params, stage: str) -> tuple[GenerationParams, RuntimeParams]:
+def stage_settings(params: Params, stage: str, reads_only: bool = False) -> tuple[GenerationParams, RuntimeParams]:
     """`stage`'s engine settings for `make_engine`: `<stage>.engine` and `<stage>.api_model`, or generation.engine
     and generation.api_model where they say `default`; its server `runtime.<stage>_base_url`, or
-    runtime.base_url where that is "". Reads the shared keys only where the stage defers to them."""
+    runtime.base_url where that is "". Reads the shared keys only where the stage defers to them.
+
+    `generation.dtype: auto` is resolved here for the stage's kind of work: a stage that only reads
+    likelihoods (`reads_only`: whole prompts through the model, compute-bound) gets bf16 only where bf16 is fast
+    for compute (GPU, AMX); one that writes text (decoding, memory-bound) also on AVX-512 BF16 alone."""
     if stage not in ENGINE_STAGES:
         raise ValueError(f"no engine settings for stage '{stage}' (stages with their own: {ENGINE_STAGES})")
     own = getattr(params, stage)
     engine = params.generation.engine if own.engine == DEFAULT else own.engine
     api_model = params.generation.api_model if own.api_model == DEFAULT else own.api_model
-    generation = dataclasses.replace(params.generation, engine=engine, api_model=api_model)
+    from humpback.modeling import resolve_dtype
+
+    dtype = resolve_dtype(params.generation.dtype, compute_bound=reads_only)
+    generation = dataclasses.replace(params.generation, engine=engine, api_model=api_model, dtype=dtype)
     base_url = getattr(params.runtime, f"{stage}_base_url") or params.runtime.base_url
     return generation, dataclasses.replace(params.runtime, base_url=base_url)
 

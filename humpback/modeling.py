@@ -38,22 +38,29 @@ ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def fast_bfloat16() -> bool:
-    """Whether this machine runs bfloat16 matmuls faster than float32: a CUDA GPU with bf16, or a CPU whose
-    oneDNN has bf16 kernels (AVX-512 BF16 or AMX). Elsewhere bf16 falls back to slow kernels: measured on an
-    AVX2-only CPU, a SmolLM2 forward pass took 2.6x longer in bf16; on an AVX-512 BF16 CPU, 2x shorter."""
+def fast_bfloat16(compute_bound: bool = False) -> bool:
+    """Whether this machine runs the work faster in bfloat16 than in float32. A CUDA GPU with bf16: always. A
+    CPU: for memory-bound work (decoding a token at a time) where oneDNN has bf16 kernels (AVX-512 BF16 or
+    AMX); for compute-bound work (training, reading whole prompts: prefill-sized matmuls) only with AMX-BF16
+    tiles, since AVX-512 BF16's dot-product instruction does no more floating-point work per cycle than float32
+    FMAs and oneDNN adds conversions (docs/training.md, docs/default-run.md). Elsewhere bf16 falls back to slow
+    kernels (an AVX2-only CPU ran a SmolLM2 forward pass 2.6x slower in bf16)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    if compute_bound:
+        capabilities = getattr(torch.cpu, "get_capabilities", None)
+        return bool(capabilities and capabilities().get("amx_bf16"))
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
 
 
-def resolve_dtype(name: str) -> str:
-    """A dtype param as a concrete dtype name: `auto` is bfloat16 where that is fast here, else float32."""
+def resolve_dtype(name: str, compute_bound: bool = False) -> str:
+    """A dtype param as a concrete dtype name: `auto` is bfloat16 where that is fast here for this kind of work
+    (`fast_bfloat16`), else float32."""
     if name == "auto":
-        return "bfloat16" if fast_bfloat16() else "float32"
+        return "bfloat16" if fast_bfloat16(compute_bound) else "float32"
     if name not in DTYPES:
         raise ValueError(f"dtype '{name}': expected auto or one of {', '.join(DTYPES)}")
     return name

@@ -122,6 +122,7 @@ class LoraParams(_Section):
     alpha: int
     dropout: float
     target_modules: list[str]
+    layers: int  # adapt only the top N transformer layers (0 = all): backward stops below the lowest adapted one
 
 
 @dataclass(frozen=True)

@@ -57,21 +57,19 @@ DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pd
 SORT_WINDOW = 16
 
 
-def fast_bfloat16_training() -> bool:
-    """Whether bf16 beats float32 for training's compute-bound matmuls here: a CUDA GPU with bf16, or a CPU
-    with AMX-BF16 tiles. Not AVX-512 BF16 alone, although generation's `auto` takes it: its dot-product
-    instruction does no more floating-point work per cycle than float32 FMAs on the cores that have it, so it
-    only helps memory-bound work (decoding); a training step ran slower in bf16 there (docs/training.md)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    capabilities = getattr(torch.cpu, "get_capabilities", None)
-    return bool(capabilities and capabilities().get("amx_bf16"))
+def top_layers(n_layers: int, n_top: int) -> list[int] | None:
+    """The indices of the top `n_top` layers for peft's `layers_to_transform` (None = every layer). With the
+    layers below frozen whole, autograd stops at the lowest adapted layer: no input-gradient matmuls and no
+    saved activations below it, so a step costs less time and memory than adapting every layer."""
+    if n_top <= 0 or n_top >= n_layers:
+        return None
+    return list(range(n_layers - n_top, n_layers))
 
 
 def compute_dtype(params: TrainParams) -> str:
     """The dtype training's matmuls run in: `train.dtype`, `auto` = bfloat16 where that is fast for training."""
     if params.dtype == "auto":
-        return "bfloat16" if fast_bfloat16_training() else "float32"
+        return resolve_dtype("auto", compute_bound=True)
     return resolve_dtype(params.dtype)
 
 
@@ -91,6 +89,7 @@ def load_trainable(base_dir: str | Path, params: TrainParams, seed: int = 0):
         config = LoraConfig(
             r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
             target_modules=list(params.lora.target_modules), task_type="CAUSAL_LM",
+            layers_to_transform=top_layers(model.config.num_hidden_layers, params.lora.layers),
         )
         with warnings.catch_warnings():
             # peft reads `is_gradient_checkpointing`, which transformers 5 deprecates: nothing for us to fix.

@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 
+from humpback.curation_methods import writes_text
 from humpback.evaluation import (
     JUDGE_SEED,
     evaluate_models,
@@ -48,7 +49,8 @@ def run(args, params) -> None:
     prompts = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
     reference = load_reference(settings.reference, args.responses, prompts)
     outputs = {name: load_outputs(f"{args.responses}/{name}.json") for name in args.models}
-    generation, runtime = stage_settings(params, "evaluate")  # evaluate.engine, or generation.engine
+    reads_only = not writes_text([settings.judge_read])  # pairwise and method reads: no decoding
+    generation, runtime = stage_settings(params, "evaluate", reads_only)  # evaluate.engine, or generation.engine
     annotator, judge = make_judge(settings, generation, args.judge_base, seed=JUDGE_SEED,
                                   curate=params.curate, tagging=params.train.tagging, runtime=runtime)
     start = time.perf_counter()

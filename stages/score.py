@@ -11,6 +11,7 @@ import logging
 import sys
 
 from humpback.curation import curator_for, score_iteration
+from humpback.curation_methods import writes_text
 from humpback.records import iter_jsonl, write_json, write_jsonl
 from humpback.stage_runner import stage
 
@@ -33,7 +34,8 @@ def run(args, params) -> None:
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
     curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)
-    generation, runtime = stage_settings(params, "curate")  # curate.engine, or generation.engine
+    reads_only = not writes_text([params.curate.method])  # picks the precision `auto` means here
+    generation, runtime = stage_settings(params, "curate", reads_only)  # curate.engine, or generation.engine
     engine = None
     if params.curate.method != "none":
         engine = make_engine(curator, generation, runtime)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.curation import score_dev_set
+from humpback.curation import methods_to_run, score_dev_set
+from humpback.curation_methods import writes_text
 from humpback.model_folders import is_self
 from humpback.records import iter_jsonl, write_jsonl
 from humpback.stage_runner import stage
@@ -35,7 +36,8 @@ def run(args, params) -> None:
         return
     from humpback.generation import make_engine, stage_settings
 
-    engine = make_engine(args.model, *stage_settings(params, "curate"))  # curate.engine, or generation.engine
+    reads_only = not writes_text(methods_to_run(params))  # picks the precision `auto` means here
+    engine = make_engine(args.model, *stage_settings(params, "curate", reads_only))  # curate.engine, or generation's
     write_jsonl(args.out, score_dev_set(engine, rows, params, tagging=tagging, log=log))
 
 

@@ -147,7 +147,26 @@ def test_every_stage_defaults_to_the_shared_engine():
         assert (section.engine, section.api_model) == ("default", "default")
         assert getattr(params.runtime, f"{stage}_base_url") == ""
         generation, runtime = stage_settings(params, stage)
-        assert generation == params.generation and runtime == params.runtime
+        assert generation == dataclasses.replace(params.generation, dtype=generation.dtype)
+        assert runtime == params.runtime
+
+
+def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
+    """`auto`: bf16 for decoding wherever oneDNN has bf16 kernels; for reads (compute-bound) only with AMX."""
+    import torch
+
+    from humpback.generation import stage_settings
+
+    params = load_params(ROOT / "params.yaml")
+    assert params.generation.dtype == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    for amx, read_dtype in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda amx=amx: {"amx_bf16": amx})
+        assert stage_settings(params, "augment")[0].dtype == "bfloat16"
+        assert stage_settings(params, "curate", reads_only=True)[0].dtype == read_dtype
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert stage_settings(params, "augment")[0].dtype == "float32"
 
 
 def test_a_stage_names_its_own_engine_model_and_server(tmp_path):

@@ -271,6 +271,22 @@ def test_lora_changes_adapter_weights_only(tiny_model_dir, tiny_tokenizer, tmp_p
     assert result.padded_tokens >= result.tokens and result.precision == "fp32"
 
 
+def test_lora_layers_adapts_the_top_layers_and_no_gradient_runs_below(tiny_model_dir):
+    """train.lora.layers = 1 of the tiny model's 2: adapters only in the top layer, and the bottom layer's
+    output needs no gradient (autograd stops there: no backward matmuls, no saved activations below)."""
+    tp = make_params(method="lora").train
+    tp = dataclasses.replace(tp, lora=dataclasses.replace(tp.lora, layers=1))
+    model = load_trainable(tiny_model_dir, tp, seed=0)
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in model.named_parameters() if "lora_" in name}
+    assert adapted == {"1"}
+    out = model(input_ids=torch.tensor([[1, 2, 3, 4]]), output_hidden_states=True)
+    below, top = out.hidden_states[1], out.hidden_states[2]  # after layer 0, after layer 1
+    assert not below.requires_grad and top.requires_grad
+    everywhere = load_trainable(tiny_model_dir, make_params(method="lora").train, seed=0)  # 15 >= 2: all
+    layers = {n.split(".layers.")[1].split(".")[0] for n, _ in everywhere.named_parameters() if "lora_" in n}
+    assert layers == {"0", "1"}
+
+
 def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_tokenizer, tmp_path):
     """The Trainer wiring (labelled-token count over the step, gradient accumulation over 2 micro-batches of
     different widths) gives the stock loss: the mean cross-entropy over the step's labelled tokens. At step 1
