@@ -244,8 +244,8 @@ def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
     assert length["precision"] is None and length["threshold"] is None
     assert length["roc_auc"] == pytest.approx(metrics["length_roc_auc"])
     assert all(r["by_method"].keys() == metrics["methods"].keys() for r in scored)
-    # each method is selected at its own threshold: yes_no's 0.5 keeps every parsed row
-    assert metrics["methods"]["yes_no"]["n_selected"] == len(rows) - 2
+    # each method is selected at its own threshold: likelihood_gain's 0.1 keeps every parsed row
+    assert metrics["methods"]["likelihood_gain"]["n_selected"] == len(rows) - 2
 
 
 def test_bootstrap_interval_is_seeded_brackets_the_auc_and_has_the_textbook_width():

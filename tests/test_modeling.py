@@ -169,9 +169,9 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
 def test_auto_dtype_is_bfloat16_only_where_it_is_fast(monkeypatch):
     from humpback import modeling
 
-    monkeypatch.setattr(modeling, "fast_bfloat16", lambda: True)
+    monkeypatch.setattr(modeling, "fast_bfloat16", lambda compute_bound=False: True)
     assert modeling.resolve_dtype("auto") == "bfloat16"
-    monkeypatch.setattr(modeling, "fast_bfloat16", lambda: False)
+    monkeypatch.setattr(modeling, "fast_bfloat16", lambda compute_bound=False: False)
     assert modeling.resolve_dtype("auto") == "float32"
     assert modeling.resolve_dtype("float16") == "float16"  # an explicit dtype is kept
     with pytest.raises(ValueError, match="expected auto or one of"):
