@@ -68,9 +68,7 @@ def top_layers(n_layers: int, n_top: int) -> list[int] | None:
 
 def compute_dtype(params: TrainParams) -> str:
     """The dtype training's matmuls run in: `train.dtype`, `auto` = bfloat16 where that is fast for training."""
-    if params.dtype == "auto":
-        return resolve_dtype("auto", compute_bound=True)
-    return resolve_dtype(params.dtype)
+    return resolve_dtype(params.dtype, compute_bound=True)
 
 
 def load_trainable(base_dir: str | Path, params: TrainParams, seed: int = 0):
