@@ -49,11 +49,27 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# exp_show's bookkeeping columns: not a param or metric of the run.
+ROW_META = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
+
+
+def without_workspace_copy(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows, less the workspace row when it is the same run as a committed one: after `make repro` and a
+    commit, exp_show lists that run twice (rev "workspace" and the branch), and counting both would weigh it
+    double in means and fits. A workspace with changed params or metrics is a run of its own and stays."""
+
+    def values(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in row.items() if k not in ROW_META}
+
+    committed = [values(r) for r in rows if r.get("rev") != "workspace"]
+    return [r for r in rows if r.get("rev") != "workspace" or values(r) not in committed]
+
+
 def load(repo: str | None = None) -> list[dict[str, Any]]:
-    """Every experiment (and the baseline) of the workspace's HEAD, as flat rows."""
+    """Every experiment (and the baseline) of the workspace's HEAD, as flat rows, each run once."""
     import dvc.api
 
-    return [normalise(r) for r in dvc.api.exp_show(repo=repo, force=True)]
+    return without_workspace_copy([normalise(r) for r in dvc.api.exp_show(repo=repo, force=True)])
 
 
 def pick_metric(rows: Sequence[dict[str, Any]], metric: str | None) -> str:

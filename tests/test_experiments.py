@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from humpback.experiments import bootstrap_alpha, compare, fit_log, markdown, mean_interval, normalise, plot
+from humpback.experiments import (
+    bootstrap_alpha,
+    compare,
+    fit_log,
+    markdown,
+    mean_interval,
+    normalise,
+    plot,
+    without_workspace_copy,
+)
 
 
 def test_fit_matches_numpy_polyfit_on_log_n():
@@ -45,3 +54,17 @@ def test_compare_groups_conditions_and_averages_seeds(tmp_path):
     assert "| pmi | 64 |" in text and "α" in text
     plot(result, "selected.iteration_2", "likelihood.m2.loglik_other", tmp_path / "fig.png")
     assert (tmp_path / "fig.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_clean_workspace_is_not_counted_twice():
+    # exp_show after a committed run: the workspace and the branch are one run; an experiment is another.
+    base = {"select.iteration_2.cap": 0, "likelihood.m2.loglik_other": -3.085}
+    rows = [
+        {"rev": "workspace", "typ": "baseline", "Created": None, **base},
+        {"rev": "main", "typ": "baseline", "Created": "05:48 AM", **base},
+        {"rev": "5bb296d", "typ": "branch_commit", "Experiment": "x", "select.iteration_2.cap": 4,
+         "likelihood.m2.loglik_other": -3.093},
+    ]
+    assert [r["rev"] for r in without_workspace_copy(rows)] == ["main", "5bb296d"]
+    changed = [{**rows[0], "select.iteration_2.cap": 8}, *rows[1:]]  # an uncommitted run of its own stays
+    assert [r["rev"] for r in without_workspace_copy(changed)] == ["workspace", "main", "5bb296d"]
