@@ -81,6 +81,13 @@ class ShardedRun:
             for _, row in iter_jsonl(self.shard_path(k)):
                 yield row
 
+    def lines(self, n_shards: int) -> Iterator[str]:
+        """The same rows as `rows`, as their JSONL lines (newline included), undecoded: to copy rows into an
+        output in `write_jsonl`'s format without parsing and re-encoding every one."""
+        for k in range(n_shards):
+            with open(self.shard_path(k), encoding="utf-8") as f:
+                yield from (line for line in f if line.strip())
+
     def _shards(self, items: Iterable[T], shard_size: int, work: Callable[[list[T]], tuple[list[dict], Any]],
                 desc: str, unit: str, total: int | None = None) -> Iterator[tuple[int, tuple[list[dict], Any] | None]]:
         """(index, work's (rows, counts)) per shard in input order, None for a shard already in scratch. A new

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from humpback.dedup import Deduplicator
@@ -61,6 +63,24 @@ def test_near_duplicates_are_caught_and_different_texts_are_not():
     assert exact_only.check(long_text.replace("entrance", "front door", 1)) is None
 
 
+def test_hashed_bands_give_the_verdicts_of_the_bands_themselves():
+    # The index stores a 64-bit key per LSH band (memory), not its values; the verdicts must be datasketch's own.
+    import random
+
+    from datasketch import MinHashLSH
+
+    rng = random.Random(0)
+    words = ENGLISH.split() + GERMAN.split()
+    texts = [" ".join(rng.choices(words, k=80)) for _ in range(60)]
+    texts += [t.replace(t.split()[3], "changed", 1) for t in texts[:20]]  # near copies
+    plain = Deduplicator(0.8)
+    plain.lsh = MinHashLSH(threshold=0.8, num_perm=plain.lsh.h)  # the same index without digests
+    digested = Deduplicator(0.8)
+    verdicts = [digested.check(t) for t in texts]
+    assert verdicts == [plain.check(t) for t in texts]
+    assert verdicts.count("near_duplicate") >= 10  # the near copies are found, not only distinct texts
+
+
 # --------------------------------------------------------------------------------------------- web cleaning
 
 
@@ -110,3 +130,10 @@ def test_rater_directed_passages_are_removed_exactly(passage, where):
 ])
 def test_ordinary_text_about_scores_answers_and_outputs_is_untouched(text):
     assert remove_rater_text(text) == (text, 0)
+
+
+def test_the_fast_digit_gate_answers_as_the_regex():
+    from humpback.rater_text import _has_digit
+
+    for text in ("no digits here", "rated 5", "caf\u00e9 au lait", "caf\u00e9 9", "arabic \u0665", "", "\u00bd"):
+        assert _has_digit(text) == (re.search(r"\d", text) is not None), text

@@ -20,14 +20,13 @@ multi-GB crawl would cost as much as segmenting it).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 
 from humpback.content_hash import hash_files, hash_json
 from humpback.dedup import Deduplicator
-from humpback.filters import SegmentFilter
+from humpback.filters import SegmentFilter, language_identifier
 from humpback.params import WebDataParams
 from humpback.records import atomic_path
 from humpback.segment import html_segments, text_segments
@@ -57,6 +56,8 @@ def prepare_web(
     (read = kept + Σ dropped)."""
     if shard_size < 1:
         raise ValueError(f"runtime.web_shard_size must be at least 1, got {shard_size}")
+    if params.language:
+        language_identifier()  # its load's transient peak, before a shard of documents is held (filters.py)
     run = ShardedRun(STAGE, fingerprint(params, inputs), scratch_root)
 
     def work(batch: list[Document | BadRecord]) -> tuple[list[dict], dict]:
@@ -85,7 +86,7 @@ def prepare_web(
     counts.kept = sum(verdicts)
     counts.ensure_any(counts.kept, "segments")
     counts.metrics()  # checks read = kept + Σ dropped before anything is written
-    write_kept(out, run.rows(len(shards)), verdicts)
+    write_kept(out, run.lines(len(shards)), verdicts)
     run.clear()
     return counts
 
@@ -123,7 +124,7 @@ def shard_counts(items: Iterable[Document | BadRecord], params: WebDataParams, r
         for segment in segments:
             counts.read += 1
             segment, reason = keep.clean(segment)
-            if reason or (reason := keep.reason(segment)):
+            if reason or (reason := keep.text_reason(segment.text)):
                 counts.drop(reason)
             else:
                 rows.append(segment.record())
@@ -165,9 +166,10 @@ def dedup(segments: Iterable[dict], near_threshold: float, counts: Counts) -> by
     return verdicts
 
 
-def write_kept(out: str | Path, segments: Iterable[dict], verdicts: bytearray) -> None:
-    """Phase 3: the kept segments, in corpus order, to `out`."""
+def write_kept(out: str | Path, lines: Iterable[str], verdicts: bytearray) -> None:
+    """Phase 3: the kept segments, in corpus order, to `out`: their scratch lines copied as they are (the
+    shards are written in the same JSONL format)."""
     with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row, verdict in zip(segments, verdicts):
+        for line, verdict in zip(lines, verdicts):
             if verdict:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(line)
