@@ -74,9 +74,9 @@ def test_hashed_bands_give_the_verdicts_of_the_bands_themselves():
     texts = [" ".join(rng.choices(words, k=80)) for _ in range(60)]
     texts += [t.replace(t.split()[3], "changed", 1) for t in texts[:20]]  # near copies
     plain = Deduplicator(0.8)
-    plain.lsh = MinHashLSH(threshold=0.8, num_perm=plain.lsh.h)  # the same index without digests
-    digested = Deduplicator(0.8)
-    verdicts = [digested.check(t) for t in texts]
+    plain.lsh = MinHashLSH(threshold=0.8, num_perm=plain.lsh.h)  # the same index, bands stored as they are
+    hashed = Deduplicator(0.8)
+    verdicts = [hashed.check(t) for t in texts]
     assert verdicts == [plain.check(t) for t in texts]
     assert verdicts.count("near_duplicate") >= 10  # the near copies are found, not only distinct texts
 
