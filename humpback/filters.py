@@ -48,12 +48,26 @@ LANGUAGE_SAMPLE_CHARS = 300
 MIN_LANGUAGE_LETTERS = 40  # below this a detector guesses; such a segment is kept and noted
 # Undecodable (U+FFFD), C0 controls other than tab/newline/form feed/carriage return, DEL and C1 controls.
 JUNK = re.compile(r"[\ufffd\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+# The same characters as UTF-8: the C0 controls and DEL are single bytes (deleted by bytes.translate, a C
+# loop ~4x faster than `re` on a character class), U+FFFD and the C1 controls (U+0080-U+009F) have lead bytes
+# EF BF and C2 (looked for as substrings, the regex only when one is there).
+_JUNK_BYTES = bytes([*range(0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
+_C1_OR_REPLACEMENT = re.compile(rb"\xc2[\x80-\x9f]|\xef\xbf\xbd")
 # Junk: a word with an undecodable or control character in it is noise, whole (random bytes decode to long
 # "words" of symbols and letters around those characters). A segment whose characters are mostly in such
 # words is dropped; below that, they are cut out and the rest kept.
 _JUNK_WORD = re.compile(r"[^\s\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ufffd]*" + JUNK.pattern + r"\S*")
 _SPACES = re.compile(r"[ \t]{2,}")
 MAX_JUNK_SHARE = 0.5
+
+
+def has_junk(text: str) -> bool:
+    """`JUNK.search(text) is not None`, fast: every segment and page goes through it, nearly all without junk
+    (measured: 4x faster than the regex on ASCII prose)."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data.translate(None, _JUNK_BYTES)) != len(data):
+        return True
+    return not text.isascii() and (b"\xc2" in data or b"\xef\xbf" in data) and bool(_C1_OR_REPLACEMENT.search(data))
 
 
 def junk_share(text: str) -> float:
@@ -66,7 +80,7 @@ def strip_junk(text: str) -> str:
     a line or paragraph left empty disappears."""
     lines = []
     for line in text.split("\n"):
-        if JUNK.search(line):
+        if has_junk(line):
             indent = line[: len(line) - len(line.lstrip(" \t"))]
             line = _SPACES.sub(" ", JUNK.sub("", _JUNK_WORD.sub("", line))).strip()
             if not line:
@@ -137,13 +151,13 @@ class SegmentFilter:
         """The segment without junk and rater-directed text, and `junk` when it is mostly junk, or the reason
         its header or its length drops it (checked before the rater pass; `text_reason` does the rest)."""
         text = segment.text
-        if JUNK.search(text):
+        if has_junk(text):
             if junk_share(text) > MAX_JUNK_SHARE:
                 return segment, "junk"
             text = strip_junk(text)
             self.junk_stripped += 1
         header = segment.header
-        if header and JUNK.search(header):
+        if header and has_junk(header):
             header = " ".join(JUNK.sub(" ", header).split())
         # Removing rater-directed text only shortens the text and never touches the header, so a segment these
         # two drop is dropped whatever it holds: it needs no rater pass (~40% of the benchmark crawl's segments).

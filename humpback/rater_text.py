@@ -47,6 +47,7 @@ MARKER = re.compile(
 )
 MARKER_KEYS = ("<|", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "</output>", "</generated_instruction>",
                "</instruction>", "</answer>", "<generated_instruction>")
+_MARKER_FIRST = tuple(sorted({k[0] for k in MARKER_KEYS}))  # "<", "[": two scans gate the ten (most prose has neither)
 _SUBJECT = (r"(?:this|the|that|my|your|above|following)\s+(?:\w+\s+)?"
             r"(?:answer|response|reply|output|text|passage|segment|page|article|content)")
 # A rating's number: 0-10, optionally "/5" or "out of 10" ("the answer is 42" is not a rating).
@@ -162,7 +163,7 @@ def _has_digit(low: str) -> bool:
 
 def _spans(low: str) -> bool:
     return ((":" in low and _has(low, SCORE_LABEL_KEYS) and SCORE_LABEL.search(low) is not None)
-            or (_has(low, MARKER_KEYS) and MARKER.search(low) is not None))
+            or (_has(low, _MARKER_FIRST) and _has(low, MARKER_KEYS) and MARKER.search(low) is not None))
 
 
 def is_rater_directed(sentence: str) -> bool:

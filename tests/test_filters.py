@@ -8,7 +8,15 @@ import re
 import pytest
 
 from humpback.dedup import Deduplicator
-from humpback.filters import JUNK, SegmentFilter, detect_language, junk_share, repetition, strip_junk
+from humpback.filters import (
+    JUNK,
+    SegmentFilter,
+    detect_language,
+    has_junk,
+    junk_share,
+    repetition,
+    strip_junk,
+)
 from humpback.params import WebDataParams
 from humpback.prompts import CURATION_PROMPT
 from humpback.rater_text import remove_rater_text
@@ -82,6 +90,14 @@ def test_hashed_bands_give_the_verdicts_of_the_bands_themselves():
 
 
 # --------------------------------------------------------------------------------------------- web cleaning
+
+
+def test_has_junk_is_the_junk_regex():
+    # The byte-level fast path must say what JUNK says, character by character and in context.
+    chars = [chr(c) for c in range(0x250)] + ["\ufffd", "\ufffe", "\ud800", "\u00c2", "\u20ac", "\U0001f600"]
+    for c in chars:
+        for text in (c, f"plain ascii {c} text", f"caf\u00e9 {c}", f"\u00c2\u0080{c}\u00ef\u00bf\u00bd"):
+            assert has_junk(text) == (JUNK.search(text) is not None), ascii(text)
 
 
 def test_junk_words_go_and_code_keeps_its_indent():

@@ -22,7 +22,7 @@ from typing import Literal
 
 from charset_normalizer import from_bytes
 
-from humpback.filters import JUNK
+from humpback.filters import JUNK, has_junk
 from humpback.records import RecordError
 
 # Share of a decoded document that may be undecodable or control characters before it is taken for binary
@@ -134,7 +134,7 @@ def decode_markup(data: bytes, charset: str | None = None, markup: bool = True) 
         text, replaced = body.decode(encoding), False
     except UnicodeDecodeError:
         text, replaced = body.decode(encoding, errors="replace"), True
-    junk = len(JUNK.findall(text)) / max(len(text), 1) if JUNK.search(text) else 0.0
+    junk = len(JUNK.findall(text)) / max(len(text), 1) if has_junk(text) else 0.0
     return text, replaced, junk
 
 
