@@ -11,7 +11,10 @@ whose output is thrown away. Here:
   head. Going through the model's forward keeps whatever wraps it working (DDP, FSDP, accelerate).
 - `ChunkedCrossEntropy` takes those logits in the model's compute dtype (bfloat16 under mixed precision) and
   upcasts one chunk of rows at a time; it computes the gradient of its logits in the same pass (softmax minus
-  one-hot), in the logits' dtype, so neither the float32 logits nor their log-softmax are kept for backward.
+  one-hot, already divided by the token count), in the logits' dtype, so neither the float32 logits nor their
+  log-softmax are kept for backward. Float32 logits are not copied: each chunk's log-softmax is written into
+  the gradient's own rows and turned into the gradient in place, and backward hands that buffer on as it is
+  (the stock loss copies, exps and multiplies the whole vocabulary × rows a few more times).
 
 The value is the stock one: the sum of token cross-entropies divided by `num_items_in_batch` (the labelled
 tokens of the whole optimizer step, as the Trainer counts them), so gradient accumulation weights every token
@@ -41,31 +44,43 @@ def labelled_targets(labels: torch.Tensor) -> torch.Tensor:
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
-    """sum over rows of cross_entropy(logits[i], targets[i]), with its gradient computed chunk by chunk in the
-    forward pass and kept in the logits' dtype."""
+    """sum over rows of cross_entropy(logits[i], targets[i]) × scale, with its gradient computed chunk by chunk
+    in the forward pass and kept in the logits' dtype."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
         rows = max(1, CHUNK_ELEMENTS // max(1, logits.shape[-1]))
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         grad = torch.empty_like(logits) if logits.requires_grad else None
+        upcast = logits.dtype != torch.float32
         for start in range(0, logits.shape[0], rows):
-            chunk = logits[start:start + rows].to(torch.float32, copy=True)  # modified in place below
-            target = targets[start:start + rows]
-            lse = torch.logsumexp(chunk, dim=-1)
-            total += (lse - chunk.gather(1, target[:, None]).squeeze(1)).sum()
-            if grad is not None:
-                # d/dlogits of (logsumexp - logit[target]) = softmax - onehot(target)
-                chunk.sub_(lse[:, None]).exp_()
-                chunk.scatter_add_(1, target[:, None], torch.full_like(chunk[:, :1], -1.0))
-                grad[start:start + rows] = chunk
+            chunk = logits[start:start + rows]
+            target = targets[start:start + rows, None]
+            if grad is None:
+                total -= torch.log_softmax(chunk.float(), dim=-1).gather(1, target).sum()
+                continue
+            # log-softmax written straight into the gradient's rows (float32 logits: no copy of the chunk),
+            # then exp'd in place: d/dlogits of -log_softmax[target] = softmax - onehot(target).
+            out = torch.empty_like(chunk, dtype=torch.float32) if upcast else grad[start:start + rows]
+            torch.ops.aten._log_softmax.out(chunk.float() if upcast else chunk, -1, False, out=out)
+            total -= out.gather(1, target).sum()
+            out.exp_().scatter_add_(1, target, torch.full_like(out[:, :1], -1.0))
+            if scale != 1.0:
+                out.mul_(scale)
+            if upcast:
+                grad[start:start + rows] = out
         ctx.save_for_backward(grad if grad is not None else logits.new_empty(0))
-        return total
+        return total * scale
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None
+        # The loss is what `backward()` is called on, so grad_output is 1: a multiply over the whole vocabulary
+        # × rows saved (asked on the CPU only, where it costs no device sync). A loss scaled after this one
+        # gets a new tensor, so that a second backward through a retained graph starts from the same `grad`.
+        if grad_output.device.type == "cpu" and float(grad_output) == 1.0:
+            return grad, None, None
+        return grad * grad_output.to(grad.dtype), None, None
 
 
 def labelled_cross_entropy(
@@ -84,8 +99,6 @@ def labelled_cross_entropy(
         raise ValueError(f"{logits.shape[0]} rows of logits for {targets.shape[0]} labelled tokens")
     if num_items_in_batch is None:
         num_items_in_batch = targets.numel()
+    count = int(num_items_in_batch) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
     with torch.autocast(logits.device.type, enabled=False):  # the chunks are upcast explicitly
-        total = ChunkedCrossEntropy.apply(logits, targets)
-    if torch.is_tensor(num_items_in_batch):
-        return total / num_items_in_batch.clamp(min=1).to(total.device)
-    return total / max(1, num_items_in_batch)
+        return ChunkedCrossEntropy.apply(logits, targets, 1.0 / max(1, count))

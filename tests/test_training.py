@@ -358,6 +358,13 @@ def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_t
     for name, grad in expected.items():
         torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7, msg=name)
 
+    # a loss scaled after ours (grad_output != 1), backward twice through one retained graph
+    loss = ours(model, batch)
+    (3 * loss).backward(retain_graph=True)
+    (3 * loss).backward()
+    for name, grad in gradients(model).items():
+        torch.testing.assert_close(grad, 6 * expected[name], rtol=1e-4, atol=6e-6, msg=name)
+
     # gradient accumulation: two micro-batches, each padded to its own width, normalized by the step's count
     parts = [tiny_batch(tiny_tokenizer, slice(0, 2)), tiny_batch(tiny_tokenizer, slice(2, None))]
     total = sum(ours(model, part, torch.tensor(n_labelled)) for part in parts)
