@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from humpback.filters import SegmentFilter
 from humpback.params import load_params
 from humpback.prompts import CURATION_PROMPT
+from humpback.rater_text import remove_rater_text
 from humpback.segment import Segment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,14 @@ def false_positives(args: argparse.Namespace) -> dict:
             passes = keep.reason(seg) is None  # the default filters on the text as read
             passing += passes
             cleaned, reason = keep.clean(seg)
-            if reason or cleaned.text != seg.text:
+            if reason not in (None, "junk"):
+                # A header or length check dropped it before the detector ran (clean's order): not the
+                # detector's doing; run the detector on it anyway, for the count over all segments.
+                text, removed = remove_rater_text(seg.text)
+                cleaned, touched = dataclasses.replace(seg, text=text), removed > 0
+            else:
+                touched = reason == "junk" or cleaned.text != seg.text
+            if touched:
                 touched_all += 1
                 touched_passing += passes
                 kept_lines = set(cleaned.text.split("\n"))
