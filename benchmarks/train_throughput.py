@@ -8,8 +8,7 @@ params of params.yaml (method, LoRA, max_seq_len, batch, micro-batch, learning r
 steps, in the same precision: bf16 where this machine has fast bf16 kernels (`train.dtype: auto`, the rule
 generation uses), else float32.
 - ours: `humpback.training.train`: length-bucketed micro-batches, the loss only at labelled positions and in
-  chunks, LoRA's scale folded into one matmul per adapted layer, bf16 autocast with LoRA's frozen base held
-  in bf16;
+  chunks, bf16 autocast with LoRA's frozen base held in bf16;
 - plain: `Trainer` configured as a competent user would: the model loaded as `base.dtype` stores it, the same
   LoRA (or full) setup, `bf16=True` where bf16 is fast (autocast over float32 weights, the Trainer's mixed
   precision), its default random sampler, the stock loss, the same collator (pad to the longest).

@@ -7,7 +7,6 @@ What this adds to a plain Trainer, and why:
 - bf16 mixed precision where this machine has fast bf16 kernels (`train.dtype: auto`, the rule generation
   uses), under our own autocast so the logits stay in bf16 (the Trainer's own bf16 upcasts every output);
 - the loss computed only at labelled positions, in chunks (`humpback/train_loss.py`);
-- LoRA's scale folded into one matmul per adapted layer (`humpback/lora_forward.py`);
 - the paper's schedule (linear to a final learning rate, not to zero);
 - token counts (non-pad, trained = unmasked, padded) that survive a resume, for the model card;
 - one progress bar with the loss on it, instead of a printed dict per step.
@@ -41,7 +40,6 @@ from transformers import (
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
-from humpback.lora_forward import fused_lora_forward
 from humpback.modeling import DTYPES, atomic_folder, resolve_dtype
 from humpback.params import TrainParams
 from humpback.records import write_json
@@ -322,8 +320,7 @@ def train(
     if last:
         log.info("resuming from %s", last)
     start = time.perf_counter()
-    with fused_lora_forward(model):
-        trainer.train(resume_from_checkpoint=last)
+    trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
 
     counter = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TokenCounter))

@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from humpback import train_loss
-from humpback.lora_forward import _plain, fused_lora_forward, lora_layers
 from humpback.modeling import adapter_base, load_model
 from humpback.params import Params, ParamsError, parse_params
 from humpback.prompts import (
@@ -373,39 +372,6 @@ def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_t
     assert total.item() == pytest.approx(stock.item(), rel=1e-6)
     for name, grad in gradients(model).items():
         torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7, msg=name)
-
-
-def test_fused_lora_forward_equals_peft_and_steps_aside_when_it_would_not(tiny_model_dir, tiny_tokenizer):
-    tp = make_params(method="lora").train
-    tp = dataclasses.replace(tp, lora=dataclasses.replace(tp.lora, dropout=0.0, layers=0))
-    model = load_trainable(tiny_model_dir, tp, seed=0)
-    layers = lora_layers(model)
-    with torch.no_grad():  # lora_B starts at zero: give every adapter something to add
-        for layer in layers:
-            for b in layer.lora_B.values():
-                b.weight.normal_(std=0.1)
-    batch = tiny_batch(tiny_tokenizer)
-
-    def loss_and_gradients():
-        loss = ours(model, batch)
-        loss.backward()
-        return loss.detach(), gradients(model)
-
-    expected_loss, expected = loss_and_gradients()
-    x = torch.zeros(1, model.config.hidden_size)
-    with fused_lora_forward(model) as patched:
-        assert patched == len(layers) > 0 and all(_plain(layer, x) for layer in layers)  # the fused path runs
-        loss, got = loss_and_gradients()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not any(_plain(layer, x) for layer in layers)  # autocast: peft's own forward
-    assert not any("forward" in layer.__dict__ for layer in layers)  # restored
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
-    assert got.keys() == expected.keys() and any("lora_A" in name for name in got)
-    for name, grad in expected.items():
-        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7, msg=name)
-
-    dropped = load_trainable(tiny_model_dir, make_params(method="lora").train, seed=0)  # LoRA dropout 0.1
-    assert not any(_plain(layer, x) for layer in lora_layers(dropped))
 
 
 def test_loss_picks_labelled_rows_from_full_logits(tiny_model_dir, tiny_tokenizer):
