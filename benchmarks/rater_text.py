@@ -131,17 +131,15 @@ def false_positives(args: argparse.Namespace) -> dict:
             passes = keep.reason(seg) is None  # the default filters on the text as read
             passing += passes
             cleaned, reason = keep.clean(seg)
+            kept = cleaned.text
             if reason not in (None, "junk"):
                 # A header or length check dropped it before the detector ran (clean's order): not the
                 # detector's doing; run the detector on it anyway, for the count over all segments.
-                text, removed = remove_rater_text(seg.text)
-                cleaned, touched = dataclasses.replace(seg, text=text), removed > 0
-            else:
-                touched = reason == "junk" or cleaned.text != seg.text
-            if touched:
+                kept = remove_rater_text(seg.text)[0]
+            if reason == "junk" or kept != seg.text:
                 touched_all += 1
                 touched_passing += passes
-                kept_lines = set(cleaned.text.split("\n"))
+                kept_lines = set(kept.split("\n"))
                 examples.append({"id": seg.id, "passes_filters": passes, "dropped": reason,
                                  "lines_changed": [line for line in seg.text.split("\n") if line not in kept_lines]})
     return {

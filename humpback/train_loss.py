@@ -48,26 +48,25 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     in the forward pass and kept in the logits' dtype."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, scale: float) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
         rows = max(1, CHUNK_ELEMENTS // max(1, logits.shape[-1]))
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         grad = torch.empty_like(logits) if logits.requires_grad else None
-        upcast = logits.dtype != torch.float32
+        in_place = grad is not None and logits.dtype == torch.float32
         for start in range(0, logits.shape[0], rows):
             chunk = logits[start:start + rows]
             target = targets[start:start + rows, None]
-            if grad is None:
-                total -= torch.log_softmax(chunk.float(), dim=-1).gather(1, target).sum()
-                continue
-            # log-softmax written straight into the gradient's rows (float32 logits: no copy of the chunk),
-            # then exp'd in place: d/dlogits of -log_softmax[target] = softmax - onehot(target).
-            out = torch.empty_like(chunk, dtype=torch.float32) if upcast else grad[start:start + rows]
-            torch.ops.aten._log_softmax.out(chunk.float() if upcast else chunk, -1, False, out=out)
+            # Float32 logits: the log-softmax is written straight into the gradient's rows (no copy of the
+            # chunk), then exp'd in place: d/dlogits of -log_softmax[target] = softmax - onehot(target).
+            out = grad[start:start + rows] if in_place else torch.empty_like(chunk, dtype=torch.float32)
+            torch.ops.aten._log_softmax.out(chunk.float(), -1, False, out=out)  # .float(): no copy if float32
             total -= out.gather(1, target).sum()
+            if grad is None:
+                continue
             out.exp_().scatter_add_(1, target, torch.full_like(out[:, :1], -1.0))
-            if scale != 1.0:
+            if not (isinstance(scale, float) and scale == 1.0):
                 out.mul_(scale)
-            if upcast:
+            if not in_place:
                 grad[start:start + rows] = out
         ctx.save_for_backward(grad if grad is not None else logits.new_empty(0))
         return total * scale
@@ -99,6 +98,9 @@ def labelled_cross_entropy(
         raise ValueError(f"{logits.shape[0]} rows of logits for {targets.shape[0]} labelled tokens")
     if num_items_in_batch is None:
         num_items_in_batch = targets.numel()
-    count = int(num_items_in_batch) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+    if torch.is_tensor(num_items_in_batch):  # a tensor stays one: reading it would sync a GPU every micro-batch
+        scale = 1.0 / num_items_in_batch.clamp(min=1).to(logits.device, torch.float32)
+    else:
+        scale = 1.0 / max(1, num_items_in_batch)
     with torch.autocast(logits.device.type, enabled=False):  # the chunks are upcast explicitly
-        return ChunkedCrossEntropy.apply(logits, targets, 1.0 / max(1, count))
+        return ChunkedCrossEntropy.apply(logits, targets, scale)
