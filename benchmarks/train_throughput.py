@@ -1,14 +1,15 @@
 """Training throughput: humpback's trainer against a plain transformers `Trainer`, same model, data and settings,
 each side in its own process (so each side's peak memory is its own).
 
-    python benchmarks/train_throughput.py --out F [--steps 10]
+    python benchmarks/train_throughput.py --out F [--steps 10] [--rounds 3]
 
 Both sides train M0's real data (the seed pairs, formatted and masked as the train stage does) with the train
 params of params.yaml (method, LoRA, max_seq_len, batch, micro-batch, learning rate) for `--steps` optimizer
 steps, in the same precision: bf16 where this machine has fast bf16 kernels (`train.dtype: auto`, the rule
 generation uses), else float32.
 - ours: `humpback.training.train`: length-bucketed micro-batches, the loss only at labelled positions and in
-  chunks, bf16 autocast with LoRA's frozen base held in bf16;
+  chunks (a float32 head computed inside the loss, one chunk of logits at a time), LoRA's scale folded into
+  one matmul per adapted layer, bf16 autocast with LoRA's frozen base held in bf16;
 - plain: `Trainer` configured as a competent user would: the model loaded as `base.dtype` stores it, the same
   LoRA (or full) setup, `bf16=True` where bf16 is fast (autocast over float32 weights, the Trainer's mixed
   precision), its default random sampler, the stock loss, the same collator (pad to the longest).
@@ -23,7 +24,10 @@ that precision as `benchmarks/curation.py` measures it.
 position, the head where it computes logits; plain / ours) × `rate_ratio` (those FLOPs per second, ours /
 plain): what we save by computing less, and what by computing faster. Where both sides run their matmuls
 at the machine's peak, `work_ratio` is the ceiling of `ratio`.
-On a shared machine other processes change both sides: compare figures from one quiet run.
+Each side runs `--rounds` times, the sides alternating, and its figures pool its runs (time and tokens
+summed, the highest peak): a machine whose speed drifts by phases then weighs on both sides alike, and the
+per-round ratios show how far one round can be trusted. On a shared machine other processes change both
+sides: compare figures from quiet runs.
 """
 
 from __future__ import annotations
@@ -170,11 +174,31 @@ def run_side(side: str, args) -> dict:
     }
 
 
+RATES = ("real_tokens_per_s", "achieved_gflops", "computed_gflops")
+COUNTS = ("seconds", "real_tokens", "padded_tokens", "labelled_tokens", "steps_timed")
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One side's runs as one: times and tokens summed, rates over the summed time, the highest peak."""
+    report = dict(runs[-1])
+    for key in COUNTS:
+        report[key] = sum(run[key] for run in runs)
+    for key in RATES:  # each run's rate × its seconds is its work
+        report[key] = sum(run[key] * run["seconds"] for run in runs) / report["seconds"]
+    report["seconds_per_step"] = report["seconds"] / report["steps_timed"]
+    report["padding_fraction"] = 1 - report["real_tokens"] / report["padded_tokens"]
+    report["peak_memory_mb"] = max(run["peak_memory_mb"] for run in runs)
+    report["runs"] = len(runs)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="models/base")
     parser.add_argument("--seed", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per side (0 = one pass)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="runs of each side, alternating; figures pool them, ratios per round are listed")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side, print JSON
@@ -183,14 +207,19 @@ def main() -> None:
         print(json.dumps(run_side(args.side, args)))
         return
 
-    report: dict = {}
-    for side in SIDES:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--base", args.base, "--seed",
-               args.seed, "--steps", str(args.steps), "--params", args.params]
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"train_throughput: the {side} side failed:\n{proc.stderr[-4000:]}")
-        report[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
+    for round_ in range(args.rounds):
+        # Sides alternate (ours first in even rounds), so a slow phase of the machine falls on both alike.
+        for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--base", args.base, "--seed",
+                   args.seed, "--steps", str(args.steps), "--params", args.params]
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"train_throughput: the {side} side failed:\n{proc.stderr[-4000:]}")
+            runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    report: dict = {side: pooled(runs[side]) for side in SIDES}
+    rounds = [ours["real_tokens_per_s"] / plain["real_tokens_per_s"]
+              for ours, plain in zip(runs["humpback"], runs["plain_trainer"])]
 
     import torch
 
@@ -213,6 +242,10 @@ def main() -> None:
         "matmul_share": ours["matmul_share"],
         "dtype": ours["dtype"],
         "threads": torch.get_num_threads(),
+        "rounds": len(rounds),
+        "round_ratios": rounds,
+        "ratio_min": min(rounds),
+        "ratio_max": max(rounds),
     })
     print(f"{'trainer':<14} {'s/step':>7} {'real tok':>9} {'padding':>8} {'real tok/s':>10} {'peak MB':>8} "
           f"{'GFLOP/s':>8} {'of peak':>7}")
@@ -225,6 +258,8 @@ def main() -> None:
           f"{report['work_ratio']:.2f} (computed FLOPs per real token, plain / ours) x rate ratio "
           f"{report['rate_ratio']:.2f} (computed GFLOP/s, ours / plain); {report['dtype']}, "
           f"matmul peak {peak:.0f} GFLOP/s")
+    print(f"per round (each side its own process, sides alternating): "
+          f"{', '.join(f'{r:.2f}' for r in rounds)}; min {min(rounds):.2f}, max {max(rounds):.2f}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 

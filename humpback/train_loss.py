@@ -15,6 +15,11 @@ whose output is thrown away. Here:
   log-softmax are kept for backward. Float32 logits are not copied: each chunk's log-softmax is written into
   the gradient's own rows and turned into the gradient in place, and backward hands that buffer on as it is
   (the stock loss copies, exps and multiplies the whole vocabulary × rows a few more times).
+- Where the head is a plain float32 linear and the run is not sharded (FSDP, ZeRO-3 gather the head's weight
+  only inside the model's forward), the trainer goes one step further: under `deferred_head` the model's
+  forward hands back the hidden states of the labelled rows, and `head_cross_entropy` (`LinearCrossEntropy`)
+  projects them onto the vocabulary one chunk at a time, turning each chunk into its gradient and projecting
+  it back before the next: only one chunk of vocabulary-wide floats ever exists.
 
 The value is the stock one: the sum of token cross-entropies divided by `num_items_in_batch` (the labelled
 tokens of the whole optimizer step, as the Trainer counts them), so gradient accumulation weights every token
@@ -23,8 +28,12 @@ alike.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from humpback.sft_data import IGNORE_INDEX
 
@@ -43,6 +52,28 @@ def labelled_targets(labels: torch.Tensor) -> torch.Tensor:
     return shifted[shifted != IGNORE_INDEX]
 
 
+def _cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, out: torch.Tensor,
+                         gradient: bool) -> torch.Tensor:
+    """The summed cross-entropy of `logits`' rows against `targets`. `out` (float32, the rows' shape; it may be
+    `logits` itself) receives their log-softmax and, if `gradient`, becomes in place the sum's gradient with
+    respect to the logits: d/dlogits of -log_softmax[target] = softmax - onehot(target)."""
+    target = targets[:, None]
+    torch.ops.aten._log_softmax.out(logits.float(), -1, False, out=out)  # .float(): no copy if float32
+    total = -out.gather(1, target).sum()
+    if gradient:
+        out.exp_().scatter_add_(1, target, torch.full_like(out[:, :1], -1.0))
+    return total
+
+
+def _times_grad_output(grad: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
+    # The loss is what `backward()` is called on, so grad_output is 1: a multiply over the whole saved gradient
+    # is skipped (asked on the CPU only, where it costs no device sync). A loss scaled after this one gets a new
+    # tensor, so that a second backward through a retained graph starts from the same saved gradient.
+    if grad is None or (grad_output.device.type == "cpu" and float(grad_output) == 1.0):
+        return grad
+    return grad * grad_output.to(grad.dtype)
+
+
 class ChunkedCrossEntropy(torch.autograd.Function):
     """sum over rows of cross_entropy(logits[i], targets[i]) × scale, with its gradient computed chunk by chunk
     in the forward pass and kept in the logits' dtype."""
@@ -55,15 +86,11 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         in_place = grad is not None and logits.dtype == torch.float32
         for start in range(0, logits.shape[0], rows):
             chunk = logits[start:start + rows]
-            target = targets[start:start + rows, None]
-            # Float32 logits: the log-softmax is written straight into the gradient's rows (no copy of the
-            # chunk), then exp'd in place: d/dlogits of -log_softmax[target] = softmax - onehot(target).
+            # Float32 logits: the log-softmax is written straight into the gradient's rows (no copy of the chunk).
             out = grad[start:start + rows] if in_place else torch.empty_like(chunk, dtype=torch.float32)
-            torch.ops.aten._log_softmax.out(chunk.float(), -1, False, out=out)  # .float(): no copy if float32
-            total -= out.gather(1, target).sum()
+            total += _cross_entropy_rows_(chunk, targets[start:start + rows], out, gradient=grad is not None)
             if grad is None:
                 continue
-            out.exp_().scatter_add_(1, target, torch.full_like(out[:, :1], -1.0))
             if not (isinstance(scale, float) and scale == 1.0):
                 out.mul_(scale)
             if not in_place:
@@ -74,12 +101,57 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         (grad,) = ctx.saved_tensors
-        # The loss is what `backward()` is called on, so grad_output is 1: a multiply over the whole vocabulary
-        # × rows saved (asked on the CPU only, where it costs no device sync). A loss scaled after this one
-        # gets a new tensor, so that a second backward through a retained graph starts from the same `grad`.
-        if grad_output.device.type == "cpu" and float(grad_output) == 1.0:
-            return grad, None, None
-        return grad * grad_output.to(grad.dtype), None, None
+        return _times_grad_output(grad, grad_output), None, None
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """sum over rows of cross_entropy(hidden[i] @ weightᵀ, targets[i]) × scale: the output head and the loss in
+    one pass, chunk by chunk, float32. Each chunk's logits go into one reused buffer, become their gradient in
+    place, and are projected back onto the hidden size (and onto the head's weight, if it trains) before the
+    next chunk: the logits of the whole micro-batch never exist, only one chunk's, and only the hidden-size
+    gradient is kept for backward. The same matmuls as the head's forward and backward, in the same order of
+    summation per row; what goes is the allocation (and page faults) of two vocabulary-wide arrays per
+    micro-batch and two passes over them."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                scale: float | torch.Tensor) -> torch.Tensor:
+        rows = max(1, CHUNK_ELEMENTS // max(1, weight.shape[0]))
+        gradient = hidden.requires_grad or weight.requires_grad
+        grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
+        grad_weight = torch.zeros_like(weight) if weight.requires_grad else None
+        buffer = hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0])
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], rows):
+            chunk = hidden[start:start + rows]
+            logits = torch.mm(chunk, weight.t(), out=buffer[:chunk.shape[0]])
+            total += _cross_entropy_rows_(logits, targets[start:start + rows], logits, gradient)
+            if grad_hidden is not None:
+                torch.mm(logits, weight, out=grad_hidden[start:start + rows])
+            if grad_weight is not None:
+                grad_weight.addmm_(logits.t(), chunk)
+        for grad in (grad_hidden, grad_weight):  # the scale on the hidden-size results, not the logits' rows
+            if grad is not None and not (isinstance(scale, float) and scale == 1.0):
+                grad.mul_(scale)
+        empty = hidden.new_empty(0)
+        ctx.save_for_backward(grad_hidden if grad_hidden is not None else empty,
+                              grad_weight if grad_weight is not None else empty)
+        ctx.has = (grad_hidden is not None, grad_weight is not None)
+        return total * scale
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_hidden, grad_weight = (g if has else None for g, has in zip(ctx.saved_tensors, ctx.has))
+        return _times_grad_output(grad_hidden, grad_output), _times_grad_output(grad_weight, grad_output), None, None
+
+
+def _scale(num_items_in_batch: torch.Tensor | int | None, targets: torch.Tensor) -> float | torch.Tensor:
+    """1 / the labelled tokens the loss is divided by (default: this micro-batch's own)."""
+    if num_items_in_batch is None:
+        num_items_in_batch = targets.numel()
+    if torch.is_tensor(num_items_in_batch):  # a tensor stays one: reading it would sync a GPU every micro-batch
+        return 1.0 / num_items_in_batch.clamp(min=1).to(targets.device, torch.float32)
+    return 1.0 / max(1, num_items_in_batch)
 
 
 def labelled_cross_entropy(
@@ -96,11 +168,36 @@ def labelled_cross_entropy(
     targets = labelled_targets(labels).to(logits.device)
     if logits.shape[0] != targets.shape[0]:
         raise ValueError(f"{logits.shape[0]} rows of logits for {targets.shape[0]} labelled tokens")
-    if num_items_in_batch is None:
-        num_items_in_batch = targets.numel()
-    if torch.is_tensor(num_items_in_batch):  # a tensor stays one: reading it would sync a GPU every micro-batch
-        scale = 1.0 / num_items_in_batch.clamp(min=1).to(logits.device, torch.float32)
-    else:
-        scale = 1.0 / max(1, num_items_in_batch)
     with torch.autocast(logits.device.type, enabled=False):  # the chunks are upcast explicitly
-        return ChunkedCrossEntropy.apply(logits, targets, scale)
+        return ChunkedCrossEntropy.apply(logits, targets, _scale(num_items_in_batch, targets))
+
+
+def head_cross_entropy(
+    hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """`labelled_cross_entropy(head(hidden), ...)` with the head computed inside the loss (`LinearCrossEntropy`):
+    `hidden` (n_labelled, hidden size) is what the model passed its head under `deferred_head`."""
+    targets = labelled_targets(labels).to(hidden.device)
+    if hidden.dim() != 2 or hidden.shape[0] != targets.shape[0]:
+        raise ValueError(f"hidden states {tuple(hidden.shape)} for {targets.shape[0]} labelled tokens")
+    with torch.autocast(hidden.device.type, enabled=False):
+        return LinearCrossEntropy.apply(hidden, head.weight, targets, _scale(num_items_in_batch, targets))
+
+
+def can_defer(head: nn.Module) -> bool:
+    """Whether `head` is a plain float32 linear without bias or hooks, so `head_cross_entropy` computes exactly
+    what it would. (A LoRA-adapted head, a quantised one, bf16 under autocast or a hooked one keep their own.)"""
+    return (type(head) is nn.Linear and head.bias is None and head.weight.dtype == torch.float32
+            and "forward" not in vars(head) and not head._forward_hooks and not head._forward_pre_hooks
+            and not torch.is_autocast_enabled(head.weight.device.type))
+
+
+@contextlib.contextmanager
+def deferred_head(head: nn.Linear) -> Iterator[None]:
+    """Within the block, `head` returns its input: a model's forward then yields, as its logits, the hidden
+    states of the rows it would have projected, for `head_cross_entropy`. Restored on exit."""
+    head.forward = lambda hidden: hidden  # an instance attribute: nothing in the state dict changes
+    try:
+        yield
+    finally:
+        del head.forward

@@ -6,7 +6,9 @@ What this adds to a plain Trainer, and why:
   from (seed, epoch), so a resumed run sees exactly the batches the interrupted one would have seen;
 - bf16 mixed precision where this machine has fast bf16 kernels (`train.dtype: auto`, the rule generation
   uses), under our own autocast so the logits stay in bf16 (the Trainer's own bf16 upcasts every output);
-- the loss computed only at labelled positions, in chunks (`humpback/train_loss.py`);
+- the loss computed only at labelled positions, in chunks, with the output head computed inside it where the
+  head is a plain float32 linear (`humpback/train_loss.py`);
+- LoRA's scale folded into one matmul per adapted layer (`humpback/lora_forward.py`);
 - the paper's schedule (linear to a final learning rate, not to zero);
 - token counts (non-pad, trained = unmasked, padded) that survive a resume, for the model card;
 - one progress bar with the loss on it, instead of a printed dict per step.
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import Sampler
 from transformers import (
     AutoConfig,
@@ -40,11 +43,12 @@ from transformers import (
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
+from humpback.lora_forward import fused_lora_forward
 from humpback.modeling import DTYPES, atomic_folder, resolve_dtype
 from humpback.params import TrainParams
 from humpback.records import write_json
 from humpback.sft_data import IGNORE_INDEX, PadCollator, SFTDataset
-from humpback.train_loss import labelled_cross_entropy, logits_mask
+from humpback.train_loss import can_defer, deferred_head, head_cross_entropy, labelled_cross_entropy, logits_mask
 from humpback.train_plan import TrainPlan, linear_to_final
 
 log = logging.getLogger(__name__)
@@ -159,15 +163,35 @@ class SFTTrainer(Trainer):
         self.final_learning_rate, self.warmup, self.sampler_seed, self.use_bf16 = (
             final_learning_rate, warmup, sampler_seed, bf16)
         super().__init__(*args, compute_loss_func=self._loss, **kwargs)
+        self._deferred_head: nn.Linear | None = None
 
-    @staticmethod
-    def _loss(outputs, labels, num_items_in_batch=None):
+    def _loss(self, outputs, labels, num_items_in_batch=None):
+        if self._deferred_head is not None:  # outputs.logits are the labelled rows' hidden states
+            return head_cross_entropy(outputs.logits, self._deferred_head, labels, num_items_in_batch)
         return labelled_cross_entropy(outputs.logits, labels, num_items_in_batch)
+
+    def _head_to_defer(self, model, return_outputs: bool) -> nn.Linear | None:
+        """The output head, when the loss can compute it (`train_loss.head_cross_entropy`): a training step of an
+        unsharded model (FSDP and ZeRO-3 gather the head's weight only inside the forward) whose outputs
+        nobody else reads, with a plain float32 head."""
+        if (return_outputs or not torch.is_grad_enabled() or not model.training
+                or self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            return None
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        return head if head is not None and can_defer(head) else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # The head runs only where a next token is labelled (transformers 5 takes a boolean logits_to_keep).
         inputs = {**inputs, "logits_to_keep": logits_mask(inputs["labels"])}
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        head = self._head_to_defer(model, return_outputs)
+        if head is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._deferred_head = head
+        try:
+            with deferred_head(head):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            self._deferred_head = None
 
     def autocast_smart_context_manager(self, cache_enabled: bool | None = True):
         # The Trainer's hook for the forward's autocast. Ours rather than `TrainingArguments(bf16=True)`,
@@ -320,7 +344,8 @@ def train(
     if last:
         log.info("resuming from %s", last)
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=last)
+    with fused_lora_forward(model):
+        trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - start
 
     counter = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TokenCounter))

@@ -17,7 +17,8 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from humpback import train_loss
+from humpback import train_loss, training
+from humpback.lora_forward import _plain, fused_lora_forward, lora_layers
 from humpback.modeling import adapter_base, load_model
 from humpback.params import Params, ParamsError, parse_params
 from humpback.prompts import (
@@ -36,7 +37,13 @@ from humpback.sft_data import (
     forward_examples,
     tokenize_example,
 )
-from humpback.train_loss import labelled_cross_entropy, logits_mask
+from humpback.train_loss import (
+    can_defer,
+    deferred_head,
+    head_cross_entropy,
+    labelled_cross_entropy,
+    logits_mask,
+)
 from humpback.train_plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps, steps_for_epochs
 from humpback.train_role import train_role
 from humpback.training import EpochSeededLengthSampler, load_trainable, train
@@ -287,12 +294,16 @@ def test_lora_layers_adapts_the_top_layers_and_no_gradient_runs_below(tiny_model
     assert layers == {"0", "1"}
 
 
-def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_tokenizer, tmp_path):
+def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_tokenizer, tmp_path, monkeypatch):
     """The Trainer wiring (labelled-token count over the step, gradient accumulation over 2 micro-batches of
     different widths) gives the stock loss: the mean cross-entropy over the step's labelled tokens. At step 1
-    LoRA's B is zero, so the model is the base."""
+    LoRA's B is zero, so the model is the base. The float32 head is computed inside the loss, every micro-batch."""
     params = make_params()
+    calls = []
+    monkeypatch.setattr(training, "head_cross_entropy",
+                        lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args))
     result = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "s")
+    assert len(calls) == 2 * result.steps  # 2 micro-batches per step
     dataset = tiny_dataset(tiny_tokenizer, params)
     first_step = list(EpochSeededLengthSampler(dataset.lengths, 2, params.seeds.training))[:4]
     batch = PadCollator(tiny_tokenizer.pad_token_id)([dataset[i] for i in first_step])
@@ -339,7 +350,23 @@ def ours(model, batch, num_items=None) -> torch.Tensor:
     return labelled_cross_entropy(logits, batch["labels"], num_items)
 
 
-def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_tokenizer, monkeypatch):
+def ours_with_the_head_in_the_loss(model, batch, num_items=None) -> torch.Tensor:
+    """The trainer's path for a plain float32 head: the forward hands back hidden rows, the loss projects them."""
+    head = model.get_output_embeddings()
+    assert can_defer(head)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with deferred_head(head):
+        hidden = model(**inputs, logits_to_keep=logits_mask(batch["labels"])).logits
+    assert "forward" not in vars(head)  # restored
+    assert hidden.shape == (int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()), model.config.hidden_size)
+    return head_cross_entropy(hidden, head, batch["labels"], num_items)
+
+
+@pytest.mark.parametrize("loss_path", [ours, ours_with_the_head_in_the_loss])
+def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_tokenizer, monkeypatch, loss_path):
+    """Every parameter trains here, the tied head/embedding included, so the head's weight gradient is checked
+    too (the loss path adds it to the embedding lookup's)."""
+    ours = loss_path
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     vocab = model.config.vocab_size
     monkeypatch.setattr(train_loss, "CHUNK_ELEMENTS", 7 * vocab)  # several chunks, the last one short
@@ -372,6 +399,56 @@ def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_t
     assert total.item() == pytest.approx(stock.item(), rel=1e-6)
     for name, grad in gradients(model).items():
         torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_fused_lora_forward_equals_peft_and_steps_aside_when_it_would_not(tiny_model_dir, tiny_tokenizer):
+    tp = make_params(method="lora").train
+    tp = dataclasses.replace(tp, lora=dataclasses.replace(tp.lora, dropout=0.0, layers=0))
+    model = load_trainable(tiny_model_dir, tp, seed=0)
+    layers = lora_layers(model)
+    with torch.no_grad():  # lora_B starts at zero: give every adapter something to add
+        for layer in layers:
+            for b in layer.lora_B.values():
+                b.weight.normal_(std=0.1)
+    batch = tiny_batch(tiny_tokenizer)
+
+    def loss_and_gradients():
+        loss = ours(model, batch)
+        loss.backward()
+        return loss.detach(), gradients(model)
+
+    expected_loss, expected = loss_and_gradients()
+    x = torch.zeros(1, model.config.hidden_size)
+    with fused_lora_forward(model) as patched:
+        assert patched == len(layers) > 0 and all(_plain(layer, x) for layer in layers)  # the fused path runs
+        loss, got = loss_and_gradients()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not any(_plain(layer, x) for layer in layers)  # autocast: peft's own forward
+    assert not any("forward" in layer.__dict__ for layer in layers)  # restored
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
+    assert got.keys() == expected.keys() and any("lora_A" in name for name in got)
+    for name, grad in expected.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+    dropped = load_trainable(tiny_model_dir, make_params(method="lora").train, seed=0)  # LoRA dropout 0.1
+    assert not any(_plain(layer, x) for layer in lora_layers(dropped))
+
+
+def test_head_in_the_loss_steps_aside_where_it_would_not_compute_the_same(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    head = model.get_output_embeddings()
+    assert can_defer(head)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not can_defer(head)  # bf16 logits: the chunked loss on the head's own output
+    handle = head.register_forward_hook(lambda module, args, out: out)
+    assert not can_defer(head)  # somebody reads the head's output
+    handle.remove()
+    assert not can_defer(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).lm_head)
+    # a micro-batch without one labelled token: zero loss, zero gradients, no error
+    hidden = torch.zeros(0, model.config.hidden_size, requires_grad=True)
+    loss = head_cross_entropy(hidden, head, torch.full((1, 4), IGNORE_INDEX))
+    loss.backward()
+    assert loss.item() == 0 and head.weight.grad is not None and not head.weight.grad.any()
 
 
 def test_loss_picks_labelled_rows_from_full_logits(tiny_model_dir, tiny_tokenizer):

@@ -1,0 +1,71 @@
+"""peft's LoRA forward with the adapter's scale folded into one matmul, for training.
+
+peft computes an adapted linear as `base(x) + lora_B(lora_A(x)) * scaling`: besides the rank-r matmuls, a
+multiply and an add over the whole output (tokens × out features), and the multiply again in backward, for
+every adapted module. One in-place `base(x).addmm_(lora_A(x), lora_Bᵀ, alpha=scaling)` gives the same sum with the
+scale applied inside the matmul: on a 2-core CPU, where those passes cost about as much memory traffic as the
+base matmul's output, a training step (SmolLM2-135M, 7 modules × 10 layers adapted) ran ~8% faster
+(docs/training.md has the measurement).
+
+The fused path is taken only where it computes exactly what peft would: one plain LoRA adapter (no DoRA or
+other variant, no bias, no dropout), not merged or disabled, no autocast, every weight in the input's dtype,
+no extra forward arguments. Anything else runs peft's own forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+
+def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    if args or kwargs or not _plain(self, x):
+        return type(self).forward(self, x, *args, **kwargs)
+    (name,) = self.active_adapters
+    # As a matrix of rows, so the sum lands in the base output's own storage (in place on a view would make
+    # autograd copy it back in backward); the base linear's backward keeps its input, not its output.
+    rows = x.reshape(-1, x.shape[-1])
+    out = self.base_layer(rows)
+    out.addmm_(self.lora_A[name](rows), self.lora_B[name].weight.t(), alpha=self.scaling[name])
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _plain(layer, x: torch.Tensor) -> bool:
+    """Whether `layer` computes base(x) + B(A(x)) · scaling and nothing else, in x's dtype."""
+    if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+        return False
+    (name,) = layer.active_adapters
+    if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
+        return False
+    a, b, base = layer.lora_A[name], layer.lora_B[name], layer.base_layer
+    if not (isinstance(layer.lora_dropout[name], nn.Identity) and type(a) is nn.Linear and type(b) is nn.Linear
+            and a.bias is None and b.bias is None and type(base) is nn.Linear
+            and not getattr(layer, "fan_in_fan_out", False)):
+        return False
+    if torch.is_autocast_enabled(x.device.type):
+        return False
+    return x.dtype == a.weight.dtype == b.weight.dtype == base.weight.dtype
+
+
+def lora_layers(model: nn.Module) -> list[nn.Module]:
+    from peft.tuners.lora.layer import Linear
+
+    return [m for m in model.modules() if isinstance(m, Linear)]
+
+
+@contextlib.contextmanager
+def fused_lora_forward(model: nn.Module) -> Iterator[int]:
+    """Within the block, every peft LoRA linear of `model` takes the fused path where it can; yields how many
+    layers were patched (0 for a model without LoRA). The model's own forward is restored on exit."""
+    layers = lora_layers(model) if hasattr(model, "peft_config") else []
+    for layer in layers:
+        layer.forward = types.MethodType(_fused_forward, layer)
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
