@@ -2,10 +2,9 @@
 
 peft computes an adapted linear as `base(x) + lora_B(lora_A(x)) * scaling`: besides the rank-r matmuls, a
 multiply and an add over the whole output (tokens × out features), and the multiply again in backward, for
-every adapted module. One in-place `base(x).addmm_(lora_A(x), lora_Bᵀ, alpha=scaling)` gives the same sum with the
-scale applied inside the matmul: on a 2-core CPU, where those passes cost about as much memory traffic as the
-base matmul's output, a training step (SmolLM2-135M, 7 modules × 10 layers adapted) ran ~8% faster
-(docs/training.md has the measurement).
+every adapted module. `base(x).addmm_(lora_A(x), lora_Bᵀ, alpha=scaling)` gives the same sum with the scale
+applied inside the matmul and the sum written into the base output's storage: on a CPU those passes cost
+about as much memory traffic as the base matmul's output (docs/training.md has the measurements).
 
 The fused path is taken only where it computes exactly what peft would: one plain LoRA adapter (no DoRA or
 other variant, no bias, no dropout), not merged or disabled, no autocast, every weight in the input's dtype,

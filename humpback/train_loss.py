@@ -176,7 +176,10 @@ def head_cross_entropy(
     hidden: torch.Tensor, head: nn.Linear, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
 ) -> torch.Tensor:
     """`labelled_cross_entropy(head(hidden), ...)` with the head computed inside the loss (`LinearCrossEntropy`):
-    `hidden` (n_labelled, hidden size) is what the model passed its head under `deferred_head`."""
+    `hidden` (n_labelled, hidden size) is what the model passed its head under `deferred_head` (or every
+    position's, (batch, seq, hidden size), from a model that ignored the mask: the labelled rows are picked)."""
+    if hidden.dim() == 3:
+        hidden = hidden[logits_mask(labels)]
     targets = labelled_targets(labels).to(hidden.device)
     if hidden.dim() != 2 or hidden.shape[0] != targets.shape[0]:
         raise ValueError(f"hidden states {tuple(hidden.shape)} for {targets.shape[0]} labelled tokens")

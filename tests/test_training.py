@@ -452,12 +452,16 @@ def test_head_in_the_loss_steps_aside_where_it_would_not_compute_the_same(tiny_m
 
 
 def test_loss_picks_labelled_rows_from_full_logits(tiny_model_dir, tiny_tokenizer):
-    """A model whose forward ignores a boolean logits_to_keep returns every position: same loss."""
+    """A model whose forward ignores a boolean logits_to_keep returns every position: same loss, from logits or
+    from hidden states (the head in the loss)."""
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     batch = tiny_batch(tiny_tokenizer)
     with torch.no_grad():
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         assert labelled_cross_entropy(full, batch["labels"]).item() == pytest.approx(
+            model(**batch).loss.item(), rel=1e-6)
+        hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        assert head_cross_entropy(hidden, model.lm_head, batch["labels"]).item() == pytest.approx(
             model(**batch).loss.item(), rel=1e-6)
     with pytest.raises(ValueError, match="labelled tokens"):
         labelled_cross_entropy(full[:, :3].reshape(-1, full.shape[-1]), batch["labels"])
