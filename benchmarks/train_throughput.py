@@ -206,6 +206,8 @@ def main() -> None:
     if args.side:
         print(json.dumps(run_side(args.side, args)))
         return
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     runs: dict[str, list[dict]] = {side: [] for side in SIDES}
     for round_ in range(args.rounds):
