@@ -65,6 +65,10 @@ def _cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, out: torch
     return total
 
 
+def _is_one(scale: float | torch.Tensor) -> bool:
+    return isinstance(scale, float) and scale == 1.0
+
+
 def _times_grad_output(grad: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
     # The loss is what `backward()` is called on, so grad_output is 1: a multiply over the whole saved gradient
     # is skipped (asked on the CPU only, where it costs no device sync). A loss scaled after this one gets a new
@@ -91,7 +95,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             total += _cross_entropy_rows_(chunk, targets[start:start + rows], out, gradient=grad is not None)
             if grad is None:
                 continue
-            if not (isinstance(scale, float) and scale == 1.0):
+            if not _is_one(scale):
                 out.mul_(scale)
             if not in_place:
                 grad[start:start + rows] = out
@@ -131,17 +135,16 @@ class LinearCrossEntropy(torch.autograd.Function):
             if grad_weight is not None:
                 grad_weight.addmm_(logits.t(), chunk)
         for grad in (grad_hidden, grad_weight):  # the scale on the hidden-size results, not the logits' rows
-            if grad is not None and not (isinstance(scale, float) and scale == 1.0):
+            if grad is not None and not _is_one(scale):
                 grad.mul_(scale)
         empty = hidden.new_empty(0)
         ctx.save_for_backward(grad_hidden if grad_hidden is not None else empty,
                               grad_weight if grad_weight is not None else empty)
-        ctx.has = (grad_hidden is not None, grad_weight is not None)
         return total * scale
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grad_hidden, grad_weight = (g if has else None for g, has in zip(ctx.saved_tensors, ctx.has))
+        grad_hidden, grad_weight = (g if needed else None for g, needed in zip(ctx.saved_tensors, ctx.needs_input_grad))
         return _times_grad_output(grad_hidden, grad_output), _times_grad_output(grad_weight, grad_output), None, None
 
 
