@@ -157,6 +157,17 @@ def _scale(num_items_in_batch: torch.Tensor | int | None, targets: torch.Tensor)
     return 1.0 / max(1, num_items_in_batch)
 
 
+def _labelled_rows(rows: torch.Tensor, labels: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rows` (one per labelled token, or every position's (batch, seq, width) from a model that ignored the
+    mask: the labelled ones are picked) and their targets, checked to match."""
+    if rows.dim() == 3:
+        rows = rows[logits_mask(labels)]
+    targets = labelled_targets(labels).to(rows.device)
+    if rows.dim() != 2 or rows.shape[0] != targets.shape[0]:
+        raise ValueError(f"{what} {tuple(rows.shape)} for {targets.shape[0]} labelled tokens")
+    return rows, targets
+
+
 def labelled_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
 ) -> torch.Tensor:
@@ -166,11 +177,7 @@ def labelled_cross_entropy(
     `logits`: (n_labelled, vocab) from a forward with `logits_to_keep=logits_mask(labels)`, or the full
     (batch, seq, vocab) of a model that ignored the mask (then the labelled rows are picked here).
     """
-    if logits.dim() == 3:
-        logits = logits[logits_mask(labels)]
-    targets = labelled_targets(labels).to(logits.device)
-    if logits.shape[0] != targets.shape[0]:
-        raise ValueError(f"{logits.shape[0]} rows of logits for {targets.shape[0]} labelled tokens")
+    logits, targets = _labelled_rows(logits, labels, "logits")
     with torch.autocast(logits.device.type, enabled=False):  # the chunks are upcast explicitly
         return ChunkedCrossEntropy.apply(logits, targets, _scale(num_items_in_batch, targets))
 
@@ -181,11 +188,7 @@ def head_cross_entropy(
     """`labelled_cross_entropy(head(hidden), ...)` with the head computed inside the loss (`LinearCrossEntropy`):
     `hidden` (n_labelled, hidden size) is what the model passed its head under `deferred_head` (or every
     position's, (batch, seq, hidden size), from a model that ignored the mask: the labelled rows are picked)."""
-    if hidden.dim() == 3:
-        hidden = hidden[logits_mask(labels)]
-    targets = labelled_targets(labels).to(hidden.device)
-    if hidden.dim() != 2 or hidden.shape[0] != targets.shape[0]:
-        raise ValueError(f"hidden states {tuple(hidden.shape)} for {targets.shape[0]} labelled tokens")
+    hidden, targets = _labelled_rows(hidden, labels, "hidden states")
     with torch.autocast(hidden.device.type, enabled=False):
         return LinearCrossEntropy.apply(hidden, head.weight, targets, _scale(num_items_in_batch, targets))
 
