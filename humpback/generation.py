@@ -58,7 +58,8 @@ def stage_settings(params: Params, stage: str, reads_only: bool = False) -> tupl
 
     `generation.dtype: auto` is resolved here for the stage's kind of work: a stage that only reads
     likelihoods (`reads_only`: whole prompts through the model, compute-bound) gets bf16 only where bf16 is fast
-    for compute (GPU, AMX); one that writes text (decoding, memory-bound) also on AVX-512 BF16 alone."""
+    for compute (GPU, AMX, a CPU whose bf16 matmuls measure fast: `modeling.fast_bfloat16`); one that writes text
+    (decoding, memory-bound) wherever oneDNN has bf16 kernels."""
     if stage not in ENGINE_STAGES:
         raise ValueError(f"no engine settings for stage '{stage}' (stages with their own: {ENGINE_STAGES})")
     own = getattr(params, stage)

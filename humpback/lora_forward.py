@@ -6,9 +6,12 @@ every adapted module. `base(x).addmm_(lora_A(x), lora_Bᵀ, alpha=scaling)` give
 applied inside the matmul and the sum written into the base output's storage: on a CPU those passes cost
 about as much memory traffic as the base matmul's output (docs/training.md has the measurements).
 
-The fused path is taken only where it computes exactly what peft would: one plain LoRA adapter (no DoRA or
-other variant, no bias, no dropout), not merged or disabled, no autocast, every weight in the input's dtype,
-no extra forward arguments. Anything else runs peft's own forward.
+The fused path is taken only where it computes what peft would: one plain LoRA adapter (no DoRA or other
+variant, no bias, no dropout), not merged or disabled, no extra forward arguments, and either every weight in
+the input's dtype without autocast, or under autocast a base layer and input already in the autocast dtype
+(a LoRA base held in bf16): peft's adapter matmuls then run in that dtype, so ours cast the adapter's
+float32 weights to it, as autocast does (the sum is rounded once instead of after each matmul). Anything
+else runs peft's own forward.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import types
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -29,7 +33,9 @@ def _fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     # autograd copy it back in backward); the base linear's backward keeps its input, not its output.
     rows = x.reshape(-1, x.shape[-1])
     out = self.base_layer(rows)
-    out.addmm_(self.lora_A[name](rows), self.lora_B[name].weight.t(), alpha=self.scaling[name])
+    # .to: a no-op in float32; under autocast the float32 adapter in the compute dtype (its gradient in float32).
+    down, up = self.lora_A[name].weight.to(rows.dtype), self.lora_B[name].weight.to(rows.dtype)
+    out.addmm_(F.linear(rows, down), up.t(), alpha=self.scaling[name])
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
@@ -45,9 +51,12 @@ def _plain(layer, x: torch.Tensor) -> bool:
             and a.bias is None and b.bias is None and type(base) is nn.Linear
             and not getattr(layer, "fan_in_fan_out", False)):
         return False
-    if torch.is_autocast_enabled(x.device.type):
+    if a.weight.dtype != b.weight.dtype or not a.weight.is_floating_point():
         return False
-    return x.dtype == a.weight.dtype == b.weight.dtype == base.weight.dtype
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return x.dtype == base.weight.dtype == torch.get_autocast_dtype(device)
+    return x.dtype == a.weight.dtype == base.weight.dtype
 
 
 def lora_layers(model: nn.Module) -> list[nn.Module]:

@@ -13,12 +13,14 @@ A model reference is one of:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -38,22 +40,48 @@ ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# bf16 counts as fast for compute-bound work on a CPU without AMX when its matmuls run at least this much faster
+# than float32 here: measured 0.6x on an Intel Xeon with AVX-512 BF16 and 2.2x on an AMD EPYC (Zen 4) with it
+# (docs/training.md), so the margin keeps a noisy reading from flipping the choice.
+BF16_MATMUL_SPEEDUP = 1.3
+
+
 def fast_bfloat16(compute_bound: bool = False) -> bool:
     """Whether this machine runs the work faster in bfloat16 than in float32. A CUDA GPU with bf16: always. A
     CPU: for memory-bound work (decoding a token at a time) where oneDNN has bf16 kernels (AVX-512 BF16 or
-    AMX); for compute-bound work (training, reading whole prompts: prefill-sized matmuls) only with AMX-BF16
-    tiles, since AVX-512 BF16's dot-product instruction does no more floating-point work per cycle than float32
-    FMAs and oneDNN adds conversions (docs/training.md, docs/default-run.md). Elsewhere bf16 falls back to slow
-    kernels (an AVX2-only CPU ran a SmolLM2 forward pass 2.6x slower in bf16)."""
+    AMX); for compute-bound work (training, reading whole prompts: prefill-sized matmuls) with AMX-BF16 tiles,
+    or where a training-sized bf16 matmul measures `BF16_MATMUL_SPEEDUP` times faster than float32 here: the
+    AVX-512 BF16 flag alone does not tell (docs/training.md: 0.6x on one CPU that has it, 2.2x on another).
+    Elsewhere bf16 falls back to slow kernels (an AVX2-only CPU ran a SmolLM2 forward pass 2.6x slower)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    if compute_bound:
-        capabilities = getattr(torch.cpu, "get_capabilities", None)
-        return bool(capabilities and capabilities().get("amx_bf16"))
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN
         return False
+    if not compute_bound or not onednn_bf16:
+        return onednn_bf16
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities and capabilities().get("amx_bf16"):
+        return True
+    return cpu_bf16_matmul_speedup() >= BF16_MATMUL_SPEEDUP
+
+
+@functools.cache
+def cpu_bf16_matmul_speedup(rows: int = 512, inner: int = 576, cols: int = 1536, repeats: int = 5) -> float:
+    """bf16 over float32 matmul rate on this CPU, at a training-sized shape (SmolLM2-135M's MLP): the best of
+    `repeats` timings per dtype after a warm-up, ~0.1 s in all. Measured once per process."""
+    def best_seconds(dtype: torch.dtype) -> float:
+        a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(cols, inner, dtype=dtype)
+        torch.nn.functional.linear(a, b)  # warm-up: oneDNN builds its kernel on the first call
+        timings = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.nn.functional.linear(a, b)
+            timings.append(time.perf_counter() - start)
+        return min(timings)
+
+    return best_seconds(torch.float32) / best_seconds(torch.bfloat16)
 
 
 def resolve_dtype(name: str, compute_bound: bool = False) -> str:

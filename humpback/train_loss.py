@@ -15,8 +15,9 @@ whose output is thrown away. Here:
   log-softmax are kept for backward. Float32 logits are not copied: each chunk's log-softmax is written into
   the gradient's own rows and turned into the gradient in place, and backward hands that buffer on as it is
   (the stock loss copies, exps and multiplies the whole vocabulary × rows a few more times).
-- Where the head is a plain float32 linear and the run is not sharded (FSDP, ZeRO-3 gather the head's weight
-  only inside the model's forward), the trainer goes one step further: under `deferred_head` the model's
+- Where the head is a plain float32 linear (or, under bf16 autocast, a frozen one held in bf16: a LoRA base)
+  and the run is not sharded (FSDP, ZeRO-3 gather the head's weight only inside the model's forward), the
+  trainer goes one step further: under `deferred_head` the model's
   forward hands back the hidden states of the labelled rows, and `head_cross_entropy` (`LinearCrossEntropy`)
   projects them onto the vocabulary one chunk at a time, turning each chunk into its gradient and projecting
   it back before the next: only one chunk of vocabulary-wide floats ever exists.
@@ -110,26 +111,40 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
 class LinearCrossEntropy(torch.autograd.Function):
     """sum over rows of cross_entropy(hidden[i] @ weightᵀ, targets[i]) × scale: the output head and the loss in
-    one pass, chunk by chunk, float32. Each chunk's logits go into one reused buffer, become their gradient in
-    place, and are projected back onto the hidden size (and onto the head's weight, if it trains) before the
-    next chunk: the logits of the whole micro-batch never exist, only one chunk's, and only the hidden-size
+    one pass, chunk by chunk. Each chunk's logits go into one reused buffer, become their gradient in place,
+    and are projected back onto the hidden size (and onto the head's weight, if it trains) before the next
+    chunk: the logits of the whole micro-batch never exist, only one chunk's, and only the hidden-size
     gradient is kept for backward. The same matmuls as the head's forward and backward, in the same order of
     summation per row; what goes is the allocation (and page faults) of two vocabulary-wide arrays per
-    micro-batch and two passes over them."""
+    micro-batch and two passes over them.
+
+    `hidden` and `weight` share a dtype, the one the head's matmuls run in. Below float32 (a bf16 head under
+    autocast) the logits come out of the matmul in that dtype, are upcast into a reused float32 buffer for the
+    log-softmax, and their gradient goes back down to that dtype for the backward matmul: what autocast does
+    around a bf16 head, less the copies. A head that trains takes this path in float32 only."""
 
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 scale: float | torch.Tensor) -> torch.Tensor:
         rows = max(1, CHUNK_ELEMENTS // max(1, weight.shape[0]))
         gradient = hidden.requires_grad or weight.requires_grad
+        low = weight.dtype != torch.float32
+        if low and weight.requires_grad:
+            raise ValueError(f"a trainable head in {weight.dtype}: its gradient would be summed in that dtype")
         grad_hidden = torch.empty_like(hidden) if hidden.requires_grad else None
         grad_weight = torch.zeros_like(weight) if weight.requires_grad else None
         buffer = hidden.new_empty(min(rows, hidden.shape[0]), weight.shape[0])
+        upcast = torch.empty_like(buffer, dtype=torch.float32) if low else buffer
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], rows):
             chunk = hidden[start:start + rows]
             logits = torch.mm(chunk, weight.t(), out=buffer[:chunk.shape[0]])
-            total += _cross_entropy_rows_(logits, targets[start:start + rows], logits, gradient)
+            out = upcast[:chunk.shape[0]]
+            if low:
+                out.copy_(logits)
+            total += _cross_entropy_rows_(out, targets[start:start + rows], out, gradient)
+            if low and gradient:
+                logits.copy_(out)  # the logits' gradient, in the head's dtype
             if grad_hidden is not None:
                 torch.mm(logits, weight, out=grad_hidden[start:start + rows])
             if grad_weight is not None:
@@ -187,18 +202,30 @@ def head_cross_entropy(
 ) -> torch.Tensor:
     """`labelled_cross_entropy(head(hidden), ...)` with the head computed inside the loss (`LinearCrossEntropy`):
     `hidden` (n_labelled, hidden size) is what the model passed its head under `deferred_head` (or every
-    position's, (batch, seq, hidden size), from a model that ignored the mask: the labelled rows are picked)."""
+    position's, (batch, seq, hidden size), from a model that ignored the mask: the labelled rows are picked).
+    Under autocast the head's matmuls run in the autocast dtype, as the head's own forward would."""
     hidden, targets = _labelled_rows(hidden, labels, "hidden states")
-    with torch.autocast(hidden.device.type, enabled=False):
-        return LinearCrossEntropy.apply(hidden, head.weight, targets, _scale(num_items_in_batch, targets))
+    device = hidden.device.type
+    weight = head.weight
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    with torch.autocast(device, enabled=False):
+        return LinearCrossEntropy.apply(hidden, weight, targets, _scale(num_items_in_batch, targets))
 
 
 def can_defer(head: nn.Module) -> bool:
-    """Whether `head` is a plain float32 linear without bias or hooks, so `head_cross_entropy` computes exactly
-    what it would. (A LoRA-adapted head, a quantised one, bf16 under autocast or a hooked one keep their own.)"""
-    return (type(head) is nn.Linear and head.bias is None and head.weight.dtype == torch.float32
-            and "forward" not in vars(head) and not head._forward_hooks and not head._forward_pre_hooks
-            and not torch.is_autocast_enabled(head.weight.device.type))
+    """Whether `head` is a plain linear without bias or hooks, so `head_cross_entropy` computes exactly what it
+    would: float32 without autocast (trainable or not), or under autocast a frozen head already held in the
+    autocast dtype (a LoRA base in bf16). (A LoRA-adapted head, a quantised one, a float32 head under autocast
+    or a hooked one keep their own forward.)"""
+    if not (type(head) is nn.Linear and head.bias is None and "forward" not in vars(head)
+            and not head._forward_hooks and not head._forward_pre_hooks):
+        return False
+    device = head.weight.device.type
+    if torch.is_autocast_enabled(device):
+        return head.weight.dtype == torch.get_autocast_dtype(device) and not head.weight.requires_grad
+    return head.weight.dtype == torch.float32
 
 
 @contextlib.contextmanager

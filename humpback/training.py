@@ -4,11 +4,13 @@ What this adds to a plain Trainer, and why:
 - micro-batches of similar length (examples sorted by length within windows of a seeded shuffle, then the
   micro-batches shuffled): a few percent padding instead of ~40% for random batches, and the order is drawn
   from (seed, epoch), so a resumed run sees exactly the batches the interrupted one would have seen;
-- bf16 mixed precision where this machine has fast bf16 kernels (`train.dtype: auto`, the rule generation
-  uses), under our own autocast so the logits stay in bf16 (the Trainer's own bf16 upcasts every output);
+- bf16 mixed precision where this machine's bf16 matmuls are fast (`train.dtype: auto`, the rule
+  generation's likelihood reads use), under our own autocast so the logits stay in bf16 (the Trainer's own
+  bf16 upcasts every output);
 - the loss computed only at labelled positions, in chunks, with the output head computed inside it where the
-  head is a plain float32 linear (`humpback/train_loss.py`);
-- LoRA's scale folded into one matmul per adapted layer (`humpback/lora_forward.py`);
+  head is a plain float32 linear, or a frozen one held in the autocast dtype (`humpback/train_loss.py`);
+- LoRA's scale folded into one matmul per adapted layer, in float32 or under bf16 autocast
+  (`humpback/lora_forward.py`);
 - the paper's schedule (linear to a final learning rate, not to zero);
 - token counts (non-pad, trained = unmasked, padded) that survive a resume, for the model card;
 - one progress bar with the loss on it, instead of a printed dict per step.
@@ -173,7 +175,7 @@ class SFTTrainer(Trainer):
     def _head_to_defer(self, model, return_outputs: bool) -> nn.Linear | None:
         """The output head, when the loss can compute it (`train_loss.head_cross_entropy`): a training step of an
         unsharded model (FSDP and ZeRO-3 gather the head's weight only inside the forward) whose outputs
-        nobody else reads, with a plain float32 head."""
+        nobody else reads, with a head `train_loss.can_defer` takes (called under the step's autocast)."""
         if (return_outputs or not torch.is_grad_enabled() or not model.training
                 or self.is_fsdp_enabled or self.is_deepspeed_enabled):
             return None

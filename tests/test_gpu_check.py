@@ -43,7 +43,8 @@ def test_the_checks_run_on_the_cpu(tiny_model_dir, tmp_path):
     assert checks["greedy_fp32"]["same_text"] == 3
     assert checks["logprobs_fp32"]["completion_max_abs_difference"] <= 1e-3
     lora = checks["lora_bf16"]
-    assert lora["steps"] == 2 and lora["precision"] == "fp32"  # bf16 autocast is the GPU's; fp32 here
+    # train.dtype auto: bf16 where this CPU's bf16 matmuls are fast, else fp32 (the check compares it with that)
+    assert lora["steps"] == 2 and lora["precision"] in {"bf16", "fp32"}
     assert lora["lora_tensors_changed"] > 0 and lora["base_tensors_changed"] == 0
     assert {g["token_budget"] for g in checks["throughput"]["generation"]} >= {65536}
     assert set(checks["throughput"]["curation"]) == {"logprob", "pmi"}

@@ -166,6 +166,32 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
     assert not list((tmp_path / ".humpback" / "scratch").iterdir())  # the assembled file is gone
 
 
+def test_compute_bound_bfloat16_is_measured_on_a_cpu_without_amx(monkeypatch):
+    """The AVX-512 BF16 flag alone does not tell (0.6x float32's matmul rate on one CPU, 2.2x on another):
+    without AMX, compute-bound work takes bf16 where the probe measures it fast; decoding needs oneDNN only."""
+    from humpback import modeling
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
+    for speedup, fast in ((2.2, True), (0.6, False), (modeling.BF16_MATMUL_SPEEDUP - 0.01, False)):
+        monkeypatch.setattr(modeling, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
+        assert modeling.fast_bfloat16(compute_bound=True) is fast
+        assert modeling.fast_bfloat16(compute_bound=False)  # memory-bound decoding: oneDNN's kernels suffice
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": True})
+    assert modeling.fast_bfloat16(compute_bound=True)  # AMX tiles: no probe needed (it reads 0.6 here)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not modeling.fast_bfloat16(compute_bound=True) and not modeling.fast_bfloat16()
+
+
+def test_bf16_matmul_probe_measures_a_positive_ratio_once():
+    from humpback import modeling
+
+    modeling.cpu_bf16_matmul_speedup.cache_clear()
+    ratio = modeling.cpu_bf16_matmul_speedup(rows=8, inner=16, cols=16, repeats=2)
+    assert ratio > 0 and modeling.cpu_bf16_matmul_speedup(rows=8, inner=16, cols=16, repeats=2) == ratio
+
+
 def test_auto_dtype_is_bfloat16_only_where_it_is_fast(monkeypatch):
     from humpback import modeling
 

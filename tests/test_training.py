@@ -313,9 +313,16 @@ def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_
     assert result.losses[0][1] == pytest.approx(stock, rel=1e-4)
 
 
-def test_bf16_training_keeps_a_bf16_base_and_trains_a_float32_adapter(tiny_model_dir, tiny_tokenizer, tmp_path):
+def test_bf16_training_keeps_a_bf16_base_and_trains_a_float32_adapter(tiny_model_dir, tiny_tokenizer, tmp_path,
+                                                                      monkeypatch):
+    """...and computes the frozen bf16 head inside the loss, every micro-batch, as in float32."""
     original = load_file(tiny_model_dir / "model.safetensors")
+    calls = []
+    monkeypatch.setattr(training, "head_cross_entropy",
+                        lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args))
     result = run_training(tiny_model_dir, tiny_tokenizer, make_params(dtype="bfloat16"), tmp_path / "s")
+    assert len(calls) == 2 * result.steps  # 2 micro-batches per step
+    monkeypatch.undo()
     fp32 = run_training(tiny_model_dir, tiny_tokenizer, make_params(), tmp_path / "f")
     assert result.precision == "bf16"
     for name, param in result.model.named_parameters():
@@ -432,6 +439,73 @@ def test_fused_lora_forward_equals_peft_and_steps_aside_when_it_would_not(tiny_m
 
     dropped = load_trainable(tiny_model_dir, make_params(method="lora").train, seed=0)  # LoRA dropout 0.1
     assert not any(_plain(layer, x) for layer in lora_layers(dropped))
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((got.float() - expected.float()).norm() / expected.float().norm())
+
+
+def test_fused_lora_forward_under_bf16_autocast_equals_peft_there(tiny_model_dir, tiny_tokenizer):
+    """The trainer's bf16 path (a LoRA base held in bf16, float32 adapters, bf16 autocast) takes the fused
+    forward, and it gives peft's loss and gradients under the same autocast up to bf16 rounding (peft rounds
+    after each adapter matmul, the fused sum rounds once)."""
+    tp = make_params(method="lora", dtype="bfloat16").train
+    tp = dataclasses.replace(tp, lora=dataclasses.replace(tp.lora, dropout=0.0, layers=0))
+    model = load_trainable(tiny_model_dir, tp, seed=0)
+    layers = lora_layers(model)
+    with torch.no_grad():
+        for layer in layers:
+            for b in layer.lora_B.values():
+                b.weight.normal_(std=0.1)
+    batch = tiny_batch(tiny_tokenizer)
+
+    def loss_and_gradients():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = ours(model, batch)
+        loss.backward()
+        return loss.detach().float(), gradients(model)
+
+    expected_loss, expected = loss_and_gradients()
+    x = torch.zeros(1, model.config.hidden_size, dtype=torch.bfloat16)
+    with fused_lora_forward(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert all(_plain(layer, x) for layer in layers)
+            assert not any(_plain(layer, x.float()) for layer in layers)  # an input autocast would cast
+        assert not any(_plain(layer, x) for layer in layers)  # no autocast: peft's adapter runs in float32
+        loss, got = loss_and_gradients()
+    assert loss.item() == pytest.approx(expected_loss.item(), rel=1e-2)
+    assert got.keys() == expected.keys() and all(g.dtype == torch.float32 for g in got.values())
+    errors = {name: relative_error(got[name], grad) for name, grad in expected.items()}
+    assert max(errors.values()) < 0.05, errors
+
+
+def test_bf16_head_in_the_loss_equals_the_chunked_loss_on_its_own_logits(tiny_model_dir, tiny_tokenizer,
+                                                                          monkeypatch):
+    """A frozen bf16 head under bf16 autocast (a LoRA base in bf16) is computed inside the loss: bf16 logits,
+    a float32 log-softmax, the gradient back in bf16 — what the head's own forward and the chunked loss give,
+    here split into several chunks."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).requires_grad_(False)
+    head, batch = model.get_output_embeddings(), tiny_batch(tiny_tokenizer)
+    with torch.no_grad():
+        states = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    rows = states[logits_mask(batch["labels"])]
+    monkeypatch.setattr(train_loss, "CHUNK_ELEMENTS", 5 * model.config.vocab_size)  # 5 rows a chunk
+    results = []
+    for loss_of in (lambda h: head_cross_entropy(h, head, batch["labels"], 7),
+                    lambda h: labelled_cross_entropy(head(h), batch["labels"], 7)):
+        hidden = rows.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert can_defer(head)
+            loss = loss_of(hidden)
+        loss.backward()
+        results.append((loss.item(), hidden.grad))
+    (ours_loss, ours_grad), (stock_loss, stock_grad) = results
+    assert rows.shape[0] > 5 and ours_grad.dtype == torch.bfloat16
+    assert ours_loss == pytest.approx(stock_loss, rel=1e-5)
+    assert relative_error(ours_grad, stock_grad) < 1e-2
+    head.weight.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not can_defer(head)  # a trainable bf16 head: its gradient would be summed in bf16
 
 
 def test_head_in_the_loss_steps_aside_where_it_would_not_compute_the_same(tiny_model_dir):
