@@ -24,7 +24,7 @@ from humpback.params import Params
 from humpback.records import iter_jsonl, write_json
 from humpback.sft_data import backward_examples, build_dataset, forward_examples
 from humpback.train_plan import TrainPlan, fingerprint
-from humpback.training import load_trainable, save_trained, train, training_arguments
+from humpback.training import LiveCurve, load_trainable, save_trained, train, training_arguments
 from humpback.workdirs import TRAIN_SCRATCH
 
 log = logging.getLogger("train")
@@ -133,13 +133,9 @@ def train_role(
 
 
 def live_callbacks(live_dir: str | Path | None) -> list:
-    """DVCLive's Trainer callback, writing loss and learning rate per step into `live_dir` while training runs
-    (`dvc plots show` draws them; a resumed run appends). No dvc.yaml of its own and no experiment commit: the
-    stage's outputs are DVC's business."""
+    """The DVCLive curves, per optimizer step, into `live_dir` while training runs (`dvc plots show` draws them;
+    a resumed run continues the curve, `training.LiveCurve`). No dvc.yaml of its own and no experiment commit:
+    the stage's outputs are DVC's business."""
     if live_dir is None or not is_main_process():
         return []
-    from dvclive import Live
-    from transformers.integrations import DVCLiveCallback
-
-    return [DVCLiveCallback(live=Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False, report=None,
-                                      resume=True))]
+    return [LiveCurve(live_dir)]

@@ -156,6 +156,48 @@ class QuietProgress(ProgressCallback):
             self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
 
 
+class LiveCurve(TrainerCallback):
+    """DVCLive's per-step curves (loss, learning rate, gradient norm, epoch) written into `live_dir` as training
+    runs, one row per optimizer step at the Trainer's global step, 1..N.
+
+    Unlike transformers' DVCLiveCallback (its own step counter from 0, and a resume that reads the previous
+    rows back from `live_dir`), a resumed run rewrites the folder from the log history restored with the
+    checkpoint: `dvc repro` removes the folder, a stage output, before rerunning a killed stage, and steps
+    logged after that checkpoint are trained and logged again, so only the checkpoint knows the curve so far."""
+
+    def __init__(self, live_dir: str | Path):
+        self.live_dir, self.live = Path(live_dir), None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from dvclive import Live
+
+        # resume=False: whatever a killed run left in the folder goes; the history below replaces it.
+        self.live = Live(dir=str(self.live_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+        for entry in state.log_history:  # empty on a fresh run; up to the checkpoint's step on a resume
+            self._log(entry, entry["step"])
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.live is not None and logs:
+            self._log(logs, state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.live is not None:
+            self.live.end()
+
+    def _log(self, entry: dict, step: int) -> None:
+        from dvclive.plots import Metric
+        from dvclive.utils import standardize_metric_name
+
+        per_step = "loss" in entry  # the end-of-training entry (runtime, mean loss) goes in the summary only
+        self.live.step = step
+        for key, value in entry.items():
+            if key != "step" and Metric.could_log(value):
+                self.live.log_metric(standardize_metric_name(key, "dvclive.huggingface"), value, plot=per_step)
+        self.live.make_summary()
+
+
 class SFTTrainer(Trainer):
     """Trainer with the sampler, loss, precision and schedule above. The loss goes through the Trainer's own
     `compute_loss_func` hook, so it receives the step's labelled-token count and is scaled for gradient
