@@ -24,7 +24,7 @@ def _load(path: Path) -> dict | None:
 
 
 # The comparisons the report leads with and the headline carries: the paper's central question first.
-COMPARED = (("m2", "m0"), ("m1", "m0"))
+COMPARED = (("m2", "m0"), ("m1", "m0"), ("m2", "m1"))
 # The paired intervals are an instrument: they never move with the run's seeds.
 COMPARISON_SEED = 0
 
@@ -47,8 +47,10 @@ def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict],
                        for name, result in likelihood.items()},
         "comparisons": compared,
         "win_rate": {name: m.get("win_rate") for name, m in models.items()},
-        "selected": {f"iteration_{name[-1]}": m.get("selected") for name, m in data.items()
-                     if name.startswith("select@")},
+        "selected": {**{f"iteration_{name[-1]}": m.get("selected") for name, m in data.items()
+                        if name.startswith("select@")},
+                     **({"shared": moved["shared"]} if (moved := (data.get("select@2") or {}).get(
+                         "overlap_with_previous")) else {})},
         "curator_roc_auc": {m.get("model"): m.get("roc_auc") for m in curation if not m.get("skipped")},
     }
 
@@ -59,11 +61,26 @@ INSTRUMENT_WORDS = {"loglik_other": "other-source human answers (a source the pi
 UNITS = {"judged": "win-rate points above 50"}
 
 
-def answers(compared: dict) -> list[str]:
-    """The report's opening: does M2 beat M0, does M1 — per instrument, with the interval and whether it tells."""
+def iteration_2_words(moved: dict | None) -> list[str]:
+    """Whether iteration 2 was a step at all: how much of M1's selection M2 shares, and what an identical one means."""
+    if not moved:
+        return []
+    if moved["identical"]:
+        return [(f"- **Iteration 2 changed nothing**: M1's re-rating selected exactly iteration 1's {moved['shared']} "
+                "pairs, so M2 trained on M1's data and M2 − M1 measures only the training seed (with the same "
+                "seed, M2 is M1). See `select.iteration_2` in docs/default-run.md."), ""]
+    return [(f"- Iteration 2 moved the selection: {moved['shared']} pairs kept by both curators, "
+            f"{moved['only_this']} new from M1's rating, {moved['only_previous']} of M0's dropped "
+            f"(Jaccard {moved['jaccard']:.2f})."), ""]
+
+
+def answers(compared: dict, moved: dict | None = None) -> list[str]:
+    """The report's opening: does M2 beat M0, does M1, does M2 beat M1 — per instrument, with the interval and
+    whether it tells; then whether iteration 2 changed the selection."""
     lines = ["## The answers", ""]
     if not compared:
-        return lines + ["No likelihood instruments in this run: see the win rates below.", ""]
+        return lines + ["No likelihood instruments in this run: see the win rates below.", "",
+                        *iteration_2_words(moved)]
     for pair, by_instrument in compared.items():
         a, b = (x.upper() for x in pair.split("_vs_"))
         for instrument in ("loglik_other", "judged", "loglik_seed"):
@@ -80,8 +97,9 @@ def answers(compared: dict) -> list[str]:
             lines.append(f"- Does {a} beat {b} on {INSTRUMENT_WORDS.get(instrument, instrument)}? {verdict} "
                          f"({c['difference']:+.4g} {unit} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}], "
                          f"n = {c['n']}, bootstrap 95% over questions).")
-    return lines + ["", ("Mean per-token log-likelihood of human answers under each model's own template; a "
-                        "difference of +0.01 means the answers are about 1% likelier per token."), ""]
+    return lines + ["", *iteration_2_words(moved),
+                    ("Mean per-token log-likelihood of human answers under each model's own template; a "
+                     "difference of +0.01 means the answers are about 1% likelier per token."), ""]
 
 
 def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path,
@@ -124,7 +142,8 @@ def render(
     training: dict[str, dict[str, Any]] | None = None,
     compared: dict | None = None,
 ) -> str:
-    lines = ["# humpback run report", "", *answers(compared or {})]
+    moved = ((data or {}).get("select@2") or {}).get("overlap_with_previous")
+    lines = ["# humpback run report", "", *answers(compared or {}, moved)]
     if data:
         lines += ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
         for name, m in data.items():

@@ -1,9 +1,15 @@
-"""Self-curation, the cheap half: the scored pairs at a threshold, then optionally only the N best. A separate
+"""Self-curation, the cheap half: the scored pairs at a score level, then optionally only the N best. A separate
 stage from scoring (humpback/curation.py), so a threshold or cap sweep never re-scores a pair.
+
+The paper's A(k) is the set of pairs a curator rates at or above level k. The level is either a threshold on the
+method's scale or a rank: the top share of the scored pairs by the curator's own scores. At a small pool a fixed
+threshold in nats can keep the same pairs for M0 and for M1 even where M1 ranks them differently; a rank level
+follows each curator's ranking (docs/default-run.md measures it).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from statistics import fmean
 from typing import Any
@@ -22,18 +28,34 @@ def threshold_of(params, iteration: int) -> float | None:
     return getattr(params.curate.threshold, method) if chosen == "default" else float(chosen)
 
 
-def select(scored: list[dict], method: str, threshold: float | None, cap: int, seed: int) -> list[dict]:
-    """The pairs at or above `threshold` (never an unparsed one), then the `cap` best-scored (0 = all), in input
-    order. With no curator (`threshold` None) every pair passes and a cap keeps a seeded sample."""
+def top_share_of(params, iteration: int) -> float:
+    """The iteration's rank level: the share of scored pairs that may be kept, best first (1.0 = no limit)."""
+    share = getattr(params.select, f"iteration_{iteration}").top_share
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"select.iteration_{iteration}.top_share must be in (0, 1], got {share}")
+    return share
+
+
+def rank_limit(n_scored: int, top_share: float) -> int:
+    """How many pairs a top share of `n_scored` keeps: rounded down, so a share never keeps more than it says."""
+    return n_scored if top_share >= 1.0 else math.floor(top_share * n_scored)
+
+
+def select(scored: list[dict], method: str, threshold: float | None, cap: int, seed: int,
+           top_share: float = 1.0) -> list[dict]:
+    """The pairs at or above `threshold` (never an unparsed one) and within the `top_share` of all scored pairs by
+    score, then the `cap` best-scored (0 = all), in input order. With no curator (`threshold` None) every pair
+    passes and a share or a cap keeps a seeded sample of that size."""
+    limit = min(cap or len(scored), rank_limit(len(scored), top_share))
     if threshold is None:
         passing = list(scored)
-        if cap and len(passing) > cap:
-            passing = [passing[i] for i in sample_indices(len(passing), cap, seed, "uncurated-cap")]
+        if len(passing) > limit:
+            passing = [passing[i] for i in sample_indices(len(passing), limit, seed, "uncurated-cap")]
         return passing
     passing = [r for r in scored if r["parsed"] and r["score"] is not None and r["score"] >= threshold]
-    if cap and len(passing) > cap:
+    if len(passing) > limit:
         # best first; ties broken by id so the cut never depends on input order
-        best = sorted(passing, key=lambda r: (-r["score"], str(r["id"])))[:cap]
+        best = sorted(passing, key=lambda r: (-r["score"], str(r["id"])))[:limit]
         keep = {id(r) for r in best}
         passing = [r for r in passing if id(r) in keep]
     return passing
@@ -60,15 +82,24 @@ def histogram(scored: list[dict], method: str, bins: int = 20) -> dict[str, int]
     return {f"{low + b * width:.6g}": counts.get(b, 0) for b in range(bins)}
 
 
+def overlap(selected: list[dict], previous: list[dict]) -> dict[str, Any]:
+    """How far this iteration's selection moved from the previous one: shared pairs, and each side's own."""
+    ids, before = {str(r["id"]) for r in selected}, {str(r["id"]) for r in previous}
+    union = ids | before
+    return {"shared": len(ids & before), "only_this": len(ids - before), "only_previous": len(before - ids),
+            "jaccard": round(len(ids & before) / len(union), 4) if union else 1.0, "identical": ids == before}
+
+
 def selection_metrics(scored: list[dict], selected: list[dict], method: str, threshold: float | None,
-                      cap: int) -> dict[str, Any]:
+                      cap: int, top_share: float = 1.0) -> dict[str, Any]:
     passing = len(select(scored, method, threshold, 0, 0))
     return {
         "method": method,
         "threshold": threshold,
+        "top_share": top_share,
         "cap": cap,
         "n": len(scored),
-        "at_threshold": passing,  # before the cap
+        "at_threshold": passing,  # before the share and the cap
         "selected": len(selected),
         "selected_share": round(len(selected) / len(scored), 4) if scored else 0.0,
         "histogram": histogram(scored, method),
@@ -94,6 +125,8 @@ def plot_histogram(scored: list[dict], metrics: dict, iteration: int, out: str) 
         ax.axvline(metrics["threshold"], color="#c44e52", linestyle="--", label="threshold")
         ax.set(xlabel=f"{method} score ({curation_methods.method(method).scale})", ylabel="pairs")
         ax.legend(fontsize=8)
+    share = metrics.get("top_share", 1.0)
     ax.set_title(f"selection@{iteration}: {metrics['selected']}/{metrics['n']} selected (threshold "
-                 f"{metrics['threshold']}, cap {metrics['cap'] or 'none'})", fontsize=9)
+                 f"{metrics['threshold']}{f', top {share:.0%}' if share < 1 else ''}, cap {metrics['cap'] or 'none'})",
+                 fontsize=9)
     save_figure(fig, out)

@@ -3,6 +3,7 @@ scoring's outputs, and selection by threshold and cap (which never re-scores).""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,9 +17,9 @@ import yaml
 
 import humpback.generation
 from humpback import augmentation
-from humpback.params import AugmentParams
+from humpback.params import AugmentParams, load_params
 from humpback.records import read_jsonl
-from humpback.selection import histogram, select
+from humpback.selection import histogram, overlap, select, top_share_of
 from stages import augment
 from stages import score as score_stage
 from stages import select as select_stage
@@ -359,6 +360,34 @@ def test_cap_keeps_the_best_scores_and_breaks_ties_by_id():
     assert [r["id"] for r in select(rows, "pmi", 2.0, 0, 0)] == ["p0", "p2", "p3", "p5"]
     assert [r["id"] for r in select(rows, "pmi", 2.0, 3, 0)] == ["p0", "p2", "p5"]  # p2 beats p3 on the tie
     assert [r["id"] for r in select(rows, "pmi", 2.0, 1, 0)] == ["p0"]
+
+
+def test_top_share_is_a_rank_level_that_follows_each_curators_own_ranking():
+    # Two curators over the same six pairs, every score above the threshold: a threshold keeps all six for both,
+    # the top half keeps each curator's own best three.
+    m0 = [{"id": f"p{i}", "score": s, "parsed": True} for i, s in enumerate([9.0, 8.0, 7.0, 6.0, 5.0, 4.0])]
+    m1 = [{"id": f"p{i}", "score": s, "parsed": True} for i, s in enumerate([4.0, 9.0, 5.0, 8.0, 7.0, 6.0])]
+    assert select(m0, "pmi", 0.0, 0, 0) == m0 and select(m1, "pmi", 0.0, 0, 0) == m1
+    first, second = select(m0, "pmi", 0.0, 0, 0, top_share=0.5), select(m1, "pmi", 0.0, 0, 0, top_share=0.5)
+    assert [r["id"] for r in first] == ["p0", "p1", "p2"] and [r["id"] for r in second] == ["p1", "p3", "p4"]
+    assert overlap(second, first) == {"shared": 1, "only_this": 2, "only_previous": 2, "jaccard": 0.2,
+                                      "identical": False}
+    assert overlap(first, first)["identical"]
+    # the share is of all scored pairs (rounded down), and the threshold still applies: a level is both
+    assert len(select(m0, "pmi", 0.0, 0, 0, top_share=0.4)) == 2  # floor(2.4)
+    assert [r["id"] for r in select(m0, "pmi", 8.5, 0, 0, top_share=0.5)] == ["p0"]
+    assert [r["id"] for r in select(m0, "pmi", 0.0, 2, 0, top_share=0.5)] == ["p0", "p1"]  # then the cap
+    # with no curator a share keeps a seeded sample of its size
+    assert len(select(m0, "none", None, 0, 7, top_share=0.5)) == 3
+
+
+def test_top_share_outside_its_range_is_refused_by_name(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    bad = dataclasses.replace(params.select, iteration_2=dataclasses.replace(params.select.iteration_2,
+                                                                           top_share=0.0))
+    with pytest.raises(ValueError, match="select.iteration_2.top_share"):
+        top_share_of(dataclasses.replace(params, select=bad), 2)
+    assert top_share_of(params, 1) == params.select.iteration_1.top_share
 
 
 def test_histogram_bins_continuous_scores_and_counts_every_parsed_pair():
