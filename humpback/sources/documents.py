@@ -7,10 +7,12 @@ counts of a resumed run identical to an uninterrupted one.
 
 Decoding follows the HTML standard's order for finding a page's encoding: a byte-order mark, then the
 transport's charset (the HTTP `Content-Type` of a WARC response), then a `<meta charset>` or
-`<meta http-equiv="Content-Type">` in the first 1,024 bytes, then detection. Labels are resolved as browsers
-resolve them (`iso-8859-1`, `latin1` and `ascii` mean windows-1252). Junk bytes inside a text page do not
-lose the page: the segments they land in are cleaned or dropped in `humpback.filters`; only a document that
-is mostly junk (an image or a PDF behind a text/html type) is dropped here, as `binary`.
+`<meta http-equiv="Content-Type">` in the first 1,024 bytes, then detection. Labels are resolved by the
+WHATWG Encoding standard's label table, as browsers resolve them (`webencodings`: `iso-8859-1`, `latin1` and
+`ascii` mean windows-1252; a label it does not list, such as `cp437` or `rot13`, is no declaration). Junk
+bytes inside a text page do not lose the page: the segments they land in are cleaned or dropped in
+`humpback.filters`; only a document that is mostly junk (an image or a PDF behind a text/html type) is
+dropped here, as `binary`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+import webencodings
 from charset_normalizer import from_bytes
 
 from humpback.filters import JUNK, has_junk
@@ -33,15 +36,9 @@ MAX_BINARY_SHARE = 0.3
 PRESCAN_BYTES = 1024
 _META_CHARSET = re.compile(rb"""<meta\s[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_:.+-]+)""", re.IGNORECASE)
 _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
-# The HTML standard's label table differs from Python's codecs where browsers decode a superset: pages
-# labelled Latin-1 or ASCII are read as windows-1252 (its 0x80–0x9F are letters and quotes, not controls),
-# and a <meta> that claims UTF-16 cannot be right for bytes that were readable as ASCII to find it.
-_WHATWG = {
-    "iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252", "l1": "cp1252",
-    "ascii": "cp1252", "us-ascii": "cp1252", "iso-8859-9": "cp1254", "latin5": "cp1254",
-    "tis-620": "cp874", "iso-8859-11": "cp874", "x-sjis": "shift_jis", "gb2312": "gbk", "gb_2312-80": "gbk",
-}
-_META_UTF16 = {"utf-16", "utf-16le", "utf-16be", "utf-16-le", "utf-16-be"}
+# The HTML standard's prescan: a <meta> that claims UTF-16 cannot be right for bytes that were readable as
+# ASCII to find it; it means UTF-8.
+_META_UTF16 = {"utf-16le", "utf-16be"}
 # What detection may answer: the single- and multi-byte encodings of the HTML standard (browsers decode
 # nothing else; UTF-16 only with a BOM). Also ~50x faster than letting charset-normalizer try every codec.
 WHATWG_ENCODINGS = [
@@ -80,14 +77,14 @@ def resolve_label(label: str | bytes | None, from_meta: bool = False) -> str | N
     """An encoding label → a Python codec name as a browser resolves it, or None when unknown."""
     if not label:
         return None
-    name = (label.decode("ascii", "ignore") if isinstance(label, bytes) else label).strip().strip("\"'").lower()
-    if from_meta and name in _META_UTF16:
-        return "utf-8"
-    name = _WHATWG.get(name, name)
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
+    name = (label.decode("ascii", "ignore") if isinstance(label, bytes) else label).strip().strip("\"'")
+    encoding = webencodings.lookup(name)  # case and surrounding whitespace ignored, as the standard says
+    if encoding is None:
         return None
+    if from_meta and encoding.name in _META_UTF16:
+        return "utf-8"
+    # x-user-defined has no Python codec; the prescan reads it as windows-1252, and so do we from a transport.
+    return "cp1252" if encoding.name == "x-user-defined" else encoding.codec_info.name
 
 
 def meta_charset(data: bytes) -> str | None:
