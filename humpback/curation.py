@@ -103,7 +103,7 @@ def score_dev_set(engine, rows: Sequence[dict[str, Any]], params, tagging: bool,
     for method in methods:
         start = time.perf_counter()
         scores = scoring.score_pairs(engine, list(rows), params.curate, tagging=tagging,
-                                     seed=params.seeds.generation, method=method)
+                                     seed=params.seeds.generation, method=method, desc=f"score_dev {method}")
         per_pair = round((time.perf_counter() - start) / len(rows), 4) if rows else None
         for row, s in zip(scored, scores):
             row["by_method"][method] = {"score": s.score, "argmax": s.argmax, "parsed": s.parsed,

@@ -28,7 +28,8 @@ Output order is never randomised here (`is_randomize_output_order: false`): eval
 both orders explicitly, which measures position bias instead of hiding it in noise.
 
 Annotations are cached by alpaca_eval itself (`caching_path`), one file per judge identity under
-`.humpback/cache/judge/<judge id>/`, keyed by (instruction, output_1, output_2): a rerun re-judges nothing.
+`.humpback/cache/judge/<judge id>/` of the repository's main workspace (`workdirs.judge_cache`: queued
+experiments share it), keyed by (instruction, output_1, output_2): a rerun re-judges nothing.
 """
 
 from __future__ import annotations
@@ -46,11 +47,10 @@ from humpback.content_hash import hash_file, hash_json, hash_text
 from humpback.generation import resolve_engine
 from humpback.modeling import model_identity, resolve_dtype
 from humpback.params import CurateParams, EvaluateParams, GenerationParams, RuntimeParams
-from humpback.records import read_json, write_json
-from humpback.workdirs import JUDGE_CACHE
+from humpback.records import read_json
+from humpback.workdirs import cache_lock, judge_cache, merge_json
 
 ALPACA_EVAL_CONFIG = "weighted_alpaca_eval_gpt4_turbo"
-CACHE_ROOT = JUDGE_CACHE
 # Bump when the way a prompt reaches the local judge changes: it is part of the cache key (the judge id).
 LOCAL_FORMAT_VERSION = "1"
 SCORE_FORMAT_VERSION = "1"
@@ -92,17 +92,29 @@ def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completi
         config.pop("fn_completions", None)
         config.pop("completions_kwargs", None)
         extra["fn_completions"] = fn_completions
-    (folder / "configs.yaml").write_text(yaml.safe_dump({name: config}, sort_keys=False))
-    return PairwiseAnnotator(
-        annotators_config=str(folder / "configs.yaml"),
-        caching_path=str(folder / "annotations.json"),
-        seed=seed,
-        **extra,
-    )
+    # alpaca_eval reads its whole cache file when built and rewrites it whole after each chunk (`save`, which
+    # merges what is on disk first): both under the file's lock, so two queued runs sharing a judge keep both.
+    lock = cache_lock(folder / "annotations.json")
+    with lock:
+        (folder / "configs.yaml").write_text(yaml.safe_dump({name: config}, sort_keys=False))
+        annotator = PairwiseAnnotator(
+            annotators_config=str(folder / "configs.yaml"),
+            caching_path=str(folder / "annotations.json"),
+            seed=seed,
+            **extra,
+        )
+    save = annotator.save
+
+    def locked_save(*args, **kwargs):
+        with lock:
+            return save(*args, **kwargs)
+
+    annotator.save = locked_save
+    return annotator
 
 
 def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
-               cache_root: Path = CACHE_ROOT, seed: int = 0, curate: CurateParams | None = None,
+               cache_root: Path | None = None, seed: int = 0, curate: CurateParams | None = None,
                tagging: bool = True, runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
     """The annotator for the judge's engine and read, and a description of the judge for the metrics file.
     `generation` and `runtime` are the judge's own (`generation.stage_settings(params, "evaluate")`): their
@@ -112,6 +124,7 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
     scoring method) names the cache folder, so a different judge never reads another judge's annotations.
     A local judge that scores answers alone (`judge_read` other than pairwise) needs `curate` (the method's
     prompt cut, `max_pair_chars`) and `tagging` (the system prompt the scoring prompts carry)."""
+    cache_root = judge_cache() if cache_root is None else cache_root
     if params.judge_read != "pairwise":
         if curate is None:
             raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params "
@@ -292,9 +305,10 @@ class ScoreJudge(_LazyEngine):
         if answers:
             engine = None if self.method == BASELINE else self.engine
             scores = score_pairs(engine, list(answers.values()), self.curate, self.tagging, self.seed,
-                                 method=self.method)
-            self.cache.update({k: (s.score if s.parsed else None) for k, s in zip(answers, scores)})
-            write_json(self.cache_file, self.cache)
+                                 method=self.method, desc="judge")
+            # merged with what another run (a second queue worker) added meanwhile
+            self.cache = merge_json(self.cache_file,
+                                    {k: (s.score if s.parsed else None) for k, s in zip(answers, scores)})
         judged = []
         for row in rows:
             first = self.cache[answer_key(row["instruction"], row["output_1"])]

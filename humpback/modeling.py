@@ -34,7 +34,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from humpback.content_hash import hash_files, hash_folder
 from humpback.prompts import DEFAULT_CHAT_TEMPLATE
-from humpback.workdirs import HASH_CACHE, SCRATCH_DIR
+from humpback.workdirs import SCRATCH_DIR, hash_cache
 
 ADAPTER_CONFIG = "adapter_config.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -329,12 +329,13 @@ def adapter_base(path: str | Path) -> str:
     return json.loads((Path(path) / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
 
 
-def model_identity(path: str | Path, cache_file: Path = HASH_CACHE) -> dict[str, Any]:
+def model_identity(path: str | Path, cache: Path | None = None) -> dict[str, Any]:
     """What a model folder generates from: its files' content, and its base model's for a LoRA adapter (an
     adapter alone does not decide its outputs). Part of every fingerprint that names work done by a model."""
-    identity: dict[str, Any] = {"model": hash_folder(path, cache_file)}
+    cache = hash_cache() if cache is None else cache
+    identity: dict[str, Any] = {"model": hash_folder(path, cache)}
     if is_adapter(path):
-        identity["base"] = hash_folder(adapter_base(path), cache_file)
+        identity["base"] = hash_folder(adapter_base(path), cache)
     return identity
 
 

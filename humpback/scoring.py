@@ -146,9 +146,10 @@ def likelihood_gain(with_instruction: list[float], without: list[float], total: 
 
 
 def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging: bool,
-                seed: int, method: str | None = None) -> list[PairScore]:
+                seed: int, method: str | None = None, desc: str = "") -> list[PairScore]:
     """Rate every pair ({"id", "instruction", "output"}) with the curator behind `engine`, by `method`
-    (default `params.method`; "length" is the baseline and needs no engine)."""
+    (default `params.method`; "length" is the baseline and needs no engine). `desc`: the label of the engine's
+    progress bar (stderr), "" for none (a caller that draws its own, as the sharded score stage)."""
     method = method or params.method
     tok = getattr(engine, "tokenizer", None)
     if method == BASELINE:
@@ -157,13 +158,13 @@ def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging
         prompts = [curation_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars)
                    for p in pairs]
         suffix, candidates = score_read_format(tok)
-        rows = engine.next_token_logprobs([p + suffix for p in prompts], candidates)
+        rows = engine.next_token_logprobs([p + suffix for p in prompts], candidates, desc=desc)
         read = score_from_logprobs if method == "logprob" else calibrated_from_logprobs
         return [read(row) for row in rows]
     if method == "yes_no":
         prompts = [yes_no_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars)
                    for p in pairs]
-        rows = engine.next_token_logprobs(prompts, list(YES_NO_CANDIDATES))
+        rows = engine.next_token_logprobs(prompts, list(YES_NO_CANDIDATES), desc=desc)
         return [yes_no_from_logprobs(*row) for row in rows]
     if method in ("likelihood_gain", "pmi"):
         system = S_A if tagging else None
@@ -173,7 +174,7 @@ def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging
             conditioned.append(format_example(tok, user=p["instruction"], response=output, system=system))
             unconditioned.append(format_example(tok, user=NO_INSTRUCTION, response=output, system=system))
         both = conditioned + unconditioned
-        rows = engine.completion_logprobs([f.prompt for f in both], [f.completion for f in both])
+        rows = engine.completion_logprobs([f.prompt for f in both], [f.completion for f in both], desc=desc)
         n = len(pairs)
         return [likelihood_gain(rows[i], rows[n + i], total=method == "pmi") for i in range(n)]
     if method != "generate":
@@ -188,7 +189,7 @@ def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging
         if not pending:
             break
         seeds = [record_seed(seed, "curate", pairs[i]["id"], attempt) for i in pending]
-        texts = engine.generate([prompts[i] for i in pending], params.max_new_tokens, seeds)
+        texts = engine.generate([prompts[i] for i in pending], params.max_new_tokens, seeds, desc=desc)
         for i, text in zip(pending, texts):
             raws[i], scores[i] = text, parse_score(text)
         pending = [i for i in pending if scores[i] is None]

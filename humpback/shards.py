@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from humpback.content_hash import hash_file, hash_json
 from humpback.records import iter_jsonl, read_jsonl, write_json, write_jsonl
-from humpback.workdirs import HASH_CACHE, SCRATCH_DIR
+from humpback.workdirs import SCRATCH_DIR, hash_cache
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ def fingerprint(stage: str, params: dict[str, Any], model: dict[str, Any], input
     """Identifies a model stage's shards: the stage, the params it reads, the model's content
     (`humpback.modeling.model_identity`, taken by the caller so the runner never imports torch) and its inputs'."""
     return hash_json({"stage": stage, "params": params, "model": model,
-                      "inputs": [hash_file(p, HASH_CACHE) for p in inputs]})
+                      "inputs": [hash_file(p, hash_cache()) for p in inputs]})
 
 
 class ShardedRun:

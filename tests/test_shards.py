@@ -4,6 +4,7 @@ prepare_web (its resume through the stage: tests/test_real_sources.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -112,11 +113,12 @@ def test_bad_shard_size(tmp_path):
 
 
 def test_hash_file_is_cached_by_stat_and_follows_content(tmp_path):
-    f, cache = tmp_path / "w.bin", tmp_path / "cache.json"
+    f, cache = tmp_path / "w.bin", tmp_path / "cache"
     f.write_bytes(b"abc")
+    os.utime(f, (1e9, 1e9))  # old enough to be remembered (content_hash.RACY_SECONDS)
     abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
     assert hash_file(f, cache) == abc == hash_file(f)
-    assert cache.is_file()
+    assert len(list(cache.iterdir())) == 1  # one entry per file identity
     f.write_bytes(b"abd")
     assert hash_file(f, cache) != abc
 
