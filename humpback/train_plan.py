@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_constant_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup
 
 from humpback.content_hash import hash_file, hash_json
 from humpback.params import ParamsError, TrainParams
@@ -73,18 +74,20 @@ def linear_to_final(
 ) -> LambdaLR:
     """Linear warm-up from 0 (if any), then linear decay to `final_learning_rate` at `total_steps`.
 
-    The paper decays 1e-5 → 9e-6, not to zero, which transformers' built-in "linear" schedule cannot do.
-    Like transformers' schedules, the factor at step `total_steps` (after the last update) is the end value.
+    The paper decays 1e-5 → 9e-6, not to zero, which transformers' "linear" schedule cannot do; its polynomial
+    schedule with power 1 can (`lr_end`). The factor at step `total_steps` (after the last update) is the end
+    value. `learning_rate` must be the optimizer's own (transformers reads it from the optimizer).
     """
-    floor = final_learning_rate / learning_rate
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return 1.0 - (1.0 - floor) * progress
-
-    return LambdaLR(optimizer, factor)
+    if final_learning_rate > learning_rate:
+        raise ParamsError(f"train.final_learning_rate {final_learning_rate} is above train.learning_rate "
+                          f"{learning_rate}: the schedule decays")
+    if final_learning_rate == learning_rate:  # the polynomial schedule refuses an end equal to the start
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    # At least one decay step: transformers divides by the decay's length, which a warm-up as long as the
+    # run would make zero (the factor is then 1 at the end of the warm-up, as with any decay).
+    return get_polynomial_decay_schedule_with_warmup(
+        optimizer, warmup_steps, max(total_steps, warmup_steps + 1), lr_end=final_learning_rate, power=1.0,
+    )
 
 
 def fingerprint(role: str, params: dict, inputs: Sequence[str | Path], base_dir: str | Path) -> str:

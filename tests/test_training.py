@@ -220,6 +220,30 @@ def test_schedule_decays_linearly_to_the_final_rate():
     assert sched.get_last_lr()[0] == pytest.approx(9e-6)
 
 
+def hand_written_factor(step: int, floor: float, warmup: int, total: int) -> float:
+    """The schedule as first written here, before transformers' polynomial schedule replaced it."""
+    if step < warmup:
+        return step / warmup
+    return 1.0 - (1.0 - floor) * min(1.0, (step - warmup) / max(1, total - warmup))
+
+
+@pytest.mark.parametrize(("lr", "final", "warmup", "total"), [
+    (1e-5, 9e-6, 0, 20), (1e-3, 1e-4, 0, 7), (1e-3, 1e-4, 3, 10), (1e-3, 1e-4, 5, 5), (1e-3, 1e-4, 8, 5),
+    (1e-3, 1e-3, 2, 6),
+])
+def test_schedule_equals_the_hand_written_linear_decay(lr, final, warmup, total):
+    """Every step's rate, the one after the last update and past it included (a resumed run may ask)."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = linear_to_final(opt, lr, final, warmup_steps=warmup, total_steps=total)
+    for step in range(total + 3):
+        assert sched.get_last_lr()[0] == pytest.approx(lr * hand_written_factor(step, final / lr, warmup, total),
+                                                       rel=1e-12, abs=1e-18), step
+        opt.step()
+        sched.step()
+    with pytest.raises(ParamsError, match="final_learning_rate"):
+        linear_to_final(opt, 1e-4, 1e-3, warmup_steps=0, total_steps=5)
+
+
 def padding_fraction(order: list[int], lengths: list[int], micro: int) -> float:
     batches = [order[k:k + micro] for k in range(0, len(order), micro)]
     real = sum(lengths[i] for b in batches for i in b)
@@ -693,3 +717,68 @@ def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_p
     assert (out / "adapter_config.json").is_file() and (out / "card.json").is_file()
     card = json.loads((out / "card.json").read_text())
     assert card["role"] == "m0" and card["steps"] == 2
+
+
+# ------------------------------------------------------------------------------------- a seed per model
+
+
+def params_with_seeds(**seeds) -> Params:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["seeds"].update(seeds)
+    return parse_params(raw)
+
+
+def test_each_role_has_its_own_training_seed_and_default_is_the_pipeline_seed():
+    from humpback.train_role import ROLES, training_seed
+
+    shipped = params_with_seeds(training=7)  # every role key at `default`: today's runs, seed for seed
+    assert {role: training_seed(shipped.seeds, role) for role in ROLES} == dict.fromkeys(ROLES, 7)
+    m2 = params_with_seeds(training=7, training_m2=3)
+    assert {role: training_seed(m2.seeds, role) for role in ROLES} == {"backward": 7, "m0": 7, "m1": 7, "m2": 3}
+    assert training_seed(params_with_seeds(training=7, training_m2=0).seeds, "m2") == 0  # 0 is a seed, not unset
+    with pytest.raises(ParamsError, match="seeds.training_m1"):
+        params_with_seeds(training_m1="random")
+
+
+def test_a_roles_seed_key_is_a_dependency_of_its_train_stage_only():
+    """`-S seeds.training_m2=0,1,2` reruns train@m2 and what follows it, never the stages before: dvc.yaml lists
+    each role's key for that role's train stage alone, as the role's card and resume fingerprint record it."""
+    from humpback.train_role import ROLE_KEYS
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    declared = {"backward": stages["train_backward"]["params"],
+                **{role: [key.replace("${key}", role) for key in stages["train"]["do"]["params"]]
+                   for role in stages["train"]["foreach"]}}
+    assert set(declared) == set(ROLE_KEYS)
+    for role, keys in declared.items():
+        seeds = {key for key in keys if key.startswith("seeds.")}
+        assert seeds == {key for key in ROLE_KEYS[role] if key.startswith("seeds.")}
+        assert seeds == {"seeds.training", f"seeds.training_{role}"}
+
+
+def test_train_role_trains_with_the_roles_own_seed(tiny_model_dir, tmp_path, monkeypatch):
+    """The role's seed reaches the Trainer's arguments and the adapter's initialisation (training stops there);
+    another role's key moves neither."""
+    from humpback import train_role as module
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def arguments(tp, plan, seed, scratch, save_steps):
+        seen["arguments"] = seed
+
+    def load(base, tp, seed):
+        seen["model"] = seed
+        raise Stop
+
+    monkeypatch.setattr(module, "training_arguments", arguments)
+    monkeypatch.setattr(module, "load_trainable", load)
+    seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS[:4])
+    params = params_with_seeds(training=7, training_m0=11)
+    for role, expected in (("m0", 11), ("backward", 7)):
+        with pytest.raises(Stop):
+            train_role(role, str(tiny_model_dir), seed, None, str(tmp_path / role), str(tmp_path / "m.json"), None,
+                       params, scratch_root=tmp_path / "scratch")
+        assert seen == {"arguments": expected, "model": expected}
