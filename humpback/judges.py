@@ -19,9 +19,11 @@ the completions come from changes:
 
 Any engine with `judge_read` set to a curation method (`pmi`, `rubric_calibrated`, ...; `length` for the baseline)
 is `ScoreJudge`: each answer is scored alone by that method (scoring.py, the code curate uses) and the higher
-score wins. It never sees two answers at once, so it cannot prefer a position: a small model asked to compare
-two answers picks the same slot whatever they say (measured: README "Which local judge"), while the same
-model rating one answer at a time separates good answers from bad ones. It is called like a
+score wins. Its prompt is the judge's own (`evaluate.judge_scoring`: system prompt, cut, reply length, retries),
+never curate.* or train.tagging: the judge is an instrument and must not move with the conditions it compares.
+It never sees two answers at once, so it cannot prefer a position: a small model asked to compare two answers
+picks the same slot whatever they say (measured: docs/judges.md "Which local judge"), while the same model
+rating one answer at a time separates good answers from bad ones. It is called like a
 `PairwiseAnnotator` and caches its scores per (instruction, answer) in the same cache tree.
 
 Output order is never randomised here (`is_randomize_output_order: false`): evaluation.py judges every pair in
@@ -34,6 +36,7 @@ experiments share it), keyed by (instruction, output_1, output_2): a rerun re-ju
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -46,7 +49,7 @@ import yaml
 from humpback.content_hash import hash_file, hash_json, hash_text
 from humpback.generation import resolve_engine
 from humpback.modeling import model_identity, resolve_dtype
-from humpback.params import CurateParams, EvaluateParams, GenerationParams, RuntimeParams
+from humpback.params import EvaluateParams, GenerationParams, JudgeScoringParams, RuntimeParams
 from humpback.records import read_json
 from humpback.workdirs import cache_lock, judge_cache, merge_json
 
@@ -114,22 +117,19 @@ def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completi
 
 
 def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
-               cache_root: Path | None = None, seed: int = 0, curate: CurateParams | None = None,
-               tagging: bool = True, runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
+               cache_root: Path | None = None, seed: int = 0,
+               runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
     """The annotator for the judge's engine and read, and a description of the judge for the metrics file.
     `generation` and `runtime` are the judge's own (`generation.stage_settings(params, "evaluate")`): their
     engine, api_model and base_url are evaluate.engine, evaluate.api_model and the judge's server.
 
     The judge id (a hash of what decides the judgements: model weights or name, server, prompt template or
-    scoring method) names the cache folder, so a different judge never reads another judge's annotations.
-    A local judge that scores answers alone (`judge_read` other than pairwise) needs `curate` (the method's
-    prompt cut, `max_pair_chars`) and `tagging` (the system prompt the scoring prompts carry)."""
+    scoring method and its settings) names the cache folder, so a different judge never reads another judge's
+    annotations. Nothing here reads a condition under test (curate.*, train.*): the judge is the same whatever
+    the models were trained and curated with."""
     cache_root = judge_cache() if cache_root is None else cache_root
     if params.judge_read != "pairwise":
-        if curate is None:
-            raise JudgeError(f"evaluate.judge_read={params.judge_read} needs the curate params "
-                             "(make_judge(curate=...))")
-        return _score_judge(params, generation, judge_base, cache_root, seed, curate, tagging, runtime)
+        return _score_judge(params, generation, judge_base, cache_root, seed, runtime)
     template_hash = hash_file(alpaca_eval_config()["prompt_template"])[:8]
     if resolve_engine(generation.engine) != "openai":
         return _local_judge(params, generation, judge_base, cache_root, seed, template_hash, runtime)
@@ -166,19 +166,18 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
 
 
 def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, curate: CurateParams, tagging: bool,
-                 runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
-    method = params.judge_read
+                 seed: int, runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
+    method, scoring = params.judge_read, params.judge_scoring
+    settings = dataclasses.asdict(scoring)  # every setting decides the judgements (generate's two included)
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
     engine, dtype = resolve_engine(generation.engine), resolve_dtype(generation.dtype)
-    identity = (f"score|{method}|{weights}|{engine}|{dtype}|"
-                f"{curate.max_pair_chars}|{tagging}|{seed}|{SCORE_FORMAT_VERSION}")
+    identity = f"score|{method}|{weights}|{engine}|{dtype}|{hash_json(settings)}|{seed}|{SCORE_FORMAT_VERSION}"
     if engine == "openai":  # the served model scores, whatever the local folder (its tokenizer) holds
         identity += f"|{generation.api_model}"
     judge_id = f"score-{method}-" + hash_text(identity)[:16]
-    judge = ScoreJudge(judge_dir, generation, curate, method, tagging, cache_root / judge_id / "scores.json", seed,
+    judge = ScoreJudge(judge_dir, generation, scoring, method, cache_root / judge_id / "scores.json", seed,
                        runtime=runtime)
-    return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id,
+    return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id, "scoring": settings,
                    "resolved": {"engine": engine, "dtype": dtype}}
 
 
@@ -282,13 +281,16 @@ class ScoreJudge(_LazyEngine):
     with instruction, output_1 and output_2, it scores every distinct answer alone with `method` and returns
     the rows with `preference` 1 (output_1 scored higher), 2 (output_2) or 1.5 (a tie), None where an answer
     has no score (an unparsed `generate` read), plus both scores. Scores are cached in `cache_file`, keyed by
-    a hash of (instruction, answer), and written after each call, so a rerun scores nothing twice."""
+    a hash of (instruction, answer), and written after each call, so a rerun scores nothing twice.
 
-    def __init__(self, model_dir: str | Path, generation: GenerationParams, curate: CurateParams, method: str,
-                 tagging: bool, cache_file: str | Path, seed: int = 0, engine: Any = None,
+    `scoring` is the judge's own (`evaluate.judge_scoring`): what `score_pairs` reads of a curate section
+    (max_pair_chars; generate's max_new_tokens and max_retries) and the system prompt (S_a, or none)."""
+
+    def __init__(self, model_dir: str | Path, generation: GenerationParams, scoring: JudgeScoringParams,
+                 method: str, cache_file: str | Path, seed: int = 0, engine: Any = None,
                  runtime: RuntimeParams | None = None):
-        self.model_dir, self.generation, self.curate, self.runtime = Path(model_dir), generation, curate, runtime
-        self.method, self.tagging, self.seed = method, tagging, seed
+        self.model_dir, self.generation, self.scoring, self.runtime = Path(model_dir), generation, scoring, runtime
+        self.method, self.tagging, self.seed = method, scoring.system_prompt == "S_a", seed
         self.cache_file = Path(cache_file)
         self.cache: dict[str, float | None] = read_json(self.cache_file) if self.cache_file.is_file() else {}
         self._engine = engine
@@ -304,7 +306,7 @@ class ScoreJudge(_LazyEngine):
                     answers[key] = {"id": key, "instruction": row["instruction"], "output": str(row[side])}
         if answers:
             engine = None if self.method == BASELINE else self.engine
-            scores = score_pairs(engine, list(answers.values()), self.curate, self.tagging, self.seed,
+            scores = score_pairs(engine, list(answers.values()), self.scoring, self.tagging, self.seed,
                                  method=self.method, desc="judge")
             # merged with what another run (a second queue worker) added meanwhile
             self.cache = merge_json(self.cache_file,

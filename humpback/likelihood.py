@@ -2,7 +2,8 @@
 
 For each held-out (question, human answer) pair the model reads the question exactly as it is prompted at
 inference (`prompts.format_example` with `system_for_inference(respond.system_prompt)`, as the respond stage
-builds it) and the answer, cut at `likelihood.max_chars` characters, in the place of its own reply. A pair's
+builds it: the inference prompt is part of the condition under test, not of the instrument; docs/instruments.md)
+and the answer, cut at `likelihood.max_chars` characters, in the place of its own reply. A pair's
 value is the mean log-probability per answer token (nats); a model's value is the mean over pairs, so that
 every pair weighs the same and two models are compared pair by pair. The end-of-turn marker is not scored: a
 cut answer does not end there, and scoring it for whole answers only would mix two things.

@@ -55,6 +55,12 @@ class SeedParams(_Section):
     sampling: int  # which seed pairs / web segments a limit keeps
     training: int  # data order, adapter initialisation, dropout
     generation: int  # sampled instructions, answers and generate-read scores
+    # One role's training seed alone (train_role.training_seed): default = `training`. A number reseeds that
+    # role only, so seed replicates of M2 under one selection (-S seeds.training_m2=0,1,2) retrain M2 alone.
+    training_backward: int | Literal["default"]
+    training_m0: int | Literal["default"]
+    training_m1: int | Literal["default"]
+    training_m2: int | Literal["default"]
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,18 @@ class RespondParams(_Section):
 
 
 @dataclass(frozen=True)
+class JudgeScoringParams(_Section):
+    """How a method read (`evaluate.judge_read` other than pairwise) scores each answer: the judge's own settings,
+    fixed across the conditions under test (curate.*, train.*), as curate's are for the curator. Field names are
+    the ones `scoring.score_pairs` reads."""
+
+    system_prompt: Literal["none", "S_a"]  # the system prompt every scoring prompt carries
+    max_pair_chars: int  # question + answer cut to this many characters
+    max_new_tokens: int  # generate read: the judge's reply length
+    max_retries: int  # generate read: attempts again for an answer whose score did not parse
+
+
+@dataclass(frozen=True)
 class EvaluateParams(_Section):
     judge_model: str  # the local judge's weights (or tokenizer): "base" = models/base, else a folder or hub id
     reference: str  # a respond item (e.g. "base") or a path to an alpaca_eval outputs JSON
@@ -234,6 +252,7 @@ class EvaluateParams(_Section):
     # local judge: "pairwise" = alpaca_eval's prompt with both answers, read from P("m") vs P("M"); or a
     # curate method (or "length"): each answer scored alone by that method, the higher score wins
     judge_read: Literal["pairwise", "length", CurateMethod]
+    judge_scoring: JudgeScoringParams  # the method read's own settings (never curate.* or train.tagging)
     # The judge's engine; default = generation.engine. openai with judge_read pairwise: alpaca_eval's API
     # annotator (OpenAI's API where no server URL is set, else that server); else the judges above, run on it
     engine: StageEngine = DEFAULT

@@ -20,7 +20,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from humpback.launch import is_main_process, wait_for_everyone
-from humpback.params import Params
+from humpback.params import DEFAULT, Params, SeedParams
 from humpback.records import iter_jsonl, write_json
 from humpback.sft_data import backward_examples, build_dataset, forward_examples
 from humpback.train_plan import TrainPlan, fingerprint
@@ -29,23 +29,31 @@ from humpback.workdirs import TRAIN_SCRATCH
 
 log = logging.getLogger("train")
 
+ROLES = ("backward", "m0", "m1", "m2")
 # The params that decide a model, per role: its card and its resume fingerprint record exactly these, and
-# dvc.yaml's train_backward and train@{m0,m1,m2} list the same (tests/test_stage_deps.py checks).
+# dvc.yaml's train_backward and train@{m0,m1,m2} list the same (the whole-DAG test compares reads with them).
+# Each role has its own seed key (seeds.training_<role>, `default` = seeds.training), so reseeding one model
+# reruns that train stage and what follows it, not the whole pipeline.
 COMMON_KEYS = ("seeds.training", "train.method", "train.max_seq_len", "train.overlong", "train.epochs",
                "train.batch_size", "train.micro_batch_size", "train.learning_rate", "train.final_learning_rate",
                "train.weight_decay", "train.dropout", "train.warmup_steps", "train.dtype", "train.lora")
-ROLE_KEYS = {"backward": (*COMMON_KEYS, "train.backward_max_output_tokens"),
-             "m0": (*COMMON_KEYS, "train.tagging"),
-             "m1": (*COMMON_KEYS, "train.tagging", "train.mix"),
-             "m2": (*COMMON_KEYS, "train.tagging", "train.mix")}
-
-ROLES = ("backward", "m0", "m1", "m2")
+ROLE_KEYS = {"backward": (*COMMON_KEYS, "seeds.training_backward", "train.backward_max_output_tokens"),
+             "m0": (*COMMON_KEYS, "seeds.training_m0", "train.tagging"),
+             "m1": (*COMMON_KEYS, "seeds.training_m1", "train.tagging", "train.mix"),
+             "m2": (*COMMON_KEYS, "seeds.training_m2", "train.tagging", "train.mix")}
 WITH_AUGMENTED = ("m1", "m2")
 SCRATCH_ROOT = TRAIN_SCRATCH
 
 
 class TrainDataError(ValueError):
     """Training inputs that cannot make a model (wrong combination, nothing left to train on)."""
+
+
+def training_seed(seeds: SeedParams, role: str) -> int:
+    """The seed of one role's training (data order, adapter initialisation, dropout): `seeds.training_<role>`,
+    where `default` means the whole pipeline's `seeds.training`."""
+    own = getattr(seeds, f"training_{role}")
+    return seeds.training if own == DEFAULT else own
 
 
 def read_pairs(path: str | Path) -> list[dict[str, Any]]:
@@ -89,11 +97,12 @@ def train_role(
 
     # The Trainer's arguments first: they start a multi-process launch's process group, which sharded
     # loading (ZeRO-3, FSDP) needs while the model loads.
-    args = training_arguments(tp, plan, params.seeds.training, scratch, save_steps=params.runtime.save_steps)
-    model = load_trainable(base, tp, seed=params.seeds.training)
+    train_seed = training_seed(params.seeds, role)
+    args = training_arguments(tp, plan, train_seed, scratch, save_steps=params.runtime.save_steps)
+    model = load_trainable(base, tp, seed=train_seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = train(model, dataset, pad_id, tp, plan, params.seeds.training, scratch,
-                   callbacks=live_callbacks(live), args=args)
+    result = train(model, dataset, pad_id, tp, plan, train_seed, scratch, callbacks=live_callbacks(live),
+                   args=args)
 
     summary = {
         "final_loss": result.final_loss,
@@ -121,6 +130,7 @@ def train_role(
         "data": report.to_dict(),
         "plan": dataclasses.asdict(plan),
         "params": params.values(ROLE_KEYS[role]),
+        "training_seed": train_seed,
         "resumed_from_step": result.resumed_from_step,
         **summary,
     }

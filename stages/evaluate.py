@@ -51,8 +51,8 @@ def run(args, params) -> None:
     outputs = {name: load_outputs(f"{args.responses}/{name}.json") for name in args.models}
     reads_only = not writes_text([settings.judge_read])  # pairwise and method reads: no decoding
     generation, runtime = stage_settings(params, "evaluate", reads_only)  # evaluate.engine, or generation.engine
-    annotator, judge = make_judge(settings, generation, args.judge_base, seed=JUDGE_SEED,
-                                  curate=params.curate, tagging=params.train.tagging, runtime=runtime)
+    # the judge is an instrument: its own settings only (evaluate.*), never a condition under test (curate.*, train.*)
+    annotator, judge = make_judge(settings, generation, args.judge_base, seed=JUDGE_SEED, runtime=runtime)
     start = time.perf_counter()
     models, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
     versus = head_to_head(annotator, outputs, settings.max_chars)  # the models against each other

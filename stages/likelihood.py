@@ -1,7 +1,8 @@
 """Stage likelihood@{base,m0,m1,m2}: how likely one model finds held-out human answers (humpback/likelihood.py).
 
 Two instruments: the held-out seed pairs (same source as the seed) and the other-source pairs (data.other), each
-question prompted exactly as the respond stage prompts it. Per-question values, so report can pair models.
+question prompted exactly as the respond stage prompts it (respond.system_prompt is the condition's, not the
+instrument's: docs/instruments.md). Per-question values, so report can pair models.
 """
 
 from __future__ import annotations

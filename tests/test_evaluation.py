@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -196,37 +197,46 @@ class FakeJudgeEngine:
         return rows
 
 
+def evaluate_stage_inputs(folder: Path, edit: Callable[[dict], None], judge_dir: Path | None = None) -> list[str]:
+    """The evaluate stage's inputs in `folder` (m0's and m1's answers to 5 prompts, the base's as the reference,
+    the same prompts as in-domain questions with human answers) and its params file (the shipped one, the judge
+    on the transformers engine, then `edit`); returns the stage's arguments, outputs relative to the cwd."""
+    reference, model = _data(5)
+    responses = folder / "responses"
+    write_json(responses / "base.json", reference)
+    for name in ("m0", "m1"):
+        write_json(responses / f"{name}.json", [{**m, "generator": name} for m in model])
+        write_json(folder / "indomain" / f"{name}.json", [{**m, "generator": name} for m in model])
+    if judge_dir is None:
+        judge_dir = folder / "judge"
+        judge_dir.mkdir()
+        (judge_dir / "config.json").write_text("{}")
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["evaluate"]["engine"] = "transformers"
+    edit(params)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    prompts = folder / "eval.jsonl"
+    prompts.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"]}) + "\n" for r in reference))
+    indomain = folder / "heldout.jsonl"
+    indomain.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "output": r["output"]})
+                                + "\n" for r in reference))
+    return ["--responses", str(responses), "--prompts", str(prompts), "--models", "m0", "m1",
+            "--indomain", str(indomain), "--indomain-responses", str(folder / "indomain"),
+            "--judge-base", str(judge_dir),
+            "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
+            "--plot-data", "metrics/wr.csv", "--params", str(folder / "params.yaml")]
+
+
 def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     """The stage end to end: files in, metrics/annotations/plot out; the judge engine is faked."""
     from humpback import judges
     from stages.evaluate import main
 
-    reference, model = _data(5)
-    responses = tmp_path / "responses"
-    write_json(responses / "base.json", reference)
-    for name in ("m0", "m1"):
-        write_json(responses / f"{name}.json", [{**m, "generator": name} for m in model])
-    judge_dir = tmp_path / "judge"
-    judge_dir.mkdir()
-    (judge_dir / "config.json").write_text("{}")
     engine = FakeJudgeEngine(tiny_tokenizer)
     monkeypatch.setattr(judges.LocalJudge, "engine", property(lambda self: engine))
     monkeypatch.chdir(tmp_path)
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["evaluate"].update(engine="transformers", judge_read="pairwise")  # this test fakes the pairwise engine
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    prompts = tmp_path / "eval.jsonl"
-    prompts.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"]}) + "\n" for r in reference))
-    indomain = tmp_path / "heldout.jsonl"
-    indomain.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "output": r["output"]})
-                                + "\n" for r in reference))
-    for name in ("m0", "m1"):
-        write_json(tmp_path / "indomain" / f"{name}.json", [{**m, "generator": name} for m in model])
-    args = ["--responses", str(responses), "--prompts", str(prompts), "--models", "m0", "m1",
-            "--indomain", str(indomain), "--indomain-responses", str(tmp_path / "indomain"),
-            "--judge-base", str(judge_dir),
-            "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
-            "--plot-data", "metrics/wr.csv", "--params", "params.yaml"]
+    # this test fakes the pairwise engine
+    args = evaluate_stage_inputs(tmp_path, lambda raw: raw["evaluate"].update(judge_read="pairwise"))
     assert main(args) == 0
     metrics = read_json(tmp_path / "metrics/evaluate.json")
     assert set(metrics["models"]) == {"m0", "m1"}
@@ -396,10 +406,11 @@ def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
     shipped = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     served = dataclasses.replace(shipped.runtime, evaluate_base_url="http://x/v1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    scoring = shipped.evaluate.judge_scoring
     cases = [  # OpenAI's API (no server URL) needs a key; a server needs the served model's name
-        (EvaluateParams("base", "base", 100, "pairwise", engine="openai"), shipped.runtime, "OPENAI_API_KEY"),
-        (EvaluateParams("base", "base", 100, "pairwise", engine="openai"), served, "evaluate.api_model"),
-        (EvaluateParams("base", "base", 100, "pairwise", engine="transformers"), shipped.runtime, "not found"),
+        (EvaluateParams("base", "base", 100, "pairwise", scoring, engine="openai"), shipped.runtime, "OPENAI_API_KEY"),
+        (EvaluateParams("base", "base", 100, "pairwise", scoring, engine="openai"), served, "evaluate.api_model"),
+        (EvaluateParams("base", "base", 100, "pairwise", scoring, engine="transformers"), shipped.runtime, "not found"),
     ]
     for settings, runtime, message in cases:
         params = dataclasses.replace(shipped, evaluate=settings, runtime=runtime)
@@ -452,8 +463,7 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
 
     params, settings = _score_settings("length")
     judge, info = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
-                             runtime=params.runtime,
-                             curate=params.curate, tagging=True)
+                             runtime=params.runtime)
     reference, model = _data(6)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=1000)
     longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
@@ -465,8 +475,7 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
     # A second judge with the same identity answers from the cache file: nothing is scored again.
     monkeypatch.setattr(humpback.scoring, "score_pairs", lambda *a, **k: pytest.fail("scored a cached answer"))
     again, _ = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
-                             runtime=params.runtime,
-                          curate=params.curate, tagging=True)
+                          runtime=params.runtime)
     models_again, _ = evaluate_models(again, {"m1": model}, reference, max_chars=1000)
     assert models_again["m1"]["win_rate"] == models["m1"]["win_rate"]
 
@@ -476,8 +485,7 @@ def test_score_judge_on_tiny_model_mirrors_under_swap(tmp_path, tiny_model_dir):
     from humpback.judges import make_judge
 
     params, settings = _score_settings("pmi")
-    judge, info = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime,
-                             curate=params.curate, tagging=True)
+    judge, info = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime)
     reference, model = _data(3)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=200)
     assert info["read"] == "pmi" and models["m1"]["n"] == 3 and models["m1"]["unparsed"] == 0
@@ -490,9 +498,59 @@ def test_score_judge_on_tiny_model_mirrors_under_swap(tmp_path, tiny_model_dir):
     assert len(judge.cache) == 6  # 3 model answers + 3 reference answers, each scored once
 
 
-def test_score_judge_needs_curate_params(tmp_path, tiny_model_dir):
-    from humpback.judges import JudgeError, make_judge
+class FakeScoringEngine:
+    """Stands in for a method-read judge's engine (pmi reads completion log-probabilities): records every text it
+    reads; a text's values follow its length."""
 
-    params, settings = _score_settings("pmi")
-    with pytest.raises(JudgeError, match="curate"):
-        make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime)
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.texts: list[str] = []
+
+    def completion_logprobs(self, prompts, completions, *, desc=""):
+        self.texts += [p + c for p, c in zip(prompts, completions)]
+        return [[-0.001 * len(p)] * (1 + len(c) // 8) for p, c in zip(prompts, completions)]
+
+
+def conditions_under_test(raw: dict) -> None:
+    """Every key a sweep varies to compare the models (how they are curated and trained), changed."""
+    raw["train"].update(tagging=not raw["train"]["tagging"], mix="augmented")
+    raw["curate"].update(model="another/curator", method="logprob", max_new_tokens=7, max_retries=0,
+                         max_pair_chars=60, engine="openai", api_model="served")
+    raw["curate"]["threshold"] = {method: value + 1 for method, value in raw["curate"]["threshold"].items()}
+
+
+def test_the_judge_is_fixed_across_the_conditions_under_test(tmp_path, monkeypatch, tiny_tokenizer):
+    """The judge is an instrument: with a method read (pmi) the evaluate stage reads exactly the same texts and
+    writes the same metrics and annotations whatever train.tagging, train.mix and curate.* say, and reads none of
+    those keys; its own settings (evaluate.judge_scoring) do reach its prompts."""
+    from humpback import judges
+    from humpback.stage_runner import READS_ENV
+    from humpback.workdirs import CACHE_ENV
+    from stages.evaluate import main
+
+    engine = FakeScoringEngine(tiny_tokenizer)
+    monkeypatch.setattr(judges.ScoreJudge, "engine", property(lambda self: engine))
+    monkeypatch.setenv(READS_ENV, str(tmp_path / "reads.jsonl"))
+    judge_dir = tmp_path / "judge"
+    judge_dir.mkdir()
+    (judge_dir / "config.json").write_text("{}")
+
+    def judged(name: str, edit: Callable[[dict], None]) -> tuple[list[str], dict, list]:
+        folder = tmp_path / name
+        folder.mkdir()
+        args = evaluate_stage_inputs(folder, lambda raw: (raw["evaluate"].update(judge_read="pmi"), edit(raw)),
+                                     judge_dir)
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv(CACHE_ENV, str(folder / "cache"))  # a judge cache of its own: every answer is scored
+        engine.texts = []
+        assert main(args) == 0
+        return engine.texts, read_json(folder / "metrics/evaluate.json"), read_json(folder / "annotations.json")
+
+    shipped = judged("shipped", lambda raw: None)
+    assert shipped[0] and shipped[1]["judge"]["read"] == "pmi"
+    assert judged("conditions", conditions_under_test) == shipped
+    reads = {k for line in (tmp_path / "reads.jsonl").read_text().splitlines() for k in json.loads(line)["keys"]}
+    assert "evaluate.judge_scoring.system_prompt" in reads
+    assert not {k for k in reads if k.startswith(("curate.", "train."))}
+    own = judged("own", lambda raw: raw["evaluate"]["judge_scoring"].update(system_prompt="none"))
+    assert own[0] != shipped[0] and own[1]["judge"]["id"] != shipped[1]["judge"]["id"]

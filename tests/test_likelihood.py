@@ -84,6 +84,25 @@ def test_scored_text_is_the_inference_prompt_and_the_answer_without_end_of_turn(
     assert S_A not in none_prompts[0]
 
 
+@pytest.mark.parametrize("system_prompt", ["none", "S_a", "S_a+S_w"])
+def test_each_question_is_read_as_respond_prompts_it(tiny_tokenizer, system_prompt):
+    """respond.system_prompt belongs to the condition, not the instrument (docs/instruments.md): whichever
+    inference prompt a run gives its models, the likelihood reads prompt each question exactly as respond does."""
+    from humpback.responses import respond
+
+    class Recorder:
+        tokenizer = tiny_tokenizer
+
+        def generate(self, prompts, max_new_tokens, seeds, desc=""):
+            self.prompts = list(prompts)
+            return [""] * len(prompts)
+
+    engine = Recorder()
+    respond(engine, PAIRS, "m2", system_prompt, 8, 0)
+    prompts, _ = scored_texts(tiny_tokenizer, PAIRS, system_prompt, MAX_CHARS)
+    assert prompts == engine.prompts
+
+
 def correlated_values(n: int = 40, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Two models' per-question values dominated by per-question difficulty (as real ones are), with a
     skewed small difference: a paired interval is far narrower than an unpaired one."""

@@ -362,7 +362,7 @@ def test_a_judge_reading_answers_alone_runs_on_its_own_server(tiny_model_dir, fa
         runtime=dataclasses.replace(shipped.runtime, base_url="http://augment-server/v1", evaluate_base_url=url))
     generation, runtime = stage_settings(params, "evaluate")
     judge, described = make_judge(params.evaluate, generation, tiny_model_dir, cache_root=tmp_path,
-                                  curate=params.curate, runtime=runtime)
+                                  runtime=runtime)
     assert isinstance(judge, ScoreJudge) and described["resolved"]["engine"] == "openai"
     assert isinstance(judge.engine, OpenAIEngine) and judge.engine.base_url == url
     rows = [{"instruction": "What is a list?", "output_1": "An ordered sequence.", "output_2": "No idea."}]
