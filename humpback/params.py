@@ -213,7 +213,9 @@ class CurateParams(_Section):
 @dataclass(frozen=True)
 class IterationSelect(_Section):
     threshold: float | Literal["default"]  # default = curate.threshold.<curate.method>; else on that method's scale
-    cap: int  # train on the N best-scored pairs at or above the threshold (0 = all of them)
+    # The level as a rank: keep at most this share of the scored pairs, best first (1.0 = the threshold alone)
+    top_share: float
+    cap: int  # train on the N best-scored pairs at or above the level (0 = all of them)
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,15 @@ class LikelihoodParams(_Section):
 
 
 @dataclass(frozen=True)
+class ExportParams(_Section):
+    """What users take away (humpback/export/, docs/export.md): the curated dataset and standalone models."""
+
+    models: list[Literal["m0", "m1", "m2"]]  # dvc.yaml's export_model foreach runs one stage per model listed
+    dtype: Literal["base", "float32", "bfloat16", "float16"]  # the merged weights; base = the base folder's own
+    dataset_license: str  # a Hub licence id for the dataset card; auto = the web source's licence where known
+
+
+@dataclass(frozen=True)
 class LauncherParams(_Section):
     """How the train stage starts its processes (humpback/launch.py; docs/scale.md, "Many GPUs")."""
 
@@ -319,6 +330,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     curation_quality: CurationQualityParams
     likelihood: LikelihoodParams
+    export: ExportParams
     runtime: RuntimeParams
 
     def to_dict(self) -> dict[str, Any]:
