@@ -5,8 +5,9 @@ generate-and-parse scoring done the plain way (transformers `generate`, fp32, ba
     python benchmarks/curation.py --model models/base --pairs data/augmented.jsonl --n 16 --out cur.json
 
 Both run in this process on the same model and pairs; `ratio` = our pairs per second / plain pairs per second
-(target ≥ 7×). Ours runs in `generation.dtype` (`auto`: bfloat16 where this machine has fast bf16 kernels);
-the plain way loads the model as peers do, in float32. Also reports:
+(target ≥ 7×). Ours runs with the score stage's engine settings (`stage_settings(params, "curate")` for reads:
+`generation.dtype: auto` is bfloat16 where this machine's bf16 matmuls are fast); the plain way loads the model
+as peers do, in float32. Also reports:
 - the share of this machine's matmul rate (in our dtype) that scoring reaches: 2 · parameters · tokens
   actually computed per second, attention ignored; the rubric prefix every prompt shares is computed once, so
   it is counted once;
@@ -27,8 +28,8 @@ from scipy.stats import spearmanr
 
 from humpback.engines.decoding import shared_prefix_length
 from humpback.engines.tokens import encode_prompts, stop_token_ids
-from humpback.generation import make_engine
-from humpback.modeling import DTYPES, load_model, resolve_dtype
+from humpback.generation import make_engine, stage_settings
+from humpback.modeling import DTYPES, load_model
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.prompts import curation_prompt
 from humpback.records import read_jsonl, write_json
@@ -44,7 +45,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="models/base")
     ap.add_argument("--pairs", default="data/augmented.jsonl")
@@ -53,14 +54,15 @@ def main() -> None:
     ap.add_argument("--baseline-new-tokens", type=int, default=96)
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     params = load_params(args.params)
     curate = dataclasses.replace(params.curate, method="logprob", max_pair_chars=args.pair_chars)
-    dtype = resolve_dtype(params.generation.dtype)
-    engine = make_engine(args.model, params.generation)
+    generation, runtime = stage_settings(params, "curate", reads_only=True)  # logprob and pmi only read
+    dtype = generation.dtype  # `auto` resolved for reads
+    engine = make_engine(args.model, generation, runtime)
     fp32 = engine if dtype == "float32" else make_engine(
-        args.model, dataclasses.replace(params.generation, dtype="float32"))
+        args.model, dataclasses.replace(generation, dtype="float32"), runtime)
     # The plain way gets the model as peers load it: stock transformers modules, none of the engine's CPU kernels.
     tok, model = engine.tokenizer, load_model(args.model, "float32")[0]
     pairs = read_jsonl(args.pairs)[: args.n]

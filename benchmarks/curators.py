@@ -6,8 +6,10 @@
 
 Each curator is NAME=REF: a model folder (models/base, an adapter folder such as models/m0) or any model
 reference `base.model` accepts (converted once into .humpback/models/NAME, reused on later runs). Each one
-rates data/dev.jsonl with every method of `curation_quality.methods` (or --methods) through the curation_quality
-stage's code (`humpback.curation_quality.evaluate_curator`), so the figures are those `dvc repro` reports.
+rates data/dev.jsonl with every method of `curation_quality.methods` (or --methods) through the code of the
+score_dev and curation_quality stages (`humpback.curation.score_dev_set`, then
+`humpback.curation_quality.dev_set_metrics`, on the engine `stage_settings(params, "curate")` names), so the
+figures are those `dvc repro` reports.
 Curators named in --tagged (default m0 m1 m2: the models this project trained) are prompted with the system
 prompt of their training. Prints the table; writes the metrics as JSON and a PNG beside it.
 """
@@ -23,34 +25,34 @@ from pathlib import Path
 
 import torch
 
-from humpback.curation_quality import evaluate_curator, markdown_table, plot_curation_quality
-from humpback.generation import make_engine
-from humpback.modeling import resolve_dtype
+from humpback.curation import methods_to_run, score_dev_set
+from humpback.curation_methods import BASELINE, writes_text
+from humpback.curation_quality import dev_set_metrics, markdown_table, plot_curation_quality
+from humpback.generation import make_engine, stage_settings
+from humpback.model_folders import prepare_model
+from humpback.modeling import model_card
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
-from humpback.scoring import BASELINE
+from humpback.workdirs import HUMPBACK_DIR
 
 log = logging.getLogger("curators")
-CONVERTED = Path(".humpback/models")
+CONVERTED = HUMPBACK_DIR / "models"  # converted references, reused by later runs (rater_text.py reads base)
 
 
 def resolve(name: str, ref: str, dtype: str) -> Path:
     """A model folder for `ref`: the folder itself, or the reference converted once (prepare_base's code)."""
     if Path(ref).is_dir():
         return Path(ref)
-    from humpback.modeling import model_card
-    from stages.prepare_base import prepare_base
-
     out = CONVERTED / name
     card = out / "README.md"
     if not (card.is_file() and card.read_text(encoding="utf-8") == model_card(ref) and (out / "config.json").is_file()):
         start = time.perf_counter()
-        prepare_base(ref, dtype, out)
+        prepare_model(ref, dtype, out)
         log.info("%s: converted %s in %.0f s", name, ref, time.perf_counter() - start)
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--curator", action="append", required=True, metavar="NAME=REF",
                     help="a curator to measure (repeat): a model folder or a model reference")
@@ -62,28 +64,29 @@ def main() -> None:
                     help="compute dtype (default generation.dtype); also the dtype a reference is converted to")
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     ap.add_argument("--out", required=True, help="metrics JSON; the PNG is written beside it")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     params = load_params(args.params)
     if args.dtype:
         params = dataclasses.replace(params, generation=dataclasses.replace(params.generation, dtype=args.dtype))
-    methods = None
-    if args.methods:
-        methods = list(dict.fromkeys([BASELINE, *args.methods]))
+    methods = list(dict.fromkeys([BASELINE, *args.methods])) if args.methods else methods_to_run(params)
+    # score_dev's engine: curate.engine (or generation's), `auto` resolved for reads unless a method writes text
+    generation, runtime = stage_settings(params, "curate", reads_only=not writes_text(methods))
     rows = read_jsonl(args.dev)
     by_curator, timing = {}, {}
     for spec in args.curator:
         name, _, ref = spec.partition("=")
         if not ref:
             ap.error(f"--curator {spec!r}: expected NAME=REF")
-        folder = resolve(name, ref, params.generation.dtype)
+        folder = resolve(name, ref, generation.dtype)
         start = time.perf_counter()
-        engine = make_engine(folder, params.generation)
+        engine = make_engine(folder, generation, runtime)
         load_s = time.perf_counter() - start
         tagging = params.train.tagging and name in args.tagged
         log.info("%s (%s): %d dev pairs, tagging %s", name, folder, len(rows), tagging)
-        _, metrics = evaluate_curator(engine, rows, params, tagging=tagging, methods=methods, log=log)
+        metrics = dev_set_metrics(score_dev_set(engine, rows, params, tagging=tagging, methods=methods, log=log),
+                                  params)
         by_curator[name] = {"model": name, "reference": ref, "tagged": tagging, **metrics}
         timing[name] = {"load_s": round(load_s, 2)}
         del engine
@@ -91,7 +94,7 @@ def main() -> None:
 
     result = {
         "dev": args.dev, "n": len(rows), "positives": sum(r["label"] == 1 for r in rows),
-        "threads": torch.get_num_threads(), "dtype": resolve_dtype(params.generation.dtype),
+        "threads": torch.get_num_threads(), "dtype": generation.dtype,
         "timing": timing, "curators": by_curator,
     }
     write_json(args.out, result)

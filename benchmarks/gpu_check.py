@@ -244,7 +244,8 @@ def check_throughput(model_dir: Path, params, n_prompts: int, new_tokens: int, n
     for budget in sorted({params_token_budget(params), GPU_TOKEN_BUDGET}):
         engine = engine_for(model_dir, params, dtype, budget)
         prompts = [format_example(engine.tokenizer, user=u).prompt for u in users]
-        engine.generate(prompts[:2], 4, [0, 1])  # warm-up: CUDA context, kernels picked on first use
+        warm = prompts[:2]
+        engine.generate(warm, 4, list(range(len(warm))))  # warm-up: CUDA context, kernels picked on first use
         _sync()
         start = time.perf_counter()
         texts = engine.generate(prompts, new_tokens, list(range(n_prompts)))

@@ -8,25 +8,32 @@ with the human answer to the same question, and each judge model compares the tw
 in both orders, once per `evaluate.judge_read`:
 - `pairwise`: alpaca_eval's weighted annotator read from one forward pass over both answers;
 - a curation method (`pmi`, `rubric_calibrated`, ...): each answer scored alone, the higher score wins.
-Reported per judge and read: accuracy (the share of pairs, both orders averaged, where the human answer wins:
-100 = always right, 50 = chance), per bad-answer kind, the order agreement and position-bias flag of
-`evaluate`, and seconds per judgement. `length` (the longer answer wins, no model) is the baseline to beat.
+Every judge is built as `evaluate` builds it (`make_judge`: the engine `stage_settings(params, "evaluate")`
+names, a method read with the judge's own settings, the judge's seed); a warm-up pair loads its engine before
+the clock starts. Reported per judge and read: accuracy (the share of pairs, both orders averaged, where the
+human answer wins: 100 = always right, 50 = chance), per bad-answer kind, the order agreement and position-bias
+flag of `evaluate`, and seconds per judgement. `length` (the longer answer wins, no model) is the baseline to beat.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
 from pathlib import Path
 
+from humpback.curation_methods import writes_text
 from humpback.devset import NEGATIVE_KINDS
-from humpback.evaluation import evaluate_models
-from humpback.generation import make_engine
-from humpback.judges import LocalJudge, ScoreJudge, alpaca_eval_config, build_annotator
+from humpback.evaluation import JUDGE_SEED, evaluate_models
+from humpback.generation import stage_settings
+from humpback.judges import make_judge
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.records import read_jsonl, write_json
+
+# Judged once before the clock starts (it loads the judge's engine); in no dev set, so never cached for it.
+WARM_UP = {"id": "warm-up", "instruction": "Say hello.", "output": "Hi there!", "generator": "warm-up"}
 
 
 def judge_pairs(dev: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
@@ -41,23 +48,21 @@ def judge_pairs(dev: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
     return pairs
 
 
-def run_judge(model_dir: str, engine, read: str, pairs, params, max_chars: int) -> dict:
-    """One judge model read one way over every kind of pair, with a fresh cache (every pair really judged)."""
-    config = alpaca_eval_config()
-    candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
-    per_kind, judgements, start = {}, 0, time.perf_counter()
+def run_judge(judge_dir: str, read: str, pairs, params, generation, runtime, max_chars: int) -> dict:
+    """One judge model read one way over every kind of pair, with a fresh cache (every pair really judged).
+    The judge is `evaluate`'s (`humpback.judges.make_judge`); one warm-up pair, outside the timed part, loads its
+    engine, so the seconds are those of judging."""
+    settings = dataclasses.replace(params.evaluate, judge_read=read, judge_model="base")  # base = judge_dir
+    per_kind, judgements = {}, 0
     with tempfile.TemporaryDirectory() as cache:
-        if read != "pairwise":  # one judge for all kinds: a human answer met again is not scored again
-            judge = ScoreJudge(model_dir, params.generation, params.curate, read, params.train.tagging,
-                               Path(cache) / "scores.json", params.seeds.generation, engine=engine)
+        annotator, _ = make_judge(settings, generation, judge_dir, Path(cache), seed=JUDGE_SEED, runtime=runtime)
+        evaluate_models(annotator, {"human": [dict(WARM_UP, output="Hello.")]}, [WARM_UP], max_chars)
+        start = time.perf_counter()
         for kind, (human, bad) in pairs.items():
-            annotator = judge if read != "pairwise" else build_annotator(
-                config, f"bench_{kind}", Path(cache) / kind,
-                fn_completions=LocalJudge(Path(model_dir), params.generation, candidates, engine=engine))
             models, rows = evaluate_models(annotator, {"human": human}, bad, max_chars)
             per_kind[kind] = models["human"]
             judgements += len(rows)
-    seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
     rates = [m["win_rate"] for m in per_kind.values() if m["win_rate"] is not None]
     agreements = [m["order_agreement"] for m in per_kind.values() if m["order_agreement"] is not None]
     return {
@@ -71,7 +76,7 @@ def run_judge(model_dir: str, engine, read: str, pairs, params, max_chars: int) 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge", action="append", required=True, metavar="NAME=MODEL_DIR")
     ap.add_argument("--reads", nargs="+", default=["pairwise", "pmi", "rubric_calibrated", "yes_no"],
@@ -80,21 +85,26 @@ def main() -> None:
     ap.add_argument("--per-kind", type=int, default=0, help="bad answers per kind (0 = all in the dev set)")
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     ap.add_argument("--out", required=True)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     params = load_params(args.params)
     pairs = judge_pairs(read_jsonl(args.dev))
     if args.per_kind:
         pairs = {k: (h[: args.per_kind], b[: args.per_kind]) for k, (h, b) in pairs.items()}
     max_chars = params.evaluate.max_chars
+    # evaluate's engine settings; `auto` resolved for reads unless a read writes text (as evaluate resolves it)
+    generation, runtime = stage_settings(params, "evaluate", reads_only=not writes_text(args.reads))
     result = {"pairs_per_kind": {k: len(b) for k, (_, b) in pairs.items()}, "max_chars": max_chars,
-              "baseline_longer_wins": run_judge("", None, "length", pairs, params, max_chars), "judges": {}}
+              "dtype": generation.dtype,
+              "baseline_longer_wins": run_judge("", "length", pairs, params, generation, runtime, max_chars),
+              "judges": {}}
     for spec in args.judge:
         name, _, model_dir = spec.partition("=")
-        engine = make_engine(model_dir, params.generation)  # loaded once, outside the timed part
+        if not model_dir:
+            ap.error(f"--judge {spec!r}: expected NAME=MODEL_DIR")
         for read in args.reads:
-            result["judges"][f"{name} {read}"] = run_judge(model_dir, engine, read, pairs, params, max_chars)
-        del engine
+            result["judges"][f"{name} {read}"] = run_judge(model_dir, read, pairs, params, generation, runtime,
+                                                           max_chars)
 
     kinds = list(pairs)
     print(f"{'judge':<30}{'accuracy':>9}" + "".join(f"{k:>12}" for k in kinds) + f"{'agree':>7}{'s/judg':>8}")

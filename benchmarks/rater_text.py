@@ -55,10 +55,11 @@ def inject(answer: str, passage: str, where: str) -> str:
 
 
 def injected(args: argparse.Namespace) -> dict:
-    from humpback.generation import make_engine
+    from humpback.curation_methods import writes_text
+    from humpback.generation import make_engine, stage_settings
     from humpback.scoring import score_pairs
 
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(args.params)
     seeds = [json.loads(line) for line in (ROOT / "tests/fixtures/tiny_profile/seed.jsonl").open()][: args.pairs]
     keep = SegmentFilter(params.data.web)
     # Every variant of seed pair i has the id str(i): `generate` samples them with the same seeds, and a
@@ -77,7 +78,8 @@ def injected(args: argparse.Namespace) -> dict:
                           "cleaned_equals_reference": cleaned.text == seed["output"], "variants": variants})
     pairs = list(unique.values())
     start = time.perf_counter()
-    engine = make_engine(args.curator, params.generation, params.runtime)
+    # the score stage's engine: curate.engine (or generation's), `auto` resolved for reads unless one writes text
+    engine = make_engine(args.curator, *stage_settings(params, "curate", reads_only=not writes_text(args.methods)))
     scores: dict[str, dict[tuple[str, str], float | None]] = {}
     for method in args.methods:
         runs = args.seeds if method == "generate" else 1
@@ -116,7 +118,7 @@ def false_positives(args: argparse.Namespace) -> dict:
     from humpback.sources import WEB_SOURCES, reader
     from humpback.sources.documents import Document
 
-    web = dataclasses.replace(load_params(ROOT / "params.yaml").data.web, on_bad_record="skip")
+    web = dataclasses.replace(load_params(args.params).data.web, on_bad_record="skip")
     read = reader(WEB_SOURCES, web.source, "web")
     keep = SegmentFilter(web)
     total = passing = touched_all = touched_passing = 0
@@ -151,19 +153,22 @@ def false_positives(args: argparse.Namespace) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=str(ROOT / "params.yaml"),
+                        help="params file (injected: the engine and curate settings; false-positives: data.web)")
     sub = ap.add_subparsers(dest="what", required=True)
-    inj = sub.add_parser("injected")
+    inj = sub.add_parser("injected", parents=[common])
     inj.add_argument("--curator", default=".humpback/models/base", help="a model folder (default: the base "
                      "model converted by benchmarks/curators.py or prepare_base)")
     inj.add_argument("--pairs", type=int, default=2, help="seed answers to inject into")
     inj.add_argument("--seeds", type=int, default=2, help="base seeds for the sampled `generate` read")
     inj.add_argument("--methods", nargs="+", default=list(METHODS))
     inj.add_argument("--out")
-    fp = sub.add_parser("false-positives")
+    fp = sub.add_parser("false-positives", parents=[common])
     fp.add_argument("--out")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     result = injected(args) if args.what == "injected" else false_positives(args)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)

@@ -192,7 +192,7 @@ def pooled(runs: list[dict]) -> dict:
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="models/base")
     parser.add_argument("--seed", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side, print JSON
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.side:
         print(json.dumps(run_side(args.side, args)))
         return
