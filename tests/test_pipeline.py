@@ -31,6 +31,7 @@ ALL_STAGES = {
     "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate", "prepare_other",
     "likelihood@base", "likelihood@m0", "likelihood@m1", "likelihood@m2",
     *(f"score_dev@{c}" for c in CURATORS), *(f"curation_quality@{c}" for c in CURATORS), "report",
+    "export_dataset", "export_model@m2",
 }
 # Params keys a stage declares but may not read under the tiny profile, each for a reason the DAG cannot
 # express (dvc.yaml has no conditional dependencies). Everything else declared must be read, and everything
@@ -271,7 +272,8 @@ def test_an_iteration_2_cap_reruns_only_what_follows_it(repo):
         ran = _ran(_dvc("repro", cwd=repo))
     finally:
         path.write_text(original)
-    assert ran == {"select@2", "train@m2", "respond@m2", "likelihood@m2", "evaluate", "report"}
+    assert ran == {"select@2", "train@m2", "respond@m2", "likelihood@m2", "evaluate", "report", "export_dataset",
+                   "export_model@m2"}
     _dvc("repro", cwd=repo)  # back to the recorded state for the tests after this one
 
 
@@ -325,7 +327,7 @@ def test_push_then_pull_in_fresh_clone_restores_outputs(repo, tmp_path):
     status = _dvc("status", cwd=clone)
     assert "up to date" in status.lower(), status
     for out in ["models/base", "models/m2", "data/augmented.jsonl", "data/curated/2/selected.jsonl",
-                "data/responses/m2.json", "data/annotations.json"]:
+                "data/responses/m2.json", "data/annotations.json", "data/export/dataset", "models/export/m2"]:
         assert (clone / out).exists(), out
 
 
