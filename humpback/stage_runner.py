@@ -53,7 +53,8 @@ def run(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentParser
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # A time on every line: a stage runs for minutes here and for hours at the paper's scale.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reads = track_reads() if os.environ.get(READS_ENV) else None
     try:

@@ -207,7 +207,7 @@ def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
 
     real = scoring.score_pairs
 
-    def score_pairs(engine, pairs, params, tagging, seed, method=None):
+    def score_pairs(engine, pairs, params, tagging, seed, method=None, desc=""):
         if method == "length":
             return real(engine, pairs, params, tagging, seed, method=method)
         engine = getattr(engine, "_engine", engine)  # the real engine behind curation_quality's ReadOnce
