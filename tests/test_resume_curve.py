@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from transformers import TrainerCallback
 
 from humpback import train_role as train_role_module
-from humpback.train_role import train_role
+from humpback.train_role import ROLES, train_role
 from tests.test_training import SEED_PAIRS, make_params, stage_paths, write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Killed(Exception):
@@ -34,7 +37,9 @@ class KillAfterLog(TrainerCallback):
 
 
 def curve(live: Path, name: str) -> list[tuple[int, float]]:
-    rows = (live / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+    """(step, value) rows of a DVCLive folder's curve `name`, or of the .tsv file `live` itself."""
+    path = live if live.suffix == ".tsv" else live / "plots" / "metrics" / f"{name}.tsv"
+    rows = path.read_text().splitlines()
     assert rows[0].split("\t")[:2] == ["step", name]
     return [(int(step), float(value)) for step, value in (row.split("\t")[:2] for row in rows[1:])]
 
@@ -68,3 +73,17 @@ def test_kill_and_rerun_gives_one_curve_with_steps_1_to_n(tiny_model_dir, tmp_pa
     assert loss[-1][1] == pytest.approx(summary["final_loss"], abs=1e-4)
     for name in ("learning_rate", "grad_norm"):  # every per-step curve, the one dvc.yaml plots included
         assert [step for step, _ in curve(live, name)] == [1, 2, 3, 4, 5, 6]
+    plotted = [(path, column) for path, column in live_plots() if path.startswith(f"{live}/")]
+    assert plotted and all(curve(Path(path), column) for path, column in plotted)  # dvc.yaml reads what we write
+
+
+def live_plots() -> list[tuple[str, str]]:
+    """(file, column) of every DVCLive curve dvc.yaml's `plots:` draws."""
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
+    return [(path, column) for plot in plots if isinstance(plot, dict) for spec in plot.values()
+            for path, column in spec.get("y", {}).items() if "/live_" in path]
+
+
+def test_dvc_yaml_plots_every_models_gradient_norm():
+    grad_norm = {path for path, column in live_plots() if column == "grad_norm"}
+    assert grad_norm == {f"metrics/train/live_{role}/plots/metrics/grad_norm.tsv" for role in ROLES}
