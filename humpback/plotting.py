@@ -20,3 +20,16 @@ def save_figure(fig, out: str | Path, dpi: int = 100) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """Lay out `fig`, return it as PNG bytes (for a page that carries its figures inline), and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -104,9 +104,10 @@ def answers(compared: dict, moved: dict | None = None) -> list[str]:
 
 def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path,
                  curation_plot: str | Path, curation_data: str | Path, likelihood_files: list[str] = (),
-                 resamples: int = 10000) -> None:
+                 resamples: int = 10000, html_out: str | Path | None = None, html_inputs: dict | None = None) -> None:
     """metrics/report.md, the headline metrics and the all-curators figure and CSV, from the stages' metrics
-    and the likelihood stages' per-question values."""
+    and the likelihood stages' per-question values; with `html_out`, the same report to look at
+    (humpback/report_html.py; `html_inputs`: its files, the keyword arguments of `report_html.write_html`)."""
     from humpback.curation_quality import plot_curation_quality, table_rows
 
     root = Path(metrics_dir)
@@ -123,9 +124,13 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     for pair, judged in judged_source.items():
         if pair in {f"{a}_vs_{b}" for a, b in COMPARED}:
             compared.setdefault(pair, {})["judged"] = judged
+    text = render(evaluate, curation, data=data, training=training, compared=compared)
     with atomic_path(out) as tmp:
-        tmp.write_text(render(evaluate, curation, data=data, training=training, compared=compared),
-                       encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
+    if html_out is not None:
+        from humpback.report_html import write_html
+
+        write_html(html_out, text, compared, **(html_inputs or {}))
     curators = {m["model"]: m for m in curation if m.get("methods")}
     plot_curation_quality(curators, curation_plot, title="curation quality: every curator × method")
     write_csv(curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
