@@ -23,8 +23,12 @@ def _load(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-# The comparisons the report leads with and the headline carries: the paper's central question first.
+# The comparisons the report leads with (all in metrics/comparisons.json): the paper's central question first.
 COMPARED = (("m2", "m0"), ("m1", "m0"), ("m2", "m1"))
+# The headline's share of them: the final model against each predecessor, as difference and interval (n and
+# M1 − M0 stay in comparisons.json and the report), so `dvc exp show` stays within 40 columns.
+HEADLINE_COMPARED = ("m2_vs_m0", "m2_vs_m1")
+HEADLINE_FIELDS = ("difference", "ci_low", "ci_high")
 # The paired intervals are an instrument: they never move with the run's seeds.
 COMPARISON_SEED = 0
 
@@ -40,12 +44,14 @@ def comparisons(likelihood: dict[str, dict], resamples: int) -> dict:
 def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict],
              likelihood: dict[str, dict], compared: dict) -> dict:
     """The few numbers worth a column in `dvc exp show` (≤ 40, scalar leaves): each model's likelihood
-    instruments, the paired comparisons, win rates, selection sizes, the curators' ROC-AUC."""
+    instruments, M2's paired comparisons (difference and interval), win rates, selection sizes, the curators'
+    ROC-AUC."""
     models = (evaluate or {}).get("models", {})
     return {
         "likelihood": {name: {inst: round(r["mean"], 5) for inst, r in result["instruments"].items()}
                        for name, result in likelihood.items()},
-        "comparisons": compared,
+        "comparisons": {pair: {inst: {k: c[k] for k in HEADLINE_FIELDS} for inst, c in compared[pair].items()}
+                        for pair in HEADLINE_COMPARED if pair in compared},
         "win_rate": {name: m.get("win_rate") for name, m in models.items()},
         "selected": {**{f"iteration_{name[-1]}": m.get("selected") for name, m in data.items()
                         if name.startswith("select@")},
@@ -102,10 +108,11 @@ def answers(compared: dict, moved: dict | None = None) -> list[str]:
                      "difference of +0.01 means the answers are about 1% likelier per token."), ""]
 
 
-def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path,
+def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path, comparisons_out: str | Path,
                  curation_plot: str | Path, curation_data: str | Path, likelihood_files: list[str] = (),
                  resamples: int = 10000, html_out: str | Path | None = None, html_inputs: dict | None = None) -> None:
-    """metrics/report.md, the headline metrics and the all-curators figure and CSV, from the stages' metrics
+    """metrics/report.md, the headline metrics, every paired comparison (`comparisons_out`: {"<a>_vs_<b>":
+    {instrument: {difference, ci_low, ci_high, n}}}) and the all-curators figure and CSV, from the stages' metrics
     and the likelihood stages' per-question values; with `html_out`, the same report to look at
     (humpback/report_html.py; `html_inputs`: its files, the keyword arguments of `report_html.write_html`)."""
     from humpback.curation_quality import plot_curation_quality, table_rows
@@ -136,6 +143,7 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     write_csv(curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
               [(r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"],
                 r["roc_auc"]) for r in table_rows(curators)])
+    write_json(comparisons_out, compared)
     write_json(headline_out, headline(evaluate, curation, data, likelihood, compared))
 
 

@@ -12,6 +12,8 @@ def arguments(parser) -> None:
     parser.add_argument("--metrics-dir", required=True, help="the metrics folder the stages wrote (metrics)")
     parser.add_argument("--out", required=True, help="the report (metrics/report.md)")
     parser.add_argument("--headline", required=True, help="the run's headline figures (metrics/headline.json)")
+    parser.add_argument("--comparisons", required=True,
+                        help="every paired comparison with its interval and n (metrics/comparisons.json)")
     parser.add_argument("--curation-plot", required=True, help="every curator × method's ROC-AUC (PNG)")
     parser.add_argument("--curation-data", required=True, help="every curator × method's figures (CSV, dvc plots)")
     parser.add_argument("--likelihood", nargs="*", default=[], help="the likelihood stages' outputs, per model")
@@ -24,7 +26,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    write_report(args.metrics_dir, args.out, args.headline, args.curation_plot, args.curation_data,
+    write_report(args.metrics_dir, args.out, args.headline, args.comparisons, args.curation_plot, args.curation_data,
                  args.likelihood, params.likelihood.bootstrap, html_out=args.html,
                  html_inputs={"histogram_files": args.histograms, "scored_files": args.scored,
                               "selected_files": args.selected, "response_files": args.responses})

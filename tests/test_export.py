@@ -67,21 +67,19 @@ def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
     return out
 
 
-def _headline() -> dict:
-    return {"comparisons": {"m2_vs_m0": {"loglik_other": {"difference": 0.0089, "ci_low": 0.0051, "ci_high": 0.0129,
-                                                          "n": 87},
-                                         "judged": {"difference": 3.1, "ci_low": -6.0, "ci_high": 12.0, "n": 20}},
-                            "m1_vs_m0": {"loglik_other": {"difference": 0.002, "ci_low": -0.001, "ci_high": 0.005,
-                                                          "n": 87}}}}
+def _comparisons() -> dict:
+    return {"m2_vs_m0": {"loglik_other": {"difference": 0.0089, "ci_low": 0.0051, "ci_high": 0.0129, "n": 87},
+                         "judged": {"difference": 3.1, "ci_low": -6.0, "ci_high": 12.0, "n": 20}},
+            "m1_vs_m0": {"loglik_other": {"difference": 0.002, "ci_low": -0.001, "ci_high": 0.005, "n": 87}}}
 
 
 def _export_model(tmp_path: Path, adapter: Path, base: Path, params: str | None = None) -> Path:
     from stages.export_model import main
 
-    write_json(tmp_path / "headline.json", _headline())
+    write_json(tmp_path / "comparisons.json", _comparisons())
     out = tmp_path / "export" / "m2"
-    args = ["--name", "m2", "--model", str(adapter), "--base", str(base), "--headline", str(tmp_path / "headline.json"),
-            "--out", str(out)]
+    args = ["--name", "m2", "--model", str(adapter), "--base", str(base), "--comparisons",
+            str(tmp_path / "comparisons.json"), "--out", str(out)]
     assert main(args + (["--params", params] if params else [])) == 0
     return out
 

@@ -22,23 +22,29 @@ def _report(tmp_path, overlap: dict) -> tuple[str, dict]:
              _likelihood(tmp_path, "m1", [-1.9, -2.4, -2.9, -1.4]),
              _likelihood(tmp_path, "m2", [-1.8, -2.3, -2.8, -1.3])]
     assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
-                 "--headline", str(tmp_path / "headline.json"), "--curation-data", str(tmp_path / "cq.csv"),
+                 "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
+                 "--curation-data", str(tmp_path / "cq.csv"),
                  "--curation-plot", str(tmp_path / "cq.png"), "--likelihood", *files]) == 0
-    return (tmp_path / "report.md").read_text(), read_json(tmp_path / "headline.json")
+    return (tmp_path / "report.md").read_text(), read_json(tmp_path / "headline.json"), read_json(
+        tmp_path / "comparisons.json")
 
 
 def test_report_says_when_iteration_2_selected_the_same_pairs(tmp_path):
-    text, headline = _report(tmp_path, {"shared": 4, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
+    text, headline, _ = _report(tmp_path, {"shared": 4, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
                                         "identical": True})
     assert "**Iteration 2 changed nothing**" in text and "exactly iteration 1's 4 pairs" in text
     assert headline["selected"] == {"iteration_1": 4, "iteration_2": 4, "shared": 4}
 
 
 def test_report_leads_with_m2_against_m1_and_the_selections_overlap(tmp_path):
-    text, headline = _report(tmp_path, {"shared": 3, "only_this": 1, "only_previous": 1, "jaccard": 0.6,
+    text, headline, compared = _report(tmp_path, {"shared": 3, "only_this": 1, "only_previous": 1, "jaccard": 0.6,
                                         "identical": False})
     assert "changed nothing" not in text
     assert "3 pairs kept by both curators, 1 new from M1's rating, 1 of M0's dropped (Jaccard 0.60)" in text
     assert "Does M2 beat M1 on other-source human answers (a source the pipeline never reads)? **yes**" in text
-    m2_m1 = headline["comparisons"]["m2_vs_m1"]["loglik_other"]
+    m2_m1 = compared["m2_vs_m1"]["loglik_other"]
     assert abs(m2_m1["difference"] - 0.1) < 1e-9 and m2_m1["ci_low"] > 0 and m2_m1["n"] == 4
+    # the headline carries M2's comparisons as difference and interval; M1 − M0 and n stay in comparisons.json
+    assert headline["comparisons"]["m2_vs_m1"]["loglik_other"] == {k: m2_m1[k] for k in ("difference", "ci_low",
+                                                                                        "ci_high")}
+    assert set(headline["comparisons"]) == {"m2_vs_m0", "m2_vs_m1"} and "m1_vs_m0" in compared

@@ -100,7 +100,8 @@ def synthetic_run(root: Path) -> list[str]:
     likelihood = [_likelihood(root / "likelihood" / f"{m}.json", m, s, rng)
                   for m, s in (("m0", 0.0), ("m1", 0.004), ("m2", 0.0089))]
     args = ["--metrics-dir", str(metrics), "--out", str(root / "report.md"), "--headline", str(root / "headline.json"),
-            "--curation-plot", str(root / "cq.png"), "--curation-data", str(root / "cq.csv"),
+            "--comparisons", str(root / "comparisons.json"), "--curation-plot", str(root / "cq.png"),
+            "--curation-data", str(root / "cq.csv"),
             "--likelihood", *likelihood, "--html", str(root / "report.html")]
     scored_files, selected_files, histograms = [], [], []
     for iteration in (1, 2):

@@ -61,7 +61,7 @@ def merged_model(model_dir: str | Path, base_dir: str | Path, dtype: torch.dtype
     return model.to(dtype).eval()
 
 
-def export_model(model_dir: str | Path, base_dir: str | Path, headline: dict[str, Any], info: ModelInfo,
+def export_model(model_dir: str | Path, base_dir: str | Path, comparisons: dict[str, Any], info: ModelInfo,
                  dtype: str, out: str | Path) -> Path:
     """Write the merged model folder with its card to `out`, atomically."""
     torch_dtype = export_dtype(dtype, base_dir)
@@ -71,14 +71,14 @@ def export_model(model_dir: str | Path, base_dir: str | Path, headline: dict[str
     with atomic_folder(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        model_card(info, training, headline, str(torch_dtype).removeprefix("torch."),
+        model_card(info, training, comparisons, str(torch_dtype).removeprefix("torch."),
                    merged=is_adapter(model_dir)).save(tmp / "README.md")
     return Path(out)
 
 
-def _comparisons(headline: dict[str, Any], name: str) -> list[str]:
+def _comparisons(comparisons: dict[str, Any], name: str) -> list[str]:
     rows = []
-    for pair, by_instrument in (headline.get("comparisons") or {}).items():
+    for pair, by_instrument in comparisons.items():
         a, b = pair.split("_vs_")
         if name not in (a, b):
             continue
@@ -89,7 +89,7 @@ def _comparisons(headline: dict[str, Any], name: str) -> list[str]:
     return rows
 
 
-def model_card(info: ModelInfo, training: dict[str, Any], headline: dict[str, Any], dtype: str,
+def model_card(info: ModelInfo, training: dict[str, Any], comparisons: dict[str, Any], dtype: str,
                merged: bool) -> ModelCard:
     """The README: Hub metadata (base model, licence) and how the model was made and measured."""
     license_ = base_license(info.base)
@@ -120,7 +120,7 @@ def model_card(info: ModelInfo, training: dict[str, Any], headline: dict[str, An
                      f"{training.get('examples_augmented')} curated web pairs), {training.get('steps')} steps, "
                      f"{training.get('epochs')} passes, final loss {training.get('final_loss', 0):.3f}.")
     lines.append("")
-    rows = _comparisons(headline, info.name)
+    rows = _comparisons(comparisons, info.name)
     if rows:
         lines += ["## Measured (this run)", "",
                   ("Paired differences over the same questions, bootstrap 95% intervals (nats/token for the "
