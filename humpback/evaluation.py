@@ -35,6 +35,17 @@ LENGTH_CONTROLLED_REASON = (
 )
 
 
+# alpaca_eval's leaderboard columns, named and ordered as in its leaderboard CSVs (`mode` left out).
+LEADERBOARD_COLUMNS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
+                       "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
+# What alpaca_eval's length-controlled win rate is defined on: AlpacaEval 2's reference (the baseline its GLM's
+# gamed rows in df_gamed.csv were judged against) and its 805 prompts in its own order (the GLM's per-instruction
+# difficulty is looked up by position).
+LC_REFERENCE = "gpt4_1106_preview"
+ALPACA_EVAL_PROMPTS = 805
+HUB_ID = "tatsu-lab/alpaca_eval"
+
+
 # `evaluate.reference: data` judges against the reference outputs the eval source carried into data/eval.jsonl
 # (`data.eval.reference`: AlpacaEval's text-davinci-003 or gpt4_turbo outputs, the paper's reference).
 DATA_REFERENCE = "data"
@@ -212,13 +223,135 @@ def head_to_head(annotator, outputs: dict[str, Sequence[dict]], max_chars: int,
 
 
 def judge_indomain(annotator, answers: dict[str, Sequence[dict]], human: Sequence[dict],
-                   max_chars: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                   max_chars: int, versus: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """In-domain questions never trained on: each model against the human answers (the reference, as AlpacaEval
-    judges against text-davinci-003) and the models head to head; (metrics, annotations)."""
+    judges against text-davinci-003) and, with `versus`, the models head to head; (metrics, annotations)."""
     reference = [{"instruction": r["instruction"], "output": r["output"], "generator": "human"} for r in human]
     models, annotations = evaluate_models(annotator, answers, reference, max_chars)
-    return ({"reference": "human answers (held-out seed pairs)", "models": models,
-             "head_to_head": head_to_head(annotator, answers, max_chars, seed=JUDGE_SEED)}, annotations)
+    pairs = head_to_head(annotator, answers, max_chars, seed=JUDGE_SEED) if versus else {}
+    return {"reference": "human answers (held-out seed pairs)", "models": models, "head_to_head": pairs}, annotations
+
+
+def protocol_switches(instructions: Sequence[str], config: dict[str, Any], seed: int = JUDGE_SEED) -> list[bool]:
+    """Which instructions alpaca_eval's annotator would show with the model's output first: its own
+    `RandomSwitchTwoColumnsProcessor`, set up as `SinglePairwiseAnnotator` sets it up from the annotator's config
+    (`is_randomize_output_order`, default on; `random_seed_column`, default the instruction) and the
+    annotator's seed (alpaca_eval's default 0 = JUDGE_SEED), on rows in alpaca_eval's orientation (output_1 =
+    the reference, as `annotate_head2head` puts it)."""
+    import pandas as pd
+    from alpaca_eval.processors import RandomSwitchTwoColumnsProcessor
+
+    if not instructions or not config.get("is_randomize_output_order", True):
+        return [False] * len(instructions)
+    switch = "is_switched_outputs"  # the column name SinglePairwiseAnnotator gives it (its seed string starts so)
+    processor = RandomSwitchTwoColumnsProcessor(
+        two_columns_to_switch=["output_1", "output_2"], random_seed_columns=config.get("random_seed_column",
+                                                                                        ["instruction"]),
+        _switch_column=switch, seed=seed)
+    df = pd.DataFrame({"instruction": list(instructions), "output_1": "", "output_2": ""})
+    return [bool(v) for v in processor.preprocess(df)[switch]]
+
+
+def leaderboard(annotations: Sequence[dict], outputs: dict[str, Sequence[dict]], reference: Sequence[dict],
+                prompts: Sequence[dict], config: dict[str, Any] | None, annotator: str,
+                max_chars: int) -> dict[str, Any]:
+    """alpaca_eval's leaderboard row per model, on its protocol: one judgement per instruction, in the output
+    order the annotator's seeded randomisation picks (`protocol_switches`). That judgement is one of the two this
+    stage already made (same prompt, same judge), so the row costs no judging: it is read from `annotations`
+    (evaluate_models' rows, both orders). `config` is alpaca_eval's config of the annotator in use (None for a
+    method read, which has no annotator and no position to randomise). Columns and figures come from
+    alpaca_eval's own `get_winrate` (and `get_length_controlled_winrate` where it is defined)."""
+    from alpaca_eval.metrics import get_winrate
+
+    by_model: dict[str, dict[str, dict[str, dict]]] = {}
+    for row in annotations:
+        by_model.setdefault(row["model"], {}).setdefault(row["pair"], {})[row["order"]] = row
+    ref_generator = str(reference[0].get("generator", "reference")) if reference else "reference"
+    rows = {}
+    for name, outs in outputs.items():
+        judged = by_model.get(name, {})
+        keys = [str(o.get("id", i)) for i, o in enumerate(outs)]  # pair_rows' keys, in the outputs' order
+        pairs = {k: judged[k] for k in keys if k in judged}
+        instructions = [next(iter(p.values()))["instruction"] for p in pairs.values()]
+        switched = protocol_switches(instructions, config or {"is_randomize_output_order": False})
+        chosen = [p.get("model_first" if s else "reference_first") for p, s in zip(pairs.values(), switched)]
+        # the model's side in alpaca_eval's orientation (output_2 = the model): 2 = the model wins; NaN = unparsed
+        preferences = [math.nan if r is None or r["model_preference"] is None else r["model_preference"]
+                       for r in chosen]
+        row: dict[str, Any] = dict.fromkeys(LEADERBOARD_COLUMNS)
+        if preferences:
+            row.update(get_winrate([{"preference": p} for p in preferences]))
+        lengths = [len(str(o["output"])) for o in outs]
+        row["avg_length"] = int(sum(lengths) / len(lengths)) if lengths else None  # alpaca_eval's int of the mean
+        cut = _cut_outputs(name, outs, reference, max_chars)
+        reason = _length_controlled_reason(annotator, config, ref_generator, prompts, list(pairs), cut)
+        if reason is None:
+            row.update(_length_controlled(name, list(pairs), outs, reference, preferences, annotator, ref_generator))
+        rows[name] = _plain({**{k: row[k] for k in LEADERBOARD_COLUMNS}, "outputs_cut": cut,
+                             "length_controlled_reason": reason})
+    protocol = (f"alpaca_eval's: one judgement per instruction, in the order annotator {annotator}'s randomisation "
+                f"(seed {JUDGE_SEED}) shows it" if config else
+                "one judgement per instruction (a method read has no position to randomise)")
+    return {"protocol": protocol + "; read from the both-orders judgements, no extra judging",
+            "annotator": annotator if config else None, "reference": ref_generator, "models": rows}
+
+
+def leaderboard_csv_rows(board: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows) of metrics/leaderboard.csv: alpaca_eval's leaderboard.csv layout (the model as an unnamed
+    first column), so its rows can be read beside alpaca_eval's own (`pd.read_csv(..., index_col=0)`)."""
+    rows = [[name, *("" if m[c] is None else m[c] for c in LEADERBOARD_COLUMNS)]
+            for name, m in board["models"].items()]
+    return ["", *LEADERBOARD_COLUMNS], rows
+
+
+def _cut_outputs(model: str, outputs: Sequence[dict], reference: Sequence[dict], max_chars: int) -> int:
+    """Judged pairs with an answer longer than `max_chars` (cut before judging: not alpaca_eval's protocol)."""
+    by_instruction = {r["instruction"]: r for r in reference}
+    return sum(1 for o in outputs if o["instruction"] in by_instruction
+               and max(len(str(o["output"])), len(str(by_instruction[o["instruction"]]["output"]))) > max_chars)
+
+
+def _length_controlled_reason(annotator: str, config: dict | None, ref_generator: str, prompts: Sequence[dict],
+                              pairs: Sequence[str], cut: int) -> str | None:
+    """Why alpaca_eval's length-controlled win rate is not defined for this row, or None where it is."""
+    from alpaca_eval import constants
+
+    if config is None or annotator != constants.ANNOTATOR_CONFIG_AE2:
+        judge = f"annotator {annotator}" if config else "a method read (no annotator)"
+        return (f"defined for AlpacaEval 2's annotator {constants.ANNOTATOR_CONFIG_AE2} only (its GLM's gamed "
+                f"rows were judged by it); this judge is {judge}")
+    if ref_generator != LC_REFERENCE:
+        return f"defined against AlpacaEval 2's reference {LC_REFERENCE}; the reference here is {ref_generator}"
+    order = [f"alpaca-eval/{i}" for i in range(ALPACA_EVAL_PROMPTS)]
+    if [str(p.get("id")) for p in prompts] != order or list(pairs) != order:
+        return (f"defined on all {ALPACA_EVAL_PROMPTS} AlpacaEval prompts in alpaca_eval's order (its GLM looks "
+                f"each instruction's difficulty up by position); here {len(pairs)} prompts were judged")
+    if cut:
+        return f"{cut} pairs had an answer cut to evaluate.max_chars before judging (alpaca_eval judges whole answers)"
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(HUB_ID, "df_gamed.csv", cache_dir=constants.DEFAULT_CACHE_DIR,
+                                             repo_type="dataset"), str):
+        return (f"its GLM needs df_gamed.csv of the {HUB_ID} dataset in the Hugging Face hub cache (not there: "
+                f"`huggingface-cli download --repo-type dataset {HUB_ID} df_gamed.csv` fetches it)")
+    return None
+
+
+def _length_controlled(model: str, pairs: Sequence[str], outputs: Sequence[dict], reference: Sequence[dict],
+                       preferences: Sequence[float], annotator: str, ref_generator: str) -> dict[str, float]:
+    """alpaca_eval's `get_length_controlled_winrate` on the protocol's judgements, in alpaca_eval's annotation
+    layout (row i = AlpacaEval prompt i; output_1 = the reference, whole); its GLM weights are not saved."""
+    import pandas as pd
+    from alpaca_eval.metrics import get_length_controlled_winrate
+
+    by_instruction = {r["instruction"]: r for r in reference}
+    by_id = {str(o.get("id")): o for o in outputs}
+    df = pd.DataFrame([{"instruction": by_id[p]["instruction"],
+                        "output_1": str(by_instruction[by_id[p]["instruction"]]["output"]),
+                        "output_2": str(by_id[p]["output"]), "generator_1": ref_generator, "generator_2": model,
+                        "annotator": annotator, "preference": pref} for p, pref in zip(pairs, preferences)])
+    lc = get_length_controlled_winrate(df, save_weights_dir=None, is_add_glm_preference_inplace=False)
+    return {"length_controlled_winrate": lc["length_controlled_winrate"], "lc_standard_error": lc["lc_standard_error"]}
 
 
 def plot_win_rates(models: dict[str, dict[str, Any]], reference: str, path: str | Path) -> None:
@@ -276,14 +409,15 @@ def _plain(obj: Any) -> Any:
 def annotator_description(settings) -> str:
     if settings.judge_read != "pairwise":
         return f"each answer scored alone by curate method {settings.judge_read}, the higher wins; both orders"
-    return "alpaca_eval weighted_alpaca_eval_gpt4_turbo, both orders"
+    return f"alpaca_eval {settings.annotator}, both orders"
 
 
 def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict],
-                       head_to_head: dict | None = None, indomain: dict | None = None) -> dict:
+                       head_to_head: dict | None = None, indomain: dict | None = None,
+                       board: dict | None = None) -> dict:
     """metrics/evaluate.json: the reference, the judge, each model's win rate with its uncertainty, the models
-    judged against each other (win rate − 50 with a bootstrap 95% interval over prompts), and the same on the
-    in-domain questions against their human answers."""
+    judged against each other (win rate − 50 with a bootstrap 95% interval over prompts), the same on the
+    in-domain questions against their human answers, and alpaca_eval's leaderboard row per model (`leaderboard`)."""
     lengths = [len(str(r["output"])) for r in reference]
     return {
         "reference": settings.reference,
@@ -293,4 +427,5 @@ def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict
         "models": models,
         "head_to_head": head_to_head or {},
         "indomain": indomain or {},
+        **({"leaderboard": board} if board is not None else {}),
     }

@@ -3,10 +3,13 @@
 The judge runs on `evaluate.engine` (`default` = generation.engine; `generation.stage_settings`), with its
 model name `evaluate.api_model` and its server `runtime.evaluate_base_url` (or runtime.base_url).
 
-The API judges and the local pairwise judge use AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo` annotator:
-its prompt (alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt asks for one token, "m" = output_1 or "M" =
-output_2) and its `logprob_parser`, which turns P(m) / (P(m) + P(M)) into a preference in [1, 2]. Only where
-the completions come from changes:
+The API judges and the local pairwise judge use the alpaca_eval annotator config named by `evaluate.annotator`:
+by default AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo`, whose prompt
+(alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt asks for one token, "m" = output_1 or "M" = output_2) and
+`logprob_parser` turn P(m) / (P(m) + P(M)) into a preference in [1, 2]; the paper's AlpacaEval 1 annotator
+`alpaca_eval_gpt4` asks for a ranking in text instead (`ranking_parser`), which only an API judge can run: a
+local engine reads next-token log-probabilities, so it is refused an annotator without a logprob parser. Only
+where the completions come from changes:
 
 - an in-process engine (transformers, vllm) with `evaluate.judge_read: pairwise`: `LocalJudge`, an alpaca_eval
   `fn_completions` callable. It renders alpaca_eval's ChatML prompt with the judge model's own chat template
@@ -29,7 +32,8 @@ rating one answer at a time separates good answers from bad ones. It is called l
 Output order is never randomised here (`is_randomize_output_order: false`): evaluation.py judges every pair in
 both orders explicitly, which measures position bias instead of hiding it in noise.
 
-Annotations are cached by alpaca_eval itself (`caching_path`), one file per judge identity under
+Annotations are cached by alpaca_eval itself (`caching_path`), one file per judge identity (the annotator's
+name included) under
 `.humpback/cache/judge/<judge id>/` of the repository's main workspace (`workdirs.judge_cache`: queued
 experiments share it), keyed by (instruction, output_1, output_2): a rerun re-judges nothing.
 """
@@ -66,13 +70,27 @@ class JudgeError(ValueError):
 # ------------------------------------------------------------------------------------------ annotator config
 
 
-def alpaca_eval_config(**overrides: Any) -> dict[str, Any]:
-    """alpaca_eval's weighted GPT-4-turbo annotator config, with fixed output order and an absolute template."""
+def annotator_config(name: str = ALPACA_EVAL_CONFIG) -> dict[str, Any]:
+    """alpaca_eval's own config for annotator `name` (a folder of its evaluators_configs), unchanged: the
+    leaderboard protocol (evaluation.protocol_switches) reads its output-order randomisation from here."""
     from alpaca_eval import constants
 
     folder = Path(constants.EVALUATORS_CONFIG_DIR)
-    config = dict(yaml.safe_load((folder / ALPACA_EVAL_CONFIG / "configs.yaml").read_text())[ALPACA_EVAL_CONFIG])
-    config["prompt_template"] = str(folder / config["prompt_template"])
+    file = folder / name / "configs.yaml"
+    if not name or "/" in name or not file.is_file():
+        known = sorted(p.parent.name for p in folder.glob("*/configs.yaml"))
+        raise JudgeError(f"evaluate.annotator: '{name}' is not an alpaca_eval annotator config (known: "
+                         f"{', '.join(known)})")
+    configs = yaml.safe_load(file.read_text())
+    return dict(configs[name] if name in configs else next(iter(configs.values())))
+
+
+def alpaca_eval_config(name: str = ALPACA_EVAL_CONFIG, **overrides: Any) -> dict[str, Any]:
+    """alpaca_eval's annotator config `name`, with fixed output order and an absolute template path."""
+    from alpaca_eval import constants
+
+    config = annotator_config(name)
+    config["prompt_template"] = str(Path(constants.EVALUATORS_CONFIG_DIR) / config["prompt_template"])
     config["is_randomize_output_order"] = False
     config.update(overrides)
     return config
@@ -128,15 +146,25 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
     annotations. Nothing here reads a condition under test (curate.*, train.*): the judge is the same whatever
     the models were trained and curated with."""
     cache_root = judge_cache() if cache_root is None else cache_root
-    if params.judge_read != "pairwise":
+    if params.judge_read != "pairwise":  # no annotator: each answer scored alone
         return _score_judge(params, generation, judge_base, cache_root, seed, runtime)
-    template_hash = hash_file(alpaca_eval_config()["prompt_template"])[:8]
-    if resolve_engine(generation.engine) != "openai":
-        return _local_judge(params, generation, judge_base, cache_root, seed, template_hash, runtime)
+    config = alpaca_eval_config(params.annotator)
+    # the annotator's name and its template's content both decide the judgements
+    annotator_id = params.annotator + "|" + hash_file(config["prompt_template"])[:8]
+    engine = resolve_engine(generation.engine)
+    if engine != "openai":
+        return _local_judge(params, generation, judge_base, cache_root, seed, annotator_id, runtime)
+    if config.get("fn_completions") != "openai_completions":
+        raise JudgeError(f"evaluate.annotator: {params.annotator} completes through "
+                         f"{config.get('fn_completions')!r}; the openai engine runs annotators that complete "
+                         "through 'openai_completions'")
     base_url = runtime.base_url if runtime is not None else ""
     if not base_url:
-        return _openai_judge(generation.api_model, cache_root, seed, template_hash)
-    return _openai_compatible_judge(generation.api_model, base_url, cache_root, seed, template_hash)
+        annotator, judge = _openai_judge(config, generation.api_model, cache_root, seed, annotator_id)
+    else:
+        annotator, judge = _openai_compatible_judge(config, generation.api_model, base_url, cache_root, seed,
+                                                    annotator_id)
+    return annotator, {**judge, "annotator": params.annotator}
 
 
 def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path, str]:
@@ -151,18 +179,24 @@ def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path
 
 
 def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, template_hash: str, runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
-    judge_dir, weights = _judge_weights(params, judge_base)
-    config = alpaca_eval_config()
-    candidates = list(dict.fromkeys(config["completion_parser_kwargs"]["denominator_tokens"]))
-    dtype = resolve_dtype(generation.dtype)
+                 seed: int, annotator_id: str, runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
+    config = alpaca_eval_config(params.annotator)
     engine = resolve_engine(generation.engine)
-    identity = f"local|{weights}|{engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{template_hash}"
+    tokens = (config.get("completion_parser_kwargs") or {}).get("denominator_tokens")
+    if config.get("fn_completion_parser") != "logprob_parser" or not tokens:
+        raise JudgeError(
+            f"evaluate.annotator: {params.annotator} parses generated text ({config.get('fn_completion_parser')}), "
+            f"which a local judge (evaluate.engine {engine}) cannot run: it reads next-token log-probabilities. "
+            f"Use an annotator with a logprob_parser ({ALPACA_EVAL_CONFIG}), or evaluate.engine openai")
+    judge_dir, weights = _judge_weights(params, judge_base)
+    candidates = list(dict.fromkeys(tokens))
+    dtype = resolve_dtype(generation.dtype)
+    identity = f"local|{weights}|{engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{annotator_id}"
     judge_id = "local-" + hash_text(identity)[:16]
     fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
-    return annotator, {"kind": "local", "read": "pairwise", "model": str(judge_dir), "id": judge_id,
-                       "resolved": {"engine": engine, "dtype": dtype}}
+    return annotator, {"kind": "local", "read": "pairwise", "annotator": params.annotator, "model": str(judge_dir),
+                       "id": judge_id, "resolved": {"engine": engine, "dtype": dtype}}
 
 
 def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
@@ -181,28 +215,28 @@ def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
                    "resolved": {"engine": engine, "dtype": dtype}}
 
 
-def _openai_judge(api_model: str, cache_root: Path, seed: int, template_hash: str):
+def _openai_judge(config: dict[str, Any], api_model: str, cache_root: Path, seed: int, annotator_id: str):
     """OpenAI's own API (no server URL set): `api_model`, or "" = the annotator config's GPT-4 model."""
     if not os.environ.get("OPENAI_API_KEY"):
         raise JudgeError("evaluate.engine=openai with no server URL (runtime.evaluate_base_url and runtime.base_url "
                          "empty) judges through OpenAI's API and needs the OPENAI_API_KEY environment variable")
-    config = alpaca_eval_config()
     if api_model:
         config["completions_kwargs"] = {**config["completions_kwargs"], "model_name": api_model}
     model = config["completions_kwargs"]["model_name"]
-    judge_id = "openai-" + hash_text(f"{model}|{template_hash}")[:16]
+    judge_id = "openai-" + hash_text(f"{model}|{annotator_id}")[:16]
     annotator = build_annotator(config, "humpback_openai", cache_root / judge_id, seed=seed)
     return annotator, {"kind": "openai", "model": model, "id": judge_id}
 
 
-def _openai_compatible_judge(api_model: str, base_url: str, cache_root: Path, seed: int, template_hash: str):
+def _openai_compatible_judge(config: dict[str, Any], api_model: str, base_url: str, cache_root: Path, seed: int,
+                             annotator_id: str):
     """Any server speaking the OpenAI chat API with logprobs (vLLM, `transformers serve`, ...)."""
     if not api_model:
         raise JudgeError(f"evaluate.engine=openai at {base_url} needs evaluate.api_model = the served model's name "
                          "(or generation.api_model while evaluate.api_model is default)")
     # the server's URL is not part of the judge's identity: the same served model behind another address
     # judges the same way (and moving a server must not throw the cache away)
-    judge_id = "oaic-" + hash_text(f"{api_model}|{template_hash}")[:16]
+    judge_id = "oaic-" + hash_text(f"{api_model}|{annotator_id}")[:16]
     folder = cache_root / judge_id
     folder.mkdir(parents=True, exist_ok=True)
     client_config = folder / "client_config.yaml"
@@ -212,7 +246,6 @@ def _openai_compatible_judge(api_model: str, base_url: str, cache_root: Path, se
     if not os.environ.get("OPENAI_API_KEY"):
         client["api_key"] = "EMPTY"
     client_config.write_text(yaml.safe_dump({"default": [client]}))
-    config = alpaca_eval_config()
     config["completions_kwargs"] = {
         **config["completions_kwargs"],
         "model_name": api_model,

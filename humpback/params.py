@@ -259,6 +259,12 @@ class EvaluateParams(_Section):
     # annotator (OpenAI's API where no server URL is set, else that server); else the judges above, run on it
     engine: StageEngine = DEFAULT
     api_model: str = DEFAULT  # openai engine: the judge's model name; default = generation.api_model
+    # judge_read pairwise: the alpaca_eval annotator config (its prompt and parser; humpback/judges.py), e.g.
+    # AlpacaEval 2's weighted_alpaca_eval_gpt4_turbo or AlpacaEval 1's alpaca_eval_gpt4 (API judges only)
+    annotator: str = "weighted_alpaca_eval_gpt4_turbo"
+    # the models judged against each other (m2 vs m0, ...) besides against the reference: off halves an API
+    # judge's calls (docs/judges.md) and leaves the report's judged head-to-head comparisons empty
+    head_to_head: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Stage evaluate: each model against the reference, judged by alpaca_eval's annotator in both output orders.
 
 Writes the win rate (with standard error), n, mean output length, the judge's order agreement and position bias,
-and unparsed counts per model (metrics), every annotation (both orders), and a bar chart (PNG, and CSV for
-`dvc plots`).
+and unparsed counts per model (metrics), every annotation (both orders), a bar chart (PNG, and CSV for
+`dvc plots`), and alpaca_eval's leaderboard row per model (one judgement per instruction in the annotator's
+randomised order, read from the both-orders judgements) in the metrics and as CSV.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from humpback.evaluation import (
     evaluation_metrics,
     head_to_head,
     judge_indomain,
+    leaderboard,
+    leaderboard_csv_rows,
     load_outputs,
     load_reference,
     plot_win_rates,
     to_json_rows,
 )
 from humpback.generation import stage_settings
-from humpback.judges import make_judge
+from humpback.judges import annotator_config, make_judge
 from humpback.records import iter_jsonl, write_csv, write_json
 from humpback.stage_runner import stage
 
@@ -42,6 +45,7 @@ def arguments(parser) -> None:
     parser.add_argument("--metrics", required=True, help="metrics/evaluate.json")
     parser.add_argument("--plot", required=True, help="win-rate bar chart (PNG)")
     parser.add_argument("--plot-data", required=True, help="win rates as CSV (model, win_rate, standard_error)")
+    parser.add_argument("--leaderboard", help="alpaca_eval's leaderboard row per model as CSV (its column names)")
 
 
 def run(args, params) -> None:
@@ -55,15 +59,20 @@ def run(args, params) -> None:
     annotator, judge = make_judge(settings, generation, args.judge_base, seed=JUDGE_SEED, runtime=runtime)
     start = time.perf_counter()
     models, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
-    versus = head_to_head(annotator, outputs, settings.max_chars)  # the models against each other
+    config = annotator_config(settings.annotator) if settings.judge_read == "pairwise" else None
+    board = leaderboard(annotations, outputs, reference, prompts, config, settings.annotator, settings.max_chars)
+    # the models against each other (evaluate.head_to_head: an API judge's other half of the calls)
+    versus = head_to_head(annotator, outputs, settings.max_chars) if settings.head_to_head else {}
     indomain = None
     if args.indomain:  # the held-out seed questions, judged against their human answers, and head to head
         human = [r for _, r in iter_jsonl(args.indomain, required=("id", "instruction", "output"))]
         answers = {name: load_outputs(f"{args.indomain_responses}/{name}.json") for name in args.models}
-        indomain, more = judge_indomain(annotator, answers, human, settings.max_chars)
+        indomain, more = judge_indomain(annotator, answers, human, settings.max_chars, settings.head_to_head)
         annotations += more
     write_json(args.annotations, to_json_rows(annotations))
-    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus, indomain))
+    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus, indomain, board))
+    if args.leaderboard:
+        write_csv(args.leaderboard, *leaderboard_csv_rows(board))
     plot_win_rates(models, settings.reference, args.plot)
     write_csv(args.plot_data, ["model", "win_rate", "standard_error"],
               [(name, m["win_rate"], m["standard_error"]) for name, m in models.items()])

@@ -53,6 +53,9 @@ def test_the_paper_profile_is_the_papers_setup(params_file):
     assert (p.data.seed.source, p.data.seed.language) == ("oasst1", "en")
     assert (p.data.web.source, p.data.eval.source, p.data.eval.reference) == ("warc", "alpaca-eval",
                                                                                 "text_davinci_003")
+    # AlpacaEval 1's annotator through OpenAI's API, the leaderboard the paper's 83.71 is in (docs/judges.md)
+    assert (p.evaluate.engine, p.evaluate.judge_read, p.evaluate.annotator) == ("openai", "pairwise",
+                                                                                "alpaca_eval_gpt4")
 
 
 def test_a_profile_cannot_invent_keys(params_file, tmp_path, monkeypatch):

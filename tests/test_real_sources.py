@@ -220,6 +220,19 @@ def test_alpaca_eval_local_json_with_and_without_reference():
         prepare_eval(replace(EVAL, reference="gpt4_turbo"))
 
 
+def test_alpaca_eval_2_reference_rows_carry_alpaca_evals_generator_name():
+    """AlpacaEval 2's reference file names its rows gpt4_1106_preview (not gpt4_turbo): the name its leaderboard
+    and length-controlled weights use, which the reference carries on to the judged rows."""
+    ae2 = replace(EVAL, path=str(REAL / "alpaca_eval_gpt4_baseline.json"), reference="gpt4_turbo")
+    prompts, counts = prepare_eval(ae2)
+    assert counts.read == len(prompts) == 6
+    assert {p["reference_generator"] for p in prompts} == {"gpt4_1106_preview"}
+    assert prompts[2]["reference"] == "GPT-4 Turbo's answer 2."
+    with pytest.raises(RecordError, match=r"reference generator is 'gpt4_1106_preview', but data.eval.reference "
+                                          r"asks for 'text_davinci_003'"):
+        prepare_eval(replace(ae2, reference="text_davinci_003"))
+
+
 def test_alpaca_eval_bad_file(tmp_path):
     path = tmp_path / "ae.json"
     path.write_text('[{"instruction": "Hi"}, {"prompt": "no instruction"}]')

@@ -5,7 +5,9 @@ script, which recent `datasets` no longer runs); otherwise a local JSON file in 
 of {"instruction", "output", "generator", "dataset"}, as `alpaca_eval.json` and the `model_outputs` files
 are. `data.eval.reference` picks the reference outputs carried along with each prompt:
 `text_davinci_003` (AlpacaEval 1, `alpaca_eval.json`) or `gpt4_turbo` (AlpacaEval 2,
-`alpaca_eval_gpt4_baseline.json`); a local file's `generator` must then match. `category` is the
+`alpaca_eval_gpt4_baseline.json`, whose rows alpaca_eval names `gpt4_1106_preview`: its AE2 leaderboard's
+baseline row and length-controlled weights file `baseline_gpt4_1106_preview.csv`); a local file's `generator`
+must then match that name, which the prompts carry on as `reference_generator`. `category` is the
 prompt's source dataset (helpful_base, koala, oasst, selfinstruct, vicuna), so a `limit` takes prompts
 from each in turn. Ids are `alpaca-eval/<index in the file>`.
 """
@@ -23,8 +25,8 @@ from humpback.sources.counts import Counts, SourceError
 HUB_ID = "tatsu-lab/alpaca_eval"
 HUB_FILES = {"none": "alpaca_eval.json", "text_davinci_003": "alpaca_eval.json",
              "gpt4_turbo": "alpaca_eval_gpt4_baseline.json"}
-# Generator names as alpaca_eval writes them in those files.
-GENERATORS = {"text_davinci_003": "text_davinci_003", "gpt4_turbo": "gpt4_turbo"}
+# Generator names as alpaca_eval writes them in those files (and in its leaderboards).
+GENERATORS = {"text_davinci_003": "text_davinci_003", "gpt4_turbo": "gpt4_1106_preview"}
 
 
 def read_eval(params: EvalDataParams, counts: Counts) -> list[dict[str, Any]]:
