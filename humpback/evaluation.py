@@ -7,6 +7,10 @@ wins by position show whether the judge reads the answers or just a position.
 
 Preferences follow alpaca_eval: 1 = output_1 preferred, 2 = output_2 preferred, 1.5 = tie (floats in
 between from the logprob parser). Here they are also turned to the model's side: 2 = the model wins.
+
+Beside the both-orders figures, `leaderboard` gives alpaca_eval's own leaderboard row per model: its protocol
+judges each instruction once, in the order its annotator's seeded randomisation picks, which is one of the two
+orders judged here, so the row is read from the same judgements at no extra cost (docs/judges.md).
 """
 
 from __future__ import annotations

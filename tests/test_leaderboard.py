@@ -111,9 +111,18 @@ def test_paper_profile_judges_through_the_api_with_alpaca_eval_gpt4(tmp_path, mo
             "--plot-data", "wr.csv", "--leaderboard", "metrics/leaderboard.csv", "--params", str(params)]
     try:
         assert main(args) == 0
+        metrics = read_json(tmp_path / "metrics/evaluate.json")
+        calls = len(server.requests)
+        # evaluate.head_to_head false: only the judgements against the reference, all in the judge's cache now
+        params.write_text(params.read_text().replace("head_to_head: true", "head_to_head: false"))
+        elsewhere = {"metrics/evaluate.json": "alone.json", "metrics/leaderboard.csv": "alone.csv"}
+        again = [elsewhere.get(a, a) for a in args]
+        assert main(again) == 0
+        alone = read_json(tmp_path / "alone.json")
     finally:
         server.close()
-    metrics = read_json(tmp_path / "metrics/evaluate.json")
+    assert len(server.requests) == calls and alone["head_to_head"] == {} and metrics["head_to_head"]
+    assert alone["models"] == metrics["models"] and alone["leaderboard"] == metrics["leaderboard"]
     assert metrics["judge"]["kind"] == "openai" and metrics["judge"]["model"] == "gpt-4"
     assert metrics["judge"]["annotator"] == "alpaca_eval alpaca_eval_gpt4, both orders"
     first = server.requests[0]
