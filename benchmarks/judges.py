@@ -109,11 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     kinds = list(pairs)
     print(f"{'judge':<30}{'accuracy':>9}" + "".join(f"{k:>12}" for k in kinds) + f"{'agree':>7}{'s/judg':>8}")
     rows = [("longer answer wins", result["baseline_longer_wins"])] + list(result["judges"].items())
+    def shown(value: float | None) -> float:  # a judge with no parsed verdict has no figure: nan, not a crash
+        return float("nan") if value is None else value
+
     for name, r in rows:
-        cells = "".join(f"{r['accuracy_by_kind'][k] if r['accuracy_by_kind'][k] is not None else float('nan'):>12.1f}"
-                        for k in kinds)
-        agree = r["order_agreement"] if r["order_agreement"] is not None else float("nan")
-        print(f"{name:<30}{r['accuracy']:>9.1f}{cells}{agree:>7.2f}{r['seconds_per_judgement']:>8.2f}")
+        cells = "".join(f"{shown(r['accuracy_by_kind'].get(k)):>12.1f}" for k in kinds)
+        print(f"{name:<30}{shown(r['accuracy']):>9.1f}{cells}{shown(r['order_agreement']):>7.2f}"
+              f"{shown(r['seconds_per_judgement']):>8.2f}")
     write_json(args.out, result)
     print(json.dumps({n: {"accuracy": j["accuracy"], "seconds_per_judgement": j["seconds_per_judgement"]}
                       for n, j in result["judges"].items()}))

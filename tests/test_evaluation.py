@@ -295,8 +295,9 @@ def test_report_renders_every_table(tmp_path):
              likelihood("m1", [-2.0, -2.5, -3.0, -1.5], [-1.9, -2.1]),
              likelihood("m2", [-1.95, -2.45, -2.95, -1.45], [-2.0, -2.0])]
     assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
-                 "--headline", str(tmp_path / "headline.json"), "--curation-data", str(tmp_path / "cq.csv"),
-                 "--curation-plot", str(tmp_path / "cq.png"), "--likelihood", *files]) == 0
+                 "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
+                 "--curation-data", str(tmp_path / "cq.csv"), "--curation-plot", str(tmp_path / "cq.png"),
+                 "--likelihood", *files]) == 0
     text = (tmp_path / "report.md").read_text()
     assert text.index("## The answers") < text.index("## Data")
     assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text
@@ -310,10 +311,13 @@ def test_report_renders_every_table(tmp_path):
     headline = read_json(tmp_path / "headline.json")
     assert headline["win_rate"] == {"m1": 55.0}
     assert headline["curator_roc_auc"] == {"m0": 0.7}
-    m2 = headline["comparisons"]["m2_vs_m0"]["loglik_other"]
+    compared = read_json(tmp_path / "comparisons.json")
+    m2 = compared["m2_vs_m0"]["loglik_other"]
     assert m2["difference"] == pytest.approx(0.05) and m2["ci_low"] == pytest.approx(0.05) and m2["n"] == 4
+    assert headline["comparisons"]["m2_vs_m0"]["loglik_other"] == {k: m2[k] for k in ("difference", "ci_low",
+                                                                                     "ci_high")}
     assert headline["likelihood"]["m1"] == {"loglik_other": -2.25, "loglik_seed": -2.0}
-    assert headline["comparisons"]["m2_vs_m0"]["judged"]["n"] == 16
+    assert compared["m2_vs_m0"]["judged"]["n"] == 16 and "n" not in headline["comparisons"]["m2_vs_m0"]["judged"]
     assert (tmp_path / "cq.csv").read_text().splitlines() == [
         "curator,method,curator_method,precision,recall,roc_auc", "m0,pmi,m0/pmi,0.5,,0.7"]
 
