@@ -351,8 +351,8 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
         write_json(folder / f"{name}.json", {"model": name, **metrics})
     write_json(folder / "curator.json", {"model": "curator", "skipped": "curate.model is self"})
     assert main(["--metrics-dir", str(tmp_path / "metrics"), "--out", str(tmp_path / "report.md"),
-                 "--headline", str(tmp_path / "headline.json"), "--curation-plot", str(tmp_path / "cq.png"),
-                 "--curation-data", str(tmp_path / "cq.csv")]) == 0
+                 "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
+                 "--curation-plot", str(tmp_path / "cq.png"), "--curation-data", str(tmp_path / "cq.csv")]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
     assert set(read_json(tmp_path / "headline.json")["curator_roc_auc"]) == {"base", "m0"}  # skipped: no column
