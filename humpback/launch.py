@@ -68,7 +68,10 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def wait_for_everyone() -> None:
-    """A barrier across the training processes (nothing in a single process)."""
+def close_process_group() -> None:
+    """Wait for every training process, then take the process group down before the interpreter exits: left to
+    exit handlers, DeepSpeed's CPU run (gloo and its shared-memory communicator) at times aborted a finished
+    process ("terminate called without an active exception"), failing a stage whose outputs were written."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+        dist.destroy_process_group()

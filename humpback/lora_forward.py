@@ -12,6 +12,11 @@ the input's dtype without autocast, or under autocast a base layer and input alr
 (a LoRA base held in bf16): peft's adapter matmuls then run in that dtype, so ours cast the adapter's
 float32 weights to it, as autocast does (the sum is rounded once instead of after each matmul). Anything
 else runs peft's own forward.
+
+Under DeepSpeed ZeRO-3 the fused path reads the adapter's partitioned weights outside lora_A's and lora_B's own
+forward; DeepSpeed gathers a parameter read that way during a forward (its `ZeROOrderedDict` registers it as an
+external parameter of the running module), so the path holds there too: tests/test_multi_process.py trains
+LoRA under ZeRO-3 in 2 processes with every parameter partitioned and compares it with one plain process.
 """
 
 from __future__ import annotations

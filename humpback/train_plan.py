@@ -4,6 +4,7 @@ resume folder. Pure functions of params and data: no model, no Trainer.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import get_constant_schedule_with_warmup, get_polynomial_decay_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup
 
 from humpback.content_hash import hash_file, hash_json
 from humpback.params import ParamsError, TrainParams
@@ -68,26 +69,35 @@ class TrainPlan:
         return cls(steps, batch, params.micro_batch_size, batch // per_step)
 
 
+def _linear_to_final_factor(step: int, end: float, warmup_steps: int, decay_end: int) -> float:
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if step >= decay_end:
+        return end
+    return end + (1.0 - end) * (1.0 - (step - warmup_steps) / (decay_end - warmup_steps))
+
+
 def linear_to_final(
     optimizer: torch.optim.Optimizer, learning_rate: float, final_learning_rate: float, warmup_steps: int,
     total_steps: int,
 ) -> LambdaLR:
     """Linear warm-up from 0 (if any), then linear decay to `final_learning_rate` at `total_steps`.
 
-    The paper decays 1e-5 → 9e-6, not to zero, which transformers' "linear" schedule cannot do; its polynomial
-    schedule with power 1 can (`lr_end`). The factor at step `total_steps` (after the last update) is the end
-    value. `learning_rate` must be the optimizer's own (transformers reads it from the optimizer).
+    The paper decays 1e-5 → 9e-6, not to zero, which transformers' "linear" schedule cannot do. Its polynomial
+    schedule with power 1 computes the same factors, but reads the start from `optimizer.defaults`, which
+    DeepSpeed's ZeRO optimizers do not have: the factor is ours, over `learning_rate` (the optimizer's own).
+    The factor at step `total_steps` (after the last update) and past it is the end value.
     """
     if final_learning_rate > learning_rate:
         raise ParamsError(f"train.final_learning_rate {final_learning_rate} is above train.learning_rate "
                           f"{learning_rate}: the schedule decays")
-    if final_learning_rate == learning_rate:  # the polynomial schedule refuses an end equal to the start
+    if final_learning_rate == learning_rate:
         return get_constant_schedule_with_warmup(optimizer, warmup_steps)
-    # At least one decay step: transformers divides by the decay's length, which a warm-up as long as the
-    # run would make zero (the factor is then 1 at the end of the warm-up, as with any decay).
-    return get_polynomial_decay_schedule_with_warmup(
-        optimizer, warmup_steps, max(total_steps, warmup_steps + 1), lr_end=final_learning_rate, power=1.0,
-    )
+    # At least one decay step: a warm-up as long as the run would leave none (the factor is then 1 at the end
+    # of the warm-up, as with any decay).
+    factor = functools.partial(_linear_to_final_factor, end=final_learning_rate / learning_rate,
+                               warmup_steps=warmup_steps, decay_end=max(total_steps, warmup_steps + 1))
+    return LambdaLR(optimizer, factor)
 
 
 def fingerprint(role: str, params: dict, inputs: Sequence[str | Path], base_dir: str | Path) -> str:

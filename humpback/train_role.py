@@ -19,7 +19,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from humpback.launch import is_main_process, wait_for_everyone
+from humpback.launch import close_process_group, is_main_process
 from humpback.params import DEFAULT, Params, SeedParams
 from humpback.records import iter_jsonl, write_json
 from humpback.sft_data import backward_examples, build_dataset, forward_examples
@@ -126,6 +126,7 @@ def train_role(
         "base": base,
         "method": tp.method,
         "precision": result.precision,
+        "engine": result.engine,  # what actually trained (a config asking for FSDP on CPUs trains with DDP)
         "inputs": {"seed": seed, "augmented": augmented},
         "data": report.to_dict(),
         "plan": dataclasses.asdict(plan),
@@ -138,7 +139,7 @@ def train_role(
         save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
         write_json(metrics, summary)
         shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
-    wait_for_everyone()
+    close_process_group()
     return summary
 
 

@@ -50,6 +50,13 @@ from humpback.modeling import DTYPES, atomic_folder, resolve_dtype
 from humpback.params import TrainParams
 from humpback.records import write_json
 from humpback.sft_data import IGNORE_INDEX, PadCollator, SFTDataset
+from humpback.train_engine import (
+    check_deepspeed_config,
+    deepspeed_launch,
+    engine_of,
+    full_state_dict,
+    launch_environment,
+)
 from humpback.train_loss import can_defer, deferred_head, head_cross_entropy, labelled_cross_entropy, logits_mask
 from humpback.train_plan import TrainPlan, linear_to_final
 
@@ -302,6 +309,9 @@ class TrainResult:
     seconds: float  # this process's training time (a resumed run does not count the interrupted part)
     resumed_from_step: int
     precision: str  # "bf16" (autocast, where bf16 is fast here) or "fp32"
+    # The engine that trained, read from the trainer's objects (train_engine.engine_of): kind (single, ddp,
+    # fsdp, deepspeed), processes, backend, ZeRO stage / FSDP version, whether the parameters were sharded.
+    engine: dict[str, Any]
     # Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of the weights: the full state dict, gathered
     # by every process together (a collective), for the process that saves. None when the model is whole.
     full_state_dict: dict[str, torch.Tensor] | None = None
@@ -326,9 +336,15 @@ def training_arguments(params: TrainParams, plan: TrainPlan, seed: int, scratch:
     """The Trainer's arguments. Building them starts the process group of a multi-process launch (torchrun,
     accelerate launch) and reads accelerate's FSDP / DeepSpeed settings, so build them *before* loading the
     model: DeepSpeed ZeRO-3's `zero3_init_flag` and FSDP's `cpu_ram_efficient_loading` act inside
-    `from_pretrained`, and only when the process group exists by then."""
+    `from_pretrained`, and only when the process group exists by then. Under `accelerate launch` the launch's
+    mixed precision is switched off first (`train_engine.launch_environment`: precision is train.dtype's)."""
+    launch_environment()
+    # Without a GPU the Trainer sets up data parallelism (gloo) only when told the run is on the CPU; but with
+    # `use_cpu` accelerate drops DeepSpeed, which brings its own CPU accelerator instead. That one needs the
+    # backend named: accelerate finds none for a CPU device and would count each process as a run of its own.
+    cpu_deepspeed = deepspeed_launch() and not torch.cuda.is_available()
     multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    return TrainingArguments(
+    args = TrainingArguments(
         output_dir=str(scratch),
         max_steps=plan.steps,
         per_device_train_batch_size=plan.micro_batch_size,
@@ -346,9 +362,12 @@ def training_arguments(params: TrainParams, plan: TrainPlan, seed: int, scratch:
         remove_unused_columns=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning is a no-op with a warning on CPU
-        # Without a GPU the Trainer sets up data parallelism (gloo) only when told the run is on the CPU.
-        use_cpu=multi_process_cpu,
+        use_cpu=multi_process_cpu and not cpu_deepspeed,
+        ddp_backend="gloo" if cpu_deepspeed else None,
     )
+    if args.deepspeed_plugin is not None:
+        check_deepspeed_config(args.deepspeed_plugin.deepspeed_config)
+    return args
 
 
 def train(
@@ -393,10 +412,8 @@ def train(
     seconds = time.perf_counter() - start
 
     counter = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TokenCounter))
-    full_state_dict = None
-    if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
-        # Every rank must take part in the gather; only rank 0 writes (stages/train.py).
-        full_state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    engine = engine_of(trainer)
+    log.info("trained with %s", engine)
     return TrainResult(
         model=trainer.accelerator.unwrap_model(trainer.model),
         steps=trainer.state.global_step,
@@ -409,7 +426,9 @@ def train(
         seconds=seconds,
         resumed_from_step=int(Path(last).name.rsplit("-", 1)[-1]) if last else 0,
         precision="bf16" if use_bf16 else "fp32",
-        full_state_dict=full_state_dict,
+        engine=engine,
+        # Every rank must take part in the gather; only rank 0 writes (stages/train.py).
+        full_state_dict=full_state_dict(trainer),
     )
 
 

@@ -185,6 +185,8 @@ def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_pa
     assert weights < 1e-5
     card = json.loads((two / "models/m0/card.json").read_text())
     single_card = json.loads((single / "models/m0/card.json").read_text())
+    assert card["engine"] == {"kind": "ddp", "processes": 2, "backend": "gloo"}
+    assert single_card["engine"] == {"kind": "single", "processes": 1}
     assert card["plan"]["grad_accum"] == 1 and single_card["plan"]["grad_accum"] == 2
     for key in ("tokens", "trained_tokens", "steps", "examples"):  # counted over both processes
         assert card[key] == single_card[key], key
@@ -209,6 +211,7 @@ def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_pa
 
     finish(stage_process(killed, argv, str(killed)))
     card = json.loads((killed / "models/m0/card.json").read_text())
+    assert card["engine"] == {"kind": "ddp", "processes": 2, "backend": "gloo"}  # ddp_cpu.yaml: DDP over gloo
     print(f"killed rank 1 after checkpoint {interrupted_at}; resumed from step {card['resumed_from_step']}")
     assert 2 <= card["resumed_from_step"] <= interrupted_at and card["steps"] == 12
     resumed = losses(killed)

@@ -667,6 +667,7 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     assert card["steps"] == 3 and card["final_loss"] == summary["final_loss"]  # 12 examples, batch 4, 1 pass
     assert summary["epochs"] == 1.0 and 0 <= summary["padding_fraction"] < 0.5
     assert card["params"]["train.method"] == "lora" and card["precision"] == "fp32"
+    assert card["engine"] == {"kind": "single", "processes": 1}  # what trained, read from the trainer
     assert "train.backward_max_output_tokens" not in card["params"]
     assert json.loads(Path("metrics/train/m1.json").read_text()) == summary
     # DVCLive's per-step curves, written while training ran: one row per optimizer step
@@ -716,7 +717,7 @@ def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_p
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (out / "adapter_config.json").is_file() and (out / "card.json").is_file()
     card = json.loads((out / "card.json").read_text())
-    assert card["role"] == "m0" and card["steps"] == 2
+    assert card["role"] == "m0" and card["steps"] == 2 and card["engine"] == {"kind": "single", "processes": 1}
 
 
 # ------------------------------------------------------------------------------------- a seed per model
