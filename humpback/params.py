@@ -318,6 +318,7 @@ class RuntimeParams(_Section):
     respond_base_url: str  # respond.engine=openai: its server ("" = base_url)
     evaluate_base_url: str  # evaluate.engine=openai: the judge's server ("" = base_url; both "" = OpenAI's API)
     tensor_parallel_size: int  # vllm engine
+    gpu_memory_utilization: float  # vllm engine: the share of each GPU's memory it takes (weights + KV cache)
     save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
     launcher: LauncherParams  # the train stage: one process, or torchrun / accelerate launch
 

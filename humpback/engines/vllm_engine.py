@@ -45,7 +45,8 @@ class VLLMEngine:
         lora_rank = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"] if adapter else None
         weights = adapter_base(model_dir) if adapter else str(model_dir)
         self.llm = vllm.LLM(model=weights, tokenizer=str(model_dir), dtype=resolve_dtype(params.dtype),
-                            tensor_parallel_size=runtime.tensor_parallel_size, enable_prefix_caching=True,
+                            tensor_parallel_size=runtime.tensor_parallel_size,
+                            gpu_memory_utilization=runtime.gpu_memory_utilization, enable_prefix_caching=True,
                             enable_lora=adapter, max_lora_rank=lora_rank or 16)
         self.lora = LoRARequest("adapter", 1, str(model_dir)) if adapter else None
 
