@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.scalarstring import PlainScalarString
+from ruamel.yaml.tokens import CommentToken
 
 from humpback.params import DEFAULT_PARAMS_FILE, ParamsError, parse_params
 
@@ -68,35 +70,68 @@ def leaf_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def merge(params: dict[str, Any], changes: dict[str, Any], where: str = "") -> None:
-    """Set every leaf of `changes` in `params` (in place); a key params.yaml does not have is an error."""
+def merge(params: dict[str, Any], changes: dict[str, Any], where: str = "", lines: list[str] | None = None) -> None:
+    """Set every leaf of `changes` in `params` (in place); a key params.yaml does not have is an error.
+
+    With ruamel's round-trip objects (and the file's `lines`), a switch back restores the file byte for byte: a
+    leaf already equal keeps its text (`1.0e-3` stays `1.0e-3`), a value keeps the style it was written in, and
+    an end-of-line comment that a longer value pushed right goes back to its siblings' column."""
     for key, value in changes.items():
         if key not in params:
             raise ParamsError(f"profile sets '{where}{key}', which params.yaml does not have")
         if isinstance(value, dict):
-            merge(params[key], value, f"{where}{key}.")
-        else:
+            merge(params[key], value, f"{where}{key}.", lines)
+        elif not (params[key] == value and type(params[key]) is not bool and type(value) is not bool):
+            if type(value) is str:  # ruamel would otherwise give it the replaced value's quotes
+                value = PlainScalarString(value)
             params[key] = value
+            if lines is not None:
+                _realign_comment(params, key, lines)
+
+
+def _realign_comment(mapping: Any, key: str, lines: list[str]) -> None:
+    """The dumper writes a comment that no longer fits its column one space after the value; params.yaml's own
+    comments never sit there, so such a comment goes back to the column its siblings share."""
+    items = getattr(getattr(mapping, "ca", None), "items", {})
+    tokens = {k: e[2] for k, e in items.items() if len(e) > 2 and isinstance(e[2], CommentToken)}
+    mine = tokens.get(key)
+    if mine is None or mine.start_mark is None or mine.start_mark.line >= len(lines):
+        return
+    line, col = lines[mine.start_mark.line], mine.column
+    columns = [t.column for k, t in tokens.items() if k != key]
+    if columns and col >= 2 and line[col - 1:col] == " " and line[col - 2:col - 1] != " ":
+        mine.column = max(set(columns), key=columns.count)
 
 
 def apply(name: str, params_file: str | Path = DEFAULT_PARAMS_FILE) -> list[str]:
     """Merge profile `name` into `params_file`; return the keys whose value changed."""
-    return _merge_file(overrides(name), f"profile {name}", params_file)
+    overrides(name)  # the error naming the available profiles
+    return _merge_file(_round_trip(PROFILES_DIR / f"{name}.yaml"), f"profile {name}", params_file)
 
 
 def apply_runtime(name: str, params_file: str | Path = DEFAULT_PARAMS_FILE) -> list[str]:
     """Merge runtime file `name` (configs/runtime/) into `params_file`; return the keys whose value changed."""
-    return _merge_file(runtime_overrides(name), f"runtime file {name}", params_file)
+    runtime_overrides(name)  # refuses a file that sets anything outside runtime.*
+    return _merge_file(_round_trip(RUNTIME_DIR / f"{name}.yaml"), f"runtime file {name}", params_file)
+
+
+def _round_trip(path: Path) -> dict[str, Any]:
+    """A settings file as ruamel's round-trip loader reads it: each value keeps its written form (quotes, `1.0e-3`)
+    when merged into params.yaml."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    return yaml.load(path.read_text()) or {}
 
 
 def _merge_file(changes: dict[str, Any], label: str, params_file: str | Path) -> list[str]:
     """Merge `changes` into `params_file` keeping its comments, validate, write; the keys whose value changed."""
-    yaml = YAML()  # round-trip: the file's comments and order survive
+    yaml = YAML()  # round-trip: the file's comments, order and quoting survive
+    yaml.preserve_quotes = True
     yaml.width = 4096
     path = Path(params_file)
     tree = yaml.load(path.read_text())
     before = leaf_keys(YAML(typ="safe").load(path.read_text()))
-    merge(tree, changes)
+    merge(tree, changes, lines=path.read_text().splitlines())
     from io import StringIO
 
     text = StringIO()

@@ -41,6 +41,21 @@ def test_switching_to_a_profile_and_back(params_file):
     assert load_params(params_file) == original
 
 
+@pytest.mark.parametrize("name", ["paper", "quality"])
+def test_switching_back_restores_params_yaml_byte_for_byte(params_file, name):
+    """The values (`1.0e-3`, `""`), their quotes and the comments' columns: `make profile PROFILE=default` leaves
+    no diff in git, even after a runtime file pushed a comment right with a long value."""
+    from humpback.profiles import apply_runtime
+
+    shipped = params_file.read_text()
+    apply(name, params_file)
+    apply_runtime("node-8gpu", params_file)
+    assert params_file.read_text() != shipped
+    apply("default", params_file)
+    apply_runtime("default", params_file)
+    assert params_file.read_text() == shipped
+
+
 def test_the_paper_profile_is_the_papers_setup(params_file):
     """The figures of Li et al. 2023 (arXiv 2308.06259), sections "Finetuning", "System-prompt tagging",
     "Decoding" and step 8 of the method ("A(5)" means score >= 4.5)."""
