@@ -21,7 +21,11 @@ from accelerate.utils import DeepSpeedPlugin
 from accelerate.utils.launch import prepare_deepspeed_cmd_env
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, TrainingArguments
-from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+from transformers.integrations.deepspeed import (
+    HfTrainerDeepSpeedConfig,
+    is_deepspeed_zero3_enabled,
+    unset_hf_deepspeed_config,
+)
 
 from humpback.params import parse_params
 from humpback.train_engine import check_deepspeed_config
@@ -69,6 +73,7 @@ def one_process_launch(monkeypatch):
         torch.distributed.destroy_process_group()
     deepspeed.comm.comm.cdb = None
     AcceleratorState._reset_state(reset_partial_state=True)
+    unset_hf_deepspeed_config()  # or a later from_pretrained in this process would load under ZeRO-3
 
 
 def the_fault(env: dict[str, str], model) -> None:
@@ -115,6 +120,7 @@ def test_deepspeed_config_passes_transformers_and_accelerate_validation(
     hf = HfTrainerDeepSpeedConfig(ds)  # what Trainer.propagate_args_to_deepspeed builds
     hf.trainer_config_process(args)
     hf.trainer_config_finalize(args, model, plan.steps)  # raises on any mismatch (deepspeed_init)
+    assert is_deepspeed_zero3_enabled()  # what from_pretrained reads to load under zero.Init
     assert hf.config["train_micro_batch_size_per_gpu"] == 2 and hf.config["gradient_accumulation_steps"] == 2
     plugin.set_mixed_precision(args.mixed_precision)  # what AcceleratorState does with it at Trainer.__init__
     assert not plugin.deepspeed_config["bf16"]["enabled"]
@@ -132,6 +138,11 @@ def test_lora_7b_config_is_plain_data_parallel():
     args = _validate_launch_command(args)[0]
     assert args.multi_gpu and not args.use_deepspeed and not args.use_fsdp and not args.cpu
     assert args.num_processes == 8 and args.mixed_precision == "no"
+
+
+def test_after_the_launch_test_models_load_without_zero3():
+    """The fixture's teardown leaves nothing that makes a later from_pretrained in this process use ZeRO-3."""
+    assert not is_deepspeed_zero3_enabled() and not torch.distributed.is_initialized()
 
 
 def test_a_deepspeed_config_that_casts_the_model_is_refused():
