@@ -69,12 +69,14 @@ class TrainPlan:
         return cls(steps, batch, params.micro_batch_size, batch // per_step)
 
 
-def _linear_to_final_factor(step: int, end: float, warmup_steps: int, decay_end: int) -> float:
+def _linear_to_final_factor(step: int, start: float, end: float, warmup_steps: int, decay_end: int) -> float:
+    # transformers' polynomial factor at power 1, operation for operation (the same floats as before).
     if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    if step >= decay_end:
-        return end
-    return end + (1.0 - end) * (1.0 - (step - warmup_steps) / (decay_end - warmup_steps))
+        return float(step) / float(max(1, warmup_steps))
+    if step > decay_end:
+        return end / start
+    remaining = 1 - (step - warmup_steps) / (decay_end - warmup_steps)
+    return ((start - end) * remaining + end) / start
 
 
 def linear_to_final(
@@ -95,7 +97,7 @@ def linear_to_final(
         return get_constant_schedule_with_warmup(optimizer, warmup_steps)
     # At least one decay step: a warm-up as long as the run would leave none (the factor is then 1 at the end
     # of the warm-up, as with any decay).
-    factor = functools.partial(_linear_to_final_factor, end=final_learning_rate / learning_rate,
+    factor = functools.partial(_linear_to_final_factor, start=learning_rate, end=final_learning_rate,
                                warmup_steps=warmup_steps, decay_end=max(total_steps, warmup_steps + 1))
     return LambdaLR(optimizer, factor)
 

@@ -244,6 +244,23 @@ def test_schedule_equals_the_hand_written_linear_decay(lr, final, warmup, total)
         linear_to_final(opt, 1e-4, 1e-3, warmup_steps=0, total_steps=5)
 
 
+@pytest.mark.parametrize(("lr", "final", "warmup", "total"), [
+    (1e-5, 9e-6, 0, 20), (1e-3, 1e-4, 3, 10), (1e-3, 1e-4, 8, 5), (2e-4, 2e-5, 2, 37), (1e-2, 1e-3, 0, 12),
+])
+def test_schedule_is_transformers_polynomial_one_bit_for_bit(lr, final, warmup, total):
+    """Our factor (DeepSpeed's optimizer has no `defaults` for transformers' schedule to read) gives the very
+    rates transformers' polynomial schedule gave before, so a single-process run trains exactly as it did."""
+    from transformers import get_polynomial_decay_schedule_with_warmup
+
+    ours_opt, theirs_opt = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr) for _ in range(2))
+    ours = linear_to_final(ours_opt, lr, final, warmup_steps=warmup, total_steps=total)
+    theirs = get_polynomial_decay_schedule_with_warmup(theirs_opt, warmup, max(total, warmup + 1), lr_end=final)
+    for _ in range(total + 3):
+        assert ours.get_last_lr() == theirs.get_last_lr()
+        for x in (ours_opt, theirs_opt, ours, theirs):
+            x.step()
+
+
 def padding_fraction(order: list[int], lengths: list[int], micro: int) -> float:
     batches = [order[k:k + micro] for k in range(0, len(order), micro)]
     real = sum(lengths[i] for b in batches for i in b)
