@@ -334,7 +334,7 @@ def test_no_curation_keeps_every_pair_without_a_curator(tmp_path, monkeypatch, t
     """curate.method none: no engine is built, every pair passes, and a cap keeps a seeded sample."""
     monkeypatch.chdir(tmp_path)
     params_path, _ = write_inputs(tmp_path, 0)
-    edit_params(params_path, curate={"method": "none"})
+    edit_params(params_path, curate={"method": "none"}, select={"iteration_1.top_share": 1.0})
     write_pairs(tmp_path, 8)
 
     def no_engine(*a, **k):

@@ -55,8 +55,7 @@ CONDITIONAL_READS = {
     # the `curator` item while curate.model is self: there is no named curator, nothing to score
     "score_dev@curator": {"*"},
     "curation_quality@curator": {"*"},
-    "evaluate": {"curate.max_new_tokens", "curate.max_retries", "generation.api_model",
-                 "generation.temperature", "generation.top_p"},
+    "evaluate": {"generation.api_model", "generation.temperature", "generation.top_p"},
     "respond": {"generation.api_model"},
     "likelihood": {"generation.api_model"},
 }
