@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from humpback.records import atomic_path, read_json, write_csv, write_json
+from humpback.records import atomic_path, read_json, read_jsonl, write_csv, write_json
 
 DATA_STEPS = ("prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev", "augment")
 ROLES = ("backward", "m0", "m1", "m2")
@@ -67,10 +67,35 @@ INSTRUMENT_WORDS = {"loglik_other": "other-source human answers (a source the pi
 UNITS = {"judged": "win-rate points above 50"}
 
 
+def curator_agreement(scored_files: Sequence[str | Path]) -> dict | None:
+    """How alike the two iterations' curators rank the same pairs: Spearman's rho between M0's and M1's scores
+    (score@1, score@2) over the pairs both scored. Near 1, no level can make iteration 2 select much else."""
+    if len(scored_files) != 2 or not all(Path(f).is_file() for f in scored_files):
+        return None
+    from scipy.stats import spearmanr
+
+    first, second = ({r["id"]: r["score"] for r in read_jsonl(f) if r.get("score") is not None} for f in scored_files)
+    shared = sorted(set(first) & set(second))
+    if len(shared) < 3:
+        return None
+    rho = spearmanr([first[i] for i in shared], [second[i] for i in shared]).statistic
+    return {"spearman": round(float(rho), 4), "n": len(shared)}
+
+
 def iteration_2_words(moved: dict | None) -> list[str]:
-    """Whether iteration 2 was a step at all: how much of M1's selection M2 shares, and what an identical one means."""
+    """Whether iteration 2 was a step at all: how much of M1's selection M2 shares, what an identical one means,
+    and how alike the two curators rank the pairs (the reason a selection can hardly move)."""
     if not moved:
         return []
+    if agreement := moved.get("rank_agreement"):
+        return [*_selection_moved_words(moved)[:-1],
+                (f"  M1 ranks the pairs as M0 did to Spearman's rho {agreement['spearman']:.3f} over "
+                 f"{agreement['n']} pairs (score@1 against score@2): the closer to 1, the less any level can "
+                 "change."), ""]
+    return _selection_moved_words(moved)
+
+
+def _selection_moved_words(moved: dict) -> list[str]:
     if moved["identical"]:
         return [(f"- **Iteration 2 changed nothing**: M1's re-rating selected exactly iteration 1's {moved['shared']} "
                 "pairs, so M2 trained on M1's data and M2 − M1 measures only the training seed (with the same "
@@ -131,6 +156,9 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     for pair, judged in judged_source.items():
         if pair in {f"{a}_vs_{b}" for a, b in COMPARED}:
             compared.setdefault(pair, {})["judged"] = judged
+    moved = (data.get("select@2") or {}).get("overlap_with_previous")
+    if moved and (agreement := curator_agreement((html_inputs or {}).get("scored_files") or [])):
+        moved["rank_agreement"] = agreement
     text = render(evaluate, curation, data=data, training=training, compared=compared)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from humpback.records import read_json, write_json
+from humpback.records import read_json, write_json, write_jsonl
 from stages.report import main
 
 
@@ -14,7 +14,7 @@ def _likelihood(tmp_path, name: str, other: list[float]) -> str:
     return str(path)
 
 
-def _report(tmp_path, overlap: dict) -> tuple[str, dict]:
+def _report(tmp_path, overlap: dict, scored: list[str] = ()) -> tuple[str, dict, dict]:
     metrics = tmp_path / "metrics"
     write_json(metrics / "select" / "1.json", {"n": 10, "selected": 4})
     write_json(metrics / "select" / "2.json", {"n": 10, "selected": 4, "overlap_with_previous": overlap})
@@ -24,7 +24,7 @@ def _report(tmp_path, overlap: dict) -> tuple[str, dict]:
     assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
                  "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
                  "--curation-data", str(tmp_path / "cq.csv"),
-                 "--curation-plot", str(tmp_path / "cq.png"), "--likelihood", *files]) == 0
+                 "--curation-plot", str(tmp_path / "cq.png"), "--likelihood", *files, "--scored", *scored]) == 0
     return (tmp_path / "report.md").read_text(), read_json(tmp_path / "headline.json"), read_json(
         tmp_path / "comparisons.json")
 
@@ -48,3 +48,21 @@ def test_report_leads_with_m2_against_m1_and_the_selections_overlap(tmp_path):
     assert headline["comparisons"]["m2_vs_m1"]["loglik_other"] == {k: m2_m1[k] for k in ("difference", "ci_low",
                                                                                         "ci_high")}
     assert set(headline["comparisons"]) == {"m2_vs_m0", "m2_vs_m1"} and "m1_vs_m0" in compared
+
+
+def test_report_says_how_alike_the_two_curators_rank_the_pairs(tmp_path):
+    """score@1 and score@2 over the same pairs: M1 keeps M0's order exactly (rho 1) though every score moved;
+    a pair only one curator scored (unparsed) is left out of the n."""
+    m0 = [{"id": f"p{i}", "score": float(i)} for i in range(6)]
+    m1 = [{"id": f"p{i}", "score": 3.0 * i + 2.0} for i in range(5)] + [{"id": "p5", "score": None}]
+    for name, rows in (("1", m0), ("2", m1)):
+        write_jsonl(tmp_path / "curated" / name / "scored.jsonl", rows)
+    scored = [str(tmp_path / "curated" / n / "scored.jsonl") for n in ("1", "2")]
+    text, headline, _ = _report(tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
+                                           "identical": True}, scored)
+    assert "M1 ranks the pairs as M0 did to Spearman's rho 1.000 over 5 pairs" in text
+    assert "**Iteration 2 changed nothing**" in text and "rank_agreement" not in str(headline)
+    write_jsonl(tmp_path / "curated" / "2" / "scored.jsonl", [{"id": f"p{i}", "score": -float(i)} for i in range(6)])
+    text, _, _ = _report(tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
+                                    "identical": True}, scored)
+    assert "Spearman's rho -1.000 over 6 pairs" in text
