@@ -34,8 +34,18 @@ def resolved(params: GenerationParams) -> dict[str, str]:
 
 def make_engine(model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams) -> Engine:
     """The engine named by `params.engine` (`auto`: see `resolve_engine`), run as `runtime` says (batch budget,
-    server, concurrency); heavy dependencies are imported only for the one chosen."""
+    server, concurrency; `cluster: servers`: the stage's servers, humpback/engines/servers.py); heavy
+    dependencies are imported only for the one chosen."""
     params = dataclasses.replace(params, engine=resolve_engine(params.engine))
+    if runtime.cluster == "servers":  # this stage instance's servers, when runtime.servers lists it
+        from humpback.engines.servers import ServerPool, stage_servers
+
+        urls = stage_servers(runtime)
+        if urls and params.engine != "openai":
+            raise ValueError(f"runtime.servers lists servers for this stage, but its engine is {params.engine}: "
+                             "servers run the openai engine (set the stage's engine, e.g. curate.engine, to openai)")
+        if urls:
+            return ServerPool(model_dir, params, runtime, urls)
     if params.engine == "transformers":
         from humpback.engines.transformers_engine import TransformersEngine
 

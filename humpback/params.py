@@ -319,6 +319,8 @@ class RuntimeParams(_Section):
     evaluate_base_url: str  # evaluate.engine=openai: the judge's server ("" = base_url; both "" = OpenAI's API)
     tensor_parallel_size: int  # vllm engine
     gpu_memory_utilization: float  # vllm engine: the share of each GPU's memory it takes (weights + KV cache)
+    cluster: Literal["local", "servers"]  # local: one engine (or one server); servers: spread over `servers`
+    servers: dict[str, list[str]]  # cluster servers: DVC stage instance (score@1, respond@m2) → base URLs
     save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
     launcher: LauncherParams  # the train stage: one process, or torchrun / accelerate launch
 
@@ -444,6 +446,12 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         if value not in allowed:
             raise ParamsError(f"{source}: '{key}' must be one of {list(allowed)}, got {value!r}")
         return value
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ParamsError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
+        return {_coerce(key_tp, k, source, f"{key} key {k!r}"): _coerce(item_tp, v, source, f"{key}.{k}")
+                for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):

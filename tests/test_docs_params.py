@@ -62,8 +62,14 @@ def is_params_claim(name: str, call: bool = False) -> bool:
                                              (_is_placeholder(parts[1]) and not _matches(name))))
 
 
+# Mappings whose keys are the user's, not params keys (runtime.servers: DVC stage instance -> server URLs).
+FREE_MAPPINGS = ("runtime.servers.",)
+
+
 def problem(name: str, line: str) -> str | None:
     """Why `name` (read on `line`) is not a params.yaml key; None if it is."""
+    if name.startswith(FREE_MAPPINGS):
+        return None
     if name in MOVED:
         if any(new in line for new in NAME.findall(MOVED[name])):  # a history note: "x replaces y"
             return None
