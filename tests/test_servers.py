@@ -200,6 +200,8 @@ def test_make_engine_picks_the_stage_instance_s_servers(tiny_model_dir, start_se
                                   base_url="http://127.0.0.1:9/v1")
     monkeypatch.setenv("DVC_STAGE", "respond@m2")
     assert isinstance(make_engine(tiny_model_dir, PARAMS, runtime), ServerPool)
+    monkeypatch.setenv("DVC_STAGE", "../dvc.yaml:respond@m2")  # dvc run from a subfolder names the file too
+    assert isinstance(make_engine(tiny_model_dir, PARAMS, runtime), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "respond@m1")  # not listed: its base_url, as with `local`
     assert not isinstance(make_engine(tiny_model_dir, dataclasses.replace(PARAMS, api_model="x"), runtime),
                           ServerPool)

@@ -79,7 +79,8 @@ def stage_servers(runtime: RuntimeParams) -> list[str] | None:
     """This stage instance's servers under `runtime.cluster: servers`; None for `local` or an unlisted stage."""
     if runtime.cluster != "servers":
         return None
-    instance = os.environ.get(STAGE_ENV, "")
+    # `score@1`; `<path>/dvc.yaml:score@1` when dvc runs from another folder (stage names hold no colon)
+    instance = os.environ.get(STAGE_ENV, "").rsplit(":", 1)[-1]
     urls = runtime.servers.get(instance) if instance else None
     if not urls:
         log.info("runtime.cluster is servers but runtime.servers lists none for stage '%s' (listed: %s): "
