@@ -33,7 +33,8 @@ def run(args, params) -> None:
         rows = respond(engine, prompts, args.name, params.respond.system_prompt, params.respond.max_new_tokens,
                        params.seeds.generation)
         write_json(out, rows)
-        log.info("%s: %d answers (%d empty) -> %s", args.name, len(rows), sum(not r["output"] for r in rows), out)
+        log.info("%s: %d answers (%d empty), system prompt %s -> %s", args.name, len(rows),
+                 sum(not r["output"] for r in rows), params.respond.system_prompt, out)
 
 
 main = stage("respond", __doc__, arguments, run)

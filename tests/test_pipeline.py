@@ -110,17 +110,23 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     return raw
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git+DVC copy of the working tree with the tiny profile, `dvc repro` already run once."""
-    work = tmp_path_factory.mktemp("pipeline")
-    dest = work / "repo"
+def copy_checkout(dest: Path) -> Path:
+    """The working tree's files (tracked, and untracked ones git does not ignore) copied to `dest`: what a fresh
+    clone of the current state would hold, without the DVC outputs and caches of this checkout."""
     files = _run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).split("\n")
     for name in filter(None, files):
         src = ROOT / name
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git+DVC copy of the working tree with the tiny profile, `dvc repro` already run once."""
+    work = tmp_path_factory.mktemp("pipeline")
+    dest = copy_checkout(work / "repo")
     model_dir = build_tiny_model(work / "tiny-base")
     params_path = dest / "params.yaml"
     params_path.write_text(yaml.safe_dump(_tiny_profile(yaml.safe_load(params_path.read_text()), model_dir)))
