@@ -22,7 +22,8 @@ def arguments(parser) -> None:
 
 def run(args, params) -> None:
     info = ModelInfo(name=args.name, base=params.base.model, seed_source=params.data.seed.source,
-                     web_source=params.data.web.source)
+                     web_source=params.data.web.source, tagging=params.train.tagging,
+                     system_prompt=params.respond.system_prompt)
     export_model(args.model, args.base, read_json(args.comparisons), info, params.export.dtype, args.out)
     print(f"export_model: {args.name} -> {args.out}")
 

@@ -138,11 +138,17 @@ def test_export_dtype_bfloat16_writes_bf16_weights(tmp_path, tiny_model_dir, ada
 
     from humpback.export.model import ModelInfo, export_model
 
-    info = ModelInfo(name="m2", base="a/folder", seed_source="jsonl", web_source="jsonl")
+    info = ModelInfo(name="m2", base="a/folder", seed_source="jsonl", web_source="jsonl", tagging=True,
+                     system_prompt="S_a+S_w")
     out = export_model(adapter_dir, tiny_model_dir, {}, info, "bfloat16", tmp_path / "bf16")
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118
-    assert "license: unknown" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "license: unknown" in card
+    # the card says how the run prompted the model it measured (here the paper's S_a+S_w, not the default S_a)
+    from humpback.prompts import S_A, S_W
+
+    assert f'answered with the system prompt "{S_A} {S_W}" (`respond.system_prompt` S_a+S_w)' in card
 
 
 class Recorder:

@@ -37,6 +37,8 @@ class ModelInfo:
     base: str  # base.model
     seed_source: str  # data.seed.source
     web_source: str  # data.web.source
+    tagging: bool  # train.tagging: whether training pairs carried S_a / S_w
+    system_prompt: str  # respond.system_prompt: what the run's evaluation answered with (none | S_a | S_a+S_w)
 
 
 def export_dtype(chosen: str, base_dir: str | Path) -> torch.dtype:
@@ -89,6 +91,19 @@ def _comparisons(comparisons: dict[str, Any], name: str) -> list[str]:
     return rows
 
 
+def inference_words(info: ModelInfo) -> str:
+    """How the model was tagged in training and which system prompt this run's evaluation answered with, so a
+    user prompts it as it was measured (`train.tagging`, `respond.system_prompt`)."""
+    from humpback.prompts import system_for_inference
+
+    trained = ("Training tagged seed pairs with the system prompt S_a and web pairs with S_w (`train.tagging`)"
+               if info.tagging else "Trained without system prompts (`train.tagging` false)")
+    text = system_for_inference(info.system_prompt)
+    answered = (f'this run\'s evaluation answered with the system prompt "{text}" (`respond.system_prompt` '
+                f"{info.system_prompt})" if text else "this run's evaluation answered with no system prompt")
+    return f"{trained}; {answered}."
+
+
 def model_card(info: ModelInfo, training: dict[str, Any], comparisons: dict[str, Any], dtype: str,
                merged: bool) -> ModelCard:
     """The README: Hub metadata (base model, licence) and how the model was made and measured."""
@@ -107,8 +122,7 @@ def model_card(info: ModelInfo, training: dict[str, Any], comparisons: dict[str,
         'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO_ID")',
         'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO_ID")  # with the chat template it was trained on',
         "```", "",
-        ("Training tagged seed pairs with the system prompt S_a and web pairs with S_w (`train.tagging`); "
-         "answer with S_a, as the evaluation did, for the paper's behaviour."), "",
+        inference_words(info), "",
         "## Base model and data", "",
         f"- Base: {base_description(info.base)}; licence: {license_.words}.",
         f"- Seed pairs: `{info.seed_source}`; {source_license(info.seed_source).words}.",
