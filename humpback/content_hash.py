@@ -18,7 +18,7 @@ from typing import IO, Any
 from humpback.records import atomic_path
 
 BLOCK = 8 << 20  # bytes read per step: memory stays flat whatever the file's size
-RACY_SECONDS = 2  # more than any filesystem's mtime granularity (FAT: 2 s; ext4, xfs: a clock tick)
+RACY_SECONDS = 2  # at least the coarsest mtime granularity of common filesystems (FAT's), so a rewrite shows
 
 
 def hash_text(text: str) -> str:

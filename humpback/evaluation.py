@@ -433,3 +433,50 @@ def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict
         "indomain": indomain or {},
         **({"leaderboard": board} if board is not None else {}),
     }
+
+
+def run_evaluation(params, responses_dir: str | Path, prompts_file: str | Path, models: Sequence[str],
+                   judge_base: str | Path, annotations_out: str | Path, metrics_out: str | Path,
+                   plot_out: str | Path, plot_data_out: str | Path, leaderboard_out: str | Path | None = None,
+                   indomain_file: str | Path | None = None, indomain_dir: str | Path | None = None) -> None:
+    """The evaluate stage: each model against the reference in both orders, the models head to head, the
+    in-domain questions against their human answers (with `indomain_file`), alpaca_eval's leaderboard row; writes
+    the annotations, the metrics, the win-rate chart and its CSV, and the leaderboard CSV."""
+    import logging
+    import time
+
+    from humpback.curation_methods import writes_text
+    from humpback.generation import stage_settings
+    from humpback.judges import annotator_config, make_judge
+    from humpback.records import iter_jsonl, write_csv, write_json
+
+    settings = params.evaluate
+    prompts = [r for _, r in iter_jsonl(prompts_file, required=("id", "instruction"))]
+    reference = load_reference(settings.reference, responses_dir, prompts)
+    outputs = {name: load_outputs(f"{responses_dir}/{name}.json") for name in models}
+    reads_only = not writes_text([settings.judge_read])  # pairwise and method reads: no decoding
+    generation, runtime = stage_settings(params, "evaluate", reads_only)  # evaluate.engine, or generation.engine
+    # the judge is an instrument: its own settings only (evaluate.*), never a condition under test (curate.*, train.*)
+    annotator, judge = make_judge(settings, generation, judge_base, seed=JUDGE_SEED, runtime=runtime)
+    start = time.perf_counter()
+    results, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
+    config = annotator_config(settings.annotator) if settings.judge_read == "pairwise" else None
+    board = leaderboard(annotations, outputs, reference, prompts, config, settings.annotator, settings.max_chars)
+    # the models against each other (evaluate.head_to_head: an API judge's other half of the calls)
+    versus = head_to_head(annotator, outputs, settings.max_chars) if settings.head_to_head else {}
+    indomain = None
+    if indomain_file:  # the held-out seed questions, judged against their human answers, and head to head
+        human = [r for _, r in iter_jsonl(indomain_file, required=("id", "instruction", "output"))]
+        answers = {name: load_outputs(f"{indomain_dir}/{name}.json") for name in models}
+        indomain, more = judge_indomain(annotator, answers, human, settings.max_chars, settings.head_to_head)
+        annotations += more
+    write_json(annotations_out, to_json_rows(annotations))
+    write_json(metrics_out, evaluation_metrics(settings, judge, results, reference, versus, indomain, board))
+    if leaderboard_out:
+        write_csv(leaderboard_out, *leaderboard_csv_rows(board))
+    plot_win_rates(results, settings.reference, plot_out)
+    write_csv(plot_data_out, ["model", "win_rate", "standard_error"],
+              [(name, m["win_rate"], m["standard_error"]) for name, m in results.items()])
+    logging.getLogger("evaluate").info(
+        "judged %d annotations in %.1f s; win rates %s; head to head %s", len(annotations),
+        time.perf_counter() - start, {n: m["win_rate"] for n, m in results.items()}, _plain(versus))

@@ -8,30 +8,10 @@ randomised order, read from the both-orders judgements) in the metrics and as CS
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 
-from humpback.curation_methods import writes_text
-from humpback.evaluation import (
-    JUDGE_SEED,
-    evaluate_models,
-    evaluation_metrics,
-    head_to_head,
-    judge_indomain,
-    leaderboard,
-    leaderboard_csv_rows,
-    load_outputs,
-    load_reference,
-    plot_win_rates,
-    to_json_rows,
-)
-from humpback.generation import stage_settings
-from humpback.judges import annotator_config, make_judge
-from humpback.records import iter_jsonl, write_csv, write_json
+from humpback.evaluation import run_evaluation
 from humpback.stage_runner import stage
-
-log = logging.getLogger("evaluate")
 
 
 def arguments(parser) -> None:
@@ -49,35 +29,9 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    settings = params.evaluate
-    prompts = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
-    reference = load_reference(settings.reference, args.responses, prompts)
-    outputs = {name: load_outputs(f"{args.responses}/{name}.json") for name in args.models}
-    reads_only = not writes_text([settings.judge_read])  # pairwise and method reads: no decoding
-    generation, runtime = stage_settings(params, "evaluate", reads_only)  # evaluate.engine, or generation.engine
-    # the judge is an instrument: its own settings only (evaluate.*), never a condition under test (curate.*, train.*)
-    annotator, judge = make_judge(settings, generation, args.judge_base, seed=JUDGE_SEED, runtime=runtime)
-    start = time.perf_counter()
-    models, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
-    config = annotator_config(settings.annotator) if settings.judge_read == "pairwise" else None
-    board = leaderboard(annotations, outputs, reference, prompts, config, settings.annotator, settings.max_chars)
-    # the models against each other (evaluate.head_to_head: an API judge's other half of the calls)
-    versus = head_to_head(annotator, outputs, settings.max_chars) if settings.head_to_head else {}
-    indomain = None
-    if args.indomain:  # the held-out seed questions, judged against their human answers, and head to head
-        human = [r for _, r in iter_jsonl(args.indomain, required=("id", "instruction", "output"))]
-        answers = {name: load_outputs(f"{args.indomain_responses}/{name}.json") for name in args.models}
-        indomain, more = judge_indomain(annotator, answers, human, settings.max_chars, settings.head_to_head)
-        annotations += more
-    write_json(args.annotations, to_json_rows(annotations))
-    write_json(args.metrics, evaluation_metrics(settings, judge, models, reference, versus, indomain, board))
-    if args.leaderboard:
-        write_csv(args.leaderboard, *leaderboard_csv_rows(board))
-    plot_win_rates(models, settings.reference, args.plot)
-    write_csv(args.plot_data, ["model", "win_rate", "standard_error"],
-              [(name, m["win_rate"], m["standard_error"]) for name, m in models.items()])
-    log.info("judged %d annotations in %.1f s; win rates %s; head to head %s", len(annotations),
-             time.perf_counter() - start, {n: m["win_rate"] for n, m in models.items()}, versus)
+    run_evaluation(params, args.responses, args.prompts, args.models, args.judge_base, args.annotations,
+                   args.metrics, args.plot, args.plot_data, leaderboard_out=args.leaderboard,
+                   indomain_file=args.indomain, indomain_dir=args.indomain_responses)
 
 
 main = stage("evaluate", __doc__, arguments, run)

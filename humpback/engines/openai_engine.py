@@ -29,7 +29,7 @@ from humpback.engines.tokens import encode_completion_pairs, encode_prompts, fir
 from humpback.params import GenerationParams, RuntimeParams
 from humpback.prompts import end_of_turn_token
 
-# The openai client's back-off starts at 0.5 s and doubles up to 8 s: eight retries wait about half a minute.
+# Enough of the openai client's own exponential back-off to ride out a server restart (docs/scale.md, "Retries").
 MAX_RETRIES = 8
 TOP_LOGPROBS = 20  # the most that OpenAI-compatible servers usually return (vLLM's default max_logprobs)
 NEEDS_COMPLETION_LOGPROBS = "curate.method likelihood_gain / pmi and evaluate.judge_read likelihood_gain / pmi"

@@ -36,7 +36,7 @@ from humpback.params import GenerationParams, RuntimeParams
 
 # On a CPU, reads that reuse a prefix cache run in batches of at most this many prompt tokens: their attention
 # takes an explicit mask over prefix + suffix, and CPU's flash-attention kernel slows down as a batch's keys
-# outgrow the cache (16 rubric reads of ~850 tokens, SmolLM2-135M bf16: 10.3 s at 2048, 14.9 s at 6144).
+# outgrow the cache (measured in docs/benchmarks.md, "curation").
 CPU_PREFIX_BATCH_TOKENS = 2048
 
 log = logging.getLogger(__name__)
