@@ -153,6 +153,23 @@ def complete_checkpoints(folder: Path) -> list[int]:
             for p in folder.glob(".humpback/scratch/train/*/checkpoint-*/trainer_state.json")]
 
 
+def kill_rank_1_after_checkpoint(folder: Path, argv: list[str], step: int, timeout: float) -> int:
+    """Start the stage in `folder`, SIGKILL its rank-1 process once a checkpoint at or past `step` is complete,
+    check the launch failed and wrote no model; the last complete checkpoint."""
+    proc = stage_process(folder, argv, str(folder))
+    deadline = time.monotonic() + timeout
+    while not [s for s in complete_checkpoints(folder) if s >= step]:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
+        time.sleep(0.02)
+    victim = process_with(str(folder), rank=1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, output[-4000:]
+    assert not (folder / "models/m0").exists()
+    return max(complete_checkpoints(folder))
+
+
 @pytest.mark.slow
 def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_path):
     """1 process (micro-batch 2 × 2 accumulated) vs torchrun with 2 processes (micro-batch 2 each): the same
@@ -195,18 +212,8 @@ def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_pa
 
     argv = stage_argv(killed, tiny_model_dir, write_params(
         killed / "p.yaml", kind="accelerate", processes=2, config=str(REPO / "configs/accelerate/ddp_cpu.yaml")))
-    proc = stage_process(killed, argv, str(killed))
-    deadline = time.monotonic() + 600
-    while not [s for s in complete_checkpoints(killed) if s >= 2]:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
-        time.sleep(0.02)
-    victim = process_with(str(killed), rank=1)
-    assert victim is not None
-    os.kill(victim, signal.SIGKILL)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0, output[-4000:]
-    assert not (killed / "models/m0").exists() and not (killed / "metrics/m0.json").exists()
-    interrupted_at = max(complete_checkpoints(killed))
+    interrupted_at = kill_rank_1_after_checkpoint(killed, argv, step=2, timeout=600)
+    assert not (killed / "metrics/m0.json").exists()
     assert 2 <= interrupted_at < 12, interrupted_at
 
     finish(stage_process(killed, argv, str(killed)))

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import time
 from pathlib import Path
 
 import deepspeed
@@ -33,10 +31,9 @@ from humpback.train_plan import TrainPlan
 from humpback.training import training_arguments
 from stages import train as train_stage
 from tests.test_launch import (
-    complete_checkpoints,
     finish,
+    kill_rank_1_after_checkpoint,
     losses,
-    process_with,
     raw_params,
     stage_argv,
     stage_process,
@@ -221,18 +218,7 @@ def test_zero3_in_two_processes_trains_as_one_and_resumes_after_kill(tiny_model_
     assert loss_diff < 1e-4 and weight_diff < 1e-6
 
     argv = stage_argv(killed, tiny_model_dir, params_file(killed, **launcher, config=str(zero3_launch_config(killed))))
-    proc = stage_process(killed, argv, str(killed))
-    deadline = time.monotonic() + 300
-    while not [s for s in complete_checkpoints(killed) if s >= 4]:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-4000:]
-        time.sleep(0.02)
-    victim = process_with(str(killed), rank=1)
-    assert victim is not None
-    os.kill(victim, signal.SIGKILL)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0, output[-4000:]
-    assert not (killed / "models/m0").exists()
-    interrupted_at = max(complete_checkpoints(killed))
+    interrupted_at = kill_rank_1_after_checkpoint(killed, argv, step=4, timeout=300)
     assert 4 <= interrupted_at < 12, interrupted_at
 
     finish(stage_process(killed, argv, str(killed)))
