@@ -300,6 +300,13 @@ class LauncherParams(_Section):
     kind: Literal["single", "torchrun", "accelerate"]  # single = in the stage's own process
     processes: int  # per machine; 0 = torchrun's `auto` (one per GPU) / the accelerate config's num_processes
     config: str  # accelerate: the config file (e.g. configs/accelerate/fsdp.yaml); "" = accelerate's default
+    # Across machines (docs/scale.md, "N nodes"): every node runs the same stage command, and they meet at one
+    # address. Node rank and address usually come from the cluster's environment, since every node reads the
+    # same params.yaml.
+    nodes: int  # machines in the run (1 = this one only: torchrun --standalone)
+    node_rank: int | Literal["env"]  # this machine's rank (accelerate's machine_rank); env: $NODE_RANK, $SLURM_NODEID
+    rendezvous: str  # HOST:PORT of node 0, where the nodes meet; "" = $MASTER_ADDR:$MASTER_PORT (port 29500 if unset)
+    srun: bool  # nodes > 1: the stage starts itself once per node with `srun` (in a Slurm allocation)
 
 
 @dataclass(frozen=True)
