@@ -240,3 +240,26 @@ def test_two_nodes_train_as_one_process(tiny_model_dir, tmp_path, monkeypatch):
     assert card["plan"]["grad_accum"] == 1 and single_card["plan"]["grad_accum"] == 2
     for key in ("tokens", "trained_tokens", "steps", "examples"):
         assert card[key] == single_card[key], key
+
+
+def test_the_two_node_runtime_file_launches_across_both_nodes(tmp_path, monkeypatch):
+    """configs/runtime/nodes-2x8gpu.yaml on the paper profile: every tracked param as before, and a node's copy of
+    the stage launches ZeRO-3 over 2 × 8 processes, which the paper's batch of 32 divides (micro-batch 2)."""
+    from humpback.params import load_params
+    from humpback.profiles import apply, apply_runtime
+    from humpback.train_plan import TrainPlan
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((REPO / "params.yaml").read_text())
+    apply("paper", params_file)
+    tracked = load_params(params_file)
+    apply_runtime("nodes-2x8gpu", params_file)
+    params = load_params(params_file)
+    assert dataclasses.replace(params, runtime=tracked.runtime) == tracked
+    monkeypatch.chdir(REPO)  # the config path is relative to the checkout, as under dvc repro
+    cmd = launch_command(params.runtime.launcher, "stages.train", ARGV,
+                         env={ON_NODE_ENV: "1", "SLURM_NODEID": "1", "MASTER_ADDR": "node1", "MASTER_PORT": "29500"})
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[3:]))
+    assert args.use_deepspeed and (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 16)
+    plan = TrainPlan.from_params(params.train, 3_200 + 41_821, world_size=args.num_processes)
+    assert (plan.batch_size, plan.micro_batch_size, plan.grad_accum) == (32, 2, 1)
