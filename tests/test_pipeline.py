@@ -241,8 +241,10 @@ def test_the_params_check_fails_on_a_broken_dvc_yaml(repo, monkeypatch):
 def test_execution_settings_rerun_nothing(repo):
     def runtime(raw):
         raw["runtime"].update(save_steps=7, concurrency=3, token_budget=1234, web_shard_size=5,
-                              augment_shard_size=3, score_shard_size=5, tensor_parallel_size=2)
-        raw["runtime"]["launcher"].update(kind="torchrun", processes=2)
+                              augment_shard_size=3, score_shard_size=5, tensor_parallel_size=2,
+                              gpu_memory_utilization=0.5)
+        raw["runtime"]["launcher"].update(kind="torchrun", processes=2, nodes=4, node_rank=1,
+                                          rendezvous="node1:29400", srun=True)
 
     assert _with_params(repo, runtime) == set()
 
