@@ -55,7 +55,7 @@ quality-model: setup
 profile: setup
 	$(BIN)/python -m humpback.profiles $(PROFILE)
 
-# Set how the work runs on a machine (configs/runtime/NAME.yaml: default, node-8gpu): runtime.* only, reruns nothing.
+# Set how the work runs (configs/runtime/NAME.yaml: default, node-8gpu, nodes-2x8gpu): runtime.* only, reruns nothing.
 runtime: setup
 	$(BIN)/python -m humpback.profiles --runtime $(RUNTIME)
 
