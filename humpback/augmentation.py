@@ -74,20 +74,22 @@ def augment(engine, segments: list[dict], params, run) -> tuple[list[dict], dict
     """Generate (in `run`'s shards), filter; return the kept pairs and the metrics."""
     from humpback.engines.base import record_seed
 
-    tokenizer, new_tokens = engine.tokenizer, 0
+    tokenizer, size = engine.tokenizer, params.runtime.augment_shard_size
 
     def work(shard: list[dict]) -> list[dict]:
-        nonlocal new_tokens
+        # Runs where the shard's work runs: here, or on a Ray actor (`engine` is then the actor's own engine), so
+        # it keeps no state between shards.
         cut = params.train.backward_max_output_tokens
-        prompts = [backward_example(tokenizer, s["text"], cut).prompt for s in shard]
+        prompts = [backward_example(engine.tokenizer, s["text"], cut).prompt for s in shard]
         seeds = [record_seed(params.seeds.generation, s["id"]) for s in shard]
         texts = engine.generate(prompts, params.augment.max_new_tokens, seeds)
-        new_tokens += sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
         return [{"segment_id": s["id"], "generated": t} for s, t in zip(shard, texts)]
 
     start = time.perf_counter()
-    generated = run.map(segments, params.runtime.augment_shard_size, work, desc="augment")
+    generated = run.map(segments, size, work, desc="augment", hand_out=getattr(engine, "map_shards", None))
     seconds = time.perf_counter() - start
+    new_tokens = sum(len(tokenizer.encode(row["generated"], add_special_tokens=False))
+                     for k in run.worked for row in generated[k * size:(k + 1) * size])
 
     kept, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
     for segment, row in zip(segments, generated):

@@ -42,7 +42,8 @@ def score_iteration(engine, pairs: list[dict], params, tagging: bool, run) -> tu
             return [{**pair, "score": s.score, "score_argmax": s.argmax, "probs": s.probs, "raw": s.raw,
                      "parsed": s.parsed} for pair, s in zip(shard, scores)]
 
-        scored = run.map(pairs, params.runtime.score_shard_size, work, desc=f"score ({method})")
+        scored = run.map(pairs, params.runtime.score_shard_size, work, desc=f"score ({method})",
+                         hand_out=getattr(engine, "map_shards", None))  # Ray: `work` runs on its actors
     seconds = time.perf_counter() - start
     parsed = [r["score"] for r in scored if r["parsed"]]
     metrics = {

@@ -34,7 +34,8 @@ def resolved(params: GenerationParams) -> dict[str, str]:
 
 def make_engine(model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams) -> Engine:
     """The engine named by `params.engine` (`auto`: see `resolve_engine`), run as `runtime` says (batch budget,
-    server, concurrency; `cluster: servers`: the stage's servers, humpback/engines/servers.py); heavy
+    server, concurrency; `cluster: servers`: the stage's servers, humpback/engines/servers.py; `cluster: ray`:
+    Ray actors each holding this function's engine, humpback/engines/ray_cluster.py); heavy
     dependencies are imported only for the one chosen."""
     params = dataclasses.replace(params, engine=resolve_engine(params.engine))
     if runtime.cluster == "servers":  # this stage instance's servers, when runtime.servers lists it
@@ -46,6 +47,13 @@ def make_engine(model_dir: str | Path, params: GenerationParams, runtime: Runtim
                              "servers run the openai engine (set the stage's engine, e.g. curate.engine, to openai)")
         if urls:
             return ServerPool(model_dir, params, runtime, urls)
+    if runtime.cluster == "ray":  # the stage's shards on Ray actors, each holding this factory's engine
+        if params.engine == "openai":
+            raise ValueError("runtime.cluster ray runs the stage's engine on Ray actors (transformers or vllm); "
+                             "for OpenAI-compatible servers use runtime.cluster servers")
+        from humpback.engines.ray_cluster import RayPool
+
+        return RayPool(model_dir, params, runtime, make_engine)
     if params.engine == "transformers":
         from humpback.engines.transformers_engine import TransformersEngine
 

@@ -294,6 +294,20 @@ class ExportParams(_Section):
 
 
 @dataclass(frozen=True)
+class RayParams(_Section):
+    """`runtime.cluster: ray`: the model stages' shards on Ray actors, each holding the stage's engine
+    (humpback/engines/ray_cluster.py; docs/scale.md, "Ray cluster"). The cluster's auth token comes from Ray's
+    own environment variables ($RAY_AUTH_TOKEN), never from here."""
+
+    address: str  # "" = Ray's default: $RAY_ADDRESS, else the cluster `ray start` began here, else a new one here
+    actors: int  # engines in the stage; 0 = as many as the cluster fits (its GPUs / num_gpus, else CPUs / num_cpus)
+    num_cpus: float  # Ray resources per actor
+    num_gpus: float  # per actor: 1 = one engine per GPU; 8 = one per 8-GPU node (vLLM tensor_parallel_size 8)
+    threads: int  # torch threads per actor (Ray sets 1); 0 = this process's count, as the local run would use
+    max_restarts: int  # a lost actor (process or node) is restarted this often; Ray retries its shard meanwhile
+
+
+@dataclass(frozen=True)
 class LauncherParams(_Section):
     """How the train stage starts its processes (humpback/launch.py; docs/scale.md, "Many GPUs")."""
 
@@ -326,8 +340,10 @@ class RuntimeParams(_Section):
     evaluate_base_url: str  # evaluate.engine=openai: the judge's server ("" = base_url; both "" = OpenAI's API)
     tensor_parallel_size: int  # vllm engine
     gpu_memory_utilization: float  # vllm engine: the share of each GPU's memory it takes (weights + KV cache)
-    cluster: Literal["local", "servers"]  # local: one engine (or one server); servers: spread over `servers`
+    cluster: Literal["local", "servers", "ray"]  # local: one engine (or one server); servers: spread over
+    # `servers`; ray: shards on Ray actors (`ray`)
     servers: dict[str, list[str]]  # cluster servers: DVC stage instance (score@1, respond@m2) → base URLs
+    ray: RayParams  # cluster ray: the cluster's address and the actors' resources
     save_steps: int  # training checkpoint frequency (resume granularity; 0 = none)
     launcher: LauncherParams  # the train stage: one process, or torchrun / accelerate launch
 

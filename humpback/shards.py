@@ -12,14 +12,21 @@ outputs from the rows, then calls `clear()`.
 Two ways in: `map` for a list held in memory (the rows come back as a list), `stream` for input too large to
 hold (documents read lazily; the rows stay in scratch and are read back with `rows`, the shards' counts come
 back).
+
+Who does a shard's work is the `hand_out`: by default `work(shard)` here, one shard after another; under
+`runtime.cluster: ray` the engine's `map_shards` (humpback/engines/ray_cluster.py), which runs `work` on Ray
+actors holding the engine, several shards at once, the results back in input order. Either way this process
+writes every finished shard, so resume, counts and bytes do not depend on who computed them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import count, islice
 from pathlib import Path
@@ -32,6 +39,8 @@ from humpback.records import iter_jsonl, read_jsonl, write_json, write_jsonl
 from humpback.workdirs import SCRATCH_DIR, hash_cache
 
 T = TypeVar("T")
+# How shards reach their work: map(work, shards) → work's results in the shards' order, consumed lazily.
+HandOut = Callable[[Callable[[Any], Any], Iterator[Any]], Iterable[Any]]
 
 
 def fingerprint(stage: str, params: dict[str, Any], model: dict[str, Any], inputs: list[str | Path]) -> str:
@@ -47,6 +56,7 @@ class ShardedRun:
     def __init__(self, stage: str, fingerprint: str, root: str | Path = SCRATCH_DIR):
         self.root, self.stage = Path(root), stage
         self.folder = self.root / f"{stage}-{fingerprint[:16]}"
+        self.worked: list[int] = []  # the shards the last `map` or `stream` computed (the others were resumed)
 
     def shard_path(self, index: int) -> Path:
         return self.folder / f"shard-{index:05d}.jsonl"
@@ -55,11 +65,12 @@ class ShardedRun:
         return self.folder / f"shard-{index:05d}.counts.json"
 
     def map(self, records: list[dict], shard_size: int, work: Callable[[list[dict]], list[dict]],
-            desc: str = "") -> list[dict]:
-        """work(shard) for every shard not yet in scratch; all shards' rows, in input order."""
+            desc: str = "", hand_out: HandOut | None = None) -> list[dict]:
+        """work(shard) for every shard not yet in scratch (through `hand_out`, default here and in order); all
+        shards' rows, in input order."""
         rows: list[dict] = []
-        for k, result in self._shards(records, shard_size, lambda shard: (work(shard), None), desc or self.stage,
-                                    "rec", total=len(records)):
+        for k, result in self._shards(records, shard_size, _with_no_counts(work), desc or self.stage, "rec",
+                                      total=len(records), hand_out=hand_out):
             rows.extend(read_jsonl(self.shard_path(k)) if result is None else result[0])
         return rows
 
@@ -89,35 +100,57 @@ class ShardedRun:
                 yield from (line for line in f if line.strip())
 
     def _shards(self, items: Iterable[T], shard_size: int, work: Callable[[list[T]], tuple[list[dict], Any]],
-                desc: str, unit: str, total: int | None = None) -> Iterator[tuple[int, tuple[list[dict], Any] | None]]:
+                desc: str, unit: str, total: int | None = None,
+                hand_out: HandOut | None = None) -> Iterator[tuple[int, tuple[list[dict], Any] | None]]:
         """(index, work's (rows, counts)) per shard in input order, None for a shard already in scratch. A new
-        shard's counts (when not None) are written before its rows: the rows file marks the shard done."""
+        shard's counts (when not None) are written before its rows: the rows file marks the shard done.
+
+        The shards still to do go to `hand_out(work, shards)`, which pulls them lazily (the builtin `map`: one
+        at a time, each written before the next is read; a cluster's: as many ahead as it has workers) and
+        gives their results in the same order; the shards already done are yielded in their places."""
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1, got {shard_size}")
         self._drop_stale()
         stream = iter(items)
-        resumed, worked = 0, 0
-        with tqdm(total=total, desc=desc, unit=unit) as bar:
+        self.worked = []
+        read: deque[tuple[int, int, bool]] = deque()  # (index, size, done before) of the shards read so far
+
+        def todo() -> Iterator[list[T]]:
             for k in count():
                 shard = list(islice(stream, shard_size))
                 if not shard:
-                    break
-                if self.shard_path(k).is_file():  # finished before a crash or kill: keep it
-                    resumed += 1
-                    yield k, None
-                else:
-                    if resumed and not worked:
-                        tqdm.write(f"{self.stage}: resuming, {resumed} shards already done in {self.folder}",
+                    return
+                done = self.shard_path(k).is_file()  # finished before a crash or kill: keep it
+                read.append((k, len(shard), done))
+                if not done:
+                    if not self.worked and k:
+                        tqdm.write(f"{self.stage}: resuming, {k} shards already done in {self.folder}",
                                    file=sys.stderr)
-                    worked += 1
-                    rows, counts = work(shard)
-                    if counts is not None:
-                        write_json(self.counts_path(k), counts)
-                    write_jsonl(self.shard_path(k), rows)
-                    yield k, (rows, counts)
-                bar.update(len(shard))
-        if resumed and not worked:
-            tqdm.write(f"{self.stage}: all {resumed} shards were already done in {self.folder}", file=sys.stderr)
+                    self.worked.append(k)
+                    yield shard
+
+        pending = todo()
+        with tqdm(total=total, desc=desc, unit=unit) as bar:
+            for rows, counts in (hand_out or map)(work, pending):
+                while read[0][2]:  # the shards done before, up to this one
+                    k, size, _ = read.popleft()
+                    bar.update(size)
+                    yield k, None
+                k, size, _ = read.popleft()
+                if counts is not None:
+                    write_json(self.counts_path(k), counts)
+                write_jsonl(self.shard_path(k), rows)
+                bar.update(size)
+                yield k, (rows, counts)
+            for _ in pending:  # the hand-out has read every shard; this reads none
+                raise AssertionError(f"{self.stage}: the hand-out left a shard undone")
+            while read:  # the shards done before, after the last one worked
+                k, size, _ = read.popleft()
+                bar.update(size)
+                yield k, None
+                if not self.worked and not read:
+                    tqdm.write(f"{self.stage}: all {k + 1} shards were already done in {self.folder}",
+                               file=sys.stderr)
 
     def _drop_stale(self) -> None:
         """Scratch of this stage under another fingerprint (older params, code, model or input) is dead weight."""
@@ -132,3 +165,13 @@ class ShardedRun:
             os.rmdir(self.root)  # only when empty: other stages may have scratch of their own
         except OSError:
             pass
+
+
+def _with_no_counts(work: Callable[[list[dict]], list[dict]]) -> Callable[[list[dict]], tuple[list[dict], None]]:
+    """`map`'s work as `_shards` takes it, (rows, no counts); a module-level function, so that it pickles for a
+    cluster's hand-out."""
+    return functools.partial(_no_counts, work)
+
+
+def _no_counts(work: Callable[[list[dict]], list[dict]], shard: list[dict]) -> tuple[list[dict], None]:
+    return work(shard), None

@@ -1,9 +1,11 @@
 """Resolve the project's two install sets with pip and pin every package they install (`make lock`).
 
-- `cpu.lock`: `.[dev]`, what `make setup` (and so CI) installs. Resolved with this machine's pip settings,
-  which find torch 2.13.0's CPU wheel on local disk; PyPI's `torch==2.13.0` is the CUDA build (several GB).
-- `gpu.lock`: `.[dev,gpu]` (vLLM, DeepSpeed) for a GPU machine (docs/scale.md). Resolved against PyPI alone,
-  with no local wheels or pip config, so torch is PyPI's CUDA build and vLLM's pins hold (transformers < 5.20).
+- `cpu.lock`: `.[dev,cluster]`, what `make setup` (and so CI) installs (cluster: Ray, `runtime.cluster: ray`).
+  Resolved with this machine's pip settings, which find torch 2.13.0's CPU wheel on local disk; PyPI's
+  `torch==2.13.0` is the CUDA build (several GB).
+- `gpu.lock`: `.[dev,gpu,cluster]` (vLLM, DeepSpeed, Ray) for a GPU machine (docs/scale.md). Resolved against
+  PyPI alone, with no local wheels or pip config, so torch is PyPI's CUDA build and vLLM's pins hold
+  (transformers < 5.20).
 
 Both are pip's own resolution (`pip install --dry-run --ignore-installed --report`), in a fresh virtual
 environment with the newest pip, for this interpreter's Python version and platform (CPython 3.11, Linux
@@ -24,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "humpback"
 SETS = {  # lock file → (what pip installs, resolve against PyPI only)
-    "cpu.lock": (".[dev]", False),
-    "gpu.lock": (".[dev,gpu]", True),
+    "cpu.lock": (".[dev,cluster]", False),
+    "gpu.lock": (".[dev,gpu,cluster]", True),
 }
 
 

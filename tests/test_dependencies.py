@@ -25,11 +25,12 @@ REPO = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 LOCAL = {"humpback", "stages", "benchmarks", "tests"}
 # Where each folder's imports may be declared: unguarded / guarded by `except ImportError` (optional).
+# `cluster` (Ray) is optional for the library and part of the dev set-up (`make setup` installs both).
 ALLOWED = {
-    "humpback": (("runtime",), ("runtime", "gpu")),
-    "stages": (("runtime",), ("runtime", "gpu")),
-    "benchmarks": (("runtime", "dev"), ("runtime", "dev", "gpu")),  # run from the dev set-up
-    "tests": (("runtime", "dev"), ("runtime", "dev", "gpu")),
+    "humpback": (("runtime",), ("runtime", "gpu", "cluster")),
+    "stages": (("runtime",), ("runtime", "gpu", "cluster")),
+    "benchmarks": (("runtime", "dev", "cluster"), ("runtime", "dev", "gpu", "cluster")),  # run from the dev set-up
+    "tests": (("runtime", "dev", "cluster"), ("runtime", "dev", "gpu", "cluster")),
 }
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
 # What PyPI's CUDA torch brings (cuda-*, nvidia-* libraries, triton); nvidia-ml-py is NVML's Python binding
@@ -112,7 +113,7 @@ def test_gpu_packages_are_imported_only_behind_a_guard():
 
 
 @pytest.mark.parametrize(("name", "groups"), [
-    ("cpu.lock", ("runtime", "dev")), ("gpu.lock", ("runtime", "dev", "gpu")),
+    ("cpu.lock", ("runtime", "dev", "cluster")), ("gpu.lock", ("runtime", "dev", "gpu", "cluster")),
 ])
 def test_lock_holds_what_pyproject_declares(name, groups):
     """A dependency added or re-bounded in pyproject.toml without `make lock` fails here (and in setup's
