@@ -245,6 +245,9 @@ def test_execution_settings_rerun_nothing(repo):
                               gpu_memory_utilization=0.5)
         raw["runtime"]["launcher"].update(kind="torchrun", processes=2, nodes=4, node_rank=1,
                                           rendezvous="node1:29400", srun=True)
+        raw["runtime"].update(cluster="ray")
+        raw["runtime"]["ray"].update(address="head:6379", actors=8, num_cpus=4, num_gpus=1, threads=4,
+                                     max_restarts=1)
 
     assert _with_params(repo, runtime) == set()
 
