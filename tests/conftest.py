@@ -74,3 +74,29 @@ def shipped_params():
 
 # How tests run engines (batch budget, concurrency): the shipped runtime section.
 RUNTIME = shipped_params().runtime
+
+
+# The key of every local Ray cluster the tests start (64 hex digits, as Ray makes them): it comes from the
+# environment, as a real cluster's does, and tests/test_ray_cluster.py checks that nothing a stage writes holds it.
+RAY_TOKEN = "3d5f0c9a7b1e4d2f8a6c0e9b7d5f3a1c2e4b6d8f0a9c7e5b3d1f2a4c6e8b0d9f"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray cluster (127.0.0.1, 2 CPUs) for one test module: starting one costs seconds. Every Ray the
+    tests start is this one, with one token, so no test's cluster finds another's key cached."""
+    import ray
+    from ray._raylet import Config
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", "token")
+        env.setenv("RAY_AUTH_TOKEN", RAY_TOKEN)
+        # Ray read its config when first imported (before these variables were set): read it again, as
+        # ray.init does when it turns token authentication on for a new local cluster.
+        Config.initialize("")
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+    Config.initialize("")

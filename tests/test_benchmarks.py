@@ -74,6 +74,7 @@ def smoke_argv(run: str, i: dict[str, Path]) -> list[str]:
     model = str(i["model"])
     return {
         "curation": ["--model", model, "--pairs", str(i["pairs"]), "--n", "2", "--baseline-new-tokens", "2"],
+        "cluster": ["--model", model, "--web", str(i["web"]), "--n", "2", "--max-new-tokens", "2"],
         "curators": ["--curator", f"tiny={model}", "--dev", str(i["dev"])],
         "generation": ["--model", model, "--web", str(i["web"]), "--n", "2", "--max-new-tokens", "4"],
         "gpu_check": ["--device", "cpu", "--model", model, "--check-prompts", "1", "--prompts", "1",
@@ -86,7 +87,7 @@ def smoke_argv(run: str, i: dict[str, Path]) -> list[str]:
     }[run]
 
 
-RUNS = ["curation", "curators", "generation", "gpu_check", "judges", "rater_text injected",
+RUNS = ["cluster", "curation", "curators", "generation", "gpu_check", "judges", "rater_text injected",
         "rater_text false-positives", "segmentation", "train_throughput"]
 
 
@@ -123,8 +124,11 @@ def transformers_logging():
 
 
 @pytest.mark.parametrize("run", RUNS)
-def test_benchmark_runs_and_writes_its_documented_fields(run, inputs, tmp_path, monkeypatch, transformers_logging):
+def test_benchmark_runs_and_writes_its_documented_fields(run, inputs, tmp_path, monkeypatch, transformers_logging,
+                                                         request):
     name = run.split()[0]
+    if name == "cluster":  # the tests' one way to start Ray (the benchmark uses a Ray that runs)
+        request.getfixturevalue("ray_local")
     out = tmp_path / f"{name}.json"
     module = importlib.import_module(f"benchmarks.{name}")
     if name == "train_throughput":

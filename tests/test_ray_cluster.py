@@ -2,9 +2,10 @@
 
 The stages run as DVC runs them (`stages.augment.main`, `stages.score.main`) on the tiny model, with the
 transformers engine in every actor: the shards' bytes must not depend on where they were computed, nor on an
-actor lost mid-shard. Ray is started once for the module, with token authentication from the environment (as
-a real cluster's key would come), and that token must appear in nothing the stages write or log. These tests
-need Ray (`pip install -e '.[cluster]'`, which `make setup` does): without it they fail, they do not skip.
+actor lost mid-shard. Ray is started once for the module (conftest's `ray_local`), with token authentication
+from the environment (as a real cluster's key would come), and that token must appear in nothing the stages
+write or log. These tests need Ray (`pip install -e '.[cluster]'`, which `make setup` does): without it they
+fail, they do not skip.
 """
 
 from __future__ import annotations
@@ -29,30 +30,11 @@ from humpback.generation import make_engine
 from humpback.model_folders import prepare_curator
 from stages import augment as augment_stage
 from stages import score as score_stage
+from tests.conftest import RAY_TOKEN as TOKEN
 from tests.conftest import shipped_params
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "3d5f0c9a7b1e4d2f8a6c0e9b7d5f3a1c2e4b6d8f0a9c7e5b3d1f2a4c6e8b0d9f"  # the cluster's key (64 hex, as Ray's)
 THREADS = 2  # torch threads in the local run and in each actor; Ray starts its workers with 1
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """One local Ray for the module: starting it costs seconds, each stage's actors less."""
-    from ray._raylet import Config
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_AUTH_MODE", "token")  # the key from the environment only, never params.yaml
-        env.setenv("RAY_AUTH_TOKEN", TOKEN)
-        # Ray read its config when imported (this session imported it before the variables were set): read it
-        # again, as ray.init does when it turns token authentication on for a new local cluster.
-        Config.initialize("")
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-    Config.initialize("")
 
 
 SEGMENTS = [{"id": f"seg-{i}", "text": f"Segment {i}: " + "decorators wrap functions to extend them. " * (1 + i % 3)}
@@ -129,7 +111,7 @@ def pools(monkeypatch):
     return seen
 
 
-def test_augment_and_score_on_two_actors_equal_local_byte_for_byte(cluster, local, stage_dir, tiny_model_dir,
+def test_augment_and_score_on_two_actors_equal_local_byte_for_byte(ray_local, local, stage_dir, tiny_model_dir,
                                                                     pools, capsys, caplog):
     torch.set_num_threads(THREADS)  # what the local run had; the actors take it (runtime.ray.threads 0)
     try:
@@ -156,7 +138,7 @@ def test_augment_and_score_on_two_actors_equal_local_byte_for_byte(cluster, loca
     assert TOKEN not in captured.out + captured.err + caplog.text
 
 
-def test_an_actor_killed_mid_shard_is_restarted_and_the_output_is_unchanged(cluster, local, stage_dir,
+def test_an_actor_killed_mid_shard_is_restarted_and_the_output_is_unchanged(ray_local, local, stage_dir,
                                                                            tiny_model_dir, pools, monkeypatch):
     """ray.kill(actor, no_restart=False) right after a shard was handed to it: Ray restarts the actor (its engine
     is built again) and retries the shard; the stage writes what an undisturbed run writes."""
@@ -182,7 +164,7 @@ def test_an_actor_killed_mid_shard_is_restarted_and_the_output_is_unchanged(clus
     assert [b == a for b, a in zip(before, after)].count(False) == 1  # the killed one came back, a new process
 
 
-def test_a_model_folder_a_node_cannot_read_stops_the_stage_naming_host_and_path(cluster, stage_dir,
+def test_a_model_folder_a_node_cannot_read_stops_the_stage_naming_host_and_path(ray_local, stage_dir,
                                                                                  tiny_model_dir, capsys):
     """Here (the stage's process) and on an actor: a node without the shared folder refuses before any work.
     The actor's case is a folder that was there when the stage started and is gone when its actors start."""

@@ -206,6 +206,10 @@ class RayPool:
         log.info("%d Ray actors hold %s, %d torch threads each, on %s", len(self.actors), self.model_dir,
                  self.threads, ", ".join(sorted({i["host"] for i in self.infos})))
 
+    def start(self) -> None:
+        """Start every actor now (the shard hand-out does so at its first shard): to time start-up apart."""
+        self._grow(self.size)
+
     def map_shards(self, work: Callable[[Any], Any], shards: Iterator[Any]) -> Iterator[Any]:
         """The shard runner's hand-out: work(shard) on the actors, as many shards in flight as actors, pulled
         lazily; results in the shards' order."""
