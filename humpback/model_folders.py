@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from humpback.modeling import atomic_folder, load_reference, model_card, save_model
+from humpback.records import atomic_folder
 
 SELF_NOTE = ("# No named curator\n\n`curate.model: self`: score@1 is rated by m0 and score@2 by m1 (the paper's "
              "self-curation). Set `curate.model` to a model reference to curate with another model.\n")
@@ -19,6 +19,9 @@ SELF_MARKER = "SELF_CURATOR"  # the one file (beside the README) of the placehol
 
 def prepare_model(ref: str, dtype: str, out: str | Path) -> Path:
     """Load `ref` as an unquantized transformers model and save it to `out` atomically, with a model card."""
+    # imported here: torch and transformers take seconds to import, and `prepare_curator("self")` needs neither
+    from humpback.modeling import load_reference, model_card, save_model
+
     model, tokenizer = load_reference(ref, dtype)
     with atomic_folder(out) as tmp:
         save_model(model, tokenizer, tmp)

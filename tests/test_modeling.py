@@ -10,7 +10,8 @@ import yaml
 from safetensors.torch import load_file
 
 from humpback.model_folders import prepare_model
-from humpback.modeling import atomic_folder, load_model
+from humpback.modeling import load_model
+from humpback.records import atomic_folder
 from stages import prepare_base
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from humpback import curation_methods
 from humpback.export.cards import License, base_description, metadata_block, source_license
-from humpback.modeling import atomic_folder
+from humpback.records import atomic_folder
 
 # One row per curated pair; the provenance columns come from the web segment the output is.
 FEATURES = Features({

@@ -18,8 +18,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from humpback.export.cards import HUB_ORIGINALS, base_description, base_license, metadata_block, source_license
-from humpback.modeling import DTYPES, atomic_folder, config_of, is_adapter
-from humpback.records import read_json
+from humpback.modeling import DTYPES, config_of, is_adapter
+from humpback.records import atomic_folder, read_json
 
 ROLE_WORDS = {
     "m0": "M0: the base finetuned on the seed pairs alone",
