@@ -5,31 +5,27 @@
     python -m humpback.experiments --contrast curate.method=pmi --metrics paper --out sweeps/curated   # arms
 
 reads every experiment of the workspace through DVC's own API (`dvc.api.exp_show`), or exp_show-style rows from
-a JSON file (`--rows`), takes one headline metric (by default the M2 other-source likelihood when the run has it,
-else M2's win rate), and writes:
-- `<out>.md`: per condition and x, the mean over the seeds that ran with its 95% t interval and n; the
+JSON files (`--rows`), takes one or more metrics (by default the M2 other-source likelihood when the run has it,
+else M2's win rate; `a - b` is a difference of two keys per run; `--metrics paper` the paper's set), and writes:
+- `<out>.md`, per metric: per condition and x, the mean over the seeds that ran with its 95% t interval and n; the
   data-scaling fit metric = α·ln N + C per condition by least squares over every run, α with its t interval
-  (n − 2 df) and, beside it, a bootstrap interval that resamples whole seeds within each N; and every run that
-  was not read, with the reason;
+  (n − 2 df) and, beside it, a bootstrap interval that resamples whole seeds within each N; with `--contrast
+  KEY=VALUE`, every other arm's mean minus its reference arm's with a Welch 95% t interval and n per arm; and
+  every run that was not read, with the reason;
 - `<out>.png`: the (first) metric against log N per condition, with the fitted lines.
-
-`--metric` may be repeated, and a metric may be the difference of two keys per run (`a - b`: the headline carries
-M2 − M0 as a paired comparison but M1 − M0 only as the two models' likelihoods); `--metrics paper` reads the
-paper's set. `--contrast KEY=VALUE` names a reference arm: every other condition's mean minus the reference's,
-with a Welch 95% t interval (Welch–Satterthwaite df) and n per arm.
 
 A condition is every param that differs between the runs read, except x and the seeds (`seeds.*`): each such
 key is a column, so runs that differ in anything but their seeds are never averaged together. x is the number of
 augmented pairs M2 trained on (`selected.iteration_2` in the headline) unless `--x` names another key. A contrast
-never pools either: it pairs two conditions that differ only in the contrast key and in the keys that set how many
-pairs the models train on (`SIZE_KEYS`: the equal-N vs all-pairs arms); a condition that differs from every
-reference arm in anything else is listed as not contrasted, with the keys named.
+pairs two conditions that differ only in the contrast key and in the pairs' count (SIZE_KEYS); an arm that
+differs from every reference arm in anything else is listed as not contrasted, with the keys named.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import functools
 import json
 import math
@@ -138,10 +134,20 @@ def load(repo: str | None = None) -> list[dict[str, Any]]:
     return dvc.api.exp_show(repo=repo, force=True)
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """exp_show rows kept in a JSON file: a list of rows, or {"source": "...", "rows": [...]}."""
-    data = json.loads(Path(path).read_text())
-    return data["rows"] if isinstance(data, dict) else data
+def read_rows(*paths: str | Path) -> list[dict[str, Any]]:
+    """exp_show rows kept in JSON files (a list of rows, or {"source": "...", "rows": [...]}), several files (one
+    per queue run) read as one: a row kept twice (the baseline, listed by every exp_show) is counted once."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        rows += [r for r in (data["rows"] if isinstance(data, dict) else data) if r not in rows]
+    return rows
+
+
+def keep_rows(rows: Sequence[dict[str, Any]], path: str | Path, source: str) -> None:
+    """The rows read, as a JSON file `--rows` reads back: a sweep's raw rows outlive its experiment refs."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"source": source, "rows": list(rows)}, indent=1, default=str) + "\n")
 
 
 def _number(x: Any) -> float | None:
@@ -359,8 +365,7 @@ def compare(rows: Sequence[dict[str, Any]] | Sequence[Run], x: str = DEFAULT_X, 
 
 def _check_contrast(runs: Sequence[Run], contrast: tuple[str, str], folded: set[str],
                     differs: typing.Callable[..., bool]) -> None:
-    """A contrast key is a condition (not x, the keys x is read through, or a seed) that differs between the
-    runs, and some run has the reference value."""
+    """A contrast key is a condition (not x or a seed) that differs between the runs, one with that value."""
     key, value = contrast
     if key in folded or key.startswith(SEED_PREFIX):
         what = "a seed: a replicate" if key.startswith(SEED_PREFIX) else "x (or sets it)"
@@ -374,15 +379,12 @@ def _check_contrast(runs: Sequence[Run], contrast: tuple[str, str], folded: set[
 
 
 def contrast_arms(readout: Readout) -> tuple[list[dict[str, Any]], list[tuple[tuple[str, ...], float, str]]]:
-    """Every arm whose contrast key is not the reference value, against the reference arm of its stratum.
-
-    An arm is a condition at one x (a condition read at one N is one arm). Its reference arms are those with the
-    reference value that agree with it on every other condition key, except the keys that set how many pairs
-    the models train on (SIZE_KEYS): those may differ, and then the arms' N differ by design (the uncurated arm
-    at all pairs against the curated one). A condition read at several N (a scaling sweep) is contrasted N by N,
-    against the reference at the same N. The closest match wins (an exact stratum before one differing in
-    size). An arm with no reference in its stratum is not contrasted, with the keys that separate it named: its
-    difference would mix the contrast with another change."""
+    """Every arm (a condition at one x) whose contrast key is not the reference value, against the reference arm
+    of its stratum: the same values of every other condition key but the SIZE_KEYS (those may differ: the
+    uncurated arm at all pairs against the curated one), and the same N where either is read at several N (a
+    scaling sweep, contrasted N by N). The closest match wins (the exact stratum first). An arm with no
+    reference in its stratum is not contrasted, the keys that separate it named: its difference would mix the
+    contrast with another change."""
     key, value = typing.cast(tuple[str, str], readout.contrast)
     at = readout.keys.index(key)
     size = {*SIZE_KEYS.get(readout.x, ()), *X_SET_BY.get(readout.x, ())}
@@ -475,11 +477,10 @@ def markdown(readout: Readout, level: int = 1) -> str:
 
 def _contrast_lines(r: Readout, head: list[str], level: int) -> list[str]:
     key, value = typing.cast(tuple[str, str], r.contrast)
-    text = (f"Contrasts against the reference arm `{key}` = {value}: each arm's mean minus its reference arm's, "
-            "with the Welch 95% t interval (unequal variances, Welch–Satterthwaite df) and the runs of each. An arm "
-            "is a condition at one N; its reference agrees with it on every other condition key but those that "
-            "set how many pairs the models train on (named under \"also differs in\", the reference's value "
-            "second); a condition read at several N is contrasted N by N.")
+    text = (f"Contrasts with the reference arm `{key}` = {value}: each arm's mean minus its reference's, Welch 95% "
+            "t interval (Welch–Satterthwaite df). The reference agrees with the arm on every other condition key "
+            "but those that set the pairs' count (\"also differs in\": arm vs reference) and, where either is "
+            "read at several N, on N.")
     lines = ["", text, "",
              (f"| {' | '.join(head)} | {r.x} | reference {r.x} | also differs in | runs | reference runs | "
               "arm − reference | Welch 95% t interval | df |"),
@@ -503,12 +504,10 @@ def markdown_all(readouts: Sequence[Readout]) -> str:
     """Several metrics of the same runs: one section each (arms, fit, contrasts, runs not read)."""
     if len(readouts) == 1:
         return markdown(readouts[0])
-    r = readouts[0]
-    names = ", ".join(f"`{m.metric}`" for m in readouts)
-    intro = (f"# {len(readouts)} metrics against {r.x}" + (f", contrasted with `{r.contrast[0]}` = {r.contrast[1]}"
-                                                        if r.contrast else ""))
-    return "\n".join([intro, "", f"Each read the same way, over the same runs: {names}.", ""]
-                     + [markdown(m, level=2) for m in readouts])
+    r, names = readouts[0], ", ".join(f"`{m.metric}`" for m in readouts)
+    versus = f", contrasted with `{r.contrast[0]}` = {r.contrast[1]}" if r.contrast else ""
+    return "\n".join([f"# {len(readouts)} metrics against {r.x}{versus}", "",
+                      f"Each read the same way from the same rows: {names}.", ""] + [markdown(m, 2) for m in readouts])
 
 
 def plot(readout: Readout, out: str | Path) -> None:
@@ -565,11 +564,16 @@ def main(argv: list[str] | None = None) -> int:
                         "other arm's mean minus the reference's, with a Welch 95%% t interval")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--repo", help="the DVC repository (default: here)")
-    source.add_argument("--rows", help="a JSON file of exp_show rows to read instead of asking DVC")
+    source.add_argument("--rows", action="append", help="a JSON file of exp_show rows to read instead of asking "
+                        "DVC (repeatable: one file per queue run, read as one)")
+    parser.add_argument("--keep", help="also write the rows read to this JSON file (readable with --rows)")
     parser.add_argument("--out", required=True, help="output prefix: writes <out>.md and <out>.png (the first "
                         "metric's figure)")
     args = parser.parse_args(argv)
-    rows = without_workspace_copy(read_rows(args.rows) if args.rows else load(args.repo))
+    rows = without_workspace_copy(read_rows(*args.rows) if args.rows else load(args.repo))
+    if args.keep:
+        keep_rows(rows, args.keep, f"exp_show rows of {', '.join(args.rows or [args.repo or '.'])}, kept "
+                  f"{datetime.date.today()} by python -m humpback.experiments")
     metrics: list[tuple[str | None, str | None]] = [*PRESETS.get(args.metrics, ()),
                                                    *((None, m) for m in args.metric)] or [(None, None)]
     try:
