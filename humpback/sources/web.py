@@ -25,7 +25,6 @@ from dataclasses import fields
 from pathlib import Path
 
 from humpback.content_hash import hash_files, hash_json
-from humpback.dedup import Deduplicator
 from humpback.filters import SegmentFilter, language_identifier
 from humpback.params import WebDataParams
 from humpback.records import atomic_path
@@ -156,6 +155,10 @@ def check_bad_fraction(params: WebDataParams, documents: int, bad: int, dropped:
 
 def dedup(segments: Iterable[dict], near_threshold: float, counts: Counts) -> bytearray:
     """Phase 2: a verdict byte (1 = kept) per segment that passed the filters, in corpus order."""
+    # imported here: datasketch (with scipy) takes half a second, and every stage imports this package through
+    # the stage runner (SourceError), not only prepare_web
+    from humpback.dedup import Deduplicator
+
     deduplicator = Deduplicator(near_threshold)
     verdicts = bytearray()
     for row in segments:
