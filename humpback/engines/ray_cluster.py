@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 _held: Any = None
 
 
+class ClusterError(ValueError):
+    """The Ray cluster named cannot be joined (a user's setup error: the stage stops, naming the address)."""
+
+
 class ModelPathError(ValueError):
     """A Ray worker that cannot read the stage's model folder (a user's setup error: the stage stops)."""
 
@@ -163,7 +167,12 @@ class RayPool:
         if problem:
             raise ModelPathError(f"this process (host {socket.gethostname()}) cannot read {problem}{SHARED_PATHS}")
         if not ray.is_initialized():
-            ray.init(address=settings.address or None)
+            try:
+                ray.init(address=settings.address or None)
+            except ConnectionError as exc:  # no cluster there, or one whose token is not $RAY_AUTH_TOKEN's
+                raise ClusterError(f"runtime.ray.address {settings.address or '(Ray default)'}: {exc}. A cluster "
+                                   "with token authentication takes its token from $RAY_AUTH_TOKEN (or the file "
+                                   "$RAY_AUTH_TOKEN_PATH names), as `ray start` did") from exc
         self.size = actor_count(settings, ray.cluster_resources())
         self.threads = settings.threads or torch.get_num_threads()
         self.settings = settings
