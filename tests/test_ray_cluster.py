@@ -187,6 +187,21 @@ def test_a_model_folder_a_node_cannot_read_stops_the_stage_naming_host_and_path(
     assert not pool.actors
 
 
+def test_a_single_engine_call_runs_whole_on_one_actor(ray_local, tiny_model_dir):
+    """respond, score_dev, likelihood and a local judge call the engine once: on one actor, the local answer."""
+    params = shipped_params()
+    generation = dataclasses.replace(params.generation, engine="transformers", dtype="float32")
+    runtime = dataclasses.replace(params.runtime, cluster="ray", ray=dataclasses.replace(params.runtime.ray, actors=2))
+    local = make_engine(tiny_model_dir, generation, params.runtime)
+    pool = make_engine(tiny_model_dir, generation, runtime)
+    prompts, seeds = ["What is a decorator?", "Name two uses of a cache."], [11, 12]
+    texts = pool.generate(prompts, 4, seeds)
+    assert len(pool.actors) == 1 and texts == local.generate(prompts, 4, seeds)
+    assert pool.completion_logprobs(prompts, [" A wrapper.", " Speed."]) == local.completion_logprobs(
+        prompts, [" A wrapper.", " Speed."])
+    pool.close()
+
+
 def test_the_pool_pickled_into_an_actor_is_that_actor_s_engine_and_nowhere_else():
     with pytest.raises(RuntimeError, match="outside its actors"):
         ray_cluster.held_engine()
