@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.curation import methods_to_run, score_dev_set
 from humpback.curation_methods import writes_text
 from humpback.model_folders import is_self
 from humpback.records import iter_jsonl, write_jsonl
@@ -34,6 +33,8 @@ def run(args, params) -> None:
         write_jsonl(args.out, [])
         log.info("%s: curate.model is self, nothing to score", args.model)
         return
+    # imported past the `self` early return: the curation and engine code imports torch and transformers
+    from humpback.curation import methods_to_run, score_dev_set
     from humpback.generation import make_engine, stage_settings
 
     reads_only = not writes_text(methods_to_run(params))  # picks the precision `auto` means here

@@ -13,9 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from humpback.params import WebDataParams
 from humpback.sources.counts import SourceError
 from humpback.sources.documents import BadRecord, Document, bad_record
@@ -43,6 +40,11 @@ def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
 
 
 def read_parquet(path: Path, field: str, on_bad_record: str) -> Iterator[Document | BadRecord]:
+    # imported here: every stage imports the sources package through the stage runner, and pyarrow takes a
+    # noticeable part of a stage's start
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         file = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
