@@ -19,7 +19,7 @@ setup: $(VENV)/.done
 $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	@# The default seed/web data is Debian's python3.11-doc; install it when missing (machines run as root).
 	@test -d $(DOCS) || (apt-get install -y python3.11-doc || (apt-get update && apt-get install -y python3.11-doc))
-	@# Debian's headless browser, for the report.html check (tests/test_report_html.py).
+	@# Debian's headless browser, for the report.html check (tests/evaluation/test_report_html.py).
 	@command -v chromium >/dev/null || (apt-get install -y --no-install-recommends chromium fonts-liberation || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium fonts-liberation))
 	@missing=; for p in $(FAQ_PKGS); do \

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from humpback.augmentation import augment
+from humpback.engines.factory import make_engine
 from humpback.engines.servers import ServerPool, served_name
-from humpback.generation import make_engine
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
-from humpback.records import read_jsonl, write_json
-from humpback.shards import ShardedRun
+from humpback.storage.records import read_jsonl, write_json
+from humpback.storage.shards import ShardedRun
 
 
 class Completions(BaseHTTPRequestHandler):

@@ -26,14 +26,14 @@ import time
 import torch
 from scipy.stats import spearmanr
 
+from humpback.curation.scoring import is_selected, parse_score, score_pairs
 from humpback.engines.decoding import shared_prefix_length
+from humpback.engines.factory import make_engine, stage_settings
+from humpback.engines.models import DTYPES, load_model
 from humpback.engines.tokens import encode_prompts, stop_token_ids
-from humpback.generation import make_engine, stage_settings
-from humpback.modeling import DTYPES, load_model
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.prompts import curation_prompt
-from humpback.records import read_jsonl, write_json
-from humpback.scoring import is_selected, parse_score, score_pairs
+from humpback.storage.records import read_jsonl, write_json
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:

@@ -7,8 +7,8 @@
 Each curator is NAME=REF: a model folder (models/base, an adapter folder such as models/m0) or any model
 reference `base.model` accepts (converted once into .humpback/models/NAME, reused on later runs). Each one
 rates data/dev.jsonl with every method of `curation_quality.methods` (or --methods) through the code of the
-score_dev and curation_quality stages (`humpback.curation.score_dev_set`, then
-`humpback.curation_quality.dev_set_metrics`, on the engine `stage_settings(params, "curate")` names), so the
+score_dev and curation_quality stages (`humpback.curation.curator.score_dev_set`, then
+`humpback.curation.quality.dev_set_metrics`, on the engine `stage_settings(params, "curate")` names), so the
 figures are those `dvc repro` reports.
 Curators named in --tagged (default m0 m1 m2: the models this project trained) are prompted with the system
 prompt of their training. Prints the table; writes the metrics as JSON and a PNG beside it.
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import torch
 
-from humpback.curation import methods_to_run, score_dev_set
-from humpback.curation_methods import BASELINE, writes_text
-from humpback.curation_quality import dev_set_metrics, markdown_table, plot_curation_quality
-from humpback.generation import make_engine, stage_settings
-from humpback.model_folders import prepare_model
-from humpback.modeling import model_card
+from humpback.curation.curator import methods_to_run, score_dev_set
+from humpback.curation.methods import BASELINE, writes_text
+from humpback.curation.quality import dev_set_metrics, markdown_table, plot_curation_quality
+from humpback.engines.factory import make_engine, stage_settings
+from humpback.engines.model_folders import prepare_model
+from humpback.engines.models import model_card
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
-from humpback.records import read_jsonl, write_json
-from humpback.workdirs import HUMPBACK_DIR
+from humpback.storage.records import read_jsonl, write_json
+from humpback.storage.workdirs import HUMPBACK_DIR
 
 log = logging.getLogger("curators")
 CONVERTED = HUMPBACK_DIR / "models"  # converted references, reused by later runs (rater_text.py reads base)

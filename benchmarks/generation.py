@@ -19,12 +19,12 @@ import time
 import torch
 
 from humpback.engines.base import record_seed
+from humpback.engines.factory import make_engine, stage_settings
+from humpback.engines.models import load_model
 from humpback.engines.tokens import encode_prompts, stop_token_ids
-from humpback.generation import make_engine, stage_settings
-from humpback.modeling import load_model
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.prompts import backward_example
-from humpback.records import read_jsonl, write_json
+from humpback.storage.records import read_jsonl, write_json
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ folder given by --model. Checks, each recorded with ok/error so one failure does
   stock transformers `generate(do_sample=False)` run prompt by prompt, in float32;
 - logprobs_fp32 / logprobs_bf16: `next_token_logprobs` (shared-prefix cache) and `completion_logprobs` against
   one unpadded stock forward pass per prompt, within a tolerance per precision;
-- lora_bf16: a few optimizer steps through `humpback.training.train` (bf16 autocast on the GPU): losses finite,
+- lora_bf16: a few optimizer steps through `humpback.training.trainer.train` (bf16 autocast on the GPU): losses finite,
   adapter weights changed, base weights untouched;
 - throughput (bf16): generation (prompts/s, new tokens/s) at the params' token budget and a GPU-sized one;
   curation pairs/s for the `logprob` and `pmi` methods on ~1,000-token pairs.
@@ -79,7 +79,7 @@ def prepare(folder: Path, params_file: str) -> None:
     """Save the params' base model's tokenizer and config (no weights) to `folder`."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from humpback.modeling import resolve_gguf
+    from humpback.engines.models import resolve_gguf
     from humpback.params import load_params
 
     ref = load_params(params_file).base.model
@@ -156,9 +156,9 @@ def check_greedy(model_dir: Path, params, device: str, n: int, new_tokens: int) 
 
 
 def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: float, n: int) -> dict:
+    from humpback.curation.scoring import score_read_format
     from humpback.engines.tokens import encode_prompts, first_token_after
     from humpback.prompts import curation_prompt, format_example
-    from humpback.scoring import score_read_format
 
     engine = engine_for(model_dir, params, dtype)
     tok = engine.tokenizer
@@ -199,9 +199,9 @@ def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: 
 def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
     from transformers import AutoTokenizer
 
-    from humpback.sft_data import build_dataset, forward_examples
-    from humpback.train_plan import TrainPlan
-    from humpback.training import compute_dtype, load_trainable, train
+    from humpback.training.examples import build_dataset, forward_examples
+    from humpback.training.plan import TrainPlan
+    from humpback.training.trainer import compute_dtype, load_trainable, train
 
     tp = dataclasses.replace(params.train, method="lora", batch_size=8, micro_batch_size=4, warmup_steps=0)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -234,9 +234,9 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
 
 
 def check_throughput(model_dir: Path, params, n_prompts: int, new_tokens: int, n_pairs: int) -> dict:
+    from humpback.curation.scoring import score_pairs
     from humpback.engines.tokens import encode_prompts
     from humpback.prompts import format_example
-    from humpback.scoring import score_pairs
 
     dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
     out: dict = {"dtype": dtype, "generation": [], "curation": {}}
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.out:
         ap.error("--out is required")
 
-    from humpback.records import write_json
+    from humpback.storage.records import write_json
 
     if args.device == "cuda" and not torch.cuda.is_available():
         reason = f"no CUDA device (torch {torch.__version__}, cuda {torch.version.cuda}): nothing checked"

@@ -24,13 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from humpback.curation_methods import writes_text
-from humpback.devset import NEGATIVE_KINDS
-from humpback.evaluation import JUDGE_SEED, evaluate_models
-from humpback.generation import stage_settings
-from humpback.judges import make_judge
+from humpback.curation.devset import NEGATIVE_KINDS
+from humpback.curation.methods import writes_text
+from humpback.engines.factory import stage_settings
+from humpback.evaluation.head_to_head import JUDGE_SEED, evaluate_models
+from humpback.evaluation.judges import make_judge
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
-from humpback.records import read_jsonl, write_json
+from humpback.storage.records import read_jsonl, write_json
 
 # Judged once before the clock starts (it loads the judge's engine); in no dev set, so never cached for it.
 WARM_UP = {"id": "warm-up", "instruction": "Say hello.", "output": "Hi there!", "generator": "warm-up"}
@@ -50,8 +50,8 @@ def judge_pairs(dev: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
 
 def run_judge(judge_dir: str, read: str, pairs, params, generation, runtime, max_chars: int) -> dict:
     """One judge model read one way over every kind of pair, with a fresh cache (every pair really judged).
-    The judge is `evaluate`'s (`humpback.judges.make_judge`); one warm-up pair, outside the timed part, loads its
-    engine, so the seconds are those of judging."""
+    The judge is `evaluate`'s (`humpback.evaluation.judges.make_judge`); one warm-up pair, outside the timed part,
+    loads its engine, so the seconds are those of judging."""
     settings = dataclasses.replace(params.evaluate, judge_read=read, judge_model="base")  # base = judge_dir
     per_kind, judgements = {}, 0
     with tempfile.TemporaryDirectory() as cache:

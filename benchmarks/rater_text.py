@@ -6,7 +6,7 @@ the detector touch?
 
 `injected`: answers of the seed fixture (tests/fixtures/tiny_profile/seed.jsonl) with rater-directed passages
 injected (a bare score line, a copy of the rubric ending "This answer is a 5", an instruction to the rater
-inside a paragraph, chat-template markers). Each method of `humpback.scoring` rates, for the seed's own
+inside a paragraph, chat-template markers). Each method of `humpback.curation.scoring` rates, for the seed's own
 instruction: the answer as injected (what a curator would read without the detector), the answer as the web
 stage leaves it (`SegmentFilter.clean`, what reaches curation), and the answer with the injected passages
 removed by hand (the reference). `generate` is sampled: its figure is the mean over `--seeds` base seeds,
@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from humpback.filters import SegmentFilter
 from humpback.params import load_params
 from humpback.prompts import CURATION_PROMPT
-from humpback.rater_text import remove_rater_text
-from humpback.segment import Segment
+from humpback.sources.filters import SegmentFilter
+from humpback.sources.rater_text import remove_rater_text
+from humpback.sources.segment import Segment
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("logprob", "rubric_calibrated", "yes_no", "likelihood_gain", "pmi", "generate")
@@ -55,9 +55,9 @@ def inject(answer: str, passage: str, where: str) -> str:
 
 
 def injected(args: argparse.Namespace) -> dict:
-    from humpback.curation_methods import writes_text
-    from humpback.generation import make_engine, stage_settings
-    from humpback.scoring import score_pairs
+    from humpback.curation.methods import writes_text
+    from humpback.curation.scoring import score_pairs
+    from humpback.engines.factory import make_engine, stage_settings
 
     params = load_params(args.params)
     seeds = [json.loads(line) for line in (ROOT / "tests/fixtures/tiny_profile/seed.jsonl").open()][: args.pairs]
@@ -114,9 +114,9 @@ def _mean(values: list[float]) -> float | None:
 
 
 def false_positives(args: argparse.Namespace) -> dict:
-    from humpback.segment import html_segments, text_segments
     from humpback.sources import WEB_SOURCES, reader
     from humpback.sources.documents import Document
+    from humpback.sources.segment import html_segments, text_segments
 
     web = dataclasses.replace(load_params(args.params).data.web, on_bad_record="skip")
     read = reader(WEB_SOURCES, web.source, "web")

@@ -7,7 +7,7 @@ Both sides train M0's real data (the seed pairs, formatted and masked as the tra
 params of params.yaml (method, LoRA, max_seq_len, batch, micro-batch, learning rate) for `--steps` optimizer
 steps, in the same precision: bf16 where this machine has fast bf16 kernels (`train.dtype: auto`, the rule
 generation uses), else float32.
-- ours: `humpback.training.train`: length-bucketed micro-batches, the loss only at labelled positions and in
+- ours: `humpback.training.trainer.train`: length-bucketed micro-batches, the loss only at labelled positions and in
   chunks (a float32 head computed inside the loss, one chunk of logits at a time), LoRA's scale folded into
   one matmul per adapted layer, bf16 autocast with LoRA's frozen base held in bf16;
 - plain: `Trainer` configured as a competent user would: the model loaded as `base.dtype` stores it, the same
@@ -92,10 +92,10 @@ def run_side(side: str, args) -> dict:
     from transformers.utils import logging as hf_logging
 
     from humpback.params import load_params
-    from humpback.records import read_jsonl
-    from humpback.sft_data import PadCollator, build_dataset, forward_examples
-    from humpback.train_plan import TrainPlan
-    from humpback.training import compute_dtype, load_trainable, train
+    from humpback.storage.records import read_jsonl
+    from humpback.training.examples import PadCollator, build_dataset, forward_examples
+    from humpback.training.plan import TrainPlan
+    from humpback.training.trainer import compute_dtype, load_trainable, train
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from benchmarks.curation import matmul_gflops
-    from humpback.modeling import DTYPES
+    from humpback.engines.models import DTYPES
 
     ours, plain = report["humpback"], report["plain_trainer"]
     peak = matmul_gflops(DTYPES[ours["dtype"]])

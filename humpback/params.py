@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from humpback import curation_methods
+from humpback.curation import methods as curation_methods
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -187,7 +187,7 @@ class AugmentParams(_Section):
     api_model: str = DEFAULT  # openai engine: the served model's name; default = generation.api_model
 
 
-# How a curator scores a pair: the names of humpback/curation_methods.py's table (the one place a method lives).
+# How a curator scores a pair: the names of humpback/curation/methods.py's table (the one place a method lives).
 CurateMethod = Literal[curation_methods.NAMES]  # type: ignore[valid-type]
 CURATE_METHODS: tuple[str, ...] = curation_methods.NAMES
 
@@ -200,7 +200,7 @@ CurateThresholds = dataclasses.make_dataclass(
 
 @dataclass(frozen=True)
 class CurateParams(_Section):
-    model: str  # "self" (the paper: M0 curates for M1, M1 for M2) or a model reference (see modeling.py)
+    model: str  # "self" (the paper: M0 curates for M1, M1 for M2) or a model reference (see engines/models.py)
     method: Literal[(curation_methods.NO_CURATION, *curation_methods.NAMES)]  # type: ignore[valid-type]
     threshold: CurateThresholds  # type: ignore[valid-type]
     max_new_tokens: int
@@ -259,7 +259,7 @@ class EvaluateParams(_Section):
     # annotator (OpenAI's API where no server URL is set, else that server); else the judges above, run on it
     engine: StageEngine = DEFAULT
     api_model: str = DEFAULT  # openai engine: the judge's model name; default = generation.api_model
-    # judge_read pairwise: the alpaca_eval annotator config (its prompt and parser; humpback/judges.py), e.g.
+    # judge_read pairwise: the alpaca_eval annotator config (its prompt and parser; humpback/evaluation/judges.py), e.g.
     # AlpacaEval 2's weighted_alpaca_eval_gpt4_turbo or AlpacaEval 1's alpaca_eval_gpt4 (API judges only)
     annotator: str = "weighted_alpaca_eval_gpt4_turbo"
     # the models judged against each other (m2 vs m0, ...) besides against the reference: off halves an API
@@ -286,7 +286,7 @@ class LikelihoodParams(_Section):
 
 @dataclass(frozen=True)
 class ExportParams(_Section):
-    """What users take away (humpback/export/, docs/export.md): the curated dataset and standalone models."""
+    """What users take away (humpback/evaluation/export/, docs/export.md): the curated dataset and standalone models."""
 
     models: list[Literal["m0", "m1", "m2"]]  # dvc.yaml's export_model foreach runs one stage per model listed
     dtype: Literal["base", "float32", "bfloat16", "float16"]  # the merged weights; base = the base folder's own
@@ -309,7 +309,7 @@ class RayParams(_Section):
 
 @dataclass(frozen=True)
 class LauncherParams(_Section):
-    """How the train stage starts its processes (humpback/launch.py; docs/scale.md, "Many GPUs")."""
+    """How the train stage starts its processes (humpback/training/launch.py; docs/scale.md, "Many GPUs")."""
 
     kind: Literal["single", "torchrun", "accelerate"]  # single = in the stage's own process
     processes: int  # per machine; 0 = torchrun's `auto` (one per GPU) / the accelerate config's num_processes

@@ -57,7 +57,7 @@ CURATION_PROMPT = (
 SCORE_PREFIX = "Score:"
 
 # curate.method yes_no: a question a small instruction-tuned model can answer in its first token. The score is
-# P(Yes) / (P(Yes) + P(No)) read at the start of the assistant's reply (scoring.py).
+# P(Yes) / (P(Yes) + P(No)) read at the start of the assistant's reply (curation/scoring.py).
 YES_NO_PROMPT = (
     "Below is an instruction from a user and a candidate answer.\n\n"
     "<instruction>\n{instruction}\n</instruction>\n\n<answer>\n{output}\n</answer>\n\n"
@@ -102,7 +102,7 @@ def backward_instruction(output: str) -> str:
 
 def curation_instruction(instruction: str, output: str) -> str:
     """The user turn of the curator. Web text is inserted as data; the score is read only from what the
-    model writes after the assistant header (see scoring.py), never from the pair's own text."""
+    model writes after the assistant header (see curation/scoring.py), never from the pair's own text."""
     return CURATION_PROMPT.format(instruction=instruction, output=output)
 
 

@@ -40,7 +40,7 @@ def stage(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentPars
     """The stage's `main(argv=None) -> exit code`: parse arguments, load params, run `body` (None means 0).
 
     `launch(params, argv)`: called once params are read, before `body`; it may replace this process with
-    the stage's module under a multi-process launcher (humpback/launch.py), or return to run it here."""
+    the stage's module under a multi-process launcher (humpback/training/launch.py), or return to run it here."""
     return lambda argv=None: run(name, doc, arguments, body, argv, launch)
 
 

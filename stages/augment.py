@@ -10,8 +10,8 @@ import logging
 import sys
 
 from humpback.augmentation import augment
-from humpback.records import iter_jsonl, write_json, write_jsonl
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("augment")
 # What decides a shard's content (the resume fingerprint): exactly the keys this stage reads.
@@ -26,9 +26,9 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> int:
-    from humpback.generation import make_engine, resolved, stage_settings
-    from humpback.modeling import model_identity
-    from humpback.shards import ShardedRun, fingerprint
+    from humpback.engines.factory import make_engine, resolved, stage_settings
+    from humpback.engines.models import model_identity
+    from humpback.storage.shards import ShardedRun, fingerprint
 
     segments = [r for _, r in iter_jsonl(args.web, required=("id", "text"))]
     run = ShardedRun("augment", fingerprint("augment", params.values(KEYS), model_identity(args.model), [args.web]))

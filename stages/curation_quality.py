@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from humpback.curation_quality import dev_set_metrics, markdown_table, plot_curation_quality
-from humpback.records import iter_jsonl, write_json
+from humpback.curation.quality import dev_set_metrics, markdown_table, plot_curation_quality
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json
 
 
 def arguments(parser) -> None:

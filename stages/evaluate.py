@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from humpback.evaluation import run_evaluation
+from humpback.evaluation.head_to_head import run_evaluation
 from humpback.stage_runner import stage
 
 

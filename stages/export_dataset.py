@@ -1,15 +1,15 @@
 """Stage export_dataset: each iteration's curated pairs as one Hugging Face dataset folder with a dataset card
 (Parquet splits iteration_N; `datasets.load_dataset(folder)` reads it as is). Publish it with
-`python -m humpback.publish FOLDER --repo-id OWNER/NAME` (docs/export.md)."""
+`python -m humpback.evaluation.export.publish FOLDER --repo-id OWNER/NAME` (docs/export.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from humpback.export.cards import dataset_license
-from humpback.export.dataset import DatasetInfo, export_dataset
-from humpback.records import iter_jsonl, read_json
+from humpback.evaluation.export.cards import dataset_license
+from humpback.evaluation.export.dataset import DatasetInfo, export_dataset
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, read_json
 
 
 def arguments(parser) -> None:

@@ -1,14 +1,15 @@
 """Stage export_model@<model> (one per `export.models` entry): the trained model as a standalone transformers folder,
 LoRA merged into the base, safetensors in the base's dtype, with a model card carrying the run's measured
-differences. Publish it with `python -m humpback.publish FOLDER --repo-id OWNER/NAME` (docs/export.md)."""
+differences. Publish it with `python -m humpback.evaluation.export.publish FOLDER --repo-id OWNER/NAME`
+(docs/export.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from humpback.export.model import ModelInfo, export_model
-from humpback.records import read_json
+from humpback.evaluation.export.model import ModelInfo, export_model
 from humpback.stage_runner import stage
+from humpback.storage.records import read_json
 
 
 def arguments(parser) -> None:

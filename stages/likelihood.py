@@ -1,4 +1,5 @@
-"""Stage likelihood@{base,m0,m1,m2}: how likely one model finds held-out human answers (humpback/likelihood.py).
+"""Stage likelihood@{base,m0,m1,m2}: how likely one model finds held-out human answers
+(humpback/evaluation/likelihood.py).
 
 Two instruments: the held-out seed pairs (same source as the seed) and the other-source pairs (data.other), each
 question prompted exactly as the respond stage prompts it (respond.system_prompt is the condition's, not the
@@ -11,10 +12,10 @@ import logging
 import sys
 import time
 
-from humpback.generation import resolve_engine as engine_name
-from humpback.likelihood import OTHER_SOURCE, SEED_HELDOUT, answer_likelihoods
-from humpback.records import iter_jsonl, write_json
+from humpback.engines.factory import resolve_engine as engine_name
+from humpback.evaluation.likelihood import OTHER_SOURCE, SEED_HELDOUT, answer_likelihoods
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json
 
 log = logging.getLogger("likelihood")
 
@@ -29,7 +30,7 @@ def arguments(parser) -> None:
 
 def instrument_engine(model_dir: str, params):
     """The run's engine at the instruments' own precision (likelihood.dtype); sampling plays no part."""
-    from humpback.generation import make_engine
+    from humpback.engines.factory import make_engine
     from humpback.params import GenerationParams
 
     settings = GenerationParams(engine=params.generation.engine, dtype=params.likelihood.dtype, temperature=1.0,

@@ -1,7 +1,7 @@
 """Stage prepare_base: resolve `base.model` into a plain safetensors folder (weights, tokenizer, chat template).
 
 The folder also gets a README.md model card: the source reference, and for a split GGUF the verified sha256 and
-the licence when it is known (see humpback/model_folders.py).
+the licence when it is known (see humpback/engines/model_folders.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 
-from humpback.model_folders import prepare_model
+from humpback.engines.model_folders import prepare_model
 from humpback.stage_runner import stage
 
 log = logging.getLogger("prepare_base")

@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 
-from humpback.model_folders import prepare_curator
+from humpback.engines.model_folders import prepare_curator
 from humpback.stage_runner import stage
 
 log = logging.getLogger("prepare_curator")

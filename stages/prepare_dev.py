@@ -1,7 +1,7 @@
 """Stage prepare_dev: the labelled curation dev set, from held-out seed pairs and web page headers.
 
 Positives are held-out (question, human answer) pairs; negatives are the failure kinds of the paper's rubric
-(see humpback/devset.py). The held-out pairs never reach training, so curators are scored on unseen data. The
+(see humpback/curation/devset.py). The held-out pairs never reach training, so curators are scored on unseen data. The
 headers come from the whole web pool, not the sample, so the set never moves with the sample's size or seed.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.devset import build_dev_set, dev_set_metrics
-from humpback.records import iter_jsonl, write_json, write_jsonl
+from humpback.curation.devset import build_dev_set, dev_set_metrics
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("prepare_dev")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from humpback.records import write_json, write_jsonl
 from humpback.sources import prepare_eval
 from humpback.stage_runner import stage
+from humpback.storage.records import write_json, write_jsonl
 
 
 def arguments(parser) -> None:

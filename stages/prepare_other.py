@@ -9,9 +9,9 @@ from __future__ import annotations
 import itertools
 import sys
 
-from humpback.records import iter_jsonl, write_json, write_jsonl
 from humpback.sources import prepare_other
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json, write_jsonl
 
 
 def arguments(parser) -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 import time
 
-from humpback.records import write_json
 from humpback.sources import prepare_web
 from humpback.stage_runner import stage
+from humpback.storage.records import write_json
 
 
 def arguments(parser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from humpback.report import write_report
+from humpback.evaluation.report import write_report
 from humpback.stage_runner import stage
 
 

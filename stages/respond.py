@@ -1,13 +1,14 @@
-"""Stage respond: a model answers the evaluation prompts → alpaca_eval `model_outputs` JSON (humpback/responses.py)."""
+"""Stage respond: a model answers the evaluation prompts → alpaca_eval `model_outputs` JSON
+(humpback/evaluation/responses.py)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-from humpback.records import iter_jsonl, write_json
-from humpback.responses import respond
+from humpback.evaluation.responses import respond
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json
 
 log = logging.getLogger("respond")
 
@@ -22,7 +23,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    from humpback.generation import make_engine, stage_settings
+    from humpback.engines.factory import make_engine, stage_settings
 
     records = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
     engine = make_engine(args.model, *stage_settings(params, "respond"))  # respond.engine, or generation.engine

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from humpback.records import write_json
-from humpback.sampling import sample_web
+from humpback.sources.sampling import sample_web
 from humpback.stage_runner import stage
+from humpback.storage.records import write_json
 
 
 def arguments(parser) -> None:

@@ -1,7 +1,7 @@
 """Stage score@{1,2}: the curator rates every augmented pair (curate.method); nothing is selected here.
 
 Iteration 1 is rated by m0, iteration 2 by m1 (`curate.model: self`, the paper), or both by the model
-prepare_curator made (models/curator). Resumable shards (humpback/shards.py); `curate.method: none` runs no
+prepare_curator made (models/curator). Resumable shards (humpback/storage/shards.py); `curate.method: none` runs no
 curator and writes the pairs unscored.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.curation import curator_for, score_iteration
-from humpback.curation_methods import writes_text
-from humpback.records import iter_jsonl, write_json, write_jsonl
+from humpback.curation.curator import curator_for, score_iteration
+from humpback.curation.methods import writes_text
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("score")
 
@@ -28,9 +28,9 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    from humpback.generation import make_engine, resolved, stage_settings
-    from humpback.modeling import model_identity
-    from humpback.shards import ShardedRun, fingerprint
+    from humpback.engines.factory import make_engine, resolved, stage_settings
+    from humpback.engines.models import model_identity
+    from humpback.storage.shards import ShardedRun, fingerprint
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
     curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.curation_methods import writes_text
-from humpback.model_folders import is_self
-from humpback.records import iter_jsonl, write_jsonl
+from humpback.curation.methods import writes_text
+from humpback.engines.model_folders import is_self
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_jsonl
 
 log = logging.getLogger("score_dev")
 
@@ -34,8 +34,8 @@ def run(args, params) -> None:
         log.info("%s: curate.model is self, nothing to score", args.model)
         return
     # imported past the `self` early return: the curation and engine code imports torch and transformers
-    from humpback.curation import methods_to_run, score_dev_set
-    from humpback.generation import make_engine, stage_settings
+    from humpback.curation.curator import methods_to_run, score_dev_set
+    from humpback.engines.factory import make_engine, stage_settings
 
     reads_only = not writes_text(methods_to_run(params))  # picks the precision `auto` means here
     engine = make_engine(args.model, *stage_settings(params, "curate", reads_only))  # curate.engine, or generation's

@@ -7,9 +7,17 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.records import iter_jsonl, write_csv, write_json, write_jsonl
-from humpback.selection import histogram, overlap, plot_histogram, select, selection_metrics, threshold_of, top_share_of
+from humpback.curation.selection import (
+    histogram,
+    overlap,
+    plot_histogram,
+    select,
+    selection_metrics,
+    threshold_of,
+    top_share_of,
+)
 from humpback.stage_runner import stage
+from humpback.storage.records import iter_jsonl, write_csv, write_json, write_jsonl
 
 log = logging.getLogger("select")
 

@@ -1,8 +1,8 @@
 """Stage train@{backward,m0,m1,m2}: finetune the base model (LoRA or full) on seed and curated pairs.
 
 backward = seed pairs reversed (output → instruction); m0 = seed; m1, m2 = seed + a curated selection
-(humpback/train_role.py). A killed run resumes from its last checkpoint. `runtime.launcher` picks one process,
-torchrun or accelerate launch (humpback/launch.py); the command is the same for all three.
+(humpback/training/role.py). A killed run resumes from its last checkpoint. `runtime.launcher` picks one process,
+torchrun or accelerate launch (humpback/training/launch.py); the command is the same for all three.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import sys
 
 from transformers.utils import logging as hf_logging
 
-from humpback.launch import relaunch
 from humpback.stage_runner import stage
-from humpback.train_role import ROLES, train_role
+from humpback.training.launch import relaunch
+from humpback.training.role import ROLES, train_role
 
 log = logging.getLogger("train")
 

@@ -22,7 +22,7 @@ def build_tiny_model(out: Path, seed: int = 0, vocab_size: int | None = None) ->
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from humpback.modeling import resolve_gguf
+    from humpback.engines.models import resolve_gguf
 
     folder, filename = resolve_gguf(EMBEDDED)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
@@ -103,7 +103,8 @@ RUNTIME = shipped_params().runtime
 
 
 # The key of every local Ray cluster the tests start (64 hex digits, as Ray makes them): it comes from the
-# environment, as a real cluster's does, and tests/test_ray_cluster.py checks that nothing a stage writes holds it.
+# environment, as a real cluster's does, and tests/engines/test_ray_cluster.py checks that nothing a stage writes
+# holds it.
 RAY_TOKEN = "3d5f0c9a7b1e4d2f8a6c0e9b7d5f3a1c2e4b6d8f0a9c7e5b3d1f2a4c6e8b0d9f"
 
 

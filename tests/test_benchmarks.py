@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from humpback.devset import build_dev_set
-from humpback.records import read_json, write_jsonl
+from humpback.curation.devset import build_dev_set
+from humpback.storage.records import read_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "tiny_profile"

@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-LOCAL = {"humpback", "stages", "benchmarks", "tests"}
+LOCAL = {"humpback", "stages", "benchmarks", "tests", "tools"}
 # Where each folder's imports may be declared: unguarded / guarded by `except ImportError` (optional).
 # `cluster` (Ray) is optional for the library; `make test` installs it beside the dev set-up.
 ALLOWED = {

@@ -121,7 +121,7 @@ def test_the_check_reads_each_kind_of_mention_and_names_a_moved_key(tmp_path):
     page.write_text("Set `train.max_steps: 0` and `curate.treshold`; read `likelihood.m2.loglik_other`, "
                     "`selected.iteration_2`, `generation.stage_settings(...)`, `evaluate.json`.\n"
                     "```bash\ndvc exp run --queue -S 'select.iteration_2.caps=4,8' -S \"train.mix=augmented\"\n"
-                    "python -m humpback.experiments --by curate.methd --out sweeps/x\n```\n"
+                    "python -m humpback.evaluation.experiments --by curate.methd --out sweeps/x\n```\n"
                     "```yaml\ndata:\n  web: {source: warc, limits: 0, ...}\n```\n")
     problems = {name: problem(name, line) for name, _, line, _ in named_keys(page)}
     assert set(problems) == {"train.max_steps", "curate.treshold", "select.iteration_2.caps", "train.mix",

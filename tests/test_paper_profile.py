@@ -21,7 +21,7 @@ import yaml
 
 from humpback.profiles import apply, leaf_keys
 from tests.conftest import build_tiny_model
-from tests.test_leaderboard import RankingServer
+from tests.evaluation.test_leaderboard import RankingServer
 from tests.test_pipeline import ALL_STAGES, ROOT, _dvc, _ran, _run, copy_checkout
 from tests.test_profiles import limit_keys
 
@@ -182,7 +182,7 @@ def _metrics(repo: Path, name: str) -> dict:
 def test_training_follows_the_papers_table_and_batch_rule(run):
     """train.epochs 0 and train.batch_size 0: each model's steps come from the paper's steps-by-data-size table,
     its batch is 8 under 3,000 examples; the rate decays 1e-5 -> 9e-6; full finetuning."""
-    from humpback.train_plan import paper_batch_size, paper_steps
+    from humpback.training.plan import paper_batch_size, paper_steps
 
     repo = run[0]
     for role in ("backward", "m0", "m1", "m2"):
@@ -229,7 +229,7 @@ def test_the_judge_is_alpaca_eval_gpt4_against_text_davinci_003(run):
     """The server saw alpaca_eval_gpt4's prompt template filled with AlpacaEval's prompt, text-davinci-003's
     reference answer and the model's answer, sent to gpt-4 (the annotator's model) at temperature 0; the
     metrics name that judge and the reference, and hold alpaca_eval's leaderboard row."""
-    from humpback.judges import alpaca_eval_config
+    from humpback.evaluation.judges import alpaca_eval_config
 
     repo, requests, _, _ = run
     assert requests and {r["model"] for r in requests} == {"gpt-4"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from humpback import curation_methods
+from humpback.curation import methods as curation_methods
 from humpback.params import MOVED, Params, ParamsError, load_params, track_reads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ ENGINE_STAGES = ("augment", "curate", "respond", "evaluate")
 
 
 def test_every_stage_defaults_to_the_shared_engine():
-    from humpback.generation import stage_settings
+    from humpback.engines.factory import stage_settings
 
     params = load_params(ROOT / "params.yaml")
     for stage in ENGINE_STAGES:
@@ -157,8 +157,8 @@ def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
     this CPU's bf16 matmuls measure fast (`modeling.cpu_bf16_matmul_speedup`, pinned here)."""
     import torch
 
-    from humpback import modeling
-    from humpback.generation import stage_settings
+    from humpback.engines import models as modeling
+    from humpback.engines.factory import stage_settings
 
     params = load_params(ROOT / "params.yaml")
     assert params.generation.dtype == "auto"
@@ -175,7 +175,7 @@ def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
 
 def test_a_stage_names_its_own_engine_model_and_server(tmp_path):
     """Augment on a vLLM server, curate in-process, judge with an API model: each stage gets only its own."""
-    from humpback.generation import stage_settings
+    from humpback.engines.factory import stage_settings
 
     def per_stage(raw):
         raw["generation"].update(engine="transformers", api_model="")
@@ -218,7 +218,7 @@ def test_the_old_judge_keys_say_where_they_went(tmp_path):
 def test_stage_settings_read_only_what_dvc_yaml_declares(tmp_path, override):
     """What each stage's engine settings read is in its dvc.yaml params (runtime.* never is), whether the stage
     defers to generation.* or names its own."""
-    from humpback.generation import stage_settings
+    from humpback.engines.factory import stage_settings
     from tests.test_pipeline import declared_params
 
     def own(raw):

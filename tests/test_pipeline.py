@@ -386,7 +386,7 @@ def test_a_queued_sweep_runs_and_reads_out(repo, tmp_path):
         time.sleep(5)
     assert status.count("Success") >= 2, status
     out = tmp_path / "cap"
-    _run([sys.executable, "-m", "humpback.experiments", "--x", "select.iteration_2.cap", "--metric",
+    _run([sys.executable, "-m", "humpback.evaluation.experiments", "--x", "select.iteration_2.cap", "--metric",
           "likelihood.m2.loglik_other", "--out", str(out)], repo)
     table = (tmp_path / "cap.md").read_text()
     assert "| all | 1 |" in table and "| all | 2 |" in table and "α" in table

@@ -1,6 +1,6 @@
 """dvc.yaml says exactly what each stage depends on, so `dvc repro` and `dvc exp run` rerun exactly what a change
 touches. Code: each stage's declared project modules are the ones its file imports (statically, transitively;
-tests/stage_deps.py). Params: the keys each stage reads while the tiny DAG runs are compared with its declared
+tools/stage_deps.py). Params: the keys each stage reads while the tiny DAG runs are compared with its declared
 params in tests/test_pipeline.py (the run is that module's)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 
 import yaml
 
-from tests.stage_deps import NOT_CODE_DEPS, ROOT, code_deps, covered, import_cycles
+from tools.stage_deps import NOT_CODE_DEPS, ROOT, code_deps, covered, import_cycles
 
 
 def stages() -> dict[str, dict]:
@@ -55,11 +55,12 @@ def test_the_exempt_modules_exist():
 def test_a_broken_dvc_yaml_is_caught(tmp_path):
     """The check can fail: drop one module a stage imports and add one it does not."""
     stage = dict(stages()["select"]["do"])
-    stage["deps"] = [d for d in stage["deps"] if d != "humpback/selection.py"] + ["humpback/judges.py"]
+    kept = [d for d in stage["deps"] if d != "humpback/curation/selection.py"]
+    stage["deps"] = [*kept, "humpback/evaluation/judges.py"]
     imported = code_deps(stage_module(stage))
     declared = declared_code(stage)
-    assert "humpback/selection.py" in {p for p in imported if not covered(p, declared)}
-    assert "humpback/judges.py" in {d for d in declared if not any(covered(p, [d]) for p in imported)}
+    assert "humpback/curation/selection.py" in {p for p in imported if not covered(p, declared)}
+    assert "humpback/evaluation/judges.py" in {d for d in declared if not any(covered(p, [d]) for p in imported)}
 
 
 def test_the_library_has_no_import_cycle():
@@ -67,7 +68,7 @@ def test_the_library_has_no_import_cycle():
 
 
 def test_the_cycle_check_finds_one(tmp_path, monkeypatch):
-    import tests.stage_deps as deps
+    import tools.stage_deps as deps
 
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "a.py").write_text("from pkg import b\n")

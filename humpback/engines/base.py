@@ -1,6 +1,6 @@
 """What every engine shares, below them all: the protocol, the sampling preamble and the per-record seed.
 
-Engines (`humpback/engines/*`) and their users import these from here; `humpback.generation.make_engine` picks an
+Engines (`humpback/engines/*`) and their users import these from here; `humpback.engines.factory.make_engine` picks an
 engine. Prompts are already formatted (`prompts.format_example(...).prompt`) and tokenized exactly as training
 tokenizes a prefix; generation stops at the template's end-of-turn token; each prompt carries its own seed, so a
 record's output does not depend on which other records share its batch, shard or server; results come back in

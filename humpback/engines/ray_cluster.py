@@ -5,7 +5,7 @@
   (`generation.make_engine`: transformers or vLLM), and sets torch's thread count (`runtime.ray.threads`; Ray
   starts workers with OMP_NUM_THREADS=1, so a local run and an actor would otherwise compute with different
   thread counts).
-- How shards reach them: the shard runner (humpback/shards.py) hands its missing shards to `map_shards`, which
+- How shards reach them: the shard runner (humpback/storage/shards.py) hands its missing shards to `map_shards`, which
   runs the stage's own per-shard `work` on the actors through Ray's `ActorPool` (as many shards in flight as
   actors, results in input order). A shard is one engine call, whole, exactly the call the local run makes,
   so batches, per-record seeds and so bytes are the same; this process still writes every finished shard
@@ -123,7 +123,7 @@ class EngineActor:
             return
         import torch
 
-        from humpback.modeling import adapter_base, is_adapter
+        from humpback.engines.models import adapter_base, is_adapter
 
         self.problem = unreadable([adapter_base(model_dir)] if is_adapter(model_dir) else [])
         if self.problem is None:

@@ -29,9 +29,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from humpback.content_hash import hash_json
 from humpback.engines.openai_engine import OpenAIEngine
 from humpback.params import GenerationParams, RuntimeParams
+from humpback.storage.hashing import hash_json
 
 API_KEY_ENV = "VLLM_API_KEY"
 STAGE_ENV = "DVC_STAGE"  # set by DVC for every stage command: the stage's address, `score@1`
@@ -53,7 +53,7 @@ class NoServerLeft(RuntimeError):
 def served_name(model_dir: str | Path) -> str:
     """The name a server must serve `model_dir` under: its content fingerprint (and its base's, for an adapter),
     so a server started from another training run, iteration or base never matches."""
-    from humpback.modeling import model_identity
+    from humpback.engines.models import model_identity
 
     return f"humpback-{hash_json(model_identity(model_dir))[:16]}"
 
@@ -64,7 +64,7 @@ def serve_command(model_dir: str | Path, port: int = 8000) -> str:
     since vLLM's `--max-lora-rank` defaults below common ranks). The key is $VLLM_API_KEY, which vLLM reads."""
     import json
 
-    from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter
+    from humpback.engines.models import ADAPTER_CONFIG, adapter_base, is_adapter
 
     name = served_name(model_dir)
     if not is_adapter(model_dir):

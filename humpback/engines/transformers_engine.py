@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from humpback.engines.base import resolve_sampling
 from humpback.engines.cpu_kernels import use_cpu_kernels
 from humpback.engines.decoding import generate_batch, left_pad, real_positions, shared_prefix_cache
+from humpback.engines.models import load_model
 from humpback.engines.tokens import (
     encode_completion_pairs,
     encode_prompts,
@@ -31,7 +32,6 @@ from humpback.engines.tokens import (
     stop_token_ids,
     token_budget_batches,
 )
-from humpback.modeling import load_model
 from humpback.params import GenerationParams, RuntimeParams
 
 # On a CPU, reads that reuse a prefix cache run in batches of at most this many prompt tokens: their attention

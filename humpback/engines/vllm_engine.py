@@ -18,8 +18,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from humpback.engines.base import resolve_sampling
+from humpback.engines.models import ADAPTER_CONFIG, adapter_base, is_adapter, resolve_dtype
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
-from humpback.modeling import ADAPTER_CONFIG, adapter_base, is_adapter, resolve_dtype
 from humpback.params import GenerationParams, RuntimeParams
 
 TOP_LOGPROBS = 20  # vLLM's default max_logprobs

@@ -17,9 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from humpback.overlap import seen_in_training
 from humpback.params import EvalDataParams, OtherDataParams, SeedDataParams, WebDataParams
-from humpback.sampling import round_robin, sample_indices
 from humpback.sources import (
     alpaca_eval,
     html_files,
@@ -34,8 +32,10 @@ from humpback.sources import (
     web,
 )
 from humpback.sources.counts import Counts, SourceError
+from humpback.sources.overlap import seen_in_training
 from humpback.sources.python_faq import DEFAULT_ROOT
-from humpback.workdirs import SCRATCH_DIR
+from humpback.sources.sampling import round_robin, sample_indices
+from humpback.storage.workdirs import SCRATCH_DIR
 
 # The held-out split is an instrument: fixed, whatever the run's seeds.
 SPLIT_SEED = 0
@@ -115,7 +115,7 @@ def prepare_eval(params: EvalDataParams) -> tuple[list[dict[str, Any]], Counts]:
 def prepare_other(params: OtherDataParams, training: Iterable[dict[str, Any]]) -> tuple[list[dict], Counts]:
     """Every pair of the other source whose question and answer occur nowhere in `training` (seed pairs with
     "instruction" and "output", web segments with "text"); the others are dropped and counted, so the set is
-    disjoint from whatever the run trains and curates on (humpback.overlap)."""
+    disjoint from whatever the run trains and curates on (humpback.sources.overlap)."""
     counts = Counts(params.source)
     pairs = reader(OTHER_SOURCES, params.source, "other")(params.path, counts)
     instructions, texts = [], []

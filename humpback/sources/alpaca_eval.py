@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from humpback.params import EvalDataParams
-from humpback.records import RecordError
 from humpback.sources.counts import Counts, SourceError
+from humpback.storage.records import RecordError
 
 HUB_ID = "tatsu-lab/alpaca_eval"
 HUB_FILES = {"none": "alpaca_eval.json", "text_davinci_003": "alpaca_eval.json",

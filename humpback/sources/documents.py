@@ -11,7 +11,7 @@ transport's charset (the HTTP `Content-Type` of a WARC response), then a `<meta 
 WHATWG Encoding standard's label table, as browsers resolve them (`webencodings`: `iso-8859-1`, `latin1` and
 `ascii` mean windows-1252; a label it does not list, such as `cp437` or `rot13`, is no declaration). Junk
 bytes inside a text page do not lose the page: the segments they land in are cleaned or dropped in
-`humpback.filters`; only a document that is mostly junk (an image or a PDF behind a text/html type) is
+`humpback.sources.filters`; only a document that is mostly junk (an image or a PDF behind a text/html type) is
 dropped here, as `binary`.
 """
 
@@ -25,8 +25,8 @@ from typing import Literal
 import webencodings
 from charset_normalizer import from_bytes
 
-from humpback.filters import JUNK, has_junk
-from humpback.records import RecordError
+from humpback.sources.filters import JUNK, has_junk
+from humpback.storage.records import RecordError
 
 # Share of a decoded document that may be undecodable or control characters before it is taken for binary
 # data rather than text with junk in places. Random bytes decoded as UTF-8 are ~60% junk, as a single-byte

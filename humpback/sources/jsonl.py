@@ -5,7 +5,7 @@ lacks a field raises `RecordError` naming file, line and field, or with `on_bad_
 under `dropped.malformed` (and in `read`: it was a record, just not a usable one).
 
 Web rows are whole documents (e.g. FineWeb's `text`), which have no HTML headers to anchor on: each row
-is cut into blocks of whole paragraphs up to `max_chars` (`humpback.segment.text_segments`) and the
+is cut into blocks of whole paragraphs up to `max_chars` (`humpback.sources.segment.text_segments`) and the
 text filters apply as for HTML; the header filters do not (there is no header).
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
-from humpback.records import RecordError, iter_jsonl
 from humpback.sources.counts import Counts, SourceError
 from humpback.sources.documents import BadRecord, Document
+from humpback.storage.records import RecordError, iter_jsonl
 
 
 def read_seed(params: SeedDataParams, counts: Counts) -> list[dict[str, Any]]:

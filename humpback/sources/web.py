@@ -2,13 +2,13 @@
 
 1. **Shards** (resumable): the reader's documents, cut into shards of `runtime.web_shard_size` in input order.
    Each shard's segments are cleaned (junk, rater-directed text) and go through the per-segment filters
-   (`humpback.filters`); the shard runner (`humpback.shards`) writes the survivors and the shard's counts
-   atomically to `.humpback/scratch/prepare_web-<fingerprint>/`. Records the reader could not use (damaged,
+   (`humpback.sources.filters`); the shard runner (`humpback.storage.shards`) writes the survivors and the shard's
+   counts atomically to `.humpback/scratch/prepare_web-<fingerprint>/`. Records the reader could not use (damaged,
    undecodable) are counted in their shard; past `data.web.max_bad_fraction` of the documents read, the run
    stops. A rerun after a crash or a kill skips finished shards (it still reads their documents, to know where
    the next begins).
 2. **Dedup**: one pass over the shards in order drops exact and near-duplicates across the whole corpus
-   (`humpback.dedup`); one byte per surviving segment records the verdict.
+   (`humpback.sources.dedup`); one byte per surviving segment records the verdict.
 3. **Write** every kept segment (the pool), streamed from the shards into the output file (atomically).
    `sample_web` then draws `data.web.limit` of the pool in a stage of its own.
 
@@ -24,23 +24,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import fields
 from pathlib import Path
 
-from humpback.content_hash import hash_files, hash_json
-from humpback.filters import SegmentFilter, language_identifier
 from humpback.params import WebDataParams
-from humpback.records import atomic_path
-from humpback.segment import html_segments, text_segments
-from humpback.shards import ShardedRun
 from humpback.sources.counts import Counts, SourceError
 from humpback.sources.documents import BadRecord, Document
-from humpback.workdirs import SCRATCH_DIR
+from humpback.sources.filters import SegmentFilter, language_identifier
+from humpback.sources.segment import html_segments, text_segments
+from humpback.storage.hashing import hash_files, hash_json
+from humpback.storage.records import atomic_path
+from humpback.storage.shards import ShardedRun
+from humpback.storage.workdirs import SCRATCH_DIR
 
 STAGE = "prepare_web"
 # Documents read before max_bad_fraction is checked mid-run (a wrong format fails within the first shards;
 # a few damaged records among the first pages of a good crawl do not).
 MIN_DOCUMENTS_FOR_FRACTION = 1000
-_CODE = [Path(__file__).parents[1] / name for name in ("segment.py", "filters.py", "rater_text.py")] + sorted(
-    Path(__file__).parent.glob("*.py")
-)
+_CODE = sorted(Path(__file__).parent.glob("*.py"))  # the readers, segmentation, filters, rater-directed text
 
 
 def prepare_web(
@@ -157,7 +155,7 @@ def dedup(segments: Iterable[dict], near_threshold: float, counts: Counts) -> by
     """Phase 2: a verdict byte (1 = kept) per segment that passed the filters, in corpus order."""
     # imported here: datasketch (with scipy) takes half a second, and every stage imports this package through
     # the stage runner (SourceError), not only prepare_web
-    from humpback.dedup import Deduplicator
+    from humpback.sources.dedup import Deduplicator
 
     deduplicator = Deduplicator(near_threshold)
     verdicts = bytearray()

@@ -1,0 +1,1 @@
+"""Training: examples, the step plan, the loss, the trainer, its engines and the process launcher."""

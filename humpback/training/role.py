@@ -1,0 +1,152 @@
+"""One training run of the DAG: train@{backward,m0,m1,m2} reads its pairs, builds the examples with the one
+template (humpback/prompts.py via sft_data), trains, and writes the model folder with its card, the metrics and
+the loss curve.
+
+backward = seed pairs reversed (output → instruction); m0 = seed; m1, m2 = seed + a curated selection, or the
+selection alone with `train.mix: augmented` (the paper's ablation). Checkpoints go to a scratch folder named by a
+fingerprint of everything that decides the run, so a killed `dvc repro` resumes where it stopped; the folder is
+deleted once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from humpback.params import DEFAULT, Params, SeedParams
+from humpback.storage.records import iter_jsonl, write_json
+from humpback.storage.workdirs import TRAIN_SCRATCH
+from humpback.training.examples import backward_examples, build_dataset, forward_examples
+from humpback.training.launch import close_process_group, is_main_process
+from humpback.training.plan import TrainPlan, fingerprint
+from humpback.training.trainer import LiveCurve, load_trainable, save_trained, train, training_arguments
+
+log = logging.getLogger("train")
+
+ROLES = ("backward", "m0", "m1", "m2")
+# The params that decide a model, per role: its card and its resume fingerprint record exactly these, and
+# dvc.yaml's train_backward and train@{m0,m1,m2} list the same (the whole-DAG test compares reads with them).
+# Each role has its own seed key (seeds.training_<role>, `default` = seeds.training), so reseeding one model
+# reruns that train stage and what follows it, not the whole pipeline.
+COMMON_KEYS = ("seeds.training", "train.method", "train.max_seq_len", "train.overlong", "train.epochs",
+               "train.batch_size", "train.micro_batch_size", "train.learning_rate", "train.final_learning_rate",
+               "train.weight_decay", "train.dropout", "train.warmup_steps", "train.dtype", "train.lora")
+ROLE_KEYS = {"backward": (*COMMON_KEYS, "seeds.training_backward", "train.backward_max_output_tokens"),
+             "m0": (*COMMON_KEYS, "seeds.training_m0", "train.tagging"),
+             "m1": (*COMMON_KEYS, "seeds.training_m1", "train.tagging", "train.mix"),
+             "m2": (*COMMON_KEYS, "seeds.training_m2", "train.tagging", "train.mix")}
+WITH_AUGMENTED = ("m1", "m2")
+SCRATCH_ROOT = TRAIN_SCRATCH
+
+
+class TrainDataError(ValueError):
+    """Training inputs that cannot make a model (wrong combination, nothing left to train on)."""
+
+
+def training_seed(seeds: SeedParams, role: str) -> int:
+    """The seed of one role's training (data order, adapter initialisation, dropout): `seeds.training_<role>`,
+    where `default` means the whole pipeline's `seeds.training`."""
+    own = getattr(seeds, f"training_{role}")
+    return seeds.training if own == DEFAULT else own
+
+
+def read_pairs(path: str | Path) -> list[dict[str, Any]]:
+    return [record for _, record in iter_jsonl(path, required=("instruction", "output"))]
+
+
+def train_role(
+    role: str, base: str, seed: str, augmented: str | None, out: str, metrics: str, live: str | None,
+    params: Params, scratch_root: Path = SCRATCH_ROOT,
+) -> dict[str, Any]:
+    """Train one role and write its model folder and metrics, logging the curves into `live` (DVCLive) as it
+    goes; return the metrics."""
+    if (augmented is not None) != (role in WITH_AUGMENTED):
+        raise TrainDataError(f"--augmented is {'required' if role in WITH_AUGMENTED else 'not used'} for {role}")
+    seed_pairs = read_pairs(seed)
+    augmented_pairs = read_pairs(augmented) if augmented is not None else []
+    if augmented is not None and not augmented_pairs:
+        log.warning("%s has no rows (the curator selected nothing): training %s on seed pairs only", augmented, role)
+
+    tp = params.train
+    if role in WITH_AUGMENTED and tp.mix == "augmented":  # the paper's augmented-only ablation
+        seed_pairs = []
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    examples = (
+        backward_examples(tokenizer, seed_pairs, tp.backward_max_output_tokens) if role == "backward"
+        else forward_examples(tokenizer, seed_pairs, augmented_pairs, tp.tagging)
+    )
+    dataset, report = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
+    if len(dataset) == 0:
+        raise TrainDataError(
+            f"no training examples for {role}: read {report.read}, dropped {report.dropped} "
+            f"(train.max_seq_len={tp.max_seq_len})"
+        )
+    if sum(report.dropped.values()):
+        log.warning("%s: dropped %s of %d examples (train.max_seq_len=%d, train.overlong=%s)", role,
+                    report.dropped, sum(report.read.values()), tp.max_seq_len, tp.overlong)
+    plan = TrainPlan.from_params(tp, len(dataset), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    inputs = [seed] + ([augmented] if augmented is not None else [])
+    scratch = scratch_root / f"{role}-{fingerprint(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
+    log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
+
+    # The Trainer's arguments first: they start a multi-process launch's process group, which sharded
+    # loading (ZeRO-3, FSDP) needs while the model loads.
+    train_seed = training_seed(params.seeds, role)
+    args = training_arguments(tp, plan, train_seed, scratch, save_steps=params.runtime.save_steps)
+    model = load_trainable(base, tp, seed=train_seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    result = train(model, dataset, pad_id, tp, plan, train_seed, scratch, callbacks=live_callbacks(live),
+                   args=args)
+
+    summary = {
+        "final_loss": result.final_loss,
+        "tail_loss": result.tail_loss,
+        "steps": result.steps,
+        "epochs": round(result.epochs, 3),
+        "examples": len(dataset),
+        "examples_seed": report.kept["seed"],
+        "examples_augmented": report.kept["augmented"],
+        "truncated": report.truncated,
+        "dropped": sum(report.dropped.values()),
+        "tokens": result.tokens,
+        "trained_tokens": result.trained_tokens,
+        "padding_fraction": round(result.padding_fraction, 4),
+        "seconds": round(result.seconds, 1),
+        "seconds_per_step": round(result.seconds / max(1, result.steps - result.resumed_from_step), 2),
+        "final_learning_rate": result.final_learning_rate,
+    }
+    card = {
+        "role": role,
+        "base": base,
+        "method": tp.method,
+        "precision": result.precision,
+        "engine": result.engine,  # what actually trained (a config asking for FSDP on CPUs trains with DDP)
+        "inputs": {"seed": seed, "augmented": augmented},
+        "data": report.to_dict(),
+        "plan": dataclasses.asdict(plan),
+        "params": params.values(ROLE_KEYS[role]),
+        "training_seed": train_seed,
+        "resumed_from_step": result.resumed_from_step,
+        **summary,
+    }
+    if is_main_process():  # under a multi-process launch, rank 0 writes the outputs; the others wait for it
+        save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
+        write_json(metrics, summary)
+        shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
+    close_process_group()
+    return summary
+
+
+def live_callbacks(live_dir: str | Path | None) -> list:
+    """The DVCLive curves, per optimizer step, into `live_dir` while training runs (`dvc plots show` draws them;
+    a resumed run continues the curve, `training.LiveCurve`). No dvc.yaml of its own and no experiment commit:
+    the stage's outputs are DVC's business."""
+    if live_dir is None or not is_main_process():
+        return []
+    return [LiveCurve(live_dir)]

@@ -1,0 +1,321 @@
+"""The read-out of a sweep: conditions never pooled, the pairs selected as x, the α·log N fit with its t and
+seed-bootstrap intervals, runs not read listed, arms contrasted with a Welch interval, several metrics (a
+difference of two keys, the paper preset) in one read; on synthetic exp_show rows, against reference
+computations."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from humpback.evaluation.experiments import (
+    PRESETS,
+    bootstrap_alpha,
+    compare,
+    fit_log,
+    main,
+    markdown,
+    mean_interval,
+    parse_contrast,
+    split_row,
+    welch,
+    without_workspace_copy,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+METRIC = "likelihood.m2.loglik_other"
+_names = itertools.count()
+
+
+def row(value: float | None = None, *, selected: int | None = None, state: str | None = "Success",
+        metrics: dict | None = None, **params) -> dict:
+    """One exp_show row as DVC writes it when column names collide (file-prefixed); params and other headline
+    metrics by dotted name."""
+    out = {"Experiment": f"exp-{next(_names)}", "rev": "abc1234", "typ": "branch_commit", "State": state}
+    out.update({f"metrics/headline.json:{k}": v for k, v in (metrics or {}).items()})
+    if value is not None:
+        out[f"metrics/headline.json:{METRIC}"] = value
+    if selected is not None:
+        out["metrics/headline.json:selected.iteration_2"] = selected
+    out.update({f"params.yaml:{k}": v for k, v in params.items()})
+    return out
+
+
+def test_fit_is_least_squares_on_log_n_with_its_t_interval():
+    rng = random.Random(3)
+    points = [(n, 6.95 * math.log(n) + 12 + rng.gauss(0, 0.5)) for n in (100, 200, 400, 800, 1600, 3200)]
+    fit = fit_log(points)
+    xs, ys = np.log([n for n, _ in points]), np.array([y for _, y in points])
+    ref_alpha, ref_c = np.polyfit(xs, ys, 1)
+    assert (fit["alpha"], fit["C"], fit["n"]) == pytest.approx((ref_alpha, ref_c, 6))
+    residuals = ys - (ref_alpha * xs + ref_c)
+    se = math.sqrt(residuals @ residuals / (len(xs) - 2) / ((xs - xs.mean()) @ (xs - xs.mean())))
+    assert fit["alpha_ci"] == pytest.approx(stats.t.interval(0.95, len(xs) - 2, loc=ref_alpha, scale=se))
+    assert fit_log(points[:2])["alpha_ci"] is None  # two runs leave no degree of freedom
+
+
+def test_mean_interval_uses_t_at_every_df():
+    values = [0.12, 0.15, 0.11, 0.18, 0.13, 0.16, 0.10, 0.17, 0.14, 0.12, 0.19, 0.15]  # 11 df: past any table
+    mean, lo, hi = mean_interval(values)
+    ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert mean == pytest.approx(np.mean(values)) and (lo, hi) == pytest.approx(ref)
+    assert (hi - mean) / stats.sem(values) > 1.96 * 1.1  # the old 1.96 fallback was 12% too narrow here
+    assert mean_interval([0.2]) == (0.2, None, None)
+
+
+def test_bootstrap_resamples_whole_seeds_within_each_n():
+    # Two N levels, two seeds each: a resample draws two seeds at each level, so α takes one of 9 values, the
+    # extremes each with probability 1/16 (> 2.5%): the percentile interval is exactly [min, max]. Resampling
+    # runs across levels instead would reach other slopes (a level drawn three times, another once).
+    values = {8: (1.0, 1.3), 64: (1.5, 2.1)}
+    points = [(n, seed, v) for n, vs in values.items() for seed, v in enumerate(vs)]
+    low, high = bootstrap_alpha(points)
+    width = math.log(64) - math.log(8)
+    slopes = [(np.mean(b) - np.mean(a)) / width for a in itertools.product(values[8], repeat=2)
+              for b in itertools.product(values[64], repeat=2)]
+    assert (low, high) == pytest.approx((min(slopes), max(slopes)))
+    # One seed per N: nothing to resample, no interval rather than a zero-width one.
+    assert bootstrap_alpha([(8, 0, 1.0), (16, 0, 1.2), (64, 0, 1.5)]) is None
+
+
+def test_a_run_differing_in_any_param_but_x_and_seeds_is_its_own_condition():
+    rows = [row(-3.10 + 0.01 * math.log(n) + 0.001 * s, selected=n, **{"data.web.limit": 64,
+            "select.iteration_2.cap": n, "curate.method": "pmi", "seeds.training": s, "seeds.training_m2": s})
+            for n in (8, 32) for s in (0, 1)]
+    rows += [row(-3.00 + 0.02 * math.log(n), selected=n, **{"data.web.limit": 256, "select.iteration_2.cap": n,
+             "curate.method": "pmi", "seeds.training": 0, "seeds.training_m2": 0}) for n in (8, 64)]
+    rows.append(row(-3.05, selected=63, **{"data.web.limit": 64, "select.iteration_2.cap": 0,
+                "curate.method": "none", "seeds.training": 0, "seeds.training_m2": 0}))
+    readout = compare(rows)
+    # Seeds and the cap (which sets x) are no condition; the web pool and the method are, each a column.
+    assert readout.keys == ["curate.method", "data.web.limit"]
+    assert set(readout.conditions) == {("pmi", "64"), ("pmi", "256"), ("none", "64")}
+    assert set(readout.seeds) == {"seeds.training", "seeds.training_m2"}
+    small = readout.conditions[("pmi", "64")]
+    assert small["alpha"] == pytest.approx(0.01) and small["n"] == 4
+    assert small["by_x"][8.0][3] == 2  # two seeds averaged, never the 256-segment run at the same N
+    assert readout.conditions[("pmi", "256")]["alpha"] == pytest.approx(0.02)
+    text = markdown(readout)
+    assert "| curate.method | data.web.limit | selected.iteration_2 |" in text and "| pmi | 256 | 64 |" in text
+    # --by puts a key first, even one that does not differ; the rest stay columns.
+    assert compare(rows, by=["seeds.sampling"]).keys == ["seeds.sampling", "curate.method", "data.web.limit"]
+
+
+def test_x_is_the_pairs_selected_and_a_cap_0_run_is_kept_or_listed():
+    rows = [row(-3.09 + 0.005 * math.log(n), selected=n, **{"select.iteration_2.cap": cap})
+            for n, cap in ((4, 4), (16, 16), (35, 0))]
+    readout = compare(rows)
+    assert list(readout.conditions[("all",)]["by_x"]) == [4, 16, 35]  # the baseline at the count it selected
+    assert readout.x_set_by == ("select.iteration_2.cap",) and not readout.not_read
+    by_cap = compare(rows, x="select.iteration_2.cap")
+    assert list(by_cap.conditions[("all",)]["by_x"]) == [4, 16]
+    [(_, reason)] = by_cap.not_read
+    assert "select.iteration_2.cap = 0" in reason and "selected.iteration_2" in reason
+    assert "## Not read" in markdown(by_cap) and reason in markdown(by_cap)
+
+
+def test_failed_and_metricless_runs_are_listed_not_dropped():
+    rows = [row(-3.09, selected=4), row(-3.08, selected=16), row(None, selected=8),
+            row(None, state="Failed"), row("!", selected=32)]
+    readout = compare(rows, metric=METRIC)
+    reasons = [reason for _, reason in readout.not_read]
+    assert reasons == [f"no {METRIC}", "state Failed", f"{METRIC} unreadable ('!')"]
+    text = markdown(readout)
+    assert all(reason in text for reason in reasons) and "2 runs read, 3 not read" in text
+
+
+def test_columns_split_into_params_and_metrics():
+    run = split_row({"rev": "main", "likelihood.m2.loglik_other": -3.1, "likelihood.bootstrap": 10000,
+                     "train.max_steps": 8, "selected.iteration_2": 35, "params.yaml:seeds.training": 1,
+                     "metrics/headline.json:win_rate.m2": 50.0, "humpback/evaluation/experiments.py": "ab12"})
+    assert set(run.params) == {"likelihood.bootstrap", "train.max_steps", "seeds.training"}  # a moved key too
+    assert {"likelihood.m2.loglik_other", "selected.iteration_2", "win_rate.m2"} <= set(run.metrics)
+
+
+def test_the_committed_cap_sweep_reads_from_its_rows_file(tmp_path):
+    rows_file = ROOT / "docs" / "sweeps" / "cap.runs.json"
+    assert main(["--rows", str(rows_file), "--out", str(tmp_path / "cap")]) == 0
+    rows = json.loads(rows_file.read_text())["rows"]
+    ns = [r["metrics/headline.json:selected.iteration_2"] for r in rows]
+    ref = stats.linregress(np.log(ns), [r[f"metrics/headline.json:{METRIC}"] for r in rows])
+    text = (tmp_path / "cap.md").read_text()
+    assert "5 runs read, 0 not read" in text and f"| all | {ref.slope:.4g} |" in text
+    assert (tmp_path / "cap.png").read_bytes()[:4] == b"\x89PNG"
+    assert text == (ROOT / "docs" / "sweeps" / "cap.md").read_text()  # the committed table is this read-out
+
+
+def test_a_clean_workspace_is_not_counted_twice():
+    # exp_show after a committed run: the workspace and the branch are one run; an experiment is another.
+    base = {"select.iteration_2.cap": 0, "likelihood.m2.loglik_other": -3.085}
+    rows = [
+        {"rev": "workspace", "typ": "baseline", "Created": None, **base},
+        {"rev": "main", "typ": "baseline", "Created": "05:48 AM", **base},
+        {"rev": "5bb296d", "typ": "branch_commit", "Experiment": "x", "select.iteration_2.cap": 4,
+         "likelihood.m2.loglik_other": -3.093},
+    ]
+    assert [r["rev"] for r in without_workspace_copy(rows)] == ["main", "5bb296d"]
+    changed = [{**rows[0], "select.iteration_2.cap": 8}, *rows[1:]]  # an uncommitted run of its own stays
+    assert [r["rev"] for r in without_workspace_copy(changed)] == ["workspace", "main", "5bb296d"]
+
+
+def test_welch_interval_is_the_hand_computation_and_scipys():
+    arm, reference = [0.0051, 0.0064, 0.0032, 0.0070], [0.0012, 0.0030, 0.0008]
+    result = welch(arm, reference)
+    va, vb = np.var(arm, ddof=1) / len(arm), np.var(reference, ddof=1) / len(reference)
+    df = (va + vb) ** 2 / (va ** 2 / (len(arm) - 1) + vb ** 2 / (len(reference) - 1))  # Welch–Satterthwaite
+    difference = np.mean(arm) - np.mean(reference)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert (result["difference"], result["df"]) == pytest.approx((difference, df))
+    assert result["ci"] == pytest.approx((difference - half, difference + half))
+    ref = stats.ttest_ind(arm, reference, equal_var=False).confidence_interval(0.95)
+    assert result["ci"] == pytest.approx((ref.low, ref.high)) and (result["n"], result["n_ref"]) == (4, 3)
+    # One run in an arm: no spread to estimate, so no interval (and the reason), never a made-up one.
+    one = welch(arm, [0.0012])
+    assert one["ci"] is None and one["why"] == "cannot be computed: one run in the reference"
+    assert one["difference"] == pytest.approx(np.mean(arm) - 0.0012)
+    assert welch([1.0, 1.0], [0.0, 0.0])["why"] == "cannot be computed: no spread in either arm"
+
+
+def curated_rows(**extra) -> list[dict]:
+    """The curated-vs-uncurated sweep as the lead queues it: the pmi baseline (seeds `default`) and two replicates,
+    and `none` at equal N (top_share 0.6) and at all pairs (1.0), three seeds each."""
+    arms = {("pmi", 0.6): (35, [0.0060, 0.0072, 0.0055]), ("none", 0.6): (35, [0.0021, 0.0035, 0.0010]),
+            ("none", 1.0): (63, [0.0041, 0.0052, 0.0030])}
+    return [row(-3.08, selected=n, **{"curate.method": method, "select.iteration_1.top_share": share,
+                                      "select.iteration_2.top_share": share, "seeds.training_m1": seed,
+                                      "seeds.training_m2": seed, "data.web.limit": 64, **extra},
+                metrics={"comparisons.m2_vs_m0.loglik_other.difference": v})
+            for (method, share), (n, values) in arms.items() for seed, v in zip(("default", 1, 2), values)]
+
+
+def _by_arm(readout) -> dict:
+    return {(c["condition"], c["x"]): c for c in readout.contrasts}
+
+
+def test_each_arm_is_contrasted_with_the_reference_of_its_stratum():
+    metric = "comparisons.m2_vs_m0.loglik_other.difference"
+    readout = compare(curated_rows(), metric=metric, contrast=("curate.method", "pmi"))
+    assert readout.keys == ["curate.method", "select.iteration_1.top_share", "select.iteration_2.top_share"]
+    contrasts = _by_arm(readout)
+    # `none` at equal N and at all pairs are two arms, never one; the latter differs from pmi in the pairs' count.
+    assert set(contrasts) == {(("none", "0.6", "0.6"), 35), (("none", "1", "1"), 63)}
+    equal_n, all_pairs = contrasts[(("none", "0.6", "0.6"), 35)], contrasts[(("none", "1", "1"), 63)]
+    assert equal_n["also"] == [] and equal_n["x_ref"] == 35
+    assert all_pairs["also"] == ["select.iteration_1.top_share", "select.iteration_2.top_share"]
+    ref = stats.ttest_ind([0.0021, 0.0035, 0.0010], [0.0060, 0.0072, 0.0055], equal_var=False)
+    assert equal_n["ci"] == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert equal_n["df"] == pytest.approx(ref.df)
+    assert equal_n["difference"] == pytest.approx(np.mean([0.0021, 0.0035, 0.0010]) - np.mean([0.006, 0.0072, 0.0055]))
+    assert (equal_n["n"], equal_n["n_ref"]) == (3, 3) and not readout.not_contrasted
+    text = markdown(readout)
+    assert "No fit: one N per condition." in text and "α" not in text
+    assert f"| none | 0.6 | 0.6 | 35 | 35 | — | 3 | 3 | {equal_n['difference']:+.4g} | [" in text
+    assert "(excludes 0)" in next(line for line in text.splitlines() if line.startswith("| none | 0.6 | 0.6 | 35 | 35"))
+
+
+def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_matched():
+    metric = "comparisons.m2_vs_m0.loglik_other.difference"
+    rows = curated_rows()
+    big = curated_rows(**{"data.web.limit": 256})
+    # A `none` arm on a larger web pool has no pmi arm on that pool: refused, the separating key named.
+    rows.append(big[3])
+    readout = compare(rows, metric=metric, contrast=("curate.method", "pmi"))
+    [(condition, n, why)] = readout.not_contrasted
+    assert condition == ("none", "256", "0.6", "0.6") and "`data.web.limit` (256 vs 64)" in why
+    assert len(readout.contrasts) == 2 and "### Not contrasted" not in markdown(readout)
+    assert "## Not contrasted" in markdown(readout) and why in markdown(readout)
+    # With a pmi arm on each pool, each `none` arm meets the reference of its own pool.
+    readout = compare(curated_rows() + big, metric=metric, contrast=("curate.method", "pmi"))
+    assert not readout.not_contrasted and len(readout.contrasts) == 4
+    assert all(c["condition"][1] == c["reference"][1] for c in readout.contrasts)
+    # A condition read at several N (a scaling sweep) is contrasted N by N, never against another N.
+    scaling = [row(0.01 * math.log(n) + (0.002 if method == "pmi" else 0) + 0.001 * s, selected=n,
+                   **{"curate.method": method, "select.iteration_2.cap": n, "seeds.training_m2": s})
+               for method in ("pmi", "none") for n in (8, 32) for s in (0, 1)]
+    scaling.append(row(0.03, selected=16, **{"curate.method": "none", "select.iteration_2.cap": 16}))
+    readout = compare(scaling, metric=METRIC, contrast=("curate.method", "pmi"))
+    assert {(c["x"], c["x_ref"]) for c in readout.contrasts} == {(8, 8), (32, 32)}
+    assert all(c["difference"] == pytest.approx(-0.002) for c in readout.contrasts)
+    [(_, n, why)] = readout.not_contrasted
+    assert n == 16 and "N (16 vs" in why
+
+
+def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
+    rows = [r for r in curated_rows() if not (r["params.yaml:curate.method"] == "pmi"
+                                              and r["params.yaml:seeds.training_m1"] != "default")]
+    readout = compare(rows, metric="comparisons.m2_vs_m0.loglik_other.difference",
+                      contrast=("curate.method", "pmi"))
+    assert all(c["ci"] is None and c["n_ref"] == 1 for c in readout.contrasts)
+    text = markdown(readout)
+    assert "cannot be computed: one run in the reference" in text and "| pmi | 0.6 | 0.6 | 35 |" in text
+
+
+def test_a_contrast_key_must_be_a_condition_with_that_value(tmp_path, capsys):
+    rows = curated_rows()
+    for contrast, message in ((("seeds.training_m2", "1"), "a seed"), (("data.web.limit", "64"), "does not differ"),
+                              (("curate.method", "rubric"), "no run has it"),
+                              (("select.iteration_2.cap", "0"), "x (or sets it)")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            compare(rows + [row(-3.0, selected=35, **{"curate.method": "pmi", "select.iteration_2.cap": 8})]
+                    if contrast[0].endswith("cap") else rows, contrast=contrast)
+    assert parse_contrast("select.iteration_2.top_share=1.0") == ("select.iteration_2.top_share", "1")
+    assert parse_contrast("train.tagging=true") == ("train.tagging", "True")
+    assert parse_contrast(" train.mix = seed+augmented") == ("train.mix", "seed+augmented")
+    rows_file = tmp_path / "rows.json"
+    rows_file.write_text(json.dumps(rows))
+    assert main(["--rows", str(rows_file), "--contrast", "curate.methd=pmi", "--out", str(tmp_path / "x")]) == 1
+    assert "curate.methd" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
+
+def test_a_metric_may_be_the_difference_of_two_keys_per_run():
+    metric = "likelihood.m1.loglik_other - likelihood.m0.loglik_other"
+    rows = [row(selected=35, **{"seeds.training_m1": s},
+                metrics={"likelihood.m1.loglik_other": m1, "likelihood.m0.loglik_other": m0})
+            for s, (m1, m0) in enumerate([(-3.080, -3.090), (-3.070, -3.095), (-3.085, -3.088)])]
+    rows.append(row(selected=35, metrics={"likelihood.m1.loglik_other": -3.08}))
+    readout = compare(rows, metric=metric)
+    mean, lo, hi, n = readout.conditions[("all",)]["by_x"][35]
+    assert n == 3 and mean == pytest.approx(np.mean([0.010, 0.025, 0.003]))  # per run, then averaged
+    assert (lo, hi) == pytest.approx(stats.t.interval(0.95, 2, loc=mean, scale=stats.sem([0.010, 0.025, 0.003])))
+    assert [reason for _, reason in readout.not_read] == ["no likelihood.m0.loglik_other"]
+    assert "the difference of two keys, `likelihood.m1.loglik_other` − `likelihood.m0.loglik_other`" in markdown(
+        readout)
+    with pytest.raises(ValueError, match="difference of two keys"):
+        compare(rows, metric="a - b - c")
+
+
+def test_the_paper_preset_reads_every_metric_with_its_contrast(tmp_path):
+    rng = random.Random(0)
+    keys = {k for _, spec in PRESETS["paper"] for k in spec.split(" - ")}
+    rows = [row(selected=35, **{"train.mix": mix, "seeds.training_m1": s, "seeds.training_m2": s},
+                metrics={k: rng.gauss(-3.0 if k.startswith("likelihood") else 0.0, 0.01) for k in keys})
+            for mix in ("seed+augmented", "augmented") for s in ("default", 1, 2)]
+    # Kept by two queue runs, each file listing the baseline: read as one, the baseline once.
+    first, second = tmp_path / "mix.1.json", tmp_path / "mix.2.json"
+    first.write_text(json.dumps({"source": "synthetic", "rows": rows[:4]}))
+    second.write_text(json.dumps([rows[0], *rows[4:]]))
+    out, kept = tmp_path / "mix", tmp_path / "mix.runs.json"
+    assert main(["--rows", str(first), "--rows", str(second), "--keep", str(kept), "--contrast",
+                 "train.mix=seed+augmented", "--metrics", "paper", "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert json.loads(kept.read_text())["rows"] == rows
+    assert main(["--rows", str(kept), "--contrast", "train.mix=seed+augmented", "--metrics", "paper", "--out",
+                 str(tmp_path / "again")]) == 0 and (tmp_path / "again.md").read_text() == text
+    sections = text.split("\n## ")[1:]
+    assert [s.split(":")[0] for s in sections] == [label for label, _ in PRESETS["paper"]]
+    for section, (_, spec) in zip(sections, PRESETS["paper"]):
+        values = {mix: [r[f"metrics/headline.json:{spec.split(' - ')[0]}"]
+                        - (r[f"metrics/headline.json:{spec.split(' - ')[1]}"] if " - " in spec else 0)
+                        for r in rows if r["params.yaml:train.mix"] == mix] for mix in ("augmented", "seed+augmented")}
+        ref = welch(values["augmented"], values["seed+augmented"])
+        assert "No fit: one N per condition." in section and "6 runs read, 0 not read" in section
+        assert f"| augmented | 35 | 35 | — | 3 | 3 | {ref['difference']:+.4g} | [{ref['ci'][0]:+.4g}, " in section
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
