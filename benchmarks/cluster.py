@@ -54,8 +54,9 @@ class Completions(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self._send({"object": "list", "data": [{"id": self.server.name, "object": "model", "created": 0,
-                                                "owned_by": "vllm"}]})
+        self._send(
+            {"object": "list", "data": [{"id": self.server.name, "object": "model", "created": 0, "owned_by": "vllm"}]}
+        )
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -64,11 +65,19 @@ class Completions(BaseHTTPRequestHandler):
         text = engine.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt
         with self.server.lock:  # one engine call at a time, as `local` makes them
             torch.set_num_threads(self.server.threads)  # OpenMP's thread count is per calling thread
-            (out,) = engine.generate([text], body["max_tokens"], [body["seed"]], temperature=body["temperature"],
-                                     top_p=body["top_p"])
-        self._send({"id": "cmpl-0", "object": "text_completion", "created": 0, "model": self.server.name,
-                    "choices": [{"index": 0, "text": out, "logprobs": None, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)}})
+            (out,) = engine.generate(
+                [text], body["max_tokens"], [body["seed"]], temperature=body["temperature"], top_p=body["top_p"]
+            )
+        self._send(
+            {
+                "id": "cmpl-0",
+                "object": "text_completion",
+                "created": 0,
+                "model": self.server.name,
+                "choices": [{"index": 0, "text": out, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": 0, "total_tokens": len(prompt)},
+            }
+        )
 
 
 def timed_augment(engine, segments: list[dict], params, scratch: Path, name: str) -> tuple[float, list[dict]]:
@@ -90,9 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--web", default="data/web.jsonl")
     ap.add_argument("--n", type=int, default=16, help="segments, one shard each")
     ap.add_argument("--max-new-tokens", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads on every path (on 2 shared cores, 2 threads waiting on each other can "
-                         "make a small model's call ten times slower, and a new thread does not inherit the count)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads on every path (on 2 shared cores, 2 threads waiting on each other can "
+        "make a small model's call ten times slower, and a new thread does not inherit the count)",
+    )
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
@@ -102,12 +115,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     base = load_params(args.params)
     params = dataclasses.replace(
-        base, augment=dataclasses.replace(base.augment, max_new_tokens=args.max_new_tokens, filters=[]),
-        runtime=dataclasses.replace(base.runtime, augment_shard_size=1))
+        base,
+        augment=dataclasses.replace(base.augment, max_new_tokens=args.max_new_tokens, filters=[]),
+        runtime=dataclasses.replace(base.runtime, augment_shard_size=1),
+    )
     generation = dataclasses.replace(base.generation, engine="transformers", dtype="float32")
     segments = read_jsonl(args.web)[: args.n]
-    result: dict = {"shards": len(segments), "records_per_shard": 1, "max_new_tokens": args.max_new_tokens,
-                    "threads": args.threads, "host": socket.gethostname()}
+    result: dict = {
+        "shards": len(segments),
+        "records_per_shard": 1,
+        "max_new_tokens": args.max_new_tokens,
+        "threads": args.threads,
+        "host": socket.gethostname(),
+    }
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         local = make_engine(args.model, generation, params.runtime)
@@ -123,8 +143,12 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault("VLLM_API_KEY", "EMPTY")
             runtime = dataclasses.replace(params.runtime, concurrency=1)
             start = time.perf_counter()
-            pool = ServerPool(args.model, dataclasses.replace(generation, engine="openai"), runtime,
-                              [f"http://127.0.0.1:{server.server_port}/v1"])
+            pool = ServerPool(
+                args.model,
+                dataclasses.replace(generation, engine="openai"),
+                runtime,
+                [f"http://127.0.0.1:{server.server_port}/v1"],
+            )
             servers_start = time.perf_counter() - start
             seconds, kept = timed_augment(pool, segments, params, Path(scratch), "servers")
             result["servers"] = {"startup_s": servers_start, "seconds": seconds, "same_output": kept == expected}
@@ -136,16 +160,22 @@ def main(argv: list[str] | None = None) -> None:
         if started_ray:
             ray.init(num_cpus=1, include_dashboard=False, configure_logging=False)
         try:
-            runtime = dataclasses.replace(params.runtime, cluster="ray",
-                                          ray=dataclasses.replace(params.runtime.ray, actors=1, num_cpus=1,
-                                                                  threads=args.threads))
+            runtime = dataclasses.replace(
+                params.runtime,
+                cluster="ray",
+                ray=dataclasses.replace(params.runtime.ray, actors=1, num_cpus=1, threads=args.threads),
+            )
             start = time.perf_counter()
             pool = make_engine(args.model, generation, runtime)
             pool.start()
             ray_start = time.perf_counter() - start
             seconds, kept = timed_augment(pool, segments, params, Path(scratch), "ray")
-            result["ray"] = {"startup_s": ray_start, "seconds": seconds, "same_output": kept == expected,
-                             "ray_version": ray.__version__}
+            result["ray"] = {
+                "startup_s": ray_start,
+                "seconds": seconds,
+                "same_output": kept == expected,
+                "ray_version": ray.__version__,
+            }
             pool.close()
         finally:
             if started_ray:
@@ -159,11 +189,15 @@ def main(argv: list[str] | None = None) -> None:
         r["seconds_per_shard"] = r["seconds"] / n
         r["overhead_ms"] = (r["seconds_per_shard"] - local_per_shard) * 1000
         r["ratio"] = r["seconds_per_shard"] / local_per_shard
-        print(f"{name:<10}{r['startup_s']:>12.2f}{r['seconds_per_shard']:>12.4f}{r['overhead_ms']:>13.1f}"
-              f"{r['ratio']:>8.2f}{r.get('same_output', '')!s:>13}")
+        print(
+            f"{name:<10}{r['startup_s']:>12.2f}{r['seconds_per_shard']:>12.4f}{r['overhead_ms']:>13.1f}"
+            f"{r['ratio']:>8.2f}{r.get('same_output', '')!s:>13}"
+        )
     result["ratio"] = result["ray"]["ratio"]  # the path this benchmark was written for: ray / local per shard
-    print(f"ratio (ray / local, per shard): {result['ray']['ratio']:.2f}x; servers / local: "
-          f"{result['servers']['ratio']:.2f}x")
+    print(
+        f"ratio (ray / local, per shard): {result['ray']['ratio']:.2f}x; servers / local: "
+        f"{result['servers']['ratio']:.2f}x"
+    )
     write_json(args.out, result)
 
 

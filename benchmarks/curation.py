@@ -61,13 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     generation, runtime = stage_settings(params, "curate", reads_only=True)  # logprob and pmi only read
     dtype = generation.dtype  # `auto` resolved for reads
     engine = make_engine(args.model, generation, runtime)
-    fp32 = engine if dtype == "float32" else make_engine(
-        args.model, dataclasses.replace(generation, dtype="float32"), runtime)
+    fp32 = (
+        engine
+        if dtype == "float32"
+        else make_engine(args.model, dataclasses.replace(generation, dtype="float32"), runtime)
+    )
     # The plain way gets the model as peers load it: stock transformers modules, none of the engine's CPU kernels.
     tok, model = engine.tokenizer, load_model(args.model, "float32")[0]
     pairs = read_jsonl(args.pairs)[: args.n]
-    prompts = [curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars)
-               for p in pairs]
+    prompts = [
+        curation_prompt(tok, p["instruction"], p["output"], params.train.tagging, args.pair_chars) for p in pairs
+    ]
     ids = encode_prompts(tok, prompts)
     prompt_tokens = sum(map(len, ids))
     shared = shared_prefix_length(ids)  # what the engine computes once
@@ -81,12 +85,18 @@ def main(argv: list[str] | None = None) -> None:
     tok.padding_side = "left"
     parsed, start = [], time.perf_counter()
     for i in range(0, len(prompts), 8):
-        batch = tok(prompts[i:i + 8], add_special_tokens=False, padding=True, return_tensors="pt")
+        batch = tok(prompts[i : i + 8], add_special_tokens=False, padding=True, return_tensors="pt")
         torch.manual_seed(params.seeds.generation + i)
-        out = model.generate(**batch, do_sample=True, temperature=0.7, top_p=0.9,
-                             max_new_tokens=args.baseline_new_tokens, eos_token_id=stop_token_ids(tok),
-                             pad_token_id=tok.pad_token_id)
-        texts = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=0.7,
+            top_p=0.9,
+            max_new_tokens=args.baseline_new_tokens,
+            eos_token_id=stop_token_ids(tok),
+            pad_token_id=tok.pad_token_id,
+        )
+        texts = tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         parsed += [parse_score(t) for t in texts]
     plain_s = time.perf_counter() - start
 
@@ -101,8 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         agreement[method] = {
             "spearman": float(spearmanr(x, y).statistic),
             "max_abs_difference": max(abs(u - v) for u, v in zip(x, y)),
-            "same_decision": sum(is_selected(u, threshold) == is_selected(v, threshold)
-                                 for u, v in zip(a, b)) / len(a),
+            "same_decision": sum(is_selected(u, threshold) == is_selected(v, threshold) for u, v in zip(a, b)) / len(a),
             "threshold": threshold,
         }
 
@@ -117,11 +126,18 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         "dtype": dtype,
         "baseline_dtype": "float32",
-        "ours_logprob": {"seconds": ours_s, "seconds_per_pair": ours_s / len(pairs),
-                         "parsed": sum(s.parsed for s in ours)},
-        "plain_generate_parse": {"seconds": plain_s, "seconds_per_pair": plain_s / len(pairs),
-                                 "parsed": sum(p is not None for p in parsed), "batch_size": 8,
-                                 "max_new_tokens": args.baseline_new_tokens},
+        "ours_logprob": {
+            "seconds": ours_s,
+            "seconds_per_pair": ours_s / len(pairs),
+            "parsed": sum(s.parsed for s in ours),
+        },
+        "plain_generate_parse": {
+            "seconds": plain_s,
+            "seconds_per_pair": plain_s / len(pairs),
+            "parsed": sum(p is not None for p in parsed),
+            "batch_size": 8,
+            "max_new_tokens": args.baseline_new_tokens,
+        },
         "ratio": plain_s / ours_s,
         "achieved_gflops": achieved,
         "matmul_peak_gflops": peak,
@@ -131,13 +147,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'method':<24}{'s/pair':>8}{'parsed':>8}")
     ours = result["ours_logprob"]
     print(f"{'ours (logprob)':<24}{ours['seconds_per_pair']:>8.2f}{ours['parsed']:>8}")
-    print(f"{'plain generate+parse':<24}{result['plain_generate_parse']['seconds_per_pair']:>8.2f}"
-          f"{result['plain_generate_parse']['parsed']:>8}")
-    print(f"ratio (ours / plain, per pair): {result['ratio']:.2f}x; scoring reaches {achieved:.0f} GFLOP/s "
-          f"= {100 * result['matmul_share']:.0f}% of {dtype} matmul ({peak:.0f} GFLOP/s)")
+    print(
+        f"{'plain generate+parse':<24}{result['plain_generate_parse']['seconds_per_pair']:>8.2f}"
+        f"{result['plain_generate_parse']['parsed']:>8}"
+    )
+    print(
+        f"ratio (ours / plain, per pair): {result['ratio']:.2f}x; scoring reaches {achieved:.0f} GFLOP/s "
+        f"= {100 * result['matmul_share']:.0f}% of {dtype} matmul ({peak:.0f} GFLOP/s)"
+    )
     for method, a in agreement.items():
-        print(f"{dtype} vs float32, {method}: Spearman {a['spearman']:.3f}, largest difference "
-              f"{a['max_abs_difference']:.3f}, same keep/drop decision {100 * a['same_decision']:.0f}%")
+        print(
+            f"{dtype} vs float32, {method}: Spearman {a['spearman']:.3f}, largest difference "
+            f"{a['max_abs_difference']:.3f}, same keep/drop decision {100 * a['same_decision']:.0f}%"
+        )
     write_json(args.out, result)
     print(json.dumps({k: result[k] for k in ("ratio", "matmul_share", "n_pairs", "dtype")}))
 

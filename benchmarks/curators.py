@@ -54,14 +54,26 @@ def resolve(name: str, ref: str, dtype: str) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--curator", action="append", required=True, metavar="NAME=REF",
-                    help="a curator to measure (repeat): a model folder or a model reference")
+    ap.add_argument(
+        "--curator",
+        action="append",
+        required=True,
+        metavar="NAME=REF",
+        help="a curator to measure (repeat): a model folder or a model reference",
+    )
     ap.add_argument("--methods", nargs="+", help="default: curation_quality.methods (length is always added)")
-    ap.add_argument("--tagged", nargs="*", default=["m0", "m1", "m2"],
-                    help="curators trained by this project (prompted with their training's system prompt)")
+    ap.add_argument(
+        "--tagged",
+        nargs="*",
+        default=["m0", "m1", "m2"],
+        help="curators trained by this project (prompted with their training's system prompt)",
+    )
     ap.add_argument("--dev", default="data/dev.jsonl")
-    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                    help="compute dtype (default generation.dtype); also the dtype a reference is converted to")
+    ap.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="compute dtype (default generation.dtype); also the dtype a reference is converted to",
+    )
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
     ap.add_argument("--out", required=True, help="metrics JSON; the PNG is written beside it")
     args = ap.parse_args(argv)
@@ -85,17 +97,22 @@ def main(argv: list[str] | None = None) -> None:
         load_s = time.perf_counter() - start
         tagging = params.train.tagging and name in args.tagged
         log.info("%s (%s): %d dev pairs, tagging %s", name, folder, len(rows), tagging)
-        metrics = dev_set_metrics(score_dev_set(engine, rows, params, tagging=tagging, methods=methods, log=log),
-                                  params)
+        metrics = dev_set_metrics(
+            score_dev_set(engine, rows, params, tagging=tagging, methods=methods, log=log), params
+        )
         by_curator[name] = {"model": name, "reference": ref, "tagged": tagging, **metrics}
         timing[name] = {"load_s": round(load_s, 2)}
         del engine
         gc.collect()
 
     result = {
-        "dev": args.dev, "n": len(rows), "positives": sum(r["label"] == 1 for r in rows),
-        "threads": torch.get_num_threads(), "dtype": generation.dtype,
-        "timing": timing, "curators": by_curator,
+        "dev": args.dev,
+        "n": len(rows),
+        "positives": sum(r["label"] == 1 for r in rows),
+        "threads": torch.get_num_threads(),
+        "dtype": generation.dtype,
+        "timing": timing,
+        "curators": by_curator,
     }
     write_json(args.out, result)
     plot = Path(args.out).with_suffix(".png")

@@ -54,9 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     naive_tokens, start = 0, time.perf_counter()
     for ids, seed in zip(encode_prompts(tok, prompts), seeds):
         torch.manual_seed(seed)
-        out = model.generate(input_ids=torch.tensor([ids]), do_sample=True, temperature=params.generation.temperature,
-                             top_p=params.generation.top_p, max_new_tokens=args.max_new_tokens,
-                             eos_token_id=stops, pad_token_id=tok.pad_token_id)
+        out = model.generate(
+            input_ids=torch.tensor([ids]),
+            do_sample=True,
+            temperature=params.generation.temperature,
+            top_p=params.generation.top_p,
+            max_new_tokens=args.max_new_tokens,
+            eos_token_id=stops,
+            pad_token_id=tok.pad_token_id,
+        )
         naive_tokens += out.shape[1] - len(ids)
     naive_s = time.perf_counter() - start
 

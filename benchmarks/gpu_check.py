@@ -41,27 +41,48 @@ FP32_TOLERANCE = 1e-3  # float32, batched + cached vs unpadded: rounding only (~
 BF16_TOLERANCE = 0.15  # bfloat16 keeps 8 bits of mantissa: ~0.4% of a logit, through every layer
 GPU_TOKEN_BUDGET = 65536  # a batch size the GPU can hold for a small model (the params' budget is CPU-sized)
 # Llama-3.2-1B's shape, for a throughput closer to real GPU work than a 135M model gives
-LLAMA_1B = {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
-            "num_key_value_heads": 8}
+LLAMA_1B = {
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 16,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+}
 SEED = 0  # of the random weights, the LoRA init and the sampled generations
 
 INSTRUCTIONS = [
-    "Why is the sky blue?", "Write a haiku about autumn.", "Explain Python decorators with an example.",
-    "What is the capital of Australia?", "Give three tips for a job interview.", "Summarise the plot of Hamlet.",
-    "How do vaccines work?", "Translate 'good morning' into French and Spanish.", "What is a hash table?",
-    "Describe the water cycle.", "How do I reverse a list in Python?", "Name five prime numbers.",
-    "What causes inflation?", "Write a limerick about a cat.", "Explain recursion to a child.",
+    "Why is the sky blue?",
+    "Write a haiku about autumn.",
+    "Explain Python decorators with an example.",
+    "What is the capital of Australia?",
+    "Give three tips for a job interview.",
+    "Summarise the plot of Hamlet.",
+    "How do vaccines work?",
+    "Translate 'good morning' into French and Spanish.",
+    "What is a hash table?",
+    "Describe the water cycle.",
+    "How do I reverse a list in Python?",
+    "Name five prime numbers.",
+    "What causes inflation?",
+    "Write a limerick about a cat.",
+    "Explain recursion to a child.",
     "What is the difference between TCP and UDP?",
 ]
-ANSWER = ("The answer depends on the details, but in short: start from the definition, check each step against "
-          "an example, and keep what survives. ")
+ANSWER = (
+    "The answer depends on the details, but in short: start from the definition, check each step against "
+    "an example, and keep what survives. "
+)
 
 
 def environment(device: str) -> dict:
     import transformers
 
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device": device}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": device,
+    }
     try:
         import peft
 
@@ -69,9 +90,13 @@ def environment(device: str) -> dict:
     except ImportError:
         info["peft"] = None
     if device == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(0), capability=list(torch.cuda.get_device_capability(0)),
-                    bf16=torch.cuda.is_bf16_supported(), cuda=torch.version.cuda,
-                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
+        info.update(
+            gpu=torch.cuda.get_device_name(0),
+            capability=list(torch.cuda.get_device_capability(0)),
+            bf16=torch.cuda.is_bf16_supported(),
+            cuda=torch.version.cuda,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        )
     return info
 
 
@@ -114,8 +139,10 @@ def engine_for(model_dir: Path, params, dtype: str, token_budget: int | None = N
     from humpback.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(
-        model_dir, dataclasses.replace(params.generation, engine="transformers", dtype=dtype),
-        dataclasses.replace(params.runtime, token_budget=token_budget or params_token_budget(params)))
+        model_dir,
+        dataclasses.replace(params.generation, engine="transformers", dtype=dtype),
+        dataclasses.replace(params.runtime, token_budget=token_budget or params_token_budget(params)),
+    )
 
 
 def params_token_budget(params) -> int:
@@ -145,14 +172,26 @@ def check_greedy(model_dir: Path, params, device: str, n: int, new_tokens: int) 
     with torch.inference_mode():
         for ids in encode_prompts(tok, prompts):
             x = torch.tensor([ids], device=device)
-            out = stock.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens, do_sample=False,
-                                 eos_token_id=stop_token_ids(tok), pad_token_id=engine.pad_id)
-            expected.append(engine._decode(out[0, len(ids):].tolist()))
+            out = stock.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=stop_token_ids(tok),
+                pad_token_id=engine.pad_id,
+            )
+            expected.append(engine._decode(out[0, len(ids) :].tolist()))
     same = [a == b for a, b in zip(ours, expected)]
     first = next((i for i, s in enumerate(same) if not s), None)
-    return {"ok": all(same), "prompts": n, "max_new_tokens": new_tokens, "same_text": sum(same),
-            "first_difference": None if first is None else {"prompt": INSTRUCTIONS[first], "ours": ours[first],
-                                                           "stock": expected[first]}}
+    return {
+        "ok": all(same),
+        "prompts": n,
+        "max_new_tokens": new_tokens,
+        "same_text": sum(same),
+        "first_difference": None
+        if first is None
+        else {"prompt": INSTRUCTIONS[first], "ours": ours[first], "stock": expected[first]},
+    }
 
 
 def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: float, n: int) -> dict:
@@ -170,8 +209,9 @@ def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: 
 
     # next-token reads on curation prompts (they share the rubric: the engine's shared-prefix cache path)
     suffix, candidates = score_read_format(tok)
-    prompts = [curation_prompt(tok, q, ANSWER * (1 + i % 3), True, 2400) + suffix
-               for i, q in enumerate(INSTRUCTIONS[:n])]
+    prompts = [
+        curation_prompt(tok, q, ANSWER * (1 + i % 3), True, 2400) + suffix for i, q in enumerate(INSTRUCTIONS[:n])
+    ]
     rows = engine.next_token_logprobs(prompts, candidates)
     next_diff = 0.0
     for prompt, ids, row in zip(prompts, encode_prompts(tok, prompts), rows):
@@ -191,9 +231,14 @@ def check_logprobs(model_dir: Path, params, device: str, dtype: str, tolerance: 
         if len(ref) != len(row):
             return {"ok": False, "error": f"completion_logprobs returned {len(row)} values for {len(ref)} tokens"}
         completion_diff = max(completion_diff, *(abs(a - b) for a, b in zip(row, ref)))
-    return {"ok": next_diff <= tolerance and completion_diff <= tolerance, "dtype": dtype, "tolerance": tolerance,
-            "prompts": n, "next_token_max_abs_difference": next_diff,
-            "completion_max_abs_difference": completion_diff}
+    return {
+        "ok": next_diff <= tolerance and completion_diff <= tolerance,
+        "dtype": dtype,
+        "tolerance": tolerance,
+        "prompts": n,
+        "next_token_max_abs_difference": next_diff,
+        "completion_max_abs_difference": completion_diff,
+    }
 
 
 def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
@@ -208,29 +253,45 @@ def check_lora(model_dir: Path, params, device: str, steps: int) -> dict:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     pairs = [{"instruction": q, "output": ANSWER * (1 + i % 4)} for i, q in enumerate(INSTRUCTIONS)]
-    dataset, _ = build_dataset(tok, forward_examples(tok, pairs[:8], pairs[8:], tp.tagging), tp.max_seq_len,
-                               tp.overlong)
+    dataset, _ = build_dataset(
+        tok, forward_examples(tok, pairs[:8], pairs[8:], tp.tagging), tp.max_seq_len, tp.overlong
+    )
     model = load_trainable(model_dir, tp, seed=SEED)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     with tempfile.TemporaryDirectory() as scratch:
         plan = TrainPlan(steps=steps, batch_size=8, micro_batch_size=4, grad_accum=2)  # exactly `steps` steps
         result = train(model, dataset, tok.pad_token_id, tp, plan, SEED, scratch)
     after = dict(result.model.named_parameters())
-    lora_changed = sum(not torch.equal(before[k], after[k].detach().to(before[k].device))
-                       for k in before if "lora_" in k)
-    base_changed = sum(not torch.equal(before[k], after[k].detach().to(before[k].device))
-                       for k in before if "lora_" not in k)
+    lora_changed = sum(
+        not torch.equal(before[k], after[k].detach().to(before[k].device)) for k in before if "lora_" in k
+    )
+    base_changed = sum(
+        not torch.equal(before[k], after[k].detach().to(before[k].device)) for k in before if "lora_" not in k
+    )
     n_lora = sum("lora_" in k for k in before)
     trained_on = next(iter(after.values())).device.type
     expected_precision = "bf16" if compute_dtype(tp) == "bfloat16" else "fp32"  # train.dtype, as resolved here
     losses = [loss for _, loss in result.losses]
-    ok = (result.steps == steps and all(math.isfinite(x) for x in losses) and lora_changed > 0 and base_changed == 0
-          and result.precision == expected_precision)
-    return {"ok": ok, "steps": result.steps, "precision": result.precision, "trained_on": trained_on,
-            "losses": losses, "lora_tensors_changed": lora_changed, "lora_tensors": n_lora,
-            "base_tensors_changed": base_changed, "seconds": result.seconds,
-            "steps_per_second": result.steps / result.seconds if result.seconds else None,
-            "tokens_per_second": result.tokens / result.seconds if result.seconds else None}
+    ok = (
+        result.steps == steps
+        and all(math.isfinite(x) for x in losses)
+        and lora_changed > 0
+        and base_changed == 0
+        and result.precision == expected_precision
+    )
+    return {
+        "ok": ok,
+        "steps": result.steps,
+        "precision": result.precision,
+        "trained_on": trained_on,
+        "losses": losses,
+        "lora_tensors_changed": lora_changed,
+        "lora_tensors": n_lora,
+        "base_tensors_changed": base_changed,
+        "seconds": result.seconds,
+        "steps_per_second": result.steps / result.seconds if result.seconds else None,
+        "tokens_per_second": result.tokens / result.seconds if result.seconds else None,
+    }
 
 
 def check_throughput(model_dir: Path, params, n_prompts: int, new_tokens: int, n_pairs: int) -> dict:
@@ -253,11 +314,20 @@ def check_throughput(model_dir: Path, params, n_prompts: int, new_tokens: int, n
         seconds = time.perf_counter() - start
         # Re-encoding the decoded text approximates the tokens generated (a random model rarely stops early).
         new = sum(map(len, encode_prompts(engine.tokenizer, texts)))
-        out["generation"].append({"token_budget": budget, "prompts": n_prompts, "max_new_tokens": new_tokens,
-                                  "seconds": seconds, "prompts_per_second": n_prompts / seconds,
-                                  "new_tokens_per_second_approx": new / seconds})
-    pairs = [{"id": str(i), "instruction": INSTRUCTIONS[i % len(INSTRUCTIONS)],
-              "output": (ANSWER + f"Point {i}. ") * 12} for i in range(n_pairs)]  # ~1,000-token prompts
+        out["generation"].append(
+            {
+                "token_budget": budget,
+                "prompts": n_prompts,
+                "max_new_tokens": new_tokens,
+                "seconds": seconds,
+                "prompts_per_second": n_prompts / seconds,
+                "new_tokens_per_second_approx": new / seconds,
+            }
+        )
+    pairs = [
+        {"id": str(i), "instruction": INSTRUCTIONS[i % len(INSTRUCTIONS)], "output": (ANSWER + f"Point {i}. ") * 12}
+        for i in range(n_pairs)
+    ]  # ~1,000-token prompts
     for method in ("logprob", "pmi"):
         curate = dataclasses.replace(params.curate, method=method, max_pair_chars=2400)
         score_pairs(engine, pairs[:2], curate, tagging=params.train.tagging, seed=0)  # warm-up
@@ -266,8 +336,13 @@ def check_throughput(model_dir: Path, params, n_prompts: int, new_tokens: int, n
         scores = score_pairs(engine, pairs, curate, tagging=params.train.tagging, seed=0)
         _sync()
         seconds = time.perf_counter() - start
-        out["curation"][method] = {"pairs": n_pairs, "seconds": seconds, "pairs_per_second": n_pairs / seconds,
-                                   "parsed": sum(s.parsed for s in scores), "token_budget": GPU_TOKEN_BUDGET}
+        out["curation"][method] = {
+            "pairs": n_pairs,
+            "seconds": seconds,
+            "pairs_per_second": n_pairs / seconds,
+            "parsed": sum(s.parsed for s in scores),
+            "token_budget": GPU_TOKEN_BUDGET,
+        }
     out["ok"] = all(c["parsed"] == n_pairs for c in out["curation"].values())
     return out
 
@@ -286,10 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prepare", metavar="DIR", help="save the base model's tokenizer and config to DIR, then stop")
     ap.add_argument("--assets", default=".gpu_check", help="a folder written by --prepare")
     ap.add_argument("--model", help="a full model folder to check instead of random weights on the assets")
-    ap.add_argument("--shape", choices=["assets", "1b"], default="assets",
-                    help="random weights in the assets' shape, or Llama-1B's (throughput nearer real GPU work)")
-    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                    help="cpu: the same checks on this CPU (a smoke test of this script, not a GPU check)")
+    ap.add_argument(
+        "--shape",
+        choices=["assets", "1b"],
+        default="assets",
+        help="random weights in the assets' shape, or Llama-1B's (throughput nearer real GPU work)",
+    )
+    ap.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cpu: the same checks on this CPU (a smoke test of this script, not a GPU check)",
+    )
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--prompts", type=int, default=64, help="generation throughput prompts")
     ap.add_argument("--new-tokens", type=int, default=256, help="generation throughput new tokens per prompt")
@@ -343,11 +426,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result["checks"][name] = run()
             except Exception as exc:  # noqa: BLE001 - recorded: one failure must not hide the other checks
-                result["checks"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                                          "traceback": traceback.format_exc(limit=6)}
+                result["checks"][name] = {
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=6),
+                }
             result["checks"][name]["check_seconds"] = time.perf_counter() - start
-            print(f"gpu_check: {name}: ok={result['checks'][name]['ok']} "
-                  f"({result['checks'][name]['check_seconds']:.0f} s)", flush=True)
+            print(
+                f"gpu_check: {name}: ok={result['checks'][name]['ok']} "
+                f"({result['checks'][name]['check_seconds']:.0f} s)",
+                flush=True,
+            )
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     result["seconds"] = time.perf_counter() - t0

@@ -42,8 +42,15 @@ def judge_pairs(dev: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
     pairs = {}
     for kind in NEGATIVE_KINDS:
         bad = [r for r in dev if r["kind"] == kind and r["instruction"] in good]
-        human = [{"instruction": r["instruction"], "output": good[r["instruction"]]["output"], "id": r["id"],
-                  "generator": "human"} for r in bad]
+        human = [
+            {
+                "instruction": r["instruction"],
+                "output": good[r["instruction"]]["output"],
+                "id": r["id"],
+                "generator": "human",
+            }
+            for r in bad
+        ]
         pairs[kind] = (human, [{**r, "generator": kind} for r in bad])
     return pairs
 
@@ -79,8 +86,12 @@ def run_judge(judge_dir: str, read: str, pairs, params, generation, runtime, max
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge", action="append", required=True, metavar="NAME=MODEL_DIR")
-    ap.add_argument("--reads", nargs="+", default=["pairwise", "pmi", "rubric_calibrated", "yes_no"],
-                    help="evaluate.judge_read values to try for every judge model")
+    ap.add_argument(
+        "--reads",
+        nargs="+",
+        default=["pairwise", "pmi", "rubric_calibrated", "yes_no"],
+        help="evaluate.judge_read values to try for every judge model",
+    )
     ap.add_argument("--dev", default="data/dev.jsonl")
     ap.add_argument("--per-kind", type=int, default=0, help="bad answers per kind (0 = all in the dev set)")
     ap.add_argument("--params", default=DEFAULT_PARAMS_FILE)
@@ -94,31 +105,44 @@ def main(argv: list[str] | None = None) -> None:
     max_chars = params.evaluate.max_chars
     # evaluate's engine settings; `auto` resolved for reads unless a read writes text (as evaluate resolves it)
     generation, runtime = stage_settings(params, "evaluate", reads_only=not writes_text(args.reads))
-    result = {"pairs_per_kind": {k: len(b) for k, (_, b) in pairs.items()}, "max_chars": max_chars,
-              "dtype": generation.dtype,
-              "baseline_longer_wins": run_judge("", "length", pairs, params, generation, runtime, max_chars),
-              "judges": {}}
+    result = {
+        "pairs_per_kind": {k: len(b) for k, (_, b) in pairs.items()},
+        "max_chars": max_chars,
+        "dtype": generation.dtype,
+        "baseline_longer_wins": run_judge("", "length", pairs, params, generation, runtime, max_chars),
+        "judges": {},
+    }
     for spec in args.judge:
         name, _, model_dir = spec.partition("=")
         if not model_dir:
             ap.error(f"--judge {spec!r}: expected NAME=MODEL_DIR")
         for read in args.reads:
-            result["judges"][f"{name} {read}"] = run_judge(model_dir, read, pairs, params, generation, runtime,
-                                                           max_chars)
+            result["judges"][f"{name} {read}"] = run_judge(
+                model_dir, read, pairs, params, generation, runtime, max_chars
+            )
 
     kinds = list(pairs)
     print(f"{'judge':<30}{'accuracy':>9}" + "".join(f"{k:>12}" for k in kinds) + f"{'agree':>7}{'s/judg':>8}")
     rows = [("longer answer wins", result["baseline_longer_wins"])] + list(result["judges"].items())
+
     def shown(value: float | None) -> float:  # a judge with no parsed verdict has no figure: nan, not a crash
         return float("nan") if value is None else value
 
     for name, r in rows:
         cells = "".join(f"{shown(r['accuracy_by_kind'].get(k)):>12.1f}" for k in kinds)
-        print(f"{name:<30}{shown(r['accuracy']):>9.1f}{cells}{shown(r['order_agreement']):>7.2f}"
-              f"{shown(r['seconds_per_judgement']):>8.2f}")
+        print(
+            f"{name:<30}{shown(r['accuracy']):>9.1f}{cells}{shown(r['order_agreement']):>7.2f}"
+            f"{shown(r['seconds_per_judgement']):>8.2f}"
+        )
     write_json(args.out, result)
-    print(json.dumps({n: {"accuracy": j["accuracy"], "seconds_per_judgement": j["seconds_per_judgement"]}
-                      for n, j in result["judges"].items()}))
+    print(
+        json.dumps(
+            {
+                n: {"accuracy": j["accuracy"], "seconds_per_judgement": j["seconds_per_judgement"]}
+                for n, j in result["judges"].items()
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -71,14 +71,18 @@ def page(i: int, rng: random.Random, pool: list[str]) -> str:
             header = "Free Newsletter"
         else:
             header = f"Section {k}: {' '.join(rng.choices(WORDS, k=3))}"
-        body = "".join(f"<p>{paragraph(rng, pool, rng.choice((150, 400, 700, 1100)))}</p>"
-                       for _ in range(rng.randint(1, 3)))
+        body = "".join(
+            f"<p>{paragraph(rng, pool, rng.choice((150, 400, 700, 1100)))}</p>" for _ in range(rng.randint(1, 3))
+        )
         if rng.random() < 0.05:  # a sentence repeated over and over: the repetition filter's target
             body += "<p>" + " ".join([rng.choice(pool)] * 30) + "</p>"
         sections.append(f"<h2>{header}</h2><div class='body'>{body}</div>")
-    return (f"<html><head><title>Page {i}</title><script>var x = {i};</script></head><body>"
-            f"<nav><a href='/'>Home</a> <a href='/forum'>Forum</a></nav><h1>Page {i}</h1>"
-            + "".join(sections) + "<footer>Copyright</footer></body></html>")
+    return (
+        f"<html><head><title>Page {i}</title><script>var x = {i};</script></head><body>"
+        f"<nav><a href='/'>Home</a> <a href='/forum'>Forum</a></nav><h1>Page {i}</h1>"
+        + "".join(sections)
+        + "<footer>Copyright</footer></body></html>"
+    )
 
 
 def corpus(pages: int, seed: int = 0) -> Iterator[tuple[str, str]]:
@@ -124,8 +128,14 @@ def write_warc(path: Path, pages: int, damaged_every: int, seed: int = 0) -> Non
                 junk = bytes(rng.randrange(256) for _ in range(300))
                 body = body.replace(b"</p>", b" " + junk + b"</p>", 1)
             http = f"HTTP/1.1 200 OK\r\nContent-Type: {mime}\r\n\r\n".encode() + body
-            f.write(record(WarcRecordType.request, uri, f"GET {uri} HTTP/1.1\r\n\r\n".encode(),
-                           "application/http; msgtype=request"))
+            f.write(
+                record(
+                    WarcRecordType.request,
+                    uri,
+                    f"GET {uri} HTTP/1.1\r\n\r\n".encode(),
+                    "application/http; msgtype=request",
+                )
+            )
             response = record(WarcRecordType.response, uri, http, "application/http; msgtype=response")
             if damaged_every and i % damaged_every == damaged_every - 1:
                 raw = gzip.decompress(response)
@@ -139,9 +149,12 @@ def write_warc(path: Path, pages: int, damaged_every: int, seed: int = 0) -> Non
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=100_000)
-    ap.add_argument("--damaged-every", type=int, default=1000,
-                    help="a record with a wrong Content-Length every N pages (0: none, for code that cannot "
-                         "read past one)")
+    ap.add_argument(
+        "--damaged-every",
+        type=int,
+        default=1000,
+        help="a record with a wrong Content-Length every N pages (0: none, for code that cannot read past one)",
+    )
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
 
@@ -169,8 +182,11 @@ def main(argv: list[str] | None = None) -> None:
         "peak_memory_mb": round(peak_mb, 1),
         "dropped": counts.metrics()["dropped"],
         "info": {k: v for k, v in counts.metrics().items() if k not in ("source", "read", "kept", "dropped")},
-        "params": {k: getattr(params, k) for k in ("min_chars", "max_chars", "max_repetition", "language",
-                                                   "near_duplicate", "limit")}, "shard_size": shard_size,
+        "params": {
+            k: getattr(params, k)
+            for k in ("min_chars", "max_chars", "max_repetition", "language", "near_duplicate", "limit")
+        },
+        "shard_size": shard_size,
     }
     print(json.dumps(result, indent=2))
     if args.out:

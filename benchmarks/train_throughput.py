@@ -69,7 +69,7 @@ def step_tokens(dataset, fetched: list[int], micro: int, grad_accum: int, steps:
     real = padded = labelled = 0
     for step in steps:
         for start in range(step * per_step, (step + 1) * per_step, micro):
-            batch = [dataset[i] for i in fetched[start:start + micro]]
+            batch = [dataset[i] for i in fetched[start : start + micro]]
             real += sum(len(item["input_ids"]) for item in batch)
             padded += max((len(item["input_ids"]) for item in batch), default=0) * len(batch)
             labelled += sum(sum(label != -100 for label in item["labels"][1:]) for item in batch)
@@ -81,8 +81,11 @@ def matmul_weights(model) -> tuple[int, int]:
     from torch import nn
 
     head = model.get_output_embeddings()
-    body = sum(m.weight.numel() for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and m is not head and "lora_" not in name)
+    body = sum(
+        m.weight.numel()
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear) and m is not head and "lora_" not in name
+    )
     return body, head.weight.numel()
 
 
@@ -130,13 +133,23 @@ def run_side(side: str, args) -> dict:
             trainer = Trainer(
                 model=model,
                 args=TrainingArguments(
-                    output_dir=scratch, max_steps=plan.steps, save_strategy="no", bf16=bf16,
+                    output_dir=scratch,
+                    max_steps=plan.steps,
+                    save_strategy="no",
+                    bf16=bf16,
                     use_cpu=not torch.cuda.is_available(),  # else bf16 on a CPU is refused
-                    per_device_train_batch_size=plan.micro_batch_size, gradient_accumulation_steps=plan.grad_accum,
-                    learning_rate=tp.learning_rate, weight_decay=tp.weight_decay, report_to="none", seed=seed,
-                    remove_unused_columns=False, disable_tqdm=True,
+                    per_device_train_batch_size=plan.micro_batch_size,
+                    gradient_accumulation_steps=plan.grad_accum,
+                    learning_rate=tp.learning_rate,
+                    weight_decay=tp.weight_decay,
+                    report_to="none",
+                    seed=seed,
+                    remove_unused_columns=False,
+                    disable_tqdm=True,
                 ),
-                train_dataset=logged, data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[clock],
+                train_dataset=logged,
+                data_collator=PadCollator(tokenizer.pad_token_id),
+                callbacks=[clock],
             )
             trainer.train()
     if len(clock.ends) < 2:
@@ -197,8 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="models/base")
     parser.add_argument("--seed", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per side (0 = one pass)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="runs of each side, alternating; figures pool them, ratios per round are listed")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each side, alternating; figures pool them, ratios per round are listed",
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side, print JSON
@@ -213,15 +230,29 @@ def main(argv: list[str] | None = None) -> None:
     for round_ in range(args.rounds):
         # Sides alternate (ours first in even rounds), so a slow phase of the machine falls on both alike.
         for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--base", args.base, "--seed",
-                   args.seed, "--steps", str(args.steps), "--params", args.params]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--side",
+                side,
+                "--base",
+                args.base,
+                "--seed",
+                args.seed,
+                "--steps",
+                str(args.steps),
+                "--params",
+                args.params,
+            ]
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"train_throughput: the {side} side failed:\n{proc.stderr[-4000:]}")
             runs[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     report: dict = {side: pooled(runs[side]) for side in SIDES}
-    rounds = [ours["real_tokens_per_s"] / plain["real_tokens_per_s"]
-              for ours, plain in zip(runs["humpback"], runs["plain_trainer"])]
+    rounds = [
+        ours["real_tokens_per_s"] / plain["real_tokens_per_s"]
+        for ours, plain in zip(runs["humpback"], runs["plain_trainer"])
+    ]
 
     import torch
 
@@ -232,36 +263,46 @@ def main(argv: list[str] | None = None) -> None:
     peak = matmul_gflops(DTYPES[ours["dtype"]])
     for side in SIDES:
         report[side]["matmul_share"] = report[side]["achieved_gflops"] / peak
-    report.update({
-        "ratio": ours["real_tokens_per_s"] / plain["real_tokens_per_s"],
-        # ratio = work_ratio × rate_ratio, exactly: how much less each real token costs us (padding, the head
-        # on labelled positions only) times how fast we compute what we compute (the loss, kernels).
-        "work_ratio": plain["computed_flops_per_real_token"] / ours["computed_flops_per_real_token"],
-        "rate_ratio": ours["computed_gflops"] / plain["computed_gflops"],
-        "padding_fraction": ours["padding_fraction"],
-        "peak_memory_mb": ours["peak_memory_mb"],
-        "matmul_peak_gflops": peak,
-        "matmul_share": ours["matmul_share"],
-        "dtype": ours["dtype"],
-        "threads": torch.get_num_threads(),
-        "rounds": len(rounds),
-        "round_ratios": rounds,
-        "ratio_min": min(rounds),
-        "ratio_max": max(rounds),
-    })
-    print(f"{'trainer':<14} {'s/step':>7} {'real tok':>9} {'padding':>8} {'real tok/s':>10} {'peak MB':>8} "
-          f"{'GFLOP/s':>8} {'of peak':>7}")
+    report.update(
+        {
+            "ratio": ours["real_tokens_per_s"] / plain["real_tokens_per_s"],
+            # ratio = work_ratio × rate_ratio, exactly: how much less each real token costs us (padding, the head
+            # on labelled positions only) times how fast we compute what we compute (the loss, kernels).
+            "work_ratio": plain["computed_flops_per_real_token"] / ours["computed_flops_per_real_token"],
+            "rate_ratio": ours["computed_gflops"] / plain["computed_gflops"],
+            "padding_fraction": ours["padding_fraction"],
+            "peak_memory_mb": ours["peak_memory_mb"],
+            "matmul_peak_gflops": peak,
+            "matmul_share": ours["matmul_share"],
+            "dtype": ours["dtype"],
+            "threads": torch.get_num_threads(),
+            "rounds": len(rounds),
+            "round_ratios": rounds,
+            "ratio_min": min(rounds),
+            "ratio_max": max(rounds),
+        }
+    )
+    print(
+        f"{'trainer':<14} {'s/step':>7} {'real tok':>9} {'padding':>8} {'real tok/s':>10} {'peak MB':>8} "
+        f"{'GFLOP/s':>8} {'of peak':>7}"
+    )
     for side in SIDES:
         r = report[side]
-        print(f"{side:<14} {r['seconds_per_step']:>7.2f} {r['real_tokens']:>9} {r['padding_fraction']:>8.1%} "
-              f"{r['real_tokens_per_s']:>10.1f} {r['peak_memory_mb']:>8.0f} {r['achieved_gflops']:>8.1f} "
-              f"{r['matmul_share']:>7.1%}")
-    print(f"ratio (ours / plain Trainer, real tokens per second): {report['ratio']:.2f} = work ratio "
-          f"{report['work_ratio']:.2f} (computed FLOPs per real token, plain / ours) x rate ratio "
-          f"{report['rate_ratio']:.2f} (computed GFLOP/s, ours / plain); {report['dtype']}, "
-          f"matmul peak {peak:.0f} GFLOP/s")
-    print(f"per round (each side its own process, sides alternating): "
-          f"{', '.join(f'{r:.2f}' for r in rounds)}; min {min(rounds):.2f}, max {max(rounds):.2f}")
+        print(
+            f"{side:<14} {r['seconds_per_step']:>7.2f} {r['real_tokens']:>9} {r['padding_fraction']:>8.1%} "
+            f"{r['real_tokens_per_s']:>10.1f} {r['peak_memory_mb']:>8.0f} {r['achieved_gflops']:>8.1f} "
+            f"{r['matmul_share']:>7.1%}"
+        )
+    print(
+        f"ratio (ours / plain Trainer, real tokens per second): {report['ratio']:.2f} = work ratio "
+        f"{report['work_ratio']:.2f} (computed FLOPs per real token, plain / ours) x rate ratio "
+        f"{report['rate_ratio']:.2f} (computed GFLOP/s, ours / plain); {report['dtype']}, "
+        f"matmul peak {peak:.0f} GFLOP/s"
+    )
+    print(
+        f"per round (each side its own process, sides alternating): "
+        f"{', '.join(f'{r:.2f}' for r in rounds)}; min {min(rounds):.2f}, max {max(rounds):.2f}"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 

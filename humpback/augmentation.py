@@ -33,7 +33,7 @@ ENDS_SENTENCE = re.compile(r"[?.!:][\"'”’)\]`*]*$")
 
 
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def is_echo(instruction: str, segment: str, overlap: float) -> bool:
@@ -88,8 +88,11 @@ def augment(engine, segments: list[dict], params, run) -> tuple[list[dict], dict
     start = time.perf_counter()
     generated = run.map(segments, size, work, desc="augment", hand_out=getattr(engine, "map_shards", None))
     seconds = time.perf_counter() - start
-    new_tokens = sum(len(tokenizer.encode(row["generated"], add_special_tokens=False))
-                     for k in run.worked for row in generated[k * size:(k + 1) * size])
+    new_tokens = sum(
+        len(tokenizer.encode(row["generated"], add_special_tokens=False))
+        for k in run.worked
+        for row in generated[k * size : (k + 1) * size]
+    )
 
     kept, dropped = [], Counter({reason: 0 for reason in DROP_REASONS})
     for segment, row in zip(segments, generated):
@@ -98,8 +101,14 @@ def augment(engine, segments: list[dict], params, run) -> tuple[list[dict], dict
         if reason:
             dropped[reason] += 1
             continue
-        kept.append({"id": f"aug-{segment['id']}", "segment_id": segment["id"], "instruction": instruction,
-                     "output": segment["text"]})
+        kept.append(
+            {
+                "id": f"aug-{segment['id']}",
+                "segment_id": segment["id"],
+                "instruction": instruction,
+                "output": segment["text"],
+            }
+        )
     metrics = {
         "read": len(segments),
         "kept": len(kept),

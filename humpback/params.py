@@ -383,7 +383,7 @@ class Params(_Section):
 # Keys that moved: an old params file fails with the new place named, never with a bare "unknown key".
 MOVED: dict[str, str] = {
     "base.seed": "seeds.sampling / seeds.training / seeds.generation (the held-out, dev and eval splits no "
-                 "longer depend on a seed)",
+    "longer depend on a seed)",
     "data.web.shard_size": "runtime.web_shard_size",
     "augment.shard_size": "runtime.augment_shard_size",
     "curate.shard_size": "runtime.score_shard_size",
@@ -392,13 +392,13 @@ MOVED: dict[str, str] = {
     "generation.base_url": "runtime.base_url",
     "generation.tensor_parallel_size": "runtime.tensor_parallel_size",
     "evaluate.base_url": "runtime.evaluate_base_url",
-    "runtime.judge_base_url": "runtime.evaluate_base_url (\"\" = runtime.base_url; both \"\" = OpenAI's API)",
+    "runtime.judge_base_url": 'runtime.evaluate_base_url ("" = runtime.base_url; both "" = OpenAI\'s API)',
     "evaluate.judge": "evaluate.engine (local = default, transformers or vllm; openai = openai with no server "
-                      "URL; openai-compatible = openai with runtime.evaluate_base_url; the API judge's model name "
-                      "is evaluate.api_model, no longer evaluate.judge_model)",
+    "URL; openai-compatible = openai with runtime.evaluate_base_url; the API judge's model name "
+    "is evaluate.api_model, no longer evaluate.judge_model)",
     "train.save_steps": "runtime.save_steps",
     "train.max_steps": "train.epochs (training length in passes over each model's own examples; 0 = the paper's "
-                       "steps table)",
+    "steps table)",
 }
 
 
@@ -448,9 +448,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
     if unknown:
-        raise ParamsError(
-            f"{source}: unknown key '{prefix}{unknown[0]}' (allowed in '{where}': {', '.join(names)})"
-        )
+        raise ParamsError(f"{source}: unknown key '{prefix}{unknown[0]}' (allowed in '{where}': {', '.join(names)})")
     missing = [n for n in names if n not in raw]
     if missing:
         raise ParamsError(f"{source}: missing key '{prefix}{missing[0]}'")
@@ -473,8 +471,10 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         key_tp, item_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ParamsError(f"{source}: '{key}' must be a mapping, got {type(value).__name__}")
-        return {_coerce(key_tp, k, source, f"{key} key {k!r}"): _coerce(item_tp, v, source, f"{key}.{k}")
-                for k, v in value.items()}
+        return {
+            _coerce(key_tp, k, source, f"{key} key {k!r}"): _coerce(item_tp, v, source, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -518,5 +518,15 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     raise TypeError(f"params schema uses an unsupported type {tp!r} at '{key}'")
 
 
-__all__ = ["CURATE_METHODS", "DEFAULT", "ENGINES", "ENGINE_STAGES", "MOVED", "Params", "ParamsError", "load_params",
-           "parse_params", "track_reads"]
+__all__ = [
+    "CURATE_METHODS",
+    "DEFAULT",
+    "ENGINES",
+    "ENGINE_STAGES",
+    "MOVED",
+    "Params",
+    "ParamsError",
+    "load_params",
+    "parse_params",
+    "track_reads",
+]

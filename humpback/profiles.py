@@ -54,8 +54,10 @@ def runtime_overrides(name: str) -> dict[str, Any]:
     changes = overrides(name, RUNTIME_DIR)
     outside = sorted(k for k in leaf_keys(changes) if not k.startswith(RUNTIME_SECTION + "."))
     if outside:
-        raise ParamsError(f"runtime file '{name}' sets '{outside[0]}': a runtime file sets runtime.* only "
-                          "(what is computed belongs in a profile, configs/profiles/)")
+        raise ParamsError(
+            f"runtime file '{name}' sets '{outside[0]}': a runtime file sets runtime.* only "
+            "(what is computed belongs in a profile, configs/profiles/)"
+        )
     return changes
 
 
@@ -99,7 +101,7 @@ def _realign_comment(mapping: Any, key: str, lines: list[str]) -> None:
         return
     line, col = lines[mine.start_mark.line], mine.column
     columns = [t.column for k, t in tokens.items() if k != key]
-    if columns and col >= 2 and line[col - 1:col] == " " and line[col - 2:col - 1] != " ":
+    if columns and col >= 2 and line[col - 1 : col] == " " and line[col - 2 : col - 1] != " ":
         mine.column = max(set(columns), key=columns.count)
 
 
@@ -143,8 +145,10 @@ def _merge_file(changes: dict[str, Any], label: str, params_file: str | Path) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Merge a profile (configs/profiles/NAME.yaml) and/or a runtime "
-                                                 "file (configs/runtime/NAME.yaml) into params.yaml.")
+    parser = argparse.ArgumentParser(
+        description="Merge a profile (configs/profiles/NAME.yaml) and/or a runtime "
+        "file (configs/runtime/NAME.yaml) into params.yaml."
+    )
     parser.add_argument("profile", nargs="?", help=f"one of: {', '.join(available())}")
     parser.add_argument("--runtime", help=f"one of: {', '.join(available(RUNTIME_DIR))} (runtime.* only)")
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE)

@@ -48,7 +48,7 @@ CURATION_PROMPT = (
     "question or instruction without any irrelevant sentences. The answer provides high quality content, "
     "demonstrating expert knowledge in the area, is very well written, logical, easy-to-follow, engaging "
     "and insightful.\n\n"
-    'Please first provide a brief reasoning you used to derive the rating score, and then write '
+    "Please first provide a brief reasoning you used to derive the rating score, and then write "
     '"Score: <rating>" in the last line.\n\n'
     "<generated_instruction>\n{instruction}\n</generated_instruction>\n\n<output>\n{output}\n</output>"
 )
@@ -99,7 +99,6 @@ def backward_instruction(output: str) -> str:
     return BACKWARD_PROMPT.format(output=output)
 
 
-
 def curation_instruction(instruction: str, output: str) -> str:
     """The user turn of the curator. Web text is inserted as data; the score is read only from what the
     model writes after the assistant header (see curation/scoring.py), never from the pair's own text."""
@@ -130,9 +129,7 @@ def format_example(tokenizer, user: str, response: str | None = None, system: st
     messages = [{"role": "system", "content": system}] if system is not None else []
     messages.append({"role": "user", "content": user})
     template = getattr(tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
-    prompt = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False, chat_template=template
-    )
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, chat_template=template)
     if response is None:
         return Formatted(prompt=prompt, completion="")
     full = tokenizer.apply_chat_template(
@@ -143,7 +140,7 @@ def format_example(tokenizer, user: str, response: str | None = None, system: st
             "the chat template renders the assistant turn differently from its generation prompt; "
             "training and generation prefixes would differ"
         )
-    completion = full[len(prompt):]
+    completion = full[len(prompt) :]
     # Train up to the end-of-turn marker only (templates add a trailing newline after it, which the model
     # never needs to generate: generation stops at the marker).
     completion = completion.rstrip("\n")
@@ -153,7 +150,7 @@ def format_example(tokenizer, user: str, response: str | None = None, system: st
 def end_of_turn_token(tokenizer) -> str:
     """The string that ends an assistant turn in the model's template (generation stops on it)."""
     probe = format_example(tokenizer, user="x", response="y")
-    tail = probe.completion[probe.completion.rfind("y") + 1:]
+    tail = probe.completion[probe.completion.rfind("y") + 1 :]
     return tail or (tokenizer.eos_token or "")
 
 

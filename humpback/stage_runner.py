@@ -29,14 +29,23 @@ from humpback.params import DEFAULT_PARAMS_FILE, Params, load_params, track_read
 from humpback.sources.counts import SourceError
 
 # What a user's input can cause; anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, NotImplementedError, ImportError,
-                                                SourceError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotImplementedError,
+    ImportError,
+    SourceError,
+)
 READS_ENV = "HUMPBACK_PARAMS_READS"
 
 
-def stage(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentParser], None],
-          body: Callable[[argparse.Namespace, Params], int | None],
-          launch: Callable[[Params, list[str]], None] | None = None) -> Callable[..., int]:
+def stage(
+    name: str,
+    doc: str | None,
+    arguments: Callable[[argparse.ArgumentParser], None],
+    body: Callable[[argparse.Namespace, Params], int | None],
+    launch: Callable[[Params, list[str]], None] | None = None,
+) -> Callable[..., int]:
     """The stage's `main(argv=None) -> exit code`: parse arguments, load params, run `body` (None means 0).
 
     `launch(params, argv)`: called once params are read, before `body`; it may replace this process with
@@ -44,11 +53,15 @@ def stage(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentPars
     return lambda argv=None: run(name, doc, arguments, body, argv, launch)
 
 
-def run(name: str, doc: str | None, arguments: Callable[[argparse.ArgumentParser], None],
-        body: Callable[[argparse.Namespace, Params], int | None], argv: list[str] | None = None,
-        launch: Callable[[Params, list[str]], None] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}",
-                                     description=(doc or name).strip().splitlines()[0])
+def run(
+    name: str,
+    doc: str | None,
+    arguments: Callable[[argparse.ArgumentParser], None],
+    body: Callable[[argparse.Namespace, Params], int | None],
+    argv: list[str] | None = None,
+    launch: Callable[[Params, list[str]], None] | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}", description=(doc or name).strip().splitlines()[0])
     arguments(parser)
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
     argv = list(sys.argv[1:] if argv is None else argv)

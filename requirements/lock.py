@@ -43,8 +43,12 @@ def resolve(pip: Path, target: str, pypi_only: bool) -> list[tuple[str, str]]:
         env["PIP_CONFIG_FILE"] = os.devnull  # pip then reads no config file (find-links, local indexes, caps)
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        subprocess.run([str(pip), "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report),
-                        target], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [str(pip), "install", "--dry-run", "--ignore-installed", "--quiet", "--report", str(report), target],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
         installs = json.loads(report.read_text())["install"]
     pins = [(i["metadata"]["name"], i["metadata"]["version"]) for i in installs]
     return sorted((p for p in pins if p[0].lower() != PROJECT), key=lambda p: p[0].lower())

@@ -38,13 +38,22 @@ def run(args, params) -> int:
     metrics["resolved"] = resolved(generation)  # what engine/dtype `auto` became here
     write_json(args.metrics, metrics)
     if not kept:
-        raise ValueError(f"no instruction survived the filters ({metrics['read']} segments read, dropped "
-                         f"{metrics['dropped']}); refusing to write an empty {args.out}: training on nothing is "
-                         f"never what you want. See {args.metrics}.")
+        raise ValueError(
+            f"no instruction survived the filters ({metrics['read']} segments read, dropped "
+            f"{metrics['dropped']}); refusing to write an empty {args.out}: training on nothing is "
+            f"never what you want. See {args.metrics}."
+        )
     write_jsonl(args.out, kept)
     run.clear()
-    log.info("%d segments -> %d pairs kept, dropped %s; %.0f s, %s new tokens/s -> %s", metrics["read"],
-             metrics["kept"], metrics["dropped"], metrics["seconds"], metrics["tokens_per_s"], args.out)
+    log.info(
+        "%d segments -> %d pairs kept, dropped %s; %.0f s, %s new tokens/s -> %s",
+        metrics["read"],
+        metrics["kept"],
+        metrics["dropped"],
+        metrics["seconds"],
+        metrics["tokens_per_s"],
+        args.out,
+    )
     return 0
 
 

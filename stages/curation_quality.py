@@ -30,8 +30,9 @@ def run(args, params) -> None:
         return
     metrics = {"model": args.name, **dev_set_metrics(scored, params)}
     write_json(args.metrics, metrics)
-    plot_curation_quality({args.name: metrics}, args.plot,
-                          title=f"curation quality of {args.name} ({len(scored)} dev pairs)")
+    plot_curation_quality(
+        {args.name: metrics}, args.plot, title=f"curation quality of {args.name} ({len(scored)} dev pairs)"
+    )
     print("\n".join(markdown_table({args.name: metrics})))
 
 

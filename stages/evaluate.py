@@ -29,9 +29,20 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    run_evaluation(params, args.responses, args.prompts, args.models, args.judge_base, args.annotations,
-                   args.metrics, args.plot, args.plot_data, leaderboard_out=args.leaderboard,
-                   indomain_file=args.indomain, indomain_dir=args.indomain_responses)
+    run_evaluation(
+        params,
+        args.responses,
+        args.prompts,
+        args.models,
+        args.judge_base,
+        args.annotations,
+        args.metrics,
+        args.plot,
+        args.plot_data,
+        leaderboard_out=args.leaderboard,
+        indomain_file=args.indomain,
+        indomain_dir=args.indomain_responses,
+    )
 
 
 main = stage("evaluate", __doc__, arguments, run)

@@ -13,10 +13,18 @@ from humpback.storage.records import iter_jsonl, read_json
 
 
 def arguments(parser) -> None:
-    parser.add_argument("--selected", nargs="+", required=True,
-                        help="select@N's selections in iteration order (data/curated/N/selected.jsonl)")
-    parser.add_argument("--select-metrics", nargs="+", required=True,
-                        help="select@N's metrics in the same order: level, counts, histogram (metrics/select/N.json)")
+    parser.add_argument(
+        "--selected",
+        nargs="+",
+        required=True,
+        help="select@N's selections in iteration order (data/curated/N/selected.jsonl)",
+    )
+    parser.add_argument(
+        "--select-metrics",
+        nargs="+",
+        required=True,
+        help="select@N's metrics in the same order: level, counts, histogram (metrics/select/N.json)",
+    )
     parser.add_argument("--web", required=True, help="the sampled web segments, for each pair's provenance")
     parser.add_argument("--out", required=True, help="the dataset folder")
 
@@ -24,14 +32,21 @@ def arguments(parser) -> None:
 def run(args, params) -> None:
     if len(args.selected) != len(args.select_metrics):
         raise ValueError("--selected and --select-metrics must name the same iterations, in the same order")
-    selections = {i: [r for _, r in iter_jsonl(path, required=("id", "instruction", "output"))]
-                  for i, path in enumerate(args.selected, start=1)}
+    selections = {
+        i: [r for _, r in iter_jsonl(path, required=("id", "instruction", "output"))]
+        for i, path in enumerate(args.selected, start=1)
+    }
     metrics = {i: read_json(path) for i, path in enumerate(args.select_metrics, start=1)}
     segments = {str(r["id"]): r for _, r in iter_jsonl(args.web, required=("id",))}
     web = params.data.web
-    info = DatasetInfo(web_source=web.source, seed_source=params.data.seed.source, language=web.language,
-                       base=params.base.model, curator=params.curate.model,
-                       license=dataset_license(web.source, params.export.dataset_license))
+    info = DatasetInfo(
+        web_source=web.source,
+        seed_source=params.data.seed.source,
+        language=web.language,
+        base=params.base.model,
+        curator=params.curate.model,
+        license=dataset_license(web.source, params.export.dataset_license),
+    )
     counts = export_dataset(selections, metrics, segments, info, args.out)
     print(f"export_dataset: {counts} -> {args.out}")
 

@@ -16,15 +16,21 @@ def arguments(parser) -> None:
     parser.add_argument("--name", required=True, help="the model's name in the run (m0, m1, m2)")
     parser.add_argument("--model", required=True, help="the trained model folder (an adapter or a full model)")
     parser.add_argument("--base", required=True, help="the base model folder the adapter was trained on")
-    parser.add_argument("--comparisons", required=True,
-                        help="the run's paired comparisons (metrics/comparisons.json), for the card")
+    parser.add_argument(
+        "--comparisons", required=True, help="the run's paired comparisons (metrics/comparisons.json), for the card"
+    )
     parser.add_argument("--out", required=True, help="the standalone model folder")
 
 
 def run(args, params) -> None:
-    info = ModelInfo(name=args.name, base=params.base.model, seed_source=params.data.seed.source,
-                     web_source=params.data.web.source, tagging=params.train.tagging,
-                     system_prompt=params.respond.system_prompt)
+    info = ModelInfo(
+        name=args.name,
+        base=params.base.model,
+        seed_source=params.data.seed.source,
+        web_source=params.data.web.source,
+        tagging=params.train.tagging,
+        system_prompt=params.respond.system_prompt,
+    )
     export_model(args.model, args.base, read_json(args.comparisons), info, params.export.dtype, args.out)
     print(f"export_model: {args.name} -> {args.out}")
 

@@ -33,29 +33,51 @@ def instrument_engine(model_dir: str, params):
     from humpback.engines.factory import make_engine
     from humpback.params import GenerationParams
 
-    settings = GenerationParams(engine=params.generation.engine, dtype=params.likelihood.dtype, temperature=1.0,
-                                top_p=1.0, api_model=params.generation.api_model)
+    settings = GenerationParams(
+        engine=params.generation.engine,
+        dtype=params.likelihood.dtype,
+        temperature=1.0,
+        top_p=1.0,
+        api_model=params.generation.api_model,
+    )
     return make_engine(model_dir, settings, params.runtime)
 
 
 def run(args, params) -> None:
-    sets = {name: [r for _, r in iter_jsonl(path, required=("id", "instruction", "output"))]
-            for name, path in ((SEED_HELDOUT, args.heldout), (OTHER_SOURCE, args.other))}
+    sets = {
+        name: [r for _, r in iter_jsonl(path, required=("id", "instruction", "output"))]
+        for name, path in ((SEED_HELDOUT, args.heldout), (OTHER_SOURCE, args.other))
+    }
     start = time.perf_counter()
     engine = instrument_engine(args.model, params)
     instruments, seconds = {}, {}
     for name, pairs in sets.items():
         t = time.perf_counter()
-        instruments[name] = answer_likelihoods(engine, pairs, params.respond.system_prompt,
-                                               params.likelihood.max_chars, desc=f"{args.name} {name}")
+        instruments[name] = answer_likelihoods(
+            engine, pairs, params.respond.system_prompt, params.likelihood.max_chars, desc=f"{args.name} {name}"
+        )
         seconds[name] = round(time.perf_counter() - t, 2)
-        log.info("%s %s: n %d, mean %.4f nats/token (%d tokens, %.1fs)", args.name, name,
-                 instruments[name]["n"], instruments[name]["mean"], instruments[name]["tokens"], seconds[name])
-    write_json(args.out, {"model": args.name, "system_prompt": params.respond.system_prompt,
-                          "max_chars": params.likelihood.max_chars, "dtype": params.likelihood.dtype,
-                          "engine": engine_name(params.generation.engine),
-                          "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
-                          "instruments": instruments})
+        log.info(
+            "%s %s: n %d, mean %.4f nats/token (%d tokens, %.1fs)",
+            args.name,
+            name,
+            instruments[name]["n"],
+            instruments[name]["mean"],
+            instruments[name]["tokens"],
+            seconds[name],
+        )
+    write_json(
+        args.out,
+        {
+            "model": args.name,
+            "system_prompt": params.respond.system_prompt,
+            "max_chars": params.likelihood.max_chars,
+            "dtype": params.likelihood.dtype,
+            "engine": engine_name(params.generation.engine),
+            "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
+            "instruments": instruments,
+        },
+    )
 
 
 main = stage("likelihood", __doc__, arguments, run)

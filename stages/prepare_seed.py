@@ -21,8 +21,10 @@ def run(args, params) -> None:
     write_jsonl(args.out, train)
     write_jsonl(args.heldout_out, heldout)
     write_json(args.metrics, metrics)
-    print(f"prepare_seed: {counts.source}: read {counts.read}, train {len(train)}, heldout {len(heldout)}, "
-          f"dropped {metrics['dropped']}")
+    print(
+        f"prepare_seed: {counts.source}: read {counts.read}, train {len(train)}, heldout {len(heldout)}, "
+        f"dropped {metrics['dropped']}"
+    )
 
 
 main = stage("prepare_seed", __doc__, arguments, run)

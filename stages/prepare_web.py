@@ -25,9 +25,11 @@ def run(args, params) -> None:
     metrics = counts.metrics()  # checks read = kept + Σ dropped
     write_json(args.metrics, metrics)
     seconds = time.perf_counter() - start
-    print(f"prepare_web: {counts.source}: read {counts.read} segments of {counts.info.get('documents', 0)} "
-          f"documents, kept {counts.kept}, dropped {metrics['dropped']} ({seconds:.1f}s, "
-          f"{counts.read / max(seconds, 1e-9):.0f} segments/s)")
+    print(
+        f"prepare_web: {counts.source}: read {counts.read} segments of {counts.info.get('documents', 0)} "
+        f"documents, kept {counts.kept}, dropped {metrics['dropped']} ({seconds:.1f}s, "
+        f"{counts.read / max(seconds, 1e-9):.0f} segments/s)"
+    )
 
 
 main = stage("prepare_web", __doc__, arguments, run)

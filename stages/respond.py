@@ -31,11 +31,23 @@ def run(args, params) -> None:
     if args.indomain:  # the same engine answers the in-domain questions (judged against their human answers)
         jobs.append(([r for _, r in iter_jsonl(args.indomain, required=("id", "instruction"))], args.indomain_out))
     for prompts, out in jobs:
-        rows = respond(engine, prompts, args.name, params.respond.system_prompt, params.respond.max_new_tokens,
-                       params.seeds.generation)
+        rows = respond(
+            engine,
+            prompts,
+            args.name,
+            params.respond.system_prompt,
+            params.respond.max_new_tokens,
+            params.seeds.generation,
+        )
         write_json(out, rows)
-        log.info("%s: %d answers (%d empty), system prompt %s -> %s", args.name, len(rows),
-                 sum(not r["output"] for r in rows), params.respond.system_prompt, out)
+        log.info(
+            "%s: %d answers (%d empty), system prompt %s -> %s",
+            args.name,
+            len(rows),
+            sum(not r["output"] for r in rows),
+            params.respond.system_prompt,
+            out,
+        )
 
 
 main = stage("respond", __doc__, arguments, run)

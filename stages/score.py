@@ -39,18 +39,41 @@ def run(args, params) -> None:
     engine = None
     if params.curate.method != "none":
         engine = make_engine(curator, generation, runtime)
-    keys = ["curate.method", "curate.max_pair_chars", "curate.max_new_tokens", "curate.max_retries",
-            "curate.engine", "curate.api_model", "generation", "seeds.generation"]
+    keys = [
+        "curate.method",
+        "curate.max_pair_chars",
+        "curate.max_new_tokens",
+        "curate.max_retries",
+        "curate.engine",
+        "curate.api_model",
+        "generation",
+        "seeds.generation",
+    ]
     stage = f"score-{args.iteration}"
     identity = model_identity(curator)
     run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, identity, [args.pairs]))
     scored, metrics = score_iteration(engine, pairs, params, tagging, run)
     write_jsonl(args.out, scored)
-    write_json(args.metrics, {"iteration": args.iteration, "curator": curator, "tagged": tagging, **metrics,
-                              "resolved": resolved(generation)})
+    write_json(
+        args.metrics,
+        {
+            "iteration": args.iteration,
+            "curator": curator,
+            "tagged": tagging,
+            **metrics,
+            "resolved": resolved(generation),
+        },
+    )
     run.clear()
-    log.info("score@%d: %d pairs by %s (%s), %s s/pair -> %s", args.iteration, len(scored), curator,
-             metrics["method"], metrics["seconds_per_pair"], args.out)
+    log.info(
+        "score@%d: %d pairs by %s (%s), %s s/pair -> %s",
+        args.iteration,
+        len(scored),
+        curator,
+        metrics["method"],
+        metrics["seconds_per_pair"],
+        args.out,
+    )
 
 
 main = stage("score", __doc__, arguments, run)

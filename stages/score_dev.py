@@ -20,8 +20,11 @@ log = logging.getLogger("score_dev")
 
 def arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="curator model folder (models/m0)")
-    parser.add_argument("--tagged", action="store_true", help="a model this project trained: prompt it with the "
-                        "system prompt of its training (S_a when train.tagging)")
+    parser.add_argument(
+        "--tagged",
+        action="store_true",
+        help="a model this project trained: prompt it with the system prompt of its training (S_a when train.tagging)",
+    )
     parser.add_argument("--dev", required=True, help="labelled dev set (data/dev.jsonl)")
     parser.add_argument("--out", required=True, help="every dev row with each method's score (JSONL)")
 

@@ -25,8 +25,9 @@ log = logging.getLogger("select")
 def arguments(parser) -> None:
     parser.add_argument("--iteration", type=int, required=True, choices=(1, 2))
     parser.add_argument("--scored", required=True, help="every pair with its score (data/curated/N/scored.jsonl)")
-    parser.add_argument("--previous", default=None,
-                        help="the previous iteration's selection, to report how far this one moved from it")
+    parser.add_argument(
+        "--previous", default=None, help="the previous iteration's selection, to report how far this one moved from it"
+    )
     parser.add_argument("--out", required=True, help="the selected pairs (JSONL)")
     parser.add_argument("--metrics", required=True, help="selection size, histogram, lengths (JSON)")
     parser.add_argument("--plot", required=True, help="score histogram (PNG)")
@@ -41,8 +42,7 @@ def run(args, params) -> None:
     # only an uncurated run samples (its share or cap keeps a seeded sample)
     seed = params.seeds.sampling if threshold is None and (cap or top_share < 1) else 0
     selected = select(scored, method, threshold, cap, seed, top_share)
-    metrics = {"iteration": args.iteration,
-               **selection_metrics(scored, selected, method, threshold, cap, top_share)}
+    metrics = {"iteration": args.iteration, **selection_metrics(scored, selected, method, threshold, cap, top_share)}
     if args.previous:
         metrics["overlap_with_previous"] = overlap(selected, [r for _, r in iter_jsonl(args.previous)])
     write_jsonl(args.out, selected)
@@ -52,9 +52,17 @@ def run(args, params) -> None:
     if not selected:
         log.warning("no pair reached the level: the next model trains on seed data only")
     moved = metrics.get("overlap_with_previous")
-    log.info("select@%d: %d/%d pairs (threshold %s, top share %s, cap %s)%s -> %s", args.iteration, len(selected),
-             len(scored), threshold, top_share, cap or "none",
-             f", {moved['shared']} shared with the previous selection" if moved else "", args.out)
+    log.info(
+        "select@%d: %d/%d pairs (threshold %s, top share %s, cap %s)%s -> %s",
+        args.iteration,
+        len(selected),
+        len(scored),
+        threshold,
+        top_share,
+        cap or "none",
+        f", {moved['shared']} shared with the previous selection" if moved else "",
+        args.out,
+    )
 
 
 main = stage("select", __doc__, arguments, run)

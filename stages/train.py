@@ -31,8 +31,7 @@ def arguments(parser) -> None:
 
 def run(args, params) -> None:
     hf_logging.disable_progress_bar()  # weight loading/saving bars; the training bar is the one to watch
-    summary = train_role(args.role, args.base, args.seed, args.augmented, args.out, args.metrics, args.live,
-                         params)
+    summary = train_role(args.role, args.base, args.seed, args.augmented, args.out, args.metrics, args.live, params)
     log.info("%s: %s", args.role, summary)
 
 

@@ -60,8 +60,7 @@ def truncate_bpe(tokenizer, vocab_size: int, scratch: Path):
     tokenizer.save_pretrained(scratch)
     spec = json.loads((scratch / "tokenizer.json").read_text())
     vocab = {token: i for token, i in spec["model"]["vocab"].items() if i < vocab_size}
-    merges = [m for m in spec["model"]["merges"]
-              if "".join(m if isinstance(m, list) else m.split(" ")) in vocab]
+    merges = [m for m in spec["model"]["merges"] if "".join(m if isinstance(m, list) else m.split(" ")) in vocab]
     if any(t["id"] >= vocab_size for t in spec["added_tokens"]) or len(vocab) != vocab_size:
         raise ValueError(f"cannot keep {vocab_size} ids: special tokens or byte symbols lie past them")
     spec["model"].update(vocab=vocab, merges=merges)

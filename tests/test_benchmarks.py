@@ -56,8 +56,10 @@ def inputs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("bench-inputs")
     seed = [json.loads(line) for line in (FIXTURES / "seed.jsonl").read_text().splitlines()]
     pairs = [{**p, "id": f"faq-{i:03d}", "source": "fixture"} for i, p in enumerate(seed)]
-    web = [{**json.loads(line), "id": f"web-{i}", "header": f"Section {i}", "doc": "x.html"}
-           for i, line in enumerate((FIXTURES / "web.jsonl").read_text().splitlines())]
+    web = [
+        {**json.loads(line), "id": f"web-{i}", "header": f"Section {i}", "doc": "x.html"}
+        for i, line in enumerate((FIXTURES / "web.jsonl").read_text().splitlines())
+    ]
     write_jsonl(folder / "seed.jsonl", pairs[:8])
     write_jsonl(folder / "pairs.jsonl", pairs[:2])
     write_jsonl(folder / "web.jsonl", web[:2])
@@ -77,8 +79,22 @@ def smoke_argv(run: str, i: dict[str, Path]) -> list[str]:
         "cluster": ["--model", model, "--web", str(i["web"]), "--n", "2", "--max-new-tokens", "2"],
         "curators": ["--curator", f"tiny={model}", "--dev", str(i["dev"])],
         "generation": ["--model", model, "--web", str(i["web"]), "--n", "2", "--max-new-tokens", "4"],
-        "gpu_check": ["--device", "cpu", "--model", model, "--check-prompts", "1", "--prompts", "1",
-                      "--new-tokens", "2", "--pairs", "1", "--train-steps", "1"],
+        "gpu_check": [
+            "--device",
+            "cpu",
+            "--model",
+            model,
+            "--check-prompts",
+            "1",
+            "--prompts",
+            "1",
+            "--new-tokens",
+            "2",
+            "--pairs",
+            "1",
+            "--train-steps",
+            "1",
+        ],
         "judges": ["--judge", f"tiny={model}", "--reads", "pairwise", "pmi", "--per-kind", "1", "--dev", str(i["dev"])],
         "rater_text injected": ["injected", "--curator", model, "--pairs", "1", "--seeds", "1", "--methods", "logprob"],
         "rater_text false-positives": ["false-positives", "--params", str(i["params"])],
@@ -87,8 +103,18 @@ def smoke_argv(run: str, i: dict[str, Path]) -> list[str]:
     }[run]
 
 
-RUNS = ["cluster", "curation", "curators", "generation", "gpu_check", "judges", "rater_text injected",
-        "rater_text false-positives", "segmentation", "train_throughput"]
+RUNS = [
+    "cluster",
+    "curation",
+    "curators",
+    "generation",
+    "gpu_check",
+    "judges",
+    "rater_text injected",
+    "rater_text false-positives",
+    "segmentation",
+    "train_throughput",
+]
 
 
 def test_every_benchmark_has_a_smoke_run_and_documented_fields():
@@ -124,8 +150,9 @@ def transformers_logging():
 
 
 @pytest.mark.parametrize("run", RUNS)
-def test_benchmark_runs_and_writes_its_documented_fields(run, inputs, tmp_path, monkeypatch, transformers_logging,
-                                                         request):
+def test_benchmark_runs_and_writes_its_documented_fields(
+    run, inputs, tmp_path, monkeypatch, transformers_logging, request
+):
     name = run.split()[0]
     if name == "cluster":  # the tests' one way to start Ray (the benchmark uses a Ray that runs)
         request.getfixturevalue("ray_local")

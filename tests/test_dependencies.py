@@ -65,15 +65,25 @@ def imports(path: Path) -> Iterator[tuple[str, bool]]:
     """(top-level module, guarded) for each absolute import in a file, and each `find_spec("name")` probe
     (guarded: it asks whether an optional package is there)."""
     tree = ast.parse(path.read_text(), str(path))
-    guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) and any(map(_catches_import_error, t.handlers))
-               for stmt in t.body for n in ast.walk(stmt)}
+    guarded = {
+        id(n)
+        for t in ast.walk(tree)
+        if isinstance(t, ast.Try) and any(map(_catches_import_error, t.handlers))
+        for stmt in t.body
+        for n in ast.walk(stmt)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names = [node.module]
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "find_spec"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "find_spec"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             yield node.args[0].value.split(".")[0], True
             continue
         else:
@@ -107,15 +117,20 @@ def test_every_imported_package_is_declared():
 def test_gpu_packages_are_imported_only_behind_a_guard():
     # GPU-only: in the gpu extra and not in dev (deepspeed is in both: the tests run it on CPUs).
     gpu = set(requirements("gpu")) - set(requirements("dev"))
-    unguarded = {where for _, module, guarded, where in third_party_imports()
-                 if canonicalize_name(module) in gpu and not guarded}
+    unguarded = {
+        where for _, module, guarded, where in third_party_imports() if canonicalize_name(module) in gpu and not guarded
+    }
     assert not unguarded, f"a GPU-only package imported without `except ImportError`: {sorted(unguarded)}"
 
 
-@pytest.mark.parametrize(("names", "groups"), [
-    (("cpu.lock",), ("runtime", "dev")), (("cpu.lock", "cluster.lock"), ("runtime", "dev", "cluster")),
-    (("gpu.lock",), ("runtime", "dev", "gpu", "cluster")),
-])
+@pytest.mark.parametrize(
+    ("names", "groups"),
+    [
+        (("cpu.lock",), ("runtime", "dev")),
+        (("cpu.lock", "cluster.lock"), ("runtime", "dev", "cluster")),
+        (("gpu.lock",), ("runtime", "dev", "gpu", "cluster")),
+    ],
+)
 def test_lock_holds_what_pyproject_declares(names, groups):
     """A dependency added or re-bounded in pyproject.toml without `make lock` fails here (and in setup's
     pip check). cluster.lock is what the cluster extra adds to cpu.lock: the two never pin a package twice."""
@@ -124,8 +139,11 @@ def test_lock_holds_what_pyproject_declares(names, groups):
         assert not set(pins) & set(lock(name)), f"{name} pins again what {names[0]} pins"
         pins.update(lock(name))
     name = " + ".join(names)
-    stale = [f"{req} (locked: {pins.get(key, 'absent')})" for key, req in requirements(*groups).items()
-             if key not in pins or not req.specifier.contains(pins[key], prereleases=True)]
+    stale = [
+        f"{req} (locked: {pins.get(key, 'absent')})"
+        for key, req in requirements(*groups).items()
+        if key not in pins or not req.specifier.contains(pins[key], prereleases=True)
+    ]
     assert not stale, f"requirements/{name} is stale, run `make lock`: {stale}"
 
 

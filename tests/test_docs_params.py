@@ -18,8 +18,27 @@ from humpback.params import MOVED
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FILE_SUFFIXES = {"py", "json", "jsonl", "md", "yaml", "yml", "toml", "tsv", "csv", "png", "txt", "gz", "html", "rst",
-                 "lock", "cfg", "sh", "bin", "gguf"}
+FILE_SUFFIXES = {
+    "py",
+    "json",
+    "jsonl",
+    "md",
+    "yaml",
+    "yml",
+    "toml",
+    "tsv",
+    "csv",
+    "png",
+    "txt",
+    "gz",
+    "html",
+    "rst",
+    "lock",
+    "cfg",
+    "sh",
+    "bin",
+    "gguf",
+}
 SEGMENT = r"(?:[A-Za-z0-9_]+|\*|<[^>\s]+>)"
 NAME = re.compile(rf"(?<![\w./\-:<])([a-z_][a-z0-9_]*(?:\.{SEGMENT})+)(?![\w(/\-])")
 INLINE_CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
@@ -38,8 +57,11 @@ def _paths(tree: dict, prefix: str = "") -> set[str]:
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 KEYS = _paths(PARAMS)
 # foreach stages' items: `likelihood.m2...` names the likelihood stage's output for m2, not a param.
-STAGE_ITEMS = {name: set(stage["foreach"]) for name, stage in
-               yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items() if "foreach" in stage}
+STAGE_ITEMS = {
+    name: set(stage["foreach"])
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
+    if "foreach" in stage
+}
 
 
 def _is_placeholder(segment: str) -> bool:
@@ -48,8 +70,9 @@ def _is_placeholder(segment: str) -> bool:
 
 def _matches(name: str) -> bool:
     """Whether some params.yaml key is `name`, placeholders filled in."""
-    pattern = r"\.".join(r"[^.]+" if p == "*" or p.startswith("<") else re.sub(r"[A-Z]+", "[^.]+", re.escape(p))
-                         for p in name.split("."))
+    pattern = r"\.".join(
+        r"[^.]+" if p == "*" or p.startswith("<") else re.sub(r"[A-Z]+", "[^.]+", re.escape(p)) for p in name.split(".")
+    )
     return any(re.fullmatch(pattern, key) for key in KEYS)
 
 
@@ -58,8 +81,10 @@ def is_params_claim(name: str, call: bool = False) -> bool:
     if call or parts[0] not in PARAMS or parts[-1] in FILE_SUFFIXES:
         return False
     # `likelihood.m2.loglik_other`, `likelihood.<model>.<instrument>`: a stage item's metric, not a key
-    return not (parts[0] in STAGE_ITEMS and (parts[1] in STAGE_ITEMS[parts[0]] or
-                                             (_is_placeholder(parts[1]) and not _matches(name))))
+    return not (
+        parts[0] in STAGE_ITEMS
+        and (parts[1] in STAGE_ITEMS[parts[0]] or (_is_placeholder(parts[1]) and not _matches(name)))
+    )
 
 
 # Mappings whose keys are the user's, not params keys (runtime.servers: DVC stage instance -> server URLs).
@@ -80,8 +105,9 @@ def problem(name: str, line: str) -> str | None:
 
 
 def _names(text: str) -> list[str]:
-    return [m.group(1) for m in NAME.finditer(text)
-            if is_params_claim(m.group(1), call=text[m.end():m.end() + 1] == "(")]
+    return [
+        m.group(1) for m in NAME.finditer(text) if is_params_claim(m.group(1), call=text[m.end() : m.end() + 1] == "(")
+    ]
 
 
 def named_keys(page: Path) -> list[tuple[str, int, str, str]]:
@@ -92,7 +118,7 @@ def named_keys(page: Path) -> list[tuple[str, int, str, str]]:
     prose = text
     for fence in FENCE.finditer(text):
         prose = prose.replace(fence.group(0), "\n" * fence.group(0).count("\n"))
-        first = text[:fence.start(2)].count("\n")
+        first = text[: fence.start(2)].count("\n")
         body = fence.group(2)
         if fence.group(1) == "yaml":
             tree = yaml.safe_load(re.sub(r",\s*\.\.\.", "", body))
@@ -111,25 +137,41 @@ def named_keys(page: Path) -> list[tuple[str, int, str, str]]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_params_key_a_page_names_exists(page):
-    problems = [f"{page.name}:{n} ({where}): {why}" for name, n, line, where in named_keys(page)
-                if (why := problem(name, line))]
+    problems = [
+        f"{page.name}:{n} ({where}): {why}" for name, n, line, where in named_keys(page) if (why := problem(name, line))
+    ]
     assert not problems, "\n".join(problems)
 
 
 def test_the_check_reads_each_kind_of_mention_and_names_a_moved_key(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("Set `train.max_steps: 0` and `curate.treshold`; read `likelihood.m2.loglik_other`, "
-                    "`selected.iteration_2`, `generation.stage_settings(...)`, `evaluate.json`.\n"
-                    "```bash\ndvc exp run --queue -S 'select.iteration_2.caps=4,8' -S \"train.mix=augmented\"\n"
-                    "python -m humpback.evaluation.experiments --by curate.methd --out sweeps/x\n```\n"
-                    "```yaml\ndata:\n  web: {source: warc, limits: 0, ...}\n```\n")
+    page.write_text(
+        "Set `train.max_steps: 0` and `curate.treshold`; read `likelihood.m2.loglik_other`, "
+        "`selected.iteration_2`, `generation.stage_settings(...)`, `evaluate.json`.\n"
+        "```bash\ndvc exp run --queue -S 'select.iteration_2.caps=4,8' -S \"train.mix=augmented\"\n"
+        "python -m humpback.evaluation.experiments --by curate.methd --out sweeps/x\n```\n"
+        "```yaml\ndata:\n  web: {source: warc, limits: 0, ...}\n```\n"
+    )
     problems = {name: problem(name, line) for name, _, line, _ in named_keys(page)}
-    assert set(problems) == {"train.max_steps", "curate.treshold", "select.iteration_2.caps", "train.mix",
-                             "curate.methd", "data", "data.web", "data.web.source", "data.web.limits"}
+    assert set(problems) == {
+        "train.max_steps",
+        "curate.treshold",
+        "select.iteration_2.caps",
+        "train.mix",
+        "curate.methd",
+        "data",
+        "data.web",
+        "data.web.source",
+        "data.web.limits",
+    }
     assert "moved to train.epochs" in problems["train.max_steps"]
-    assert {k for k, why in problems.items() if why} == {"train.max_steps", "curate.treshold",
-                                                         "select.iteration_2.caps", "curate.methd",
-                                                         "data.web.limits"}
+    assert {k for k, why in problems.items() if why} == {
+        "train.max_steps",
+        "curate.treshold",
+        "select.iteration_2.caps",
+        "curate.methd",
+        "data.web.limits",
+    }
     # A history note that names the new place beside the old is not a stale instruction.
     assert problem("train.max_steps", "`train.epochs` replaces `train.max_steps`") is None
     assert problem("data.*.source", "") is None and problem("select.iteration_N.cap", "") is None

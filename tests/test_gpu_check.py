@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def gpu_check(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine with one
-    return subprocess.run([sys.executable, "benchmarks/gpu_check.py", *args], check=False, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_without_a_gpu_it_skips_with_exit_0_and_says_so(tmp_path):
@@ -33,8 +40,24 @@ def test_without_a_gpu_it_skips_with_exit_0_and_says_so(tmp_path):
 @pytest.mark.slow  # about a minute on a shared 2-core CPU: five checks, each loading the model
 def test_the_checks_run_on_the_cpu(tiny_model_dir, tmp_path):
     out = tmp_path / "gpu_check.json"
-    proc = gpu_check("--device", "cpu", "--model", str(tiny_model_dir), "--out", str(out), "--check-prompts", "3",
-                     "--prompts", "3", "--new-tokens", "6", "--pairs", "3", "--train-steps", "2")
+    proc = gpu_check(
+        "--device",
+        "cpu",
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--check-prompts",
+        "3",
+        "--prompts",
+        "3",
+        "--new-tokens",
+        "6",
+        "--pairs",
+        "3",
+        "--train-steps",
+        "2",
+    )
     report = json.loads(out.read_text())
     checks = report["checks"]
     assert proc.returncode == 0, json.dumps(checks, indent=1)

@@ -210,8 +210,10 @@ def test_the_generated_rubric_keeps_pairs_at_4_5(run):
         histogram = select["histogram"]
         assert histogram["5"] > 0 and histogram["3"] > 0 and histogram["5"] + histogram["3"] == select["n"]
         assert select["selected"] == select["at_threshold"] == histogram["5"]
-        kept = [json.loads(line) for line in
-                (repo / "data" / "curated" / str(iteration) / "selected.jsonl").read_text().splitlines()]
+        kept = [
+            json.loads(line)
+            for line in (repo / "data" / "curated" / str(iteration) / "selected.jsonl").read_text().splitlines()
+        ]
         assert len(kept) == histogram["5"] and all(r["score"] >= 4.5 for r in kept)
         card = json.loads((repo / "models" / trained / "card.json").read_text())
         assert card["examples_augmented"] == select["selected"] and card["params"]["train.tagging"] is True
@@ -237,11 +239,15 @@ def test_the_judge_is_alpaca_eval_gpt4_against_text_davinci_003(run):
     template = Path(alpaca_eval_config("alpaca_eval_gpt4")["prompt_template"]).read_text()
     reference = {r["instruction"]: r for r in json.loads((REAL / "alpaca_eval.json").read_text())}
     answer = json.loads((repo / "data" / "responses" / "m2.json").read_text())[0]
-    filled = (template.replace("{instruction}", answer["instruction"])
-              .replace("{output_1}", reference[answer["instruction"]]["output"])
-              .replace("{output_2}", answer["output"]))
-    expected = [{"role": role, "content": text.strip()}
-                for role, text in re.findall(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>", filled, re.DOTALL)]
+    filled = (
+        template.replace("{instruction}", answer["instruction"])
+        .replace("{output_1}", reference[answer["instruction"]]["output"])
+        .replace("{output_2}", answer["output"])
+    )
+    expected = [
+        {"role": role, "content": text.strip()}
+        for role, text in re.findall(r"<\|im_start\|>(\w+)\n(.*?)<\|im_end\|>", filled, re.DOTALL)
+    ]
     sent = [[{"role": m["role"], "content": m["content"].strip()} for m in r["messages"]] for r in requests]
     assert len(expected) == 2 and expected in sent
     evaluate = _metrics(repo, "evaluate.json")

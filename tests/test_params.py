@@ -122,16 +122,22 @@ def test_reads_are_recorded_as_dotted_leaf_keys():
     reads = track_reads()
     _ = params.select.iteration_2.cap, params.curate.threshold.pmi, params.train.lora
     dataclasses.asdict(params.generation)
-    assert reads == {"select.iteration_2.cap", "curate.threshold.pmi",
-                     *(f"generation.{f.name}" for f in dataclasses.fields(params.generation))}
+    assert reads == {
+        "select.iteration_2.cap",
+        "curate.threshold.pmi",
+        *(f"generation.{f.name}" for f in dataclasses.fields(params.generation)),
+    }
 
 
 def test_values_records_exactly_the_named_keys():
     params = load_params(ROOT / "params.yaml")
     values = params.values(["select.iteration_1", "train.lora.r", "curate.method"])
     first = params.select.iteration_1
-    assert values == {"select.iteration_1": {"threshold": "default", "top_share": first.top_share, "cap": 0},
-                      "train.lora.r": 16, "curate.method": params.curate.method}
+    assert values == {
+        "select.iteration_1": {"threshold": "default", "top_share": first.top_share, "cap": 0},
+        "train.lora.r": 16,
+        "curate.method": params.curate.method,
+    }
 
 
 # ------------------------------------------------------------------------------------- an engine per stage
@@ -201,14 +207,20 @@ def test_a_stage_names_its_own_engine_model_and_server(tmp_path):
 @pytest.mark.parametrize("stage", ENGINE_STAGES)
 def test_an_unknown_stage_engine_names_the_choices(tmp_path, stage):
     path = _write(tmp_path, lambda raw: raw[stage].update(engine="gpu"))
-    with pytest.raises(ParamsError, match=rf"'{stage}\.engine' must be one of \['default', 'auto', 'transformers', "
-                                          r"'vllm', 'openai'\], got 'gpu'"):
+    with pytest.raises(
+        ParamsError,
+        match=rf"'{stage}\.engine' must be one of \['default', 'auto', 'transformers', "
+        r"'vllm', 'openai'\], got 'gpu'",
+    ):
         load_params(path)
 
 
 def test_the_old_judge_keys_say_where_they_went(tmp_path):
-    with pytest.raises(ParamsError, match=r"'evaluate\.judge' has moved to evaluate\.engine \(local = default, "
-                                          r"transformers or vllm; openai = openai with no server URL"):
+    with pytest.raises(
+        ParamsError,
+        match=r"'evaluate\.judge' has moved to evaluate\.engine \(local = default, "
+        r"transformers or vllm; openai = openai with no server URL",
+    ):
         load_params(_write(tmp_path, lambda raw: raw["evaluate"].update(judge="openai")))
     with pytest.raises(ParamsError, match=r"'runtime\.judge_base_url' has moved to runtime\.evaluate_base_url"):
         load_params(_write(tmp_path, lambda raw: raw["runtime"].update(judge_base_url="http://x/v1")))
@@ -226,8 +238,12 @@ def test_stage_settings_read_only_what_dvc_yaml_declares(tmp_path, override):
             raw[stage].update(engine="openai", api_model="m")
 
     params = load_params(_write(tmp_path, own) if override else ROOT / "params.yaml")
-    users = {"augment": ["augment"], "curate": ["score@1", "score@2", "score_dev@m0"], "respond": ["respond@m1"],
-             "evaluate": ["evaluate"]}
+    users = {
+        "augment": ["augment"],
+        "curate": ["score@1", "score@2", "score_dev@m0"],
+        "respond": ["respond@m1"],
+        "evaluate": ["evaluate"],
+    }
     for stage, dvc_stages in users.items():
         reads = track_reads()
         stage_settings(params, stage)

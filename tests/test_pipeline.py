@@ -26,23 +26,52 @@ FIXTURES = Path(__file__).parent / "fixtures" / "tiny_profile"
 
 CURATORS = ("base", "m0", "m1", "curator")
 ALL_STAGES = {
-    "prepare_base", "prepare_curator", "prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev",
-    "train_backward", "train@m0", "train@m1", "train@m2", "augment", "score@1", "score@2", "select@1", "select@2",
-    "respond@base", "respond@m0", "respond@m1", "respond@m2", "evaluate", "prepare_other",
-    "likelihood@base", "likelihood@m0", "likelihood@m1", "likelihood@m2",
-    *(f"score_dev@{c}" for c in CURATORS), *(f"curation_quality@{c}" for c in CURATORS), "report",
-    "export_dataset", "export_model@m2",
+    "prepare_base",
+    "prepare_curator",
+    "prepare_seed",
+    "prepare_web",
+    "sample_web",
+    "prepare_eval",
+    "prepare_dev",
+    "train_backward",
+    "train@m0",
+    "train@m1",
+    "train@m2",
+    "augment",
+    "score@1",
+    "score@2",
+    "select@1",
+    "select@2",
+    "respond@base",
+    "respond@m0",
+    "respond@m1",
+    "respond@m2",
+    "evaluate",
+    "prepare_other",
+    "likelihood@base",
+    "likelihood@m0",
+    "likelihood@m1",
+    "likelihood@m2",
+    *(f"score_dev@{c}" for c in CURATORS),
+    *(f"curation_quality@{c}" for c in CURATORS),
+    "report",
+    "export_dataset",
+    "export_model@m2",
 }
 # Params keys a stage declares but may not read under the tiny profile, each for a reason the DAG cannot
 # express (dvc.yaml has no conditional dependencies). Everything else declared must be read, and everything
 # read must be declared.
 CONDITIONAL_READS = {
     # read only by the source in use (python-faq / jsonl / oasst1; html / warc / parquet / jsonl)
-    "prepare_seed": {"data.seed.instruction_field", "data.seed.output_field", "data.seed.language",
-                     "data.seed.path", "data.seed.on_bad_record"},
+    "prepare_seed": {
+        "data.seed.instruction_field",
+        "data.seed.output_field",
+        "data.seed.language",
+        "data.seed.path",
+        "data.seed.on_bad_record",
+    },
     "prepare_web": {"data.web.text_field", "data.web.path", "data.web.on_bad_record"},
-    "prepare_eval": {"data.eval.instruction_field", "data.eval.reference", "data.eval.path",
-                     "data.eval.on_bad_record"},
+    "prepare_eval": {"data.eval.instruction_field", "data.eval.reference", "data.eval.path", "data.eval.on_bad_record"},
     # the method-keyed threshold table: each run reads the threshold of curate.method (and of each
     # curation_quality method); the sampling seed only when curate.method is none and a cap is set
     "select": {"curate.threshold.*", "seeds.sampling"},
@@ -50,8 +79,14 @@ CONDITIONAL_READS = {
     # m0 trains on seed only: the mix is m1's and m2's
     "train": {"train.mix"},
     # read only by the generate method (sampling, its reply length and retries) and the openai engine
-    "score_dev": {"curate.max_new_tokens", "curate.max_retries", "seeds.generation", "generation.api_model",
-                  "generation.temperature", "generation.top_p"},
+    "score_dev": {
+        "curate.max_new_tokens",
+        "curate.max_retries",
+        "seeds.generation",
+        "generation.api_model",
+        "generation.temperature",
+        "generation.top_p",
+    },
     # the `curator` item while curate.model is self: there is no named curator, nothing to score
     "score_dev@curator": {"*"},
     "curation_quality@curator": {"*"},
@@ -77,8 +112,9 @@ def _env() -> dict[str, str]:
 def _run(args: list[str], cwd: Path, **env: str) -> str:
     proc = subprocess.run(args, cwd=cwd, env={**_env(), **env}, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n"
-                             f"{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
@@ -102,8 +138,9 @@ def _tiny_profile(raw: dict, model_dir: Path) -> dict:
     raw["curate"].update(max_new_tokens=12)
     raw["runtime"].update(save_steps=1, augment_shard_size=8, score_shard_size=8)
     # A random tiny model's scores mean nothing: keep every pair so m1 and m2 still train on augmented data.
-    raw["curate"]["threshold"].update(logprob=1.0, generate=1.0, rubric_calibrated=-1e9, yes_no=0.0,
-                                      likelihood_gain=-1e9, pmi=-1e9)
+    raw["curate"]["threshold"].update(
+        logprob=1.0, generate=1.0, rubric_calibrated=-1e9, yes_no=0.0, likelihood_gain=-1e9, pmi=-1e9
+    )
     raw["respond"].update(max_new_tokens=12)
     raw["evaluate"].update(max_chars=300)
     raw["curation_quality"].update(positives=3, negatives_per_kind=1, bootstrap=100)
@@ -177,8 +214,11 @@ def params_mismatches(reads: dict[str, set[str]]) -> list[str]:
         declared = declared_params(stage)
         allowed = CONDITIONAL_READS.get(stage.partition("@")[0], set()) | CONDITIONAL_READS.get(stage, set())
         undeclared = keys - declared
-        unread = {k for k in declared - keys
-                  if k not in allowed and not any(a.endswith("*") and k.startswith(a[:-1]) for a in allowed)}
+        unread = {
+            k
+            for k in declared - keys
+            if k not in allowed and not any(a.endswith("*") and k.startswith(a[:-1]) for a in allowed)
+        }
         if undeclared or unread:
             problems.append(f"{stage}: reads undeclared {sorted(undeclared)}; declares unread {sorted(unread)}")
     return problems
@@ -240,14 +280,21 @@ def test_the_params_check_fails_on_a_broken_dvc_yaml(repo, monkeypatch):
 
 def test_execution_settings_rerun_nothing(repo):
     def runtime(raw):
-        raw["runtime"].update(save_steps=7, concurrency=3, token_budget=1234, web_shard_size=5,
-                              augment_shard_size=3, score_shard_size=5, tensor_parallel_size=2,
-                              gpu_memory_utilization=0.5)
-        raw["runtime"]["launcher"].update(kind="torchrun", processes=2, nodes=4, node_rank=1,
-                                          rendezvous="node1:29400", srun=True)
+        raw["runtime"].update(
+            save_steps=7,
+            concurrency=3,
+            token_budget=1234,
+            web_shard_size=5,
+            augment_shard_size=3,
+            score_shard_size=5,
+            tensor_parallel_size=2,
+            gpu_memory_utilization=0.5,
+        )
+        raw["runtime"]["launcher"].update(
+            kind="torchrun", processes=2, nodes=4, node_rank=1, rendezvous="node1:29400", srun=True
+        )
         raw["runtime"].update(cluster="ray")
-        raw["runtime"]["ray"].update(address="head:6379", actors=8, num_cpus=4, num_gpus=1, threads=4,
-                                     max_restarts=1)
+        raw["runtime"]["ray"].update(address="head:6379", actors=8, num_cpus=4, num_gpus=1, threads=4, max_restarts=1)
 
     assert _with_params(repo, runtime) == set()
 
@@ -267,8 +314,11 @@ def test_a_selection_change_never_rescores(repo):
 
     assert _with_params(repo, cap_2) == {"select@2"}
     assert _with_params(repo, threshold_1) == {"select@1"}
-    assert _with_params(repo, method_threshold) == {"select@1", "select@2", *(f"curation_quality@{c}"
-                                                                              for c in CURATORS)}
+    assert _with_params(repo, method_threshold) == {
+        "select@1",
+        "select@2",
+        *(f"curation_quality@{c}" for c in CURATORS),
+    }
     assert _with_params(repo, web_limit) == {"sample_web"}
 
 
@@ -282,8 +332,16 @@ def test_an_iteration_2_cap_reruns_only_what_follows_it(repo):
         ran = _ran(_dvc("repro", cwd=repo))
     finally:
         path.write_text(original)
-    assert ran == {"select@2", "train@m2", "respond@m2", "likelihood@m2", "evaluate", "report", "export_dataset",
-                   "export_model@m2"}
+    assert ran == {
+        "select@2",
+        "train@m2",
+        "respond@m2",
+        "likelihood@m2",
+        "evaluate",
+        "report",
+        "export_dataset",
+        "export_model@m2",
+    }
     _dvc("repro", cwd=repo)  # back to the recorded state for the tests after this one
 
 
@@ -336,8 +394,16 @@ def test_push_then_pull_in_fresh_clone_restores_outputs(repo, tmp_path):
     _dvc("pull", cwd=clone)
     status = _dvc("status", cwd=clone)
     assert "up to date" in status.lower(), status
-    for out in ["models/base", "models/m2", "data/augmented.jsonl", "data/curated/2/selected.jsonl",
-                "data/responses/m2.json", "data/annotations.json", "data/export/dataset", "models/export/m2"]:
+    for out in [
+        "models/base",
+        "models/m2",
+        "data/augmented.jsonl",
+        "data/curated/2/selected.jsonl",
+        "data/responses/m2.json",
+        "data/annotations.json",
+        "data/export/dataset",
+        "models/export/m2",
+    ]:
         assert (clone / out).exists(), out
 
 
@@ -386,8 +452,20 @@ def test_a_queued_sweep_runs_and_reads_out(repo, tmp_path):
         time.sleep(5)
     assert status.count("Success") >= 2, status
     out = tmp_path / "cap"
-    _run([sys.executable, "-m", "humpback.evaluation.experiments", "--x", "select.iteration_2.cap", "--metric",
-          "likelihood.m2.loglik_other", "--out", str(out)], repo)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "humpback.evaluation.experiments",
+            "--x",
+            "select.iteration_2.cap",
+            "--metric",
+            "likelihood.m2.loglik_other",
+            "--out",
+            str(out),
+        ],
+        repo,
+    )
     table = (tmp_path / "cap.md").read_text()
     assert "| all | 1 |" in table and "| all | 2 |" in table and "α" in table
     assert (tmp_path / "cap.png").read_bytes()[:4] == b"\x89PNG"

@@ -43,8 +43,10 @@ def test_dag_runs_on_warc_oasst1_and_alpaca_eval(tmp_path):
     reads = tmp_path / "reads.jsonl"
     assert _ran(_dvc("repro", *sorted(SOURCE_STAGES), cwd=dest, HUMPBACK_PARAMS_READS=str(reads))) == SOURCE_STAGES
     assert not params_mismatches(recorded_reads(reads))
-    metrics = {name: json.loads((dest / "metrics" / f"{name}.json").read_text())
-               for name in ("prepare_seed", "prepare_web", "prepare_eval")}
+    metrics = {
+        name: json.loads((dest / "metrics" / f"{name}.json").read_text())
+        for name in ("prepare_seed", "prepare_web", "prepare_eval")
+    }
     for m in metrics.values():
         assert m["read"] == m["kept"] + sum(m["dropped"].values())
     assert metrics["prepare_seed"]["source"] == "oasst1" and metrics["prepare_seed"]["kept"] == 12

@@ -68,11 +68,13 @@ def test_the_paper_profile_is_the_papers_setup(params_file):
     assert (p.curate.method, p.curate.threshold.generate, p.curate.model) == ("generate", 4.5, "self")
     assert p.train.tagging and p.respond.system_prompt == "S_a+S_w"
     assert (p.data.seed.source, p.data.seed.language) == ("oasst1", "en")
-    assert (p.data.web.source, p.data.eval.source, p.data.eval.reference) == ("warc", "alpaca-eval",
-                                                                                "text_davinci_003")
+    assert (p.data.web.source, p.data.eval.source, p.data.eval.reference) == ("warc", "alpaca-eval", "text_davinci_003")
     # AlpacaEval 1's annotator through OpenAI's API, the leaderboard the paper's 83.71 is in (docs/judges.md)
-    assert (p.evaluate.engine, p.evaluate.judge_read, p.evaluate.annotator) == ("openai", "pairwise",
-                                                                                "alpaca_eval_gpt4")
+    assert (p.evaluate.engine, p.evaluate.judge_read, p.evaluate.annotator) == (
+        "openai",
+        "pairwise",
+        "alpaca_eval_gpt4",
+    )
 
 
 def test_a_profile_cannot_invent_keys(params_file, tmp_path, monkeypatch):
@@ -93,20 +95,28 @@ def test_a_profile_cannot_invent_keys(params_file, tmp_path, monkeypatch):
 LIMIT_NAME = re.compile(r"(^|_)(max|min)_|^(limit|heldout|cap|positives|negatives_per_kind)$")
 NOT_LIMITS = {"max_retries", "max_repetition", "max_bad_fraction"}
 TABLE_ROW = re.compile(
-    r"^\| (?P<paper>[^|]+) \| (?P<section>[^|]+) \| `(?P<key>[a-z0-9_.]+)` \| `(?P<value>[^`]*)` \|$", re.MULTILINE)
+    r"^\| (?P<paper>[^|]+) \| (?P<section>[^|]+) \| `(?P<key>[a-z0-9_.]+)` \| `(?P<value>[^`]*)` \|$", re.MULTILINE
+)
 NO_CAP_TOKENS = 4096  # Llama-2-7B's context: a token limit this large cannot cut earlier than the context
 NO_CAP_CHARS = 1_000_000
 
 
 def limit_keys(params: dict) -> set[str]:
-    return {k for k in leaf_keys(params) if not k.startswith("runtime.")
-            and LIMIT_NAME.search(k.rsplit(".", 1)[-1]) and k.rsplit(".", 1)[-1] not in NOT_LIMITS}
+    return {
+        k
+        for k in leaf_keys(params)
+        if not k.startswith("runtime.")
+        and LIMIT_NAME.search(k.rsplit(".", 1)[-1])
+        and k.rsplit(".", 1)[-1] not in NOT_LIMITS
+    }
 
 
 def paper_table() -> dict[str, tuple[str, object]]:
     """docs/paper-profile.md's settings table: {key: (paper value, profile value as YAML)}."""
-    rows = {m["key"]: (m["paper"], yaml.safe_load(m["value"]))
-            for m in TABLE_ROW.finditer((ROOT / "docs" / "paper-profile.md").read_text())}
+    rows = {
+        m["key"]: (m["paper"], yaml.safe_load(m["value"]))
+        for m in TABLE_ROW.finditer((ROOT / "docs" / "paper-profile.md").read_text())
+    }
     assert len(rows) > 40, "the settings table was not found"
     return rows
 
@@ -116,9 +126,18 @@ def test_the_paper_table_names_every_limit_and_every_setting_of_the_profile(para
     shipped = yaml.safe_load(params_file.read_text())
     limits = limit_keys(shipped)
     # the list the issue names, so the pattern cannot quietly miss one of them
-    assert {"respond.max_new_tokens", "evaluate.max_chars", "augment.max_new_tokens", "augment.max_instruction_chars",
-            "curate.max_new_tokens", "curate.max_pair_chars", "likelihood.max_chars", "train.max_seq_len",
-            "train.backward_max_output_tokens", "data.seed.limit"} <= limits
+    assert {
+        "respond.max_new_tokens",
+        "evaluate.max_chars",
+        "augment.max_new_tokens",
+        "augment.max_instruction_chars",
+        "curate.max_new_tokens",
+        "curate.max_pair_chars",
+        "likelihood.max_chars",
+        "train.max_seq_len",
+        "train.backward_max_output_tokens",
+        "data.seed.limit",
+    } <= limits
     assert not limits - set(table), "limits missing from docs/paper-profile.md"
     assert not set(leaf_keys(overrides("paper"))) - set(table), "paper.yaml settings missing from the table"
     apply("paper", params_file)
@@ -134,6 +153,7 @@ def test_the_paper_table_names_every_limit_and_every_setting_of_the_profile(para
 
 
 # --------------------------------------------------------------------------- runtime files
+
 
 def test_a_runtime_file_changes_runtime_only_and_default_switches_back(params_file):
     from humpback.profiles import RUNTIME_DIR, apply_runtime
@@ -159,8 +179,12 @@ def test_the_node_runtime_file_sets_a_node_of_8_gpus(params_file):
     apply("paper", params_file)
     tracked = load_params(params_file)
     changed = apply_runtime("node-8gpu", params_file)
-    assert {"runtime.launcher.kind", "runtime.save_steps", "runtime.augment_shard_size",
-            "runtime.tensor_parallel_size"} <= set(changed)
+    assert {
+        "runtime.launcher.kind",
+        "runtime.save_steps",
+        "runtime.augment_shard_size",
+        "runtime.tensor_parallel_size",
+    } <= set(changed)
     runtime = load_params(params_file).runtime
     assert (runtime.launcher.kind, runtime.launcher.processes, runtime.tensor_parallel_size) == ("accelerate", 8, 8)
     assert (ROOT / runtime.launcher.config).is_file()

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # Modules that cannot change a stage's output given the same params and inputs, so no stage lists them:
 # the params loader (it validates; the values are the params deps), record I/O (writes what it is given),
 # the stage plumbing (arguments, logging, exit codes), the train stage's process launcher (runtime.launcher).
-NOT_CODE_DEPS = {"humpback/__init__.py", "humpback/params.py", "humpback/storage/records.py",
-                 "humpback/stage_runner.py", "humpback/training/launch.py"}
+NOT_CODE_DEPS = {
+    "humpback/__init__.py",
+    "humpback/params.py",
+    "humpback/storage/records.py",
+    "humpback/stage_runner.py",
+    "humpback/training/launch.py",
+}
 
 
 def _module_file(name: str) -> Path | None:
@@ -66,7 +71,8 @@ def _only_names(path: Path) -> bool:
     """A package's `__init__.py` that holds nothing but its docstring: it names the package and runs nothing."""
     body = ast.parse(path.read_text()).body
     return path.name == "__init__.py" and all(
-        isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+        isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body
+    )
 
 
 def covered(path: str, declared: list[str]) -> bool:
@@ -92,8 +98,9 @@ def import_cycles(package: str = "humpback") -> list[list[str]]:
     for path in (ROOT / package).rglob("*.py"):
         rel = path.relative_to(ROOT).as_posix()
         targets = {_module_file(name) for name in _imports(path)}
-        graph[rel] = {t.relative_to(ROOT).as_posix() for t in targets
-                      if t is not None and t.name != "__init__.py" and t != path}
+        graph[rel] = {
+            t.relative_to(ROOT).as_posix() for t in targets if t is not None and t.name != "__init__.py" and t != path
+        }
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -102,7 +109,7 @@ def import_cycles(package: str = "humpback") -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                cycles.append([*stack[stack.index(nxt):], nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, stack)
         stack.pop()

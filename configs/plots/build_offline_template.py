@@ -17,8 +17,11 @@ LIBRARIES = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega
 def main(node_modules: str) -> None:
     root = Path(node_modules)
     scripts = "\n".join(f'<script type="text/javascript">\n{(root / lib).read_text()}\n</script>' for lib in LIBRARIES)
-    page = ("<!DOCTYPE html>\n<html>\n<head>\n{refresh_tag}\n<title>DVC Plot</title>\n" + scripts +
-            "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n</body>\n</html>\n")
+    page = (
+        "<!DOCTYPE html>\n<html>\n<head>\n{refresh_tag}\n<title>DVC Plot</title>\n"
+        + scripts
+        + "\n<style>table { border-spacing: 15px; }</style>\n</head>\n<body>\n{plot_divs}\n</body>\n</html>\n"
+    )
     (Path(__file__).parent / "offline.html").write_text(page)
 
 

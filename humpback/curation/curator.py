@@ -35,16 +35,25 @@ def score_iteration(engine, pairs: list[dict], params, tagging: bool, run) -> tu
     method = params.curate.method
     start = time.perf_counter()
     if method == curation_methods.NO_CURATION:
-        scored = [{**p, "score": None, "score_argmax": None, "probs": None, "raw": None, "parsed": False}
-                  for p in pairs]
+        scored = [
+            {**p, "score": None, "score_argmax": None, "probs": None, "raw": None, "parsed": False} for p in pairs
+        ]
     else:
+
         def work(shard: list[dict]) -> list[dict]:
             scores = scoring.score_pairs(engine, shard, params.curate, tagging, params.seeds.generation)
-            return [{**pair, "score": s.score, "score_argmax": s.argmax, "probs": s.probs, "raw": s.raw,
-                     "parsed": s.parsed} for pair, s in zip(shard, scores)]
+            return [
+                {**pair, "score": s.score, "score_argmax": s.argmax, "probs": s.probs, "raw": s.raw, "parsed": s.parsed}
+                for pair, s in zip(shard, scores)
+            ]
 
-        scored = run.map(pairs, params.runtime.score_shard_size, work, desc=f"score ({method})",
-                         hand_out=getattr(engine, "map_shards", None))  # Ray: `work` runs on its actors
+        scored = run.map(
+            pairs,
+            params.runtime.score_shard_size,
+            work,
+            desc=f"score ({method})",
+            hand_out=getattr(engine, "map_shards", None),
+        )  # Ray: `work` runs on its actors
     seconds = time.perf_counter() - start
     parsed = [r["score"] for r in scored if r["parsed"]]
     metrics = {
@@ -95,8 +104,9 @@ class ReadOnce:
         return [self._completion[k] for k in keys]
 
 
-def score_dev_set(engine, rows: Sequence[dict[str, Any]], params, tagging: bool,
-                  methods: Sequence[str] | None = None, log=None) -> list[dict]:
+def score_dev_set(
+    engine, rows: Sequence[dict[str, Any]], params, tagging: bool, methods: Sequence[str] | None = None, log=None
+) -> list[dict]:
     """Every dev row + {"by_method": {method: {"score", "parsed", "seconds_per_pair"}}}: the expensive half
     (the curator's reads), independent of any threshold."""
     methods = list(methods or methods_to_run(params))
@@ -104,12 +114,23 @@ def score_dev_set(engine, rows: Sequence[dict[str, Any]], params, tagging: bool,
     scored = [dict(r, by_method={}) for r in rows]
     for method in methods:
         start = time.perf_counter()
-        scores = scoring.score_pairs(engine, list(rows), params.curate, tagging=tagging,
-                                     seed=params.seeds.generation, method=method, desc=f"score_dev {method}")
+        scores = scoring.score_pairs(
+            engine,
+            list(rows),
+            params.curate,
+            tagging=tagging,
+            seed=params.seeds.generation,
+            method=method,
+            desc=f"score_dev {method}",
+        )
         per_pair = round((time.perf_counter() - start) / len(rows), 4) if rows else None
         for row, s in zip(scored, scores):
-            row["by_method"][method] = {"score": s.score, "argmax": s.argmax, "parsed": s.parsed,
-                                        "seconds_per_pair": per_pair}
+            row["by_method"][method] = {
+                "score": s.score,
+                "argmax": s.argmax,
+                "parsed": s.parsed,
+                "seconds_per_pair": per_pair,
+            }
         if log is not None:
             log.info("%-18s %.2f s/pair", method, per_pair or 0.0)
     return scored

@@ -32,19 +32,54 @@ MIN_TRUNCATE_CHARS = 150
 # Boilerplate vocabulary of documentation sites, shops and blogs: what a header-anchored web segment picks up
 # when the page's chrome leaks into the text.
 MENU_WORDS = [
-    "Home", "Docs", "Downloads", "Community", "About", "Blog", "Search", "Log in", "Sign up", "Contact",
-    "FAQ", "Support", "Pricing", "Careers", "News", "Events", "Tutorials", "API", "Forum", "Shop",
+    "Home",
+    "Docs",
+    "Downloads",
+    "Community",
+    "About",
+    "Blog",
+    "Search",
+    "Log in",
+    "Sign up",
+    "Contact",
+    "FAQ",
+    "Support",
+    "Pricing",
+    "Careers",
+    "News",
+    "Events",
+    "Tutorials",
+    "API",
+    "Forum",
+    "Shop",
 ]
 PAGER_LINES = [
-    "Previous topic", "Next topic", "This page", "Report a bug", "Show source", "Table of contents",
-    "Quick search", "Navigation", "index", "modules", "next", "previous", "Skip to main content",
-    "Back to top", "Edit on GitHub", "Was this page helpful? Yes No",
+    "Previous topic",
+    "Next topic",
+    "This page",
+    "Report a bug",
+    "Show source",
+    "Table of contents",
+    "Quick search",
+    "Navigation",
+    "index",
+    "modules",
+    "next",
+    "previous",
+    "Skip to main content",
+    "Back to top",
+    "Edit on GitHub",
+    "Was this page helpful? Yes No",
 ]
 PROMO_LINES = [
-    "Subscribe to our newsletter", "Sign up for our newsletter and get 20% off your first order!",
-    "Join 10,000+ developers who get our weekly tips.", "Download the free e-book today.",
-    "Follow us on Twitter, Facebook and LinkedIn.", "Try it free for 30 days - no credit card required.",
-    "We use cookies to improve your experience. Accept all cookies", "Privacy policy | Terms of use",
+    "Subscribe to our newsletter",
+    "Sign up for our newsletter and get 20% off your first order!",
+    "Join 10,000+ developers who get our weekly tips.",
+    "Download the free e-book today.",
+    "Follow us on Twitter, Facebook and LinkedIn.",
+    "Try it free for 30 days - no credit card required.",
+    "We use cookies to improve your experience. Accept all cookies",
+    "Privacy policy | Terms of use",
 ]
 ORGANISATIONS = ["Python Software Foundation", "Example Software Inc.", "DevDocs Network", "The Authors"]
 # Section titles for when the web data carries no headers (e.g. a plain-text jsonl source).
@@ -124,14 +159,20 @@ def build_dev_set(
     return rows
 
 
-def dev_set_metrics(heldout: Sequence[dict[str, Any]], web: Sequence[dict[str, Any]],
-                    rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def dev_set_metrics(
+    heldout: Sequence[dict[str, Any]], web: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
     """prepare_dev's counts. Every held-out pair is accounted for: used as a positive, or left out by
     curation_quality.positives (it may still lend its question to a negative)."""
     counts = dev_set_counts(rows)
     used = counts["by_kind"]["good"]
-    return {"read": len(heldout), "kept": used, "dropped": {"beyond_positives": len(heldout) - used},
-            "web_read": len(web), **counts}
+    return {
+        "read": len(heldout),
+        "kept": used,
+        "dropped": {"beyond_positives": len(heldout) - used},
+        "web_read": len(web),
+        **counts,
+    }
 
 
 def dev_set_counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -187,8 +228,13 @@ def navigation_boilerplate(headers: Sequence[str], rng: random.Random, target_ch
     start = rng.randrange(1995, 2012)
     lines = [
         menu,
-        "Previous topic", previous, "Next topic", following,
-        "This page", "Report a bug", "Show source",
+        "Previous topic",
+        previous,
+        "Next topic",
+        following,
+        "This page",
+        "Report a bug",
+        "Show source",
         *pager,
         *rng.sample(PROMO_LINES, 2),
     ]
@@ -207,7 +253,7 @@ def forum_reply(answer: str, rng: random.Random, max_fragment_chars: int = 600) 
     sentences = [s for s in _SENTENCE_END.split(answer.strip()) if s.strip()] or [answer.strip()]
     first = rng.randrange(min(3, len(sentences)))
     fragment = sentences[first]
-    for sentence in sentences[first + 1:first + 3]:
+    for sentence in sentences[first + 1 : first + 3]:
         if len(fragment) + len(sentence) + 1 > max_fragment_chars:
             break
         fragment += " " + sentence
@@ -262,8 +308,10 @@ def curation_metrics(
         }
     ci = {}
     if bootstrap > 0:
-        ci = {"roc_auc_ci": bootstrap_auc_ci(labels, ranked, bootstrap, seed),
-              "length_roc_auc_ci": bootstrap_auc_ci(labels, [float(x) for x in lengths], bootstrap, seed)}
+        ci = {
+            "roc_auc_ci": bootstrap_auc_ci(labels, ranked, bootstrap, seed),
+            "length_roc_auc_ci": bootstrap_auc_ci(labels, [float(x) for x in lengths], bootstrap, seed),
+        }
     return {
         "precision": tp / n_selected if n_selected else None,
         "recall": tp / n_pos if n_pos else None,
@@ -279,8 +327,7 @@ def curation_metrics(
     }
 
 
-def bootstrap_auc_ci(labels: Sequence[int], values: Sequence[float], resamples: int,
-                     seed: int) -> list[float] | None:
+def bootstrap_auc_ci(labels: Sequence[int], values: Sequence[float], resamples: int, seed: int) -> list[float] | None:
     """95% percentile interval of the ROC-AUC over `resamples` stratified bootstrap resamples (positives and
     negatives each drawn with replacement at their own count, so every resample has both classes), seeded.
     None when the AUC is undefined (one class only).

@@ -30,25 +30,65 @@ class CurationMethod:
     summary: str
 
 
-METHODS: dict[str, CurationMethod] = {m.name: m for m in (
-    CurationMethod("logprob", "rubric_next_token", "expected rubric score, 1..5", 3.0, "digits",
-                   (2.0, 3.0, 3.5, 4.0, 4.5, 5.0),
-                   "paper's rubric, answer forced to \"Score:\", expected score from P(1..5)"),
-    CurationMethod("generate", "rubric_generate", "parsed rubric score, 1..5", 3.0, "digits",
-                   (2.0, 3.0, 4.0, 5.0),
-                   "paper's rubric, the curator writes reasoning + \"Score: N\", N parsed strictly"),
-    CurationMethod("rubric_calibrated", "rubric_next_token", "log (P(4)+P(5)) / (P(1)+P(2)), nats", 0.0,
-                   "continuous", (-2.0, -1.0, 0.0, 1.0, 2.0),
-                   "the logprob read scored as how much likelier good (4-5) than bad (1-2)"),
-    CurationMethod("yes_no", "yes_no_next_token", "P(Yes) / (P(Yes)+P(No)), 0..1", 0.5, "continuous",
-                   (0.1, 0.3, 0.5, 0.7, 0.9),
-                   "\"Is the answer a good, helpful response?\" read from the first token"),
-    CurationMethod("likelihood_gain", "answer_likelihood", "nats per answer token", 0.1, "continuous",
-                   (0.0, 0.05, 0.1, 0.2, 0.4),
-                   "log p(answer | instruction) - log p(answer | no instruction), per token"),
-    CurationMethod("pmi", "answer_likelihood", "nats", 10.0, "continuous", (0.0, 5.0, 10.0, 20.0, 40.0),
-                   "the same difference summed over the answer's tokens"),
-)}
+METHODS: dict[str, CurationMethod] = {
+    m.name: m
+    for m in (
+        CurationMethod(
+            "logprob",
+            "rubric_next_token",
+            "expected rubric score, 1..5",
+            3.0,
+            "digits",
+            (2.0, 3.0, 3.5, 4.0, 4.5, 5.0),
+            'paper\'s rubric, answer forced to "Score:", expected score from P(1..5)',
+        ),
+        CurationMethod(
+            "generate",
+            "rubric_generate",
+            "parsed rubric score, 1..5",
+            3.0,
+            "digits",
+            (2.0, 3.0, 4.0, 5.0),
+            'paper\'s rubric, the curator writes reasoning + "Score: N", N parsed strictly',
+        ),
+        CurationMethod(
+            "rubric_calibrated",
+            "rubric_next_token",
+            "log (P(4)+P(5)) / (P(1)+P(2)), nats",
+            0.0,
+            "continuous",
+            (-2.0, -1.0, 0.0, 1.0, 2.0),
+            "the logprob read scored as how much likelier good (4-5) than bad (1-2)",
+        ),
+        CurationMethod(
+            "yes_no",
+            "yes_no_next_token",
+            "P(Yes) / (P(Yes)+P(No)), 0..1",
+            0.5,
+            "continuous",
+            (0.1, 0.3, 0.5, 0.7, 0.9),
+            '"Is the answer a good, helpful response?" read from the first token',
+        ),
+        CurationMethod(
+            "likelihood_gain",
+            "answer_likelihood",
+            "nats per answer token",
+            0.1,
+            "continuous",
+            (0.0, 0.05, 0.1, 0.2, 0.4),
+            "log p(answer | instruction) - log p(answer | no instruction), per token",
+        ),
+        CurationMethod(
+            "pmi",
+            "answer_likelihood",
+            "nats",
+            10.0,
+            "continuous",
+            (0.0, 5.0, 10.0, 20.0, 40.0),
+            "the same difference summed over the answer's tokens",
+        ),
+    )
+}
 
 NAMES: tuple[str, ...] = tuple(METHODS)
 # `curate.method: none` keeps every augmented pair at both iterations without running a curator: the

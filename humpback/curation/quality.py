@@ -19,6 +19,7 @@ from humpback.curation.devset import KINDS, curation_metrics
 # The dev-set intervals are an instrument: they never move with any of the run's seeds.
 BOOTSTRAP_SEED = 0
 
+
 def dev_set_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
     """Per method: ROC-AUC with its bootstrap interval, precision / recall at `curate.threshold.<method>`, the
     per-kind view and a threshold sweep: the cheap half, rerun alone when a threshold moves.
@@ -35,8 +36,9 @@ def dev_set_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
         baseline = method == curation_methods.BASELINE
         threshold = None if baseline else getattr(params.curate.threshold, method)
         selected = [not baseline and _passes(x, threshold) for x in reads]
-        m = curation_metrics(labels, kinds, values, selected, lengths, bootstrap=params.curation_quality.bootstrap,
-                             seed=BOOTSTRAP_SEED)
+        m = curation_metrics(
+            labels, kinds, values, selected, lengths, bootstrap=params.curation_quality.bootstrap, seed=BOOTSTRAP_SEED
+        )
         if baseline:  # no selection by length: precision / recall are not defined
             m.update(precision=None, recall=None, n_selected=None)
         m["threshold"] = threshold
@@ -64,12 +66,22 @@ def table_rows(by_curator: Mapping[str, Mapping[str, Any]]) -> list[dict[str, An
     out = []
     for curator, metrics in by_curator.items():
         for method, m in (metrics.get("methods") or {}).items():
-            out.append({
-                "curator": curator, "method": method, "roc_auc": m.get("roc_auc"), "ci": m.get("roc_auc_ci"),
-                "threshold": m.get("threshold"), "precision": m.get("precision"), "recall": m.get("recall"),
-                "n_selected": m.get("n_selected"), "n": m.get("n"), "seconds_per_pair": m.get("seconds_per_pair"),
-                "by_kind": m.get("by_kind", {}), "default": method == metrics.get("method"),
-            })
+            out.append(
+                {
+                    "curator": curator,
+                    "method": method,
+                    "roc_auc": m.get("roc_auc"),
+                    "ci": m.get("roc_auc_ci"),
+                    "threshold": m.get("threshold"),
+                    "precision": m.get("precision"),
+                    "recall": m.get("recall"),
+                    "n_selected": m.get("n_selected"),
+                    "n": m.get("n"),
+                    "seconds_per_pair": m.get("seconds_per_pair"),
+                    "by_kind": m.get("by_kind", {}),
+                    "default": method == metrics.get("method"),
+                }
+            )
     return out
 
 
@@ -78,18 +90,21 @@ def markdown_table(by_curator: Mapping[str, Mapping[str, Any]]) -> list[str]:
     negatives = [k for k in KINDS if k != "good"]
     lines = [
         "| curator | method | ROC-AUC [95% CI] | threshold | precision | recall | selected | s/pair | "
-        + " | ".join(f"{k} kept" for k in negatives) + " |",
+        + " | ".join(f"{k} kept" for k in negatives)
+        + " |",
         "|---|---|---|---|---|---|---|---|" + "---|" * len(negatives),
     ]
     for r in table_rows(by_curator):
-        kept = [r["by_kind"].get(k, {}).get("selected_share") if r["threshold"] is not None else None
-                for k in negatives]
+        kept = [
+            r["by_kind"].get(k, {}).get("selected_share") if r["threshold"] is not None else None for k in negatives
+        ]
         name = f"**{r['method']}**" if r["default"] else r["method"]
         selected = "n/a" if r["n_selected"] is None else f"{r['n_selected']}/{r['n']}"
         lines.append(
             f"| {r['curator']} | {name} | {_fmt(r['roc_auc'])} {_fmt_ci(r['ci'])} | {_fmt(r['threshold'])} | "
             f"{_fmt(r['precision'])} | {_fmt(r['recall'])} | {selected} | {_fmt(r['seconds_per_pair'])} | "
-            + " | ".join(_fmt(x) for x in kept) + " |"
+            + " | ".join(_fmt(x) for x in kept)
+            + " |"
         )
     return lines
 
@@ -106,8 +121,9 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
     rows = table_rows(by_curator)
     curators = list(by_curator)
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.32 * len(rows) + 1.5)),
-                                      gridspec_kw={"width_ratios": [1, 1]})
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(13, max(3.5, 0.32 * len(rows) + 1.5)), gridspec_kw={"width_ratios": [1, 1]}
+    )
     height = 0.8 / max(1, len(curators))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for c, curator in enumerate(curators):
@@ -132,14 +148,22 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
 
     selecting = [r for r in rows if r["threshold"] is not None]
     if selecting:
-        grid = np.array([[r["by_kind"].get(k, {}).get("selected_share", np.nan) for k in KINDS] for r in selecting],
-                        dtype=float)
+        grid = np.array(
+            [[r["by_kind"].get(k, {}).get("selected_share", np.nan) for k in KINDS] for r in selecting], dtype=float
+        )
         right.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         for i in range(grid.shape[0]):
             for j in range(grid.shape[1]):
                 if not np.isnan(grid[i, j]):
-                    right.text(j, i, f"{grid[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                               color="white" if grid[i, j] > 0.6 else "black")
+                    right.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.0%}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if grid[i, j] > 0.6 else "black",
+                    )
         right.set_xticks(range(len(KINDS)), KINDS, fontsize=8)
         right.set_yticks(range(len(selecting)), [f"{r['curator']} / {r['method']}" for r in selecting], fontsize=7)
         right.set_title("share selected at the threshold, by kind (good: high; the rest: low)", fontsize=9)

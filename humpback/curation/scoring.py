@@ -145,8 +145,15 @@ def likelihood_gain(with_instruction: list[float], without: list[float], total: 
     return PairScore(score=score, argmax=None, probs=None, raw=None, parsed=math.isfinite(score))
 
 
-def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging: bool,
-                seed: int, method: str | None = None, desc: str = "") -> list[PairScore]:
+def score_pairs(
+    engine: Engine,
+    pairs: list[dict],
+    params: CurateParams,
+    tagging: bool,
+    seed: int,
+    method: str | None = None,
+    desc: str = "",
+) -> list[PairScore]:
     """Rate every pair ({"id", "instruction", "output"}) with the curator behind `engine`, by `method`
     (default `params.method`; "length" is the baseline and needs no engine). `desc`: the label of the engine's
     progress bar (stderr), "" for none (a caller that draws its own, as the sharded score stage)."""
@@ -155,15 +162,13 @@ def score_pairs(engine: Engine, pairs: list[dict], params: CurateParams, tagging
     if method == BASELINE:
         return [PairScore(float(len(p["output"])), None, None, None, True) for p in pairs]
     if method in ("logprob", "rubric_calibrated"):
-        prompts = [curation_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars)
-                   for p in pairs]
+        prompts = [curation_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars) for p in pairs]
         suffix, candidates = score_read_format(tok)
         rows = engine.next_token_logprobs([p + suffix for p in prompts], candidates, desc=desc)
         read = score_from_logprobs if method == "logprob" else calibrated_from_logprobs
         return [read(row) for row in rows]
     if method == "yes_no":
-        prompts = [yes_no_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars)
-                   for p in pairs]
+        prompts = [yes_no_prompt(tok, p["instruction"], p["output"], tagging, params.max_pair_chars) for p in pairs]
         rows = engine.next_token_logprobs(prompts, list(YES_NO_CANDIDATES), desc=desc)
         return [yes_no_from_logprobs(*row) for row in rows]
     if method in ("likelihood_gain", "pmi"):

@@ -41,8 +41,9 @@ def rank_limit(n_scored: int, top_share: float) -> int:
     return n_scored if top_share >= 1.0 else math.floor(top_share * n_scored)
 
 
-def select(scored: list[dict], method: str, threshold: float | None, cap: int, seed: int,
-           top_share: float = 1.0) -> list[dict]:
+def select(
+    scored: list[dict], method: str, threshold: float | None, cap: int, seed: int, top_share: float = 1.0
+) -> list[dict]:
     """The pairs at or above `threshold` (never an unparsed one) and within the `top_share` of all scored pairs by
     score, then the `cap` best-scored (0 = all), in input order. With no curator (`threshold` None) every pair
     passes and a share or a cap keeps a seeded sample of that size."""
@@ -62,8 +63,10 @@ def select(scored: list[dict], method: str, threshold: float | None, cap: int, s
 
 
 def _lengths(rows: list[dict]) -> dict[str, float]:
-    return {"instruction_chars": round(fmean(len(r["instruction"]) for r in rows), 1) if rows else 0.0,
-            "output_chars": round(fmean(len(r["output"]) for r in rows), 1) if rows else 0.0}
+    return {
+        "instruction_chars": round(fmean(len(r["instruction"]) for r in rows), 1) if rows else 0.0,
+        "output_chars": round(fmean(len(r["output"]) for r in rows), 1) if rows else 0.0,
+    }
 
 
 def histogram(scored: list[dict], method: str, bins: int = 20) -> dict[str, int]:
@@ -86,12 +89,18 @@ def overlap(selected: list[dict], previous: list[dict]) -> dict[str, Any]:
     """How far this iteration's selection moved from the previous one: shared pairs, and each side's own."""
     ids, before = {str(r["id"]) for r in selected}, {str(r["id"]) for r in previous}
     union = ids | before
-    return {"shared": len(ids & before), "only_this": len(ids - before), "only_previous": len(before - ids),
-            "jaccard": round(len(ids & before) / len(union), 4) if union else 1.0, "identical": ids == before}
+    return {
+        "shared": len(ids & before),
+        "only_this": len(ids - before),
+        "only_previous": len(before - ids),
+        "jaccard": round(len(ids & before) / len(union), 4) if union else 1.0,
+        "identical": ids == before,
+    }
 
 
-def selection_metrics(scored: list[dict], selected: list[dict], method: str, threshold: float | None,
-                      cap: int, top_share: float = 1.0) -> dict[str, Any]:
+def selection_metrics(
+    scored: list[dict], selected: list[dict], method: str, threshold: float | None, cap: int, top_share: float = 1.0
+) -> dict[str, Any]:
     passing = len(select(scored, method, threshold, 0, 0))
     return {
         "method": method,
@@ -126,7 +135,9 @@ def plot_histogram(scored: list[dict], metrics: dict, iteration: int, out: str) 
         ax.set(xlabel=f"{method} score ({curation_methods.method(method).scale})", ylabel="pairs")
         ax.legend(fontsize=8)
     share = metrics.get("top_share", 1.0)
-    ax.set_title(f"selection@{iteration}: {metrics['selected']}/{metrics['n']} selected (threshold "
-                 f"{metrics['threshold']}{f', top {share:.0%}' if share < 1 else ''}, cap {metrics['cap'] or 'none'})",
-                 fontsize=9)
+    ax.set_title(
+        f"selection@{iteration}: {metrics['selected']}/{metrics['n']} selected (threshold "
+        f"{metrics['threshold']}{f', top {share:.0%}' if share < 1 else ''}, cap {metrics['cap'] or 'none'})",
+        fontsize=9,
+    )
     save_figure(fig, out)

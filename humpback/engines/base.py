@@ -18,31 +18,37 @@ from humpback.params import GenerationParams
 class Engine(Protocol):
     tokenizer: object  # a transformers PreTrainedTokenizerBase: formats prompts with the model's template
 
-    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
-                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        seeds: list[int],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        desc: str = "",
+    ) -> list[str]:
         """One completion per prompt (temperature 0 = greedy; None = the params' value)."""
         ...
 
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         """log P(first token of each candidate | prompt): one row per prompt, candidates in order."""
         ...
 
-    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *, desc: str = "") -> list[list[float]]:
         """log P(token | prompt, earlier completion tokens) for every token of each completion, with prompt and
         completion tokenized separately as training tokenizes them (the openai engine needs a server that
         returns prompt log-probabilities for token-id prompts, as vLLM does)."""
         ...
 
 
-def resolve_sampling(params: GenerationParams, prompts: list[str], seeds: list[int],
-                     temperature: float | None, top_p: float | None) -> tuple[float, float]:
+def resolve_sampling(
+    params: GenerationParams, prompts: list[str], seeds: list[int], temperature: float | None, top_p: float | None
+) -> tuple[float, float]:
     """Every engine's `generate` preamble: one seed per prompt, and the params' sampling unless overridden."""
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    return (params.temperature if temperature is None else temperature,
-            params.top_p if top_p is None else top_p)
+    return (params.temperature if temperature is None else temperature, params.top_p if top_p is None else top_p)
 
 
 def record_seed(seed: int, *parts: object) -> int:

@@ -28,20 +28,28 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 ATTENTION = "humpback_cpu"
 
 
-def decode_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                     **kwargs) -> tuple[torch.Tensor, None]:
+def decode_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
     """Attention for transformers' interface: SDPA for prompts, two grouped matmuls for a one-token query.
 
     query (batch, heads, q, dim); key/value (batch, kv_heads, k, dim); the mask is SDPA's (boolean, True =
     attend, broadcast over heads) or None (attend to every cached key). Returns (batch, q, heads, dim)."""
     batch, heads, q_len, dim = query.shape
     if q_len > 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     kv_heads, k_len = key.shape[1], key.shape[2]
     group = heads // kv_heads  # query heads h = g * group + j share key/value head g
-    scale = dim ** -0.5 if scaling is None else scaling
+    scale = dim**-0.5 if scaling is None else scaling
     scores = torch.matmul(query.reshape(batch, kv_heads, group, dim), key.transpose(-1, -2)).float() * scale
     if attention_mask is not None:
         # (batch, 1, 1, k) -> broadcast over (batch, kv_heads, group, k)

@@ -25,8 +25,9 @@ MIN_SHARED_PREFIX = 32
 NUCLEUS_FAST_K = 256
 
 
-def draw_from_nucleus(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, generator: torch.Generator,
-                      top_p: float) -> int:
+def draw_from_nucleus(
+    sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, generator: torch.Generator, top_p: float
+) -> int:
     """One token from the smallest set of most likely tokens whose mass reaches top_p (the crossing one in)."""
     n_kept = max(1, int(((sorted_probs.cumsum(0) - sorted_probs) < top_p).sum()))
     cdf = sorted_probs[:n_kept].cumsum(0)
@@ -35,8 +36,9 @@ def draw_from_nucleus(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, gene
     return int(sorted_ids[index])
 
 
-def sample_rows(logits: torch.Tensor, generators: list[torch.Generator | None], temperature: float,
-                top_p: float) -> list[int]:
+def sample_rows(
+    logits: torch.Tensor, generators: list[torch.Generator | None], temperature: float, top_p: float
+) -> list[int]:
     """Row i's next token from logits[i] with generators[i] (None: the row is finished, gets -1).
 
     temperature 0 is greedy. Softmax and top-k run once over the batch; only the draw is per row."""
@@ -70,8 +72,8 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         if r:
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
     return ids, mask
 
 
@@ -99,12 +101,18 @@ def shared_prefix_cache(model, rows: list[list[int]], cache_arg: str):
     return prefix, out[cache_arg]
 
 
-def prefill_batch(model, input_ids: torch.Tensor, mask: torch.Tensor, cache: StaticCache,
-                  cache_arg: str) -> torch.Tensor:
+def prefill_batch(
+    model, input_ids: torch.Tensor, mask: torch.Tensor, cache: StaticCache, cache_arg: str
+) -> torch.Tensor:
     """All rows in one left-padded forward pass; returns each row's last logits."""
-    out = model(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                position_ids=real_positions(mask).to(model.device), use_cache=True, logits_to_keep=1,
-                **{cache_arg: cache})
+    out = model(
+        input_ids=input_ids.to(model.device),
+        attention_mask=mask.to(model.device),
+        position_ids=real_positions(mask).to(model.device),
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_arg: cache},
+    )
     return out.logits[:, -1]
 
 
@@ -119,23 +127,37 @@ def prefill_row_by_row(model, rows: list[list[int]], cache: StaticCache, cache_a
     prefix, prefix_cache = shared_prefix_cache(model, rows, cache_arg)
     logits = []
     for row_index, row in enumerate(rows):
-        out = model(input_ids=torch.tensor([row[prefix:]], device=model.device), use_cache=True, logits_to_keep=1,
-                    **{cache_arg: copy.deepcopy(prefix_cache)})
+        out = model(
+            input_ids=torch.tensor([row[prefix:]], device=model.device),
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_arg: copy.deepcopy(prefix_cache)},
+        )
         for layer, row_layer in zip(cache.layers, out[cache_arg].layers):
             if not layer.is_initialized:
                 shape = (len(rows), *row_layer.keys.shape[1:])
                 layer.lazy_initialization(row_layer.keys.expand(shape), row_layer.values.expand(shape))
-            layer.keys[row_index, :, width - len(row):width] = row_layer.keys[0]
-            layer.values[row_index, :, width - len(row):width] = row_layer.values[0]
+            layer.keys[row_index, :, width - len(row) : width] = row_layer.keys[0]
+            layer.values[row_index, :, width - len(row) : width] = row_layer.values[0]
         logits.append(out.logits[0, -1])
     for layer in cache.layers:
         layer.cumulative_length.fill_(width)
     return torch.stack(logits)
 
 
-def generate_batch(model, rows: list[list[int]], seeds: list[int], max_new_tokens: int, *, stop_ids: list[int],
-                   pad_id: int, temperature: float, top_p: float, cache_arg: str = "cache",
-                   row_by_row: bool = False) -> list[list[int]]:
+def generate_batch(
+    model,
+    rows: list[list[int]],
+    seeds: list[int],
+    max_new_tokens: int,
+    *,
+    stop_ids: list[int],
+    pad_id: int,
+    temperature: float,
+    top_p: float,
+    cache_arg: str = "cache",
+    row_by_row: bool = False,
+) -> list[list[int]]:
     """New token ids for each prompt row (ending with the stop token when one was drawn).
 
     Rows are left-padded to the longest in a cache of prompt + max_new_tokens slots; a finished row is fed
@@ -167,6 +189,11 @@ def generate_batch(model, rows: list[list[int]], seeds: list[int], max_new_token
         if step == max_new_tokens - 1 or not any(active):
             break
         fed = torch.tensor([[t if a else pad_id] for t, a in zip(drawn, active)], device=device)
-        logits = model(input_ids=fed, attention_mask=mask[:, :width + step + 1], position_ids=next_position + step,
-                       use_cache=True, **{cache_arg: cache}).logits[:, -1]
+        logits = model(
+            input_ids=fed,
+            attention_mask=mask[:, : width + step + 1],
+            position_ids=next_position + step,
+            use_cache=True,
+            **{cache_arg: cache},
+        ).logits[:, -1]
     return out

@@ -43,14 +43,18 @@ def make_engine(model_dir: str | Path, params: GenerationParams, runtime: Runtim
 
         urls = stage_servers(runtime)
         if urls and params.engine != "openai":
-            raise ValueError(f"runtime.servers lists servers for this stage, but its engine is {params.engine}: "
-                             "servers run the openai engine (set the stage's engine, e.g. curate.engine, to openai)")
+            raise ValueError(
+                f"runtime.servers lists servers for this stage, but its engine is {params.engine}: "
+                "servers run the openai engine (set the stage's engine, e.g. curate.engine, to openai)"
+            )
         if urls:
             return ServerPool(model_dir, params, runtime, urls)
     if runtime.cluster == "ray":  # the stage's shards on Ray actors, each holding this factory's engine
         if params.engine == "openai":
-            raise ValueError("runtime.cluster ray runs the stage's engine on Ray actors (transformers or vllm); "
-                             "for OpenAI-compatible servers use runtime.cluster servers")
+            raise ValueError(
+                "runtime.cluster ray runs the stage's engine on Ray actors (transformers or vllm); "
+                "for OpenAI-compatible servers use runtime.cluster servers"
+            )
         from humpback.engines.ray_cluster import RayPool
 
         return RayPool(model_dir, params, runtime, make_engine)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from humpback.storage.records import atomic_folder
 
-SELF_NOTE = ("# No named curator\n\n`curate.model: self`: score@1 is rated by m0 and score@2 by m1 (the paper's "
-             "self-curation). Set `curate.model` to a model reference to curate with another model.\n")
+SELF_NOTE = (
+    "# No named curator\n\n`curate.model: self`: score@1 is rated by m0 and score@2 by m1 (the paper's "
+    "self-curation). Set `curate.model` to a model reference to curate with another model.\n"
+)
 SELF_MARKER = "SELF_CURATOR"  # the one file (beside the README) of the placeholder folder
 
 

@@ -67,6 +67,7 @@ def fast_bfloat16(compute_bound: bool = False) -> bool:
 def cpu_bf16_matmul_speedup(rows: int = 512, inner: int = 576, cols: int = 1536, repeats: int = 5) -> float:
     """bf16 over float32 matmul rate on this CPU, at a training-sized shape (SmolLM2-135M's MLP): the best of
     `repeats` timings per dtype after a warm-up, ~0.1 s in all. Measured once per process."""
+
     def best_seconds(dtype: torch.dtype) -> float:
         a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(cols, inner, dtype=dtype)
         torch.nn.functional.linear(a, b)  # warm-up: oneDNN builds its kernel on the first call
@@ -152,6 +153,7 @@ def expand_ranges(pattern: str) -> list[str]:
         raise ModelSourceError(f"'{pattern}': the {{a..b}} ranges have different lengths ({sorted(sizes)})")
     out = []
     for k in range(sizes.pop()):
+
         def number(match: re.Match, k: int = k) -> str:
             a, b = match.group(1), match.group(2)
             value = int(a) + k if int(b) >= int(a) else int(a) - k
@@ -231,8 +233,13 @@ def model_card(ref: str) -> str:
     lines = ["# Converted model", "", f"Source reference: `{ref}`", ""]
     if ref.startswith(SPLIT_PREFIX):
         split = parse_split_ref(ref)
-        lines += [(f"Assembled from {len(split.parts)} parts ({split.parts[0][0]} … {split.parts[-1][0]}), "
-                   f"verified sha256 `{split.sha256}`, then dequantized from GGUF by transformers."), ""]
+        lines += [
+            (
+                f"Assembled from {len(split.parts)} parts ({split.parts[0][0]} … {split.parts[-1][0]}), "
+                f"verified sha256 `{split.sha256}`, then dequantized from GGUF by transformers."
+            ),
+            "",
+        ]
         lines += [KNOWN_MODELS.get(split.sha256, "Licence: see the upstream model; the part packages name none."), ""]
     return "\n".join(lines)
 
@@ -259,8 +266,7 @@ def load_reference(ref: str, dtype: str = "float32") -> tuple[PreTrainedModel, o
             model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch_dtype)
         except OSError as exc:
             raise ModelSourceError(
-                f"base.model '{ref}': not a local model folder and not loadable from the hub "
-                f"(no network here?): {exc}"
+                f"base.model '{ref}': not a local model folder and not loadable from the hub (no network here?): {exc}"
             ) from None
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE

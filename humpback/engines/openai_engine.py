@@ -44,8 +44,10 @@ class ServerCapabilityError(RuntimeError):
 class OpenAIEngine:
     def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams, client=None):
         if not runtime.base_url and client is None:
-            raise ValueError("the openai engine needs runtime.base_url, or the stage's own runtime.<stage>_base_url "
-                             "(e.g. http://localhost:8000/v1)")
+            raise ValueError(
+                "the openai engine needs runtime.base_url, or the stage's own runtime.<stage>_base_url "
+                "(e.g. http://localhost:8000/v1)"
+            )
         # Execution settings, read once here: where they live in params is this constructor's business alone.
         self.params, self.base_url, self.concurrency = params, runtime.base_url, runtime.concurrency
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -53,8 +55,7 @@ class OpenAIEngine:
             import openai
 
             api_key = os.environ.get("OPENAI_API_KEY", "EMPTY")
-            client = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=MAX_RETRIES,
-                                   timeout=600)
+            client = openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=MAX_RETRIES, timeout=600)
         self.client = client
         self.model = params.api_model or self._served_model()
         self.stop = [end_of_turn_token(self.tokenizer)]
@@ -79,9 +80,12 @@ class OpenAIEngine:
                 # and that error is the one the user sees.
                 response = self.client.completions.create(model=self.model, prompt=text, **kwargs)
                 if self.token_prompts:
-                    log.warning("%s refused a token-id prompt (%s); sending text, which the server "
-                                "re-tokenizes: its tokens can differ from the training template's",
-                                self.base_url, exc)
+                    log.warning(
+                        "%s refused a token-id prompt (%s); sending text, which the server "
+                        "re-tokenizes: its tokens can differ from the training template's",
+                        self.base_url,
+                        exc,
+                    )
                 self.token_prompts = False
                 return response
         return self.client.completions.create(model=self.model, prompt=text, **kwargs)
@@ -91,20 +95,34 @@ class OpenAIEngine:
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
             return list(tqdm(pool.map(fn, range(n)), total=n, desc=desc, unit="prompt", disable=not desc))
 
-    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
-                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        seeds: list[int],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        desc: str = "",
+    ) -> list[str]:
         temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
         ids = encode_prompts(self.tokenizer, prompts)
 
         def one(i: int) -> str:
-            response = self._complete(ids[i], prompts[i], max_tokens=max_new_tokens, temperature=temperature,
-                                      top_p=top_p if temperature > 0 else 1.0, seed=seeds[i], stop=self.stop)
+            response = self._complete(
+                ids[i],
+                prompts[i],
+                max_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p if temperature > 0 else 1.0,
+                seed=seeds[i],
+                stop=self.stop,
+            )
             return response.choices[0].text
 
         return self._map(one, len(prompts), desc)
 
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         """Read the candidates' first tokens among the top-20 of one greedy token; a candidate outside the
         top 20 gets -inf (its probability is negligible next to those inside)."""
         ids = encode_prompts(self.tokenizer, prompts)
@@ -116,16 +134,17 @@ class OpenAIEngine:
                 raise ServerCapabilityError(
                     f"{self.base_url} answered a completions request with logprobs={TOP_LOGPROBS} "
                     "without top_logprobs: the next-token methods (curate.method logprob, rubric_calibrated, "
-                    "yes_no) need a server that returns them (vLLM does; `transformers serve` does not)")
+                    "yes_no) need a server that returns them (vLLM does; `transformers serve` does not)"
+                )
             top = logprobs.top_logprobs[0]
-            wanted = [self.tokenizer.decode([first_token_after(self.tokenizer, prompts[i], ids[i], c)])
-                      for c in candidates]
+            wanted = [
+                self.tokenizer.decode([first_token_after(self.tokenizer, prompts[i], ids[i], c)]) for c in candidates
+            ]
             return [float(top.get(token, -math.inf)) for token in wanted]
 
         return self._map(one, len(prompts), desc)
 
-    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *, desc: str = "") -> list[list[float]]:
         """log P(each completion token | prompt and the completion tokens before it), one row per pair.
 
         Prompt and completion are tokenized separately and concatenated, as training and the in-process
@@ -138,7 +157,7 @@ class OpenAIEngine:
                 return []
             joint = prompt_ids[i] + completion_ids[i]
             scored = self._prompt_logprobs(joint)
-            return scored[len(prompt_ids[i]):]
+            return scored[len(prompt_ids[i]) :]
 
         return self._map(one, len(prompts), desc)
 
@@ -150,27 +169,31 @@ class OpenAIEngine:
         import openai
 
         try:
-            response = self.client.completions.create(model=self.model, prompt=ids, echo=True, logprobs=1,
-                                                      max_tokens=1, temperature=0)
+            response = self.client.completions.create(
+                model=self.model, prompt=ids, echo=True, logprobs=1, max_tokens=1, temperature=0
+            )
         except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
             raise ServerCapabilityError(
                 f"{self.base_url} refused a token-id prompt with echo=true, logprobs=1 ({exc}); "
                 f"{NEEDS_COMPLETION_LOGPROBS} score exactly the training template's tokens, so they need a "
                 "server that takes token ids and returns prompt log-probabilities (vLLM's completions "
-                "endpoint does)") from exc
+                "endpoint does)"
+            ) from exc
         choice = response.choices[0]
         by_id = (choice.model_extra or {}).get("prompt_logprobs")
         if by_id is not None:  # vLLM: [None, {"<token id>": {"logprob", "rank", "decoded_token"}}, ...]
             if len(by_id) < len(ids):
-                raise ServerCapabilityError(f"{self.base_url} returned {len(by_id)} prompt_logprobs "
-                                            f"for a prompt of {len(ids)} tokens")
+                raise ServerCapabilityError(
+                    f"{self.base_url} returned {len(by_id)} prompt_logprobs for a prompt of {len(ids)} tokens"
+                )
             out = [math.nan]
             for t in range(1, len(ids)):
                 entry = by_id[t] or {}
                 if str(ids[t]) not in entry:
                     raise ServerCapabilityError(
                         f"{self.base_url}: prompt_logprobs at position {t} has no entry for the prompt's "
-                        f"token {ids[t]} (got {sorted(entry)}): the server did not score the ids sent")
+                        f"token {ids[t]} (got {sorted(entry)}): the server did not score the ids sent"
+                    )
                 out.append(float(entry[str(ids[t])]["logprob"]))
             return out
         logprobs = choice.logprobs  # the OpenAI echo shape: token_logprobs by position, None first
@@ -181,4 +204,5 @@ class OpenAIEngine:
             f"echo=true, logprobs=1 (neither `prompt_logprobs` nor `logprobs.token_logprobs` covering the "
             f"{len(ids)} prompt tokens). {NEEDS_COMPLETION_LOGPROBS} need them: serve the model with vLLM "
             "(`vllm serve`; `transformers serve` ignores logprobs), use generation.engine transformers or vllm, "
-            "or a next-token method (logprob, rubric_calibrated, yes_no)")
+            "or a next-token method (logprob, rubric_calibrated, yes_no)"
+        )

@@ -37,8 +37,10 @@ from typing import Any
 
 from humpback.params import GenerationParams, RayParams, RuntimeParams
 
-SHARED_PATHS = (". Under runtime.cluster ray every node must read the model folders, and the stage's working "
-                "directory, at the same path (docs/scale.md, \"Ray cluster\")")
+SHARED_PATHS = (
+    ". Under runtime.cluster ray every node must read the model folders, and the stage's working "
+    'directory, at the same path (docs/scale.md, "Ray cluster")'
+)
 # How long to wait for actors to start before the log says what they wait for (a busy or scaling cluster).
 READY_WAIT_S = 60
 
@@ -62,8 +64,10 @@ def ray_module() -> Any:
         import ray
         import ray.util
     except ImportError as exc:
-        raise ImportError(f"runtime.cluster ray needs Ray ({exc}): pip install -e '.[cluster]' (make setup does; "
-                          "pyproject.toml pins the version)") from exc
+        raise ImportError(
+            f"runtime.cluster ray needs Ray ({exc}): pip install -e '.[cluster]' (make setup does; "
+            "pyproject.toml pins the version)"
+        ) from exc
     return ray
 
 
@@ -100,16 +104,25 @@ def actor_count(settings: RayParams, cluster: dict[str, float]) -> int:
         raise ValueError("runtime.ray: actors 0 (as many as fit) needs num_cpus or num_gpus above 0")
     count = int(cluster.get(kind, 0) // each)
     if count < 1:
-        raise ValueError(f"runtime.ray: the Ray cluster has {cluster.get(kind, 0):g} {kind}s, not enough for one "
-                         f"actor of {each:g} (runtime.ray.num_{kind.lower()}s)")
+        raise ValueError(
+            f"runtime.ray: the Ray cluster has {cluster.get(kind, 0):g} {kind}s, not enough for one "
+            f"actor of {each:g} (runtime.ray.num_{kind.lower()}s)"
+        )
     return count
 
 
 class EngineActor:
     """One Ray actor (made remote by RayPool with the stage's resources): the stage's engine, built once."""
 
-    def __init__(self, model_dir: str, params: GenerationParams, runtime: RuntimeParams, threads: int, cwd: str,
-                 factory: Callable[[str, GenerationParams, RuntimeParams], Any]):
+    def __init__(
+        self,
+        model_dir: str,
+        params: GenerationParams,
+        runtime: RuntimeParams,
+        threads: int,
+        cwd: str,
+        factory: Callable[[str, GenerationParams, RuntimeParams], Any],
+    ):
         global _held
         self.host, self.works = socket.gethostname(), {}
         self.problem: str | None = None
@@ -137,8 +150,13 @@ class EngineActor:
             import torch
 
             threads = torch.get_num_threads()
-        return {"host": self.host, "pid": os.getpid(), "problem": self.problem, "threads": threads,
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+        return {
+            "host": self.host,
+            "pid": os.getpid(),
+            "problem": self.problem,
+            "threads": threads,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        }
 
     def run(self, work: list, shard: list) -> Any:
         """work(shard) for one shard; `work` is [a reference to the stage's work function], fetched once."""
@@ -156,8 +174,13 @@ class RayPool:
     """The `Engine` protocol on Ray actors (see the module docstring): `map_shards` for the shard runner, the
     engine methods whole on one actor; `tokenizer` is the model folder's, read here."""
 
-    def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams,
-                 factory: Callable[[str, GenerationParams, RuntimeParams], Any]):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        params: GenerationParams,
+        runtime: RuntimeParams,
+        factory: Callable[[str, GenerationParams, RuntimeParams], Any],
+    ):
         import torch
         from transformers import AutoTokenizer
 
@@ -170,17 +193,29 @@ class RayPool:
             try:
                 ray.init(address=settings.address or None)
             except ConnectionError as exc:  # no cluster there, or one whose token is not $RAY_AUTH_TOKEN's
-                raise ClusterError(f"runtime.ray.address {settings.address or '(Ray default)'}: {exc}. A cluster "
-                                   "with token authentication takes its token from $RAY_AUTH_TOKEN (or the file "
-                                   "$RAY_AUTH_TOKEN_PATH names), as `ray start` did") from exc
+                raise ClusterError(
+                    f"runtime.ray.address {settings.address or '(Ray default)'}: {exc}. A cluster "
+                    "with token authentication takes its token from $RAY_AUTH_TOKEN (or the file "
+                    "$RAY_AUTH_TOKEN_PATH names), as `ray start` did"
+                ) from exc
         self.size = actor_count(settings, ray.cluster_resources())
         self.threads = settings.threads or torch.get_num_threads()
         self.settings = settings
         self._remote = ray.remote(EngineActor).options(
-            num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, max_restarts=settings.max_restarts,
-            max_task_retries=-1, scheduling_strategy="SPREAD")
-        self._arguments = (self.model_dir, params, dataclasses.replace(runtime, cluster="local"), self.threads,
-                           os.getcwd(), factory)
+            num_cpus=settings.num_cpus,
+            num_gpus=settings.num_gpus,
+            max_restarts=settings.max_restarts,
+            max_task_retries=-1,
+            scheduling_strategy="SPREAD",
+        )
+        self._arguments = (
+            self.model_dir,
+            params,
+            dataclasses.replace(runtime, cluster="local"),
+            self.threads,
+            os.getcwd(),
+            factory,
+        )
         self.actors: list = []  # started at the first use: all of them for shards, one for a single call
         self.infos: list[dict[str, Any]] = []
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
@@ -200,9 +235,14 @@ class RayPool:
             ready, _ = ray.wait(pending, num_returns=len(pending), timeout=READY_WAIT_S)
             if len(ready) == len(pending):
                 break
-            log.warning("waiting for %d of %d Ray actors (%g CPUs, %g GPUs each); the cluster has %s available",
-                        len(pending) - len(ready), len(pending), self.settings.num_cpus, self.settings.num_gpus,
-                        ray.available_resources())
+            log.warning(
+                "waiting for %d of %d Ray actors (%g CPUs, %g GPUs each); the cluster has %s available",
+                len(pending) - len(ready),
+                len(pending),
+                self.settings.num_cpus,
+                self.settings.num_gpus,
+                ray.available_resources(),
+            )
         infos = ray.get(pending)
         problems = [f"Ray actor on host {i['host']} cannot read {i['problem']}" for i in infos if i["problem"]]
         if problems:
@@ -212,8 +252,13 @@ class RayPool:
             raise ModelPathError("; ".join(problems) + f" (the stage's model: {self.model_dir}){SHARED_PATHS}")
         self.actors += new
         self.infos += infos
-        log.info("%d Ray actors hold %s, %d torch threads each, on %s", len(self.actors), self.model_dir,
-                 self.threads, ", ".join(sorted({i["host"] for i in self.infos})))
+        log.info(
+            "%d Ray actors hold %s, %d torch threads each, on %s",
+            len(self.actors),
+            self.model_dir,
+            self.threads,
+            ", ".join(sorted({i["host"] for i in self.infos})),
+        )
 
     def start(self) -> None:
         """Start every actor now (the shard hand-out does so at its first shard): to time start-up apart."""
@@ -241,17 +286,22 @@ class RayPool:
         self._grow(1)
         return ray.get(self.actors[0].call.remote(method, args, kwargs))
 
-    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
-                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
-        return self._call("generate", prompts, max_new_tokens, seeds, temperature=temperature, top_p=top_p,
-                          desc=desc)
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        seeds: list[int],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        desc: str = "",
+    ) -> list[str]:
+        return self._call("generate", prompts, max_new_tokens, seeds, temperature=temperature, top_p=top_p, desc=desc)
 
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         return self._call("next_token_logprobs", prompts, candidates, desc=desc)
 
-    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *, desc: str = "") -> list[list[float]]:
         return self._call("completion_logprobs", prompts, completions, desc=desc)
 
     def close(self) -> None:

@@ -71,8 +71,10 @@ def serve_command(model_dir: str | Path, port: int = 8000) -> str:
         return f"vllm serve {model_dir} --served-model-name {name} --port {port}"
     base = adapter_base(model_dir)
     rank = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text()).get("r", 16)
-    return (f"vllm serve {base} --served-model-name {served_name(base)} --enable-lora --max-lora-rank {rank} "
-            f"--lora-modules {name}={model_dir} --port {port}")
+    return (
+        f"vllm serve {base} --served-model-name {served_name(base)} --enable-lora --max-lora-rank {rank} "
+        f"--lora-modules {name}={model_dir} --port {port}"
+    )
 
 
 def stage_servers(runtime: RuntimeParams) -> list[str] | None:
@@ -83,8 +85,12 @@ def stage_servers(runtime: RuntimeParams) -> list[str] | None:
     instance = os.environ.get(STAGE_ENV, "").rsplit(":", 1)[-1]
     urls = runtime.servers.get(instance) if instance else None
     if not urls:
-        log.info("runtime.cluster is servers but runtime.servers lists none for stage '%s' (listed: %s): "
-                 "running on its base_url", instance or "(not run by dvc)", ", ".join(runtime.servers) or "none")
+        log.info(
+            "runtime.cluster is servers but runtime.servers lists none for stage '%s' (listed: %s): "
+            "running on its base_url",
+            instance or "(not run by dvc)",
+            ", ".join(runtime.servers) or "none",
+        )
         return None
     if len(set(urls)) != len(urls):
         raise ValueError(f"runtime.servers['{instance}'] lists a server twice: {urls}")
@@ -103,8 +109,14 @@ class ServerPool:
     """The `Engine` protocol over several servers (see the module docstring); `tokenizer` is the model
     folder's, as for one server."""
 
-    def __init__(self, model_dir: str | Path, params: GenerationParams, runtime: RuntimeParams, urls: Sequence[str],
-                 clients: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        params: GenerationParams,
+        runtime: RuntimeParams,
+        urls: Sequence[str],
+        clients: dict[str, Any] | None = None,
+    ):
         import openai
 
         self.model = params.api_model or served_name(model_dir)
@@ -113,8 +125,9 @@ class ServerPool:
         params = dataclasses.replace(params, api_model=self.model)
         self.engines: dict[str, OpenAIEngine] = {}
         for url in urls:
-            client = (clients or {}).get(url) or openai.OpenAI(base_url=url, api_key=api_key,
-                                                               max_retries=MAX_RETRIES, timeout=600)
+            client = (clients or {}).get(url) or openai.OpenAI(
+                base_url=url, api_key=api_key, max_retries=MAX_RETRIES, timeout=600
+            )
             self._check_model(url, client)
             self.engines[url] = OpenAIEngine(model_dir, params, dataclasses.replace(runtime, base_url=url), client)
         self.tokenizer = next(iter(self.engines.values())).tokenizer
@@ -131,13 +144,15 @@ class ServerPool:
         except _lost_errors() as exc:
             raise ServedModelError(f"server {url} did not answer /v1/models ({type(exc).__name__}: {exc})") from exc
         except openai.APIStatusError as exc:  # 401/403: the key ($VLLM_API_KEY) is missing or not the server's
-            raise ServedModelError(f"server {url} refused /v1/models (HTTP {exc.status_code}); its key comes "
-                                   f"from ${API_KEY_ENV}") from exc
+            raise ServedModelError(
+                f"server {url} refused /v1/models (HTTP {exc.status_code}); its key comes from ${API_KEY_ENV}"
+            ) from exc
         if self.model not in served:
             raise ServedModelError(
                 f"server {url} serves {served or 'no model'}, not {self.model} (the stage's model {self.model_dir}): "
                 f"start it with --served-model-name {self.model}, or --lora-modules {self.model}=<folder> for an "
-                "adapter (docs/scale.md, \"Many servers\")")
+                'adapter (docs/scale.md, "Many servers")'
+            )
 
     def live(self) -> list[str]:
         with self._lock:
@@ -153,8 +168,9 @@ class ServerPool:
         with self._lock:
             live = [url for url in self.engines if url not in self.lost]
             if not live:
-                raise NoServerLeft("every server of this stage was lost: " +
-                                   "; ".join(f"{u} ({why})" for u, why in self.lost.items()))
+                raise NoServerLeft(
+                    "every server of this stage was lost: " + "; ".join(f"{u} ({why})" for u, why in self.lost.items())
+                )
             self._turn += 1
             return live[self._turn % len(live)]
 
@@ -169,7 +185,8 @@ class ServerPool:
         results: list[list | None] = [None] * k
         with ThreadPoolExecutor(max_workers=len(self.engines)) as pool:
             pending: dict[Future, tuple[int, str]] = {
-                pool.submit(call, self.engines[url], *bounds[i]): (i, url) for i, url in enumerate(urls[:k])}
+                pool.submit(call, self.engines[url], *bounds[i]): (i, url) for i, url in enumerate(urls[:k])
+            }
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -182,19 +199,27 @@ class ServerPool:
                         pending[pool.submit(call, self.engines[other], *bounds[i])] = (i, other)
         return [row for chunk in results for row in chunk]  # type: ignore[union-attr]
 
-    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
-                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        seeds: list[int],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        desc: str = "",
+    ) -> list[str]:
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-        return self._spread(len(prompts), lambda e, a, b: e.generate(
-            prompts[a:b], max_new_tokens, seeds[a:b], temperature=temperature, top_p=top_p))
+        return self._spread(
+            len(prompts),
+            lambda e, a, b: e.generate(prompts[a:b], max_new_tokens, seeds[a:b], temperature=temperature, top_p=top_p),
+        )
 
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         return self._spread(len(prompts), lambda e, a, b: e.next_token_logprobs(prompts[a:b], candidates))
 
-    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *, desc: str = "") -> list[list[float]]:
         return self._spread(len(prompts), lambda e, a, b: e.completion_logprobs(prompts[a:b], completions[a:b]))
 
 

@@ -58,8 +58,9 @@ def token_budget_batches(lengths: list[int], max_new_tokens: int, budget: int) -
     return batches
 
 
-def encode_completion_pairs(tokenizer, prompts: list[str],
-                            completions: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+def encode_completion_pairs(
+    tokenizer, prompts: list[str], completions: list[str]
+) -> tuple[list[list[int]], list[list[int]]]:
     """Prompt and completion ids, tokenized separately as training tokenizes an example: every engine's
     `completion_logprobs` scores exactly the completion's training tokens."""
     if len(prompts) != len(completions):

@@ -58,17 +58,33 @@ class TransformersEngine:
         self.cache_arg = "cache" if "cache" in forward_args else "past_key_values"
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
-                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        seeds: list[int],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        desc: str = "",
+    ) -> list[str]:
         temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
         ids = encode_prompts(self.tokenizer, prompts)
         texts: list[str] = [""] * len(prompts)
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
             for batch in token_budget_batches([len(x) for x in ids], max_new_tokens, self.runtime.token_budget):
-                new_ids = generate_batch(self.model, [ids[i] for i in batch], [seeds[i] for i in batch],
-                                         max_new_tokens, stop_ids=self.stop_ids, pad_id=self.pad_id,
-                                         temperature=temperature, top_p=top_p, cache_arg=self.cache_arg,
-                                         row_by_row=self.device.type == "cpu")
+                new_ids = generate_batch(
+                    self.model,
+                    [ids[i] for i in batch],
+                    [seeds[i] for i in batch],
+                    max_new_tokens,
+                    stop_ids=self.stop_ids,
+                    pad_id=self.pad_id,
+                    temperature=temperature,
+                    top_p=top_p,
+                    cache_arg=self.cache_arg,
+                    row_by_row=self.device.type == "cpu",
+                )
                 for row, i in enumerate(batch):
                     texts[i] = self._decode(new_ids[row])
                 bar.update(len(batch))
@@ -82,11 +98,9 @@ class TransformersEngine:
         return self.tokenizer.decode(new_ids, skip_special_tokens=True)
 
     @torch.inference_mode()
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         ids = encode_prompts(self.tokenizer, prompts)
-        wanted = [[first_token_after(self.tokenizer, p, x, c) for c in candidates]
-                  for p, x in zip(prompts, ids)]
+        wanted = [[first_token_after(self.tokenizer, p, x, c) for c in candidates] for p, x in zip(prompts, ids)]
         prefix, prefix_cache = shared_prefix_cache(self.model, ids, self.cache_arg)
         rows: list[list[float]] = [[] for _ in prompts]
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:
@@ -109,10 +123,15 @@ class TransformersEngine:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(suffixes))
             mask = torch.cat([torch.ones((len(suffixes), prefix), dtype=torch.long), mask], dim=1)
-        positions = real_positions(mask)[:, -input_ids.shape[1]:]
-        out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=positions.to(self.device), use_cache=cache is not None,
-                         logits_to_keep=1, **{self.cache_arg: cache})
+        positions = real_positions(mask)[:, -input_ids.shape[1] :]
+        out = self.model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            use_cache=cache is not None,
+            logits_to_keep=1,
+            **{self.cache_arg: cache},
+        )
         return torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
 
     # ---- appended for curate.method likelihood_gain / pmi (kept at the end of the class for clean merges)
@@ -120,8 +139,7 @@ class TransformersEngine:
     COMPLETION_LOGITS_BYTES = 512 << 20  # the most memory completion_logprobs' fp32 logits take at once
 
     @torch.inference_mode()
-    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *, desc: str = "") -> list[list[float]]:
         """log P(each completion token | prompt and the completion tokens before it), one row per pair.
 
         Prompt and completion are tokenized separately and concatenated, as training tokenizes an example, so
@@ -138,19 +156,23 @@ class TransformersEngine:
                 keep = max(len(completion_ids[i]) for i in batch) + 1
                 per_row = max(1, self.COMPLETION_LOGITS_BYTES // (keep * vocab * 4))
                 for start in range(0, len(batch), per_row):
-                    sub = batch[start:start + per_row]
+                    sub = batch[start : start + per_row]
                     keep = max(len(completion_ids[i]) for i in sub) + 1
                     input_ids, mask = left_pad([rows[i] for i in sub], self.pad_id)
                     positions = real_positions(mask)
-                    logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                        position_ids=positions.to(self.device), use_cache=False,
-                                        logits_to_keep=keep).logits
+                    logits = self.model(
+                        input_ids=input_ids.to(self.device),
+                        attention_mask=mask.to(self.device),
+                        position_ids=positions.to(self.device),
+                        use_cache=False,
+                        logits_to_keep=keep,
+                    ).logits
                     # Position t predicts token t + 1: the kept positions but the last predict the last keep-1.
                     logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-                    targets = input_ids[:, input_ids.shape[1] - (keep - 1):].to(logprobs.device)
+                    targets = input_ids[:, input_ids.shape[1] - (keep - 1) :].to(logprobs.device)
                     token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).cpu()
                     for row, i in enumerate(sub):
                         n = len(completion_ids[i])
-                        out[i] = token_lp[row, token_lp.shape[1] - n:].tolist() if n else []
+                        out[i] = token_lp[row, token_lp.shape[1] - n :].tolist() if n else []
                 bar.update(len(batch))
         return out

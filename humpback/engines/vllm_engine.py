@@ -44,29 +44,47 @@ class VLLMEngine:
         adapter = is_adapter(model_dir)
         lora_rank = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text())["r"] if adapter else None
         weights = adapter_base(model_dir) if adapter else str(model_dir)
-        self.llm = vllm.LLM(model=weights, tokenizer=str(model_dir), dtype=resolve_dtype(params.dtype),
-                            tensor_parallel_size=runtime.tensor_parallel_size,
-                            gpu_memory_utilization=runtime.gpu_memory_utilization, enable_prefix_caching=True,
-                            enable_lora=adapter, max_lora_rank=lora_rank or 16)
+        self.llm = vllm.LLM(
+            model=weights,
+            tokenizer=str(model_dir),
+            dtype=resolve_dtype(params.dtype),
+            tensor_parallel_size=runtime.tensor_parallel_size,
+            gpu_memory_utilization=runtime.gpu_memory_utilization,
+            enable_prefix_caching=True,
+            enable_lora=adapter,
+            max_lora_rank=lora_rank or 16,
+        )
         self.lora = LoRARequest("adapter", 1, str(model_dir)) if adapter else None
 
     def _run(self, prompts: list[str], sampling: list) -> list:
         token_prompts = [{"prompt_token_ids": ids} for ids in encode_prompts(self.tokenizer, prompts)]
         return self.llm.generate(token_prompts, sampling, lora_request=self.lora, use_tqdm=True)
 
-    def generate(self, prompts: list[str], max_new_tokens: int, seeds: list[int], *,
-                 temperature: float | None = None, top_p: float | None = None, desc: str = "") -> list[str]:
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        seeds: list[int],
+        *,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        desc: str = "",
+    ) -> list[str]:
         temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
         sampling = [
-            self.vllm.SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                     max_tokens=max_new_tokens, seed=seed, stop_token_ids=self.stop_ids,
-                                     skip_special_tokens=True)
+            self.vllm.SamplingParams(
+                temperature=temperature,
+                top_p=top_p if temperature > 0 else 1.0,
+                max_tokens=max_new_tokens,
+                seed=seed,
+                stop_token_ids=self.stop_ids,
+                skip_special_tokens=True,
+            )
             for seed in seeds
         ]
         return [out.outputs[0].text for out in self._run(prompts, sampling)]
 
-    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         """Candidates outside the top 20 get -inf (negligible next to those inside)."""
         sampling = self.vllm.SamplingParams(temperature=0, max_tokens=1, logprobs=TOP_LOGPROBS)
         outputs = self._run(prompts, [sampling] * len(prompts))
@@ -78,8 +96,7 @@ class VLLMEngine:
             rows.append([top[t].logprob if t in top else -math.inf for t in wanted])
         return rows
 
-    def completion_logprobs(self, prompts: list[str], completions: list[str], *,
-                            desc: str = "") -> list[list[float]]:
+    def completion_logprobs(self, prompts: list[str], completions: list[str], *, desc: str = "") -> list[list[float]]:
         """log P(each completion token | what precedes it), from vLLM's prompt logprobs (prompt_logprobs=0
         returns the logprob of each actual prompt token). Not exercised by the CPU test suite."""
         if len(prompts) != len(completions):
@@ -88,8 +105,7 @@ class VLLMEngine:
         completion_ids = encode_prompts(self.tokenizer, completions)
         sampling = self.vllm.SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0)
         token_prompts = [{"prompt_token_ids": p + c} for p, c in zip(prompt_ids, completion_ids)]
-        outputs = self.llm.generate(token_prompts, [sampling] * len(prompts), lora_request=self.lora,
-                                    use_tqdm=True)
+        outputs = self.llm.generate(token_prompts, [sampling] * len(prompts), lora_request=self.lora, use_tqdm=True)
         rows = []
         for p, c, out in zip(prompt_ids, completion_ids, outputs):
             scored = out.prompt_logprobs  # one {token id: Logprob} per prompt token (None for the first)

@@ -50,20 +50,28 @@ X_SET_BY = {"selected.iteration_2": ("select.iteration_2.cap",)}
 # The params that set how many pairs the models train on, against x: a contrast may pair arms that differ in them
 # besides the contrast key (the uncurated arm at all pairs against the curated one: quantity is the point, and
 # the table shows each arm's N), never in anything else (a web pool, a threshold: a quality level, a method).
-SIZE_KEYS = {"selected.iteration_2": ("select.iteration_1.cap", "select.iteration_1.top_share",
-                                      "select.iteration_2.cap", "select.iteration_2.top_share")}
+SIZE_KEYS = {
+    "selected.iteration_2": (
+        "select.iteration_1.cap",
+        "select.iteration_1.top_share",
+        "select.iteration_2.cap",
+        "select.iteration_2.top_share",
+    )
+}
 # A metric may be the difference of two keys of the same run: "a - b" (spaces around the minus).
 DIFFERENCE = re.compile(r"\s+[-−]\s+")
 # Named sets of metrics (label, spec): `paper` is what issue 31's write-ups report per arm. The headline carries
 # M2 − M0 as a paired comparison over questions (its difference is the difference of the two means, unrounded);
 # M1 − M0 only as each model's likelihood (rounded to 5 decimals), so it is read as a difference of two keys.
-PRESETS = {"paper": (
-    ("M1 − M0, other source", "likelihood.m1.loglik_other - likelihood.m0.loglik_other"),
-    ("M2 − M0, other source", "comparisons.m2_vs_m0.loglik_other.difference"),
-    ("M1 − M0, held-out seed", "likelihood.m1.loglik_seed - likelihood.m0.loglik_seed"),
-    ("M2 − M0, held-out seed", "comparisons.m2_vs_m0.loglik_seed.difference"),
-    ("M2 − M0, judged (win-rate points above 50)", "comparisons.m2_vs_m0.judged.difference"),
-)}
+PRESETS = {
+    "paper": (
+        ("M1 − M0, other source", "likelihood.m1.loglik_other - likelihood.m0.loglik_other"),
+        ("M2 − M0, other source", "comparisons.m2_vs_m0.loglik_other.difference"),
+        ("M1 − M0, held-out seed", "likelihood.m1.loglik_seed - likelihood.m0.loglik_seed"),
+        ("M2 − M0, held-out seed", "comparisons.m2_vs_m0.loglik_seed.difference"),
+        ("M2 − M0, judged (win-rate points above 50)", "comparisons.m2_vs_m0.judged.difference"),
+    )
+}
 # Every `seeds.*` key is a replicate, never a condition (per-role training seeds included).
 SEED_PREFIX = "seeds."
 # exp_show's bookkeeping columns: not a param or metric of the run.
@@ -205,8 +213,14 @@ def welch(values: Sequence[float], reference: Sequence[float]) -> dict[str, Any]
     """mean(values) − mean(reference) with its Welch 95% t interval (unequal variances, Welch–Satterthwaite df),
     n of each; the interval is None, with the reason, where it cannot be computed: an arm with one run has no
     spread to estimate, and two arms without spread give a zero standard error (no t)."""
-    out: dict[str, Any] = {"difference": float(np.mean(values) - np.mean(reference)), "n": len(values),
-                           "n_ref": len(reference), "ci": None, "df": None, "why": None}
+    out: dict[str, Any] = {
+        "difference": float(np.mean(values) - np.mean(reference)),
+        "n": len(values),
+        "n_ref": len(reference),
+        "ci": None,
+        "df": None,
+        "why": None,
+    }
     ones = [name for name, v in (("the arm", values), ("the reference", reference)) if len(v) < 2]
     if ones:
         out["why"] = f"cannot be computed: one run in {' and '.join(ones)}"
@@ -238,8 +252,9 @@ def _slope(xs: np.ndarray, ys: np.ndarray) -> float:
     return float(dx @ (ys - ys.mean()) / (dx @ dx))
 
 
-def bootstrap_alpha(points: Sequence[tuple[float, Any, float]], resamples: int = BOOTSTRAP_RESAMPLES,
-                    seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_alpha(
+    points: Sequence[tuple[float, Any, float]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float] | None:
     """Percentile 95% interval of α from (N, seed, value) points, resampling whole seeds within each N: a seed's
     runs share its pool and curation, so a seed (not a run) is the replicate, and every resample keeps every N
     level. None where no N has two seeds (nothing to resample)."""
@@ -314,8 +329,14 @@ def parse_contrast(text: str) -> tuple[str, str]:
     return key.strip(), _cell(yaml.safe_load(value))
 
 
-def compare(rows: Sequence[dict[str, Any]] | Sequence[Run], x: str = DEFAULT_X, metric: str | None = None,
-            by: Sequence[str] = (), contrast: tuple[str, str] | None = None, label: str | None = None) -> Readout:
+def compare(
+    rows: Sequence[dict[str, Any]] | Sequence[Run],
+    x: str = DEFAULT_X,
+    metric: str | None = None,
+    by: Sequence[str] = (),
+    contrast: tuple[str, str] | None = None,
+    label: str | None = None,
+) -> Readout:
     """Read the runs: conditions by every differing param (`by` first), means per x, the fit per condition, and
     with `contrast` (key, value) every other arm against the reference arms where that key has that value."""
     runs = [r if isinstance(r, Run) else split_row(r) for r in rows]
@@ -336,8 +357,9 @@ def compare(rows: Sequence[dict[str, Any]] | Sequence[Run], x: str = DEFAULT_X, 
     if contrast:
         _check_contrast(runs, contrast, folded, differs)
         by = [contrast[0], *(k for k in by if k != contrast[0])]
-    keys = list(by) + [k for k in names if k not in by and k not in folded and not k.startswith(SEED_PREFIX)
-                       and differs(k)]
+    keys = list(by) + [
+        k for k in names if k not in by and k not in folded and not k.startswith(SEED_PREFIX) and differs(k)
+    ]
     seed_keys = [k for k in names if k.startswith(SEED_PREFIX) and differs(k)]
     groups: dict[tuple[str, ...], list[tuple[float, Any, float]]] = defaultdict(list)
     for run in read:
@@ -349,30 +371,43 @@ def compare(rows: Sequence[dict[str, Any]] | Sequence[Run], x: str = DEFAULT_X, 
         by_x: dict[float, list[float]] = defaultdict(list)
         for n, _, value in points:
             by_x[n].append(value)
-        result: dict[str, Any] = {"points": points,
-                                  "by_x": {n: (*mean_interval(v), len(v)) for n, v in sorted(by_x.items())}}
+        result: dict[str, Any] = {
+            "points": points,
+            "by_x": {n: (*mean_interval(v), len(v)) for n, v in sorted(by_x.items())},
+        }
         if len(by_x) > 1:
             result.update(fit_log([(n, v) for n, _, v in points]))
             result["alpha_boot"] = bootstrap_alpha(points)
         conditions[condition] = result
-    readout = Readout(metric, x, keys, conditions,
-                      {k: sorted({_cell(r.params.get(k)) for r in read}) for k in seed_keys}, not_read,
-                      tuple(k for k in X_SET_BY.get(x, ()) if differs(k)), label, contrast)
+    readout = Readout(
+        metric,
+        x,
+        keys,
+        conditions,
+        {k: sorted({_cell(r.params.get(k)) for r in read}) for k in seed_keys},
+        not_read,
+        tuple(k for k in X_SET_BY.get(x, ()) if differs(k)),
+        label,
+        contrast,
+    )
     if contrast:
         readout.contrasts, readout.not_contrasted = contrast_arms(readout)
     return readout
 
 
-def _check_contrast(runs: Sequence[Run], contrast: tuple[str, str], folded: set[str],
-                    differs: typing.Callable[..., bool]) -> None:
+def _check_contrast(
+    runs: Sequence[Run], contrast: tuple[str, str], folded: set[str], differs: typing.Callable[..., bool]
+) -> None:
     """A contrast key is a condition (not x or a seed) that differs between the runs, one with that value."""
     key, value = contrast
     if key in folded or key.startswith(SEED_PREFIX):
         what = "a seed: a replicate" if key.startswith(SEED_PREFIX) else "x (or sets it)"
         raise ValueError(f"--contrast {key}: {what}, not a condition")
     if not differs(key, runs):
-        raise ValueError(f"--contrast {key}: does not differ between the runs (every run has "
-                         f"{key} = {_cell(runs[0].params.get(key)) if runs else '—'})")
+        raise ValueError(
+            f"--contrast {key}: does not differ between the runs (every run has "
+            f"{key} = {_cell(runs[0].params.get(key)) if runs else '—'})"
+        )
     values = sorted({_cell(r.params.get(key)) for r in runs})
     if value not in values:
         raise ValueError(f"--contrast {key}={value}: no run has it ({key} is one of {', '.join(values)})")
@@ -388,8 +423,11 @@ def contrast_arms(readout: Readout) -> tuple[list[dict[str, Any]], list[tuple[tu
     key, value = typing.cast(tuple[str, str], readout.contrast)
     at = readout.keys.index(key)
     size = {*SIZE_KEYS.get(readout.x, ()), *X_SET_BY.get(readout.x, ())}
-    arms = [(condition, n, [v for m, _, v in c["points"] if m == n], len(c["by_x"]) > 1)
-            for condition, c in readout.conditions.items() for n in c["by_x"]]
+    arms = [
+        (condition, n, [v for m, _, v in c["points"] if m == n], len(c["by_x"]) > 1)
+        for condition, c in readout.conditions.items()
+        for n in c["by_x"]
+    ]
     references = [arm for arm in arms if arm[0][at] == value]
     contrasts, not_contrasted = [], []
     for condition, n, values, several in arms:
@@ -398,8 +436,11 @@ def contrast_arms(readout: Readout) -> tuple[list[dict[str, Any]], list[tuple[tu
         matches, blocked = [], []
         for ref_condition, ref_n, ref_values, ref_several in references:
             other = [k for i, k in enumerate(readout.keys) if i != at and condition[i] != ref_condition[i]]
-            apart = [f"`{k}` ({condition[readout.keys.index(k)]} vs {ref_condition[readout.keys.index(k)]})"
-                     for k in other if k not in size]
+            apart = [
+                f"`{k}` ({condition[readout.keys.index(k)]} vs {ref_condition[readout.keys.index(k)]})"
+                for k in other
+                if k not in size
+            ]
             if (several or ref_several) and n != ref_n:
                 apart.append(f"N ({n:g} vs {ref_n:g}: a condition read at several N is contrasted N by N)")
             if apart:
@@ -407,15 +448,26 @@ def contrast_arms(readout: Readout) -> tuple[list[dict[str, Any]], list[tuple[tu
             else:
                 matches.append((len(other), ref_condition, ref_n, ref_values, other))
         if not matches:
-            why = (f"no run read has {key} = {value}" if not references else
-                   f"it differs from every {key} = {value} arm in more than {key} and the pairs' count: "
-                   + "; ".join(blocked))
+            why = (
+                f"no run read has {key} = {value}"
+                if not references
+                else f"it differs from every {key} = {value} arm in more than {key} and the pairs' count: "
+                + "; ".join(blocked)
+            )
             not_contrasted.append((condition, n, why))
             continue
         closest = min(m[0] for m in matches)
         for _, ref_condition, ref_n, ref_values, other in (m for m in matches if m[0] == closest):
-            contrasts.append({"condition": condition, "x": n, "reference": ref_condition, "x_ref": ref_n,
-                              "also": other, **welch(values, ref_values)})
+            contrasts.append(
+                {
+                    "condition": condition,
+                    "x": n,
+                    "reference": ref_condition,
+                    "x_ref": ref_n,
+                    "also": other,
+                    **welch(values, ref_values),
+                }
+            )
     return contrasts, not_contrasted
 
 
@@ -434,37 +486,58 @@ def markdown(readout: Readout, level: int = 1) -> str:
     read = sum(len(c["points"]) for c in r.conditions.values())
     x_note = f" (set by {', '.join(f'`{k}`' for k in r.x_set_by)}: x, not a condition)" if r.x_set_by else ""
     condition_keys = ", ".join(f"`{k}`" for k in r.keys) if r.keys else "none, so one condition (all)"
-    replicates = ("; ".join(f"`{k}` = {', '.join(v)}" for k, v in r.seeds.items()) if r.seeds
-                  else "no seed key varies (one run per point)")
-    summary = (f"{read} runs read, {len(r.not_read)} not read. x = `{r.x}`{x_note}. A condition is every param "
-               f"that differs between the runs read except x and the seeds: {condition_keys}. Replicates: "
-               f"{replicates}.")
+    replicates = (
+        "; ".join(f"`{k}` = {', '.join(v)}" for k, v in r.seeds.items())
+        if r.seeds
+        else "no seed key varies (one run per point)"
+    )
+    summary = (
+        f"{read} runs read, {len(r.not_read)} not read. x = `{r.x}`{x_note}. A condition is every param "
+        f"that differs between the runs read except x and the seeds: {condition_keys}. Replicates: "
+        f"{replicates}."
+    )
     keys = metric_keys(r.metric)
     title = f"{r.label}: `{r.metric}`" if r.label else r.metric
     lines = [f"{'#' * level} {title} against {r.x}", ""]
     if len(keys) == 2:
-        lines += [(f"The metric is the difference of two keys, `{keys[0]}` − `{keys[1]}`, taken per run (each "
-                   "run's own two values) and then averaged over the seeds."), ""]
-    lines += [summary, "",
-              f"| {' | '.join(head)} | {r.x} | mean | 95% t interval | runs |",
-              "|" + "---|" * (len(head) + 4)]
+        lines += [
+            (
+                f"The metric is the difference of two keys, `{keys[0]}` − `{keys[1]}`, taken per run (each "
+                "run's own two values) and then averaged over the seeds."
+            ),
+            "",
+        ]
+    lines += [
+        summary,
+        "",
+        f"| {' | '.join(head)} | {r.x} | mean | 95% t interval | runs |",
+        "|" + "---|" * (len(head) + 4),
+    ]
     for condition, c in r.conditions.items():
         for n, (mean, lo, hi, k) in c["by_x"].items():
             interval = "n/a (one run)" if lo is None else f"[{lo:.5g}, {hi:.5g}]"
             lines.append(f"| {' | '.join(condition)} | {n:g} | {mean:.5g} | {interval} | {k} |")
     fitted = [(condition, c) for condition, c in r.conditions.items() if "alpha" in c]
     if fitted:
-        fit = (f"Fit {r.metric} = α·ln N + C by least squares over every run of a condition; α's t interval on "
-               f"n − 2 df; beside it a bootstrap ({BOOTSTRAP_RESAMPLES} resamples of whole seeds within each N, so "
-               "every N level stays):")
-        lines += ["", fit, "",
-                  f"| {' | '.join(head)} | α | α 95% t interval | α 95% seed bootstrap | C | n | N levels |",
-                  "|" + "---|" * (len(head) + 6)]
+        fit = (
+            f"Fit {r.metric} = α·ln N + C by least squares over every run of a condition; α's t interval on "
+            f"n − 2 df; beside it a bootstrap ({BOOTSTRAP_RESAMPLES} resamples of whole seeds within each N, so "
+            "every N level stays):"
+        )
+        lines += [
+            "",
+            fit,
+            "",
+            f"| {' | '.join(head)} | α | α 95% t interval | α 95% seed bootstrap | C | n | N levels |",
+            "|" + "---|" * (len(head) + 6),
+        ]
         for condition, c in fitted:
-            lines.append(f"| {' | '.join(condition)} | {c['alpha']:.4g} | "
-                         f"{_interval(c['alpha_ci'], 'n/a (2 runs: no df left)')} | "
-                         f"{_interval(c['alpha_boot'], 'n/a (one seed per N: nothing to resample)')} | "
-                         f"{c['C']:.5g} | {c['n']} | {len(c['by_x'])} |")
+            lines.append(
+                f"| {' | '.join(condition)} | {c['alpha']:.4g} | "
+                f"{_interval(c['alpha_ci'], 'n/a (2 runs: no df left)')} | "
+                f"{_interval(c['alpha_boot'], 'n/a (one seed per N: nothing to resample)')} | "
+                f"{c['C']:.5g} | {c['n']} | {len(c['by_x'])} |"
+            )
     elif r.conditions:
         lines += ["", "No fit: one N per condition."]
     if r.contrast:
@@ -477,25 +550,44 @@ def markdown(readout: Readout, level: int = 1) -> str:
 
 def _contrast_lines(r: Readout, head: list[str], level: int) -> list[str]:
     key, value = typing.cast(tuple[str, str], r.contrast)
-    text = (f"Contrasts with the reference arm `{key}` = {value}: each arm's mean minus its reference's, Welch 95% "
-            "t interval (Welch–Satterthwaite df). The reference agrees with the arm on every other condition key "
-            "but those that set the pairs' count (\"also differs in\": arm vs reference) and, where either is "
-            "read at several N, on N.")
-    lines = ["", text, "",
-             (f"| {' | '.join(head)} | {r.x} | reference {r.x} | also differs in | runs | reference runs | "
-              "arm − reference | Welch 95% t interval | df |"),
-             "|" + "---|" * (len(head) + 8)]
+    text = (
+        f"Contrasts with the reference arm `{key}` = {value}: each arm's mean minus its reference's, Welch 95% "
+        "t interval (Welch–Satterthwaite df). The reference agrees with the arm on every other condition key "
+        'but those that set the pairs\' count ("also differs in": arm vs reference) and, where either is '
+        "read at several N, on N."
+    )
+    lines = [
+        "",
+        text,
+        "",
+        (
+            f"| {' | '.join(head)} | {r.x} | reference {r.x} | also differs in | runs | reference runs | "
+            "arm − reference | Welch 95% t interval | df |"
+        ),
+        "|" + "---|" * (len(head) + 8),
+    ]
     for c in r.contrasts:
-        also = ", ".join(f"`{k}` ({c['condition'][r.keys.index(k)]} vs {c['reference'][r.keys.index(k)]})"
-                         for k in c["also"]) or "—"
+        also = (
+            ", ".join(
+                f"`{k}` ({c['condition'][r.keys.index(k)]} vs {c['reference'][r.keys.index(k)]})" for k in c["also"]
+            )
+            or "—"
+        )
         df = "—" if c["df"] is None else f"{c['df']:.3g}"
-        lines.append(f"| {' | '.join(c['condition'])} | {c['x']:g} | {c['x_ref']:g} | {also} | {c['n']} | "
-                     f"{c['n_ref']} | {c['difference']:+.4g} | {_interval(c['ci'], c['why'])} | {df} |")
+        lines.append(
+            f"| {' | '.join(c['condition'])} | {c['x']:g} | {c['x_ref']:g} | {also} | {c['n']} | "
+            f"{c['n_ref']} | {c['difference']:+.4g} | {_interval(c['ci'], c['why'])} | {df} |"
+        )
     if not r.contrasts:
         lines.append(f"| {' | '.join('—' for _ in head)} | — | — | — | — | — | — | none contrasted | — |")
     if r.not_contrasted:
-        lines += ["", f"{'#' * (level + 1)} Not contrasted", "", f"| {' | '.join(head)} | {r.x} | why |",
-                  "|" + "---|" * (len(head) + 2)]
+        lines += [
+            "",
+            f"{'#' * (level + 1)} Not contrasted",
+            "",
+            f"| {' | '.join(head)} | {r.x} | why |",
+            "|" + "---|" * (len(head) + 2),
+        ]
         lines += [f"| {' | '.join(condition)} | {n:g} | {why} |" for condition, n, why in r.not_contrasted]
     return lines
 
@@ -506,8 +598,15 @@ def markdown_all(readouts: Sequence[Readout]) -> str:
         return markdown(readouts[0])
     r, names = readouts[0], ", ".join(f"`{m.metric}`" for m in readouts)
     versus = f", contrasted with `{r.contrast[0]}` = {r.contrast[1]}" if r.contrast else ""
-    return "\n".join([f"# {len(readouts)} metrics against {r.x}{versus}", "",
-                      f"Each read the same way from the same rows: {names}.", ""] + [markdown(m, 2) for m in readouts])
+    return "\n".join(
+        [
+            f"# {len(readouts)} metrics against {r.x}{versus}",
+            "",
+            f"Each read the same way from the same rows: {names}.",
+            "",
+        ]
+        + [markdown(m, 2) for m in readouts]
+    )
 
 
 def plot(readout: Readout, out: str | Path) -> None:
@@ -524,13 +623,19 @@ def plot(readout: Readout, out: str | Path) -> None:
         ns = list(c["by_x"])
         stats_ = list(c["by_x"].values())
         means = [s[0] for s in stats_]
-        errs = [[m - (s[1] if s[1] is not None else m) for m, s in zip(means, stats_)],
-                [(s[2] if s[2] is not None else m) - m for m, s in zip(means, stats_)]]
+        errs = [
+            [m - (s[1] if s[1] is not None else m) for m, s in zip(means, stats_)],
+            [(s[2] if s[2] is not None else m) - m for m, s in zip(means, stats_)],
+        ]
         line = ax.errorbar(ns, means, yerr=errs, marker="o", capsize=3, linestyle="none", label=label)
         if "alpha" in c:
             grid = [min(ns) * (max(ns) / min(ns)) ** (i / 50) for i in range(51)]
-            ax.plot(grid, [c["alpha"] * math.log(n) + c["C"] for n in grid], color=line[0].get_color(),
-                    label=f"{label}: α = {c['alpha']:.3g} (n = {c['n']})")
+            ax.plot(
+                grid,
+                [c["alpha"] * math.log(n) + c["C"] for n in grid],
+                color=line[0].get_color(),
+                label=f"{label}: α = {c['alpha']:.3g} (n = {c['n']})",
+            )
     ax.set_xscale("log")
     ticks: list[float] = []
     for n in sorted({n for c in readout.conditions.values() for n in c["by_x"]}):
@@ -550,32 +655,63 @@ def plot(readout: Readout, out: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--x", default=DEFAULT_X, help=f"the x axis: a param or headline key (default {DEFAULT_X}, "
-                        "the pairs M2 trained on); a run whose x is missing or 0 is listed as not read")
-    parser.add_argument("--by", action="append", default=[],
-                        help="a param shown first among the condition columns (repeatable); every other param "
-                        "that differs between the runs is a condition column too")
-    parser.add_argument("--metric", action="append", default=[],
-                        help=f"a headline key, or the difference of two ('a - b', per run); repeatable, each read "
-                        f"the same way (default: the first present of {DEFAULT_METRICS})")
-    parser.add_argument("--metrics", choices=sorted(PRESETS), help="a named set of metrics, read before any "
-                        "--metric: paper = M1 − M0 and M2 − M0 on both likelihood instruments, and judged M2 − M0")
-    parser.add_argument("--contrast", metavar="KEY=VALUE", help="the reference arm (e.g. curate.method=pmi): every "
-                        "other arm's mean minus the reference's, with a Welch 95%% t interval")
+    parser.add_argument(
+        "--x",
+        default=DEFAULT_X,
+        help=f"the x axis: a param or headline key (default {DEFAULT_X}, "
+        "the pairs M2 trained on); a run whose x is missing or 0 is listed as not read",
+    )
+    parser.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        help="a param shown first among the condition columns (repeatable); every other param "
+        "that differs between the runs is a condition column too",
+    )
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        help=f"a headline key, or the difference of two ('a - b', per run); repeatable, each read "
+        f"the same way (default: the first present of {DEFAULT_METRICS})",
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=sorted(PRESETS),
+        help="a named set of metrics, read before any "
+        "--metric: paper = M1 − M0 and M2 − M0 on both likelihood instruments, and judged M2 − M0",
+    )
+    parser.add_argument(
+        "--contrast",
+        metavar="KEY=VALUE",
+        help="the reference arm (e.g. curate.method=pmi): every "
+        "other arm's mean minus the reference's, with a Welch 95%% t interval",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--repo", help="the DVC repository (default: here)")
-    source.add_argument("--rows", action="append", help="a JSON file of exp_show rows to read instead of asking "
-                        "DVC (repeatable: one file per queue run, read as one)")
+    source.add_argument(
+        "--rows",
+        action="append",
+        help="a JSON file of exp_show rows to read instead of asking "
+        "DVC (repeatable: one file per queue run, read as one)",
+    )
     parser.add_argument("--keep", help="also write the rows read to this JSON file (readable with --rows)")
-    parser.add_argument("--out", required=True, help="output prefix: writes <out>.md and <out>.png (the first "
-                        "metric's figure)")
+    parser.add_argument(
+        "--out", required=True, help="output prefix: writes <out>.md and <out>.png (the first metric's figure)"
+    )
     args = parser.parse_args(argv)
     rows = without_workspace_copy(read_rows(*args.rows) if args.rows else load(args.repo))
     if args.keep:
-        keep_rows(rows, args.keep, f"exp_show rows of {', '.join(args.rows or [args.repo or '.'])}, kept "
-                  f"{datetime.date.today()} by python -m humpback.evaluation.experiments")
-    metrics: list[tuple[str | None, str | None]] = [*PRESETS.get(args.metrics, ()),
-                                                   *((None, m) for m in args.metric)] or [(None, None)]
+        keep_rows(
+            rows,
+            args.keep,
+            f"exp_show rows of {', '.join(args.rows or [args.repo or '.'])}, kept "
+            f"{datetime.date.today()} by python -m humpback.evaluation.experiments",
+        )
+    metrics: list[tuple[str | None, str | None]] = [
+        *PRESETS.get(args.metrics, ()),
+        *((None, m) for m in args.metric),
+    ] or [(None, None)]
     try:
         contrast = parse_contrast(args.contrast) if args.contrast else None
         readouts = [compare(rows, args.x, metric, args.by, contrast, label) for label, metric in metrics]

@@ -40,8 +40,18 @@ LENGTH_CONTROLLED_REASON = (
 
 
 # alpaca_eval's leaderboard columns, named and ordered as in its leaderboard CSVs (`mode` left out).
-LEADERBOARD_COLUMNS = ("win_rate", "standard_error", "n_wins", "n_wins_base", "n_draws", "n_total",
-                       "discrete_win_rate", "avg_length", "length_controlled_winrate", "lc_standard_error")
+LEADERBOARD_COLUMNS = (
+    "win_rate",
+    "standard_error",
+    "n_wins",
+    "n_wins_base",
+    "n_draws",
+    "n_total",
+    "discrete_win_rate",
+    "avg_length",
+    "length_controlled_winrate",
+    "lc_standard_error",
+)
 # What alpaca_eval's length-controlled win rate is defined on: AlpacaEval 2's reference (the baseline its GLM's
 # gamed rows in df_gamed.csv were judged against) and its 805 prompts in its own order (the GLM's per-instruction
 # difficulty is looked up by position).
@@ -66,19 +76,29 @@ def load_reference(reference: str, responses_dir: str | Path, prompts: Sequence[
     """The reference outputs: the eval rows' own (`data`), a respond item's, or a model_outputs file's."""
     if reference != DATA_REFERENCE:
         return load_outputs(reference_path(reference, responses_dir))
-    rows = [{"instruction": p["instruction"], "output": p["reference"],
-             "generator": p.get("reference_generator", "reference")} for p in prompts if "reference" in p]
+    rows = [
+        {
+            "instruction": p["instruction"],
+            "output": p["reference"],
+            "generator": p.get("reference_generator", "reference"),
+        }
+        for p in prompts
+        if "reference" in p
+    ]
     if not rows:
-        raise ValueError("evaluate.reference is 'data' but data/eval.jsonl carries no reference outputs: set "
-                         "data.eval.reference (alpaca-eval: text_davinci_003 or gpt4_turbo)")
+        raise ValueError(
+            "evaluate.reference is 'data' but data/eval.jsonl carries no reference outputs: set "
+            "data.eval.reference (alpaca-eval: text_davinci_003 or gpt4_turbo)"
+        )
     return rows
 
 
 def load_outputs(path: str | Path) -> list[dict[str, Any]]:
     """An alpaca_eval model_outputs file: a JSON list of {"instruction", "output", "generator", ...}."""
     rows = read_json(path)
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "instruction" in r and "output" in r
-                                              for r in rows):
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and "instruction" in r and "output" in r for r in rows
+    ):
         raise ValueError(f"{path}: expected alpaca_eval model_outputs (a list of {{instruction, output, ...}})")
     return rows
 
@@ -99,10 +119,26 @@ def pair_rows(model: str, outputs: Sequence[dict], reference: Sequence[dict], ma
         mine, theirs = str(out["output"])[:max_chars], str(ref["output"])[:max_chars]
         ref_name = str(ref.get("generator", "reference"))
         common = {"instruction": out["instruction"], "model": model, "pair": str(out.get("id", i))}
-        rows.append({**common, "order": "reference_first", "output_1": theirs, "output_2": mine,
-                     "generator_1": ref_name, "generator_2": model})
-        rows.append({**common, "order": "model_first", "output_1": mine, "output_2": theirs,
-                     "generator_1": model, "generator_2": ref_name})
+        rows.append(
+            {
+                **common,
+                "order": "reference_first",
+                "output_1": theirs,
+                "output_2": mine,
+                "generator_1": ref_name,
+                "generator_2": model,
+            }
+        )
+        rows.append(
+            {
+                **common,
+                "order": "model_first",
+                "output_1": mine,
+                "output_2": theirs,
+                "generator_1": model,
+                "generator_2": ref_name,
+            }
+        )
     return rows
 
 
@@ -163,29 +199,40 @@ def summarize_model(annotations: Sequence[dict], outputs: Sequence[dict]) -> dic
     result: dict[str, Any] = {"win_rate": None, "standard_error": None, "discrete_win_rate": None}
     if combined:
         wr = get_winrate([{"preference": p} for p in combined])
-        result = {"win_rate": wr["win_rate"], "standard_error": wr["standard_error"],
-                  "discrete_win_rate": wr["discrete_win_rate"], "n_wins": wr["n_wins"],
-                  "n_wins_reference": wr["n_wins_base"], "n_draws": wr["n_draws"]}
+        result = {
+            "win_rate": wr["win_rate"],
+            "standard_error": wr["standard_error"],
+            "discrete_win_rate": wr["discrete_win_rate"],
+            "n_wins": wr["n_wins"],
+            "n_wins_reference": wr["n_wins_base"],
+            "n_draws": wr["n_draws"],
+        }
     lengths = [len(str(o["output"])) for o in outputs]
     by_order = {}
     for order in ORDERS:
-        sides = [row["model_preference"] for row in annotations
-                 if row["order"] == order and row["model_preference"] is not None]
+        sides = [
+            row["model_preference"]
+            for row in annotations
+            if row["order"] == order and row["model_preference"] is not None
+        ]
         by_order[order] = get_winrate([{"preference": p} for p in sides])["win_rate"] if sides else None
-    return _plain({
-        **result,
-        "n": len(combined),
-        "avg_length": sum(lengths) / len(lengths) if lengths else None,
-        **stats,
-        "win_rate_by_order": by_order,
-        "unparsed": sum(row["preference"] is None for row in annotations),
-        "judgements": len(annotations),
-        "length_controlled": None,
-    })
+    return _plain(
+        {
+            **result,
+            "n": len(combined),
+            "avg_length": sum(lengths) / len(lengths) if lengths else None,
+            **stats,
+            "win_rate_by_order": by_order,
+            "unparsed": sum(row["preference"] is None for row in annotations),
+            "judgements": len(annotations),
+            "length_controlled": None,
+        }
+    )
 
 
-def evaluate_models(annotator, outputs: dict[str, Sequence[dict]], reference: Sequence[dict],
-                    max_chars: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_models(
+    annotator, outputs: dict[str, Sequence[dict]], reference: Sequence[dict], max_chars: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Judge every model against the reference in one annotator call (one batch for a local judge)."""
     rows = [row for name, outs in outputs.items() for row in pair_rows(name, outs, reference, max_chars)]
     annotated = annotate(annotator, rows)
@@ -197,9 +244,14 @@ def evaluate_models(annotator, outputs: dict[str, Sequence[dict]], reference: Se
     return models, annotated
 
 
-def head_to_head(annotator, outputs: dict[str, Sequence[dict]], max_chars: int,
-                 pairs: Sequence[tuple[str, str]] | None = None, resamples: int = 10000,
-                 seed: int = JUDGE_SEED) -> dict[str, dict[str, Any]]:
+def head_to_head(
+    annotator,
+    outputs: dict[str, Sequence[dict]],
+    max_chars: int,
+    pairs: Sequence[tuple[str, str]] | None = None,
+    resamples: int = 10000,
+    seed: int = JUDGE_SEED,
+) -> dict[str, dict[str, Any]]:
     """Model a against model b on the same prompts, both orders, for every (a, b) in `pairs` (default: the
     HEAD_TO_HEAD pairs both of whose models answered):
     {"<a>_vs_<b>": {"difference": win rate of a − 50, "ci_low", "ci_high" (percentile bootstrap over prompts),
@@ -221,13 +273,18 @@ def head_to_head(annotator, outputs: dict[str, Sequence[dict]], max_chars: int,
         rng = np.random.default_rng(seed)
         means = wins[rng.integers(0, len(wins), size=(resamples, len(wins)))].mean(axis=1)
         low, high = np.percentile(means, [2.5, 97.5])
-        out[f"{a}_vs_{b}"] = {"difference": round(100 * wins.mean() - 50, 3), "ci_low": round(100 * low - 50, 3),
-                              "ci_high": round(100 * high - 50, 3), "n": len(wins)}
+        out[f"{a}_vs_{b}"] = {
+            "difference": round(100 * wins.mean() - 50, 3),
+            "ci_low": round(100 * low - 50, 3),
+            "ci_high": round(100 * high - 50, 3),
+            "n": len(wins),
+        }
     return out
 
 
-def judge_indomain(annotator, answers: dict[str, Sequence[dict]], human: Sequence[dict],
-                   max_chars: int, versus: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def judge_indomain(
+    annotator, answers: dict[str, Sequence[dict]], human: Sequence[dict], max_chars: int, versus: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """In-domain questions never trained on: each model against the human answers (the reference, as AlpacaEval
     judges against text-davinci-003) and, with `versus`, the models head to head; (metrics, annotations)."""
     reference = [{"instruction": r["instruction"], "output": r["output"], "generator": "human"} for r in human]
@@ -249,16 +306,24 @@ def protocol_switches(instructions: Sequence[str], config: dict[str, Any], seed:
         return [False] * len(instructions)
     switch = "is_switched_outputs"  # the column name SinglePairwiseAnnotator gives it (its seed string starts so)
     processor = RandomSwitchTwoColumnsProcessor(
-        two_columns_to_switch=["output_1", "output_2"], random_seed_columns=config.get("random_seed_column",
-                                                                                        ["instruction"]),
-        _switch_column=switch, seed=seed)
+        two_columns_to_switch=["output_1", "output_2"],
+        random_seed_columns=config.get("random_seed_column", ["instruction"]),
+        _switch_column=switch,
+        seed=seed,
+    )
     df = pd.DataFrame({"instruction": list(instructions), "output_1": "", "output_2": ""})
     return [bool(v) for v in processor.preprocess(df)[switch]]
 
 
-def leaderboard(annotations: Sequence[dict], outputs: dict[str, Sequence[dict]], reference: Sequence[dict],
-                prompts: Sequence[dict], config: dict[str, Any] | None, annotator: str,
-                max_chars: int) -> dict[str, Any]:
+def leaderboard(
+    annotations: Sequence[dict],
+    outputs: dict[str, Sequence[dict]],
+    reference: Sequence[dict],
+    prompts: Sequence[dict],
+    config: dict[str, Any] | None,
+    annotator: str,
+    max_chars: int,
+) -> dict[str, Any]:
     """alpaca_eval's leaderboard row per model, on its protocol: one judgement per instruction, in the output
     order the annotator's seeded randomisation picks (`protocol_switches`). That judgement is one of the two this
     stage already made (same prompt, same judge), so the row costs no judging: it is read from `annotations`
@@ -280,8 +345,9 @@ def leaderboard(annotations: Sequence[dict], outputs: dict[str, Sequence[dict]],
         switched = protocol_switches(instructions, config or {"is_randomize_output_order": False})
         chosen = [p.get("model_first" if s else "reference_first") for p, s in zip(pairs.values(), switched)]
         # the model's side in alpaca_eval's orientation (output_2 = the model): 2 = the model wins; NaN = unparsed
-        preferences = [math.nan if r is None or r["model_preference"] is None else r["model_preference"]
-                       for r in chosen]
+        preferences = [
+            math.nan if r is None or r["model_preference"] is None else r["model_preference"] for r in chosen
+        ]
         row: dict[str, Any] = dict.fromkeys(LEADERBOARD_COLUMNS)
         if preferences:
             row.update(get_winrate([{"preference": p} for p in preferences]))
@@ -291,58 +357,84 @@ def leaderboard(annotations: Sequence[dict], outputs: dict[str, Sequence[dict]],
         reason = _length_controlled_reason(annotator, config, ref_generator, prompts, list(pairs), cut)
         if reason is None:
             row.update(_length_controlled(name, list(pairs), outs, reference, preferences, annotator, ref_generator))
-        rows[name] = _plain({**{k: row[k] for k in LEADERBOARD_COLUMNS}, "outputs_cut": cut,
-                             "length_controlled_reason": reason})
-    protocol = (f"alpaca_eval's: one judgement per instruction, in the order annotator {annotator}'s randomisation "
-                f"(seed {JUDGE_SEED}) shows it" if config else
-                "one judgement per instruction (a method read has no position to randomise)")
-    return {"protocol": protocol + "; read from the both-orders judgements, no extra judging",
-            "annotator": annotator if config else None, "reference": ref_generator, "models": rows}
+        rows[name] = _plain(
+            {**{k: row[k] for k in LEADERBOARD_COLUMNS}, "outputs_cut": cut, "length_controlled_reason": reason}
+        )
+    protocol = (
+        f"alpaca_eval's: one judgement per instruction, in the order annotator {annotator}'s randomisation "
+        f"(seed {JUDGE_SEED}) shows it"
+        if config
+        else "one judgement per instruction (a method read has no position to randomise)"
+    )
+    return {
+        "protocol": protocol + "; read from the both-orders judgements, no extra judging",
+        "annotator": annotator if config else None,
+        "reference": ref_generator,
+        "models": rows,
+    }
 
 
 def leaderboard_csv_rows(board: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """(header, rows) of metrics/leaderboard.csv: alpaca_eval's leaderboard.csv layout (the model as an unnamed
     first column), so its rows can be read beside alpaca_eval's own (`pd.read_csv(..., index_col=0)`)."""
-    rows = [[name, *("" if m[c] is None else m[c] for c in LEADERBOARD_COLUMNS)]
-            for name, m in board["models"].items()]
+    rows = [[name, *("" if m[c] is None else m[c] for c in LEADERBOARD_COLUMNS)] for name, m in board["models"].items()]
     return ["", *LEADERBOARD_COLUMNS], rows
 
 
 def _cut_outputs(model: str, outputs: Sequence[dict], reference: Sequence[dict], max_chars: int) -> int:
     """Judged pairs with an answer longer than `max_chars` (cut before judging: not alpaca_eval's protocol)."""
     by_instruction = {r["instruction"]: r for r in reference}
-    return sum(1 for o in outputs if o["instruction"] in by_instruction
-               and max(len(str(o["output"])), len(str(by_instruction[o["instruction"]]["output"]))) > max_chars)
+    return sum(
+        1
+        for o in outputs
+        if o["instruction"] in by_instruction
+        and max(len(str(o["output"])), len(str(by_instruction[o["instruction"]]["output"]))) > max_chars
+    )
 
 
-def _length_controlled_reason(annotator: str, config: dict | None, ref_generator: str, prompts: Sequence[dict],
-                              pairs: Sequence[str], cut: int) -> str | None:
+def _length_controlled_reason(
+    annotator: str, config: dict | None, ref_generator: str, prompts: Sequence[dict], pairs: Sequence[str], cut: int
+) -> str | None:
     """Why alpaca_eval's length-controlled win rate is not defined for this row, or None where it is."""
     from alpaca_eval import constants
 
     if config is None or annotator != constants.ANNOTATOR_CONFIG_AE2:
         judge = f"annotator {annotator}" if config else "a method read (no annotator)"
-        return (f"defined for AlpacaEval 2's annotator {constants.ANNOTATOR_CONFIG_AE2} only (its GLM's gamed "
-                f"rows were judged by it); this judge is {judge}")
+        return (
+            f"defined for AlpacaEval 2's annotator {constants.ANNOTATOR_CONFIG_AE2} only (its GLM's gamed "
+            f"rows were judged by it); this judge is {judge}"
+        )
     if ref_generator != LC_REFERENCE:
         return f"defined against AlpacaEval 2's reference {LC_REFERENCE}; the reference here is {ref_generator}"
     order = [f"alpaca-eval/{i}" for i in range(ALPACA_EVAL_PROMPTS)]
     if [str(p.get("id")) for p in prompts] != order or list(pairs) != order:
-        return (f"defined on all {ALPACA_EVAL_PROMPTS} AlpacaEval prompts in alpaca_eval's order (its GLM looks "
-                f"each instruction's difficulty up by position); here {len(pairs)} prompts were judged")
+        return (
+            f"defined on all {ALPACA_EVAL_PROMPTS} AlpacaEval prompts in alpaca_eval's order (its GLM looks "
+            f"each instruction's difficulty up by position); here {len(pairs)} prompts were judged"
+        )
     if cut:
         return f"{cut} pairs had an answer cut to evaluate.max_chars before judging (alpaca_eval judges whole answers)"
     from huggingface_hub import try_to_load_from_cache
 
-    if not isinstance(try_to_load_from_cache(HUB_ID, "df_gamed.csv", cache_dir=constants.DEFAULT_CACHE_DIR,
-                                             repo_type="dataset"), str):
-        return (f"its GLM needs df_gamed.csv of the {HUB_ID} dataset in the Hugging Face hub cache (not there: "
-                f"`huggingface-cli download --repo-type dataset {HUB_ID} df_gamed.csv` fetches it)")
+    if not isinstance(
+        try_to_load_from_cache(HUB_ID, "df_gamed.csv", cache_dir=constants.DEFAULT_CACHE_DIR, repo_type="dataset"), str
+    ):
+        return (
+            f"its GLM needs df_gamed.csv of the {HUB_ID} dataset in the Hugging Face hub cache (not there: "
+            f"`huggingface-cli download --repo-type dataset {HUB_ID} df_gamed.csv` fetches it)"
+        )
     return None
 
 
-def _length_controlled(model: str, pairs: Sequence[str], outputs: Sequence[dict], reference: Sequence[dict],
-                       preferences: Sequence[float], annotator: str, ref_generator: str) -> dict[str, float]:
+def _length_controlled(
+    model: str,
+    pairs: Sequence[str],
+    outputs: Sequence[dict],
+    reference: Sequence[dict],
+    preferences: Sequence[float],
+    annotator: str,
+    ref_generator: str,
+) -> dict[str, float]:
     """alpaca_eval's `get_length_controlled_winrate` on the protocol's judgements, in alpaca_eval's annotation
     layout (row i = AlpacaEval prompt i; output_1 = the reference, whole); its GLM weights are not saved."""
     import pandas as pd
@@ -350,10 +442,20 @@ def _length_controlled(model: str, pairs: Sequence[str], outputs: Sequence[dict]
 
     by_instruction = {r["instruction"]: r for r in reference}
     by_id = {str(o.get("id")): o for o in outputs}
-    df = pd.DataFrame([{"instruction": by_id[p]["instruction"],
-                        "output_1": str(by_instruction[by_id[p]["instruction"]]["output"]),
-                        "output_2": str(by_id[p]["output"]), "generator_1": ref_generator, "generator_2": model,
-                        "annotator": annotator, "preference": pref} for p, pref in zip(pairs, preferences)])
+    df = pd.DataFrame(
+        [
+            {
+                "instruction": by_id[p]["instruction"],
+                "output_1": str(by_instruction[by_id[p]["instruction"]]["output"]),
+                "output_2": str(by_id[p]["output"]),
+                "generator_1": ref_generator,
+                "generator_2": model,
+                "annotator": annotator,
+                "preference": pref,
+            }
+            for p, pref in zip(pairs, preferences)
+        ]
+    )
     lc = get_length_controlled_winrate(df, save_weights_dir=None, is_add_glm_preference_inplace=False)
     return {"length_controlled_winrate": lc["length_controlled_winrate"], "lc_standard_error": lc["lc_standard_error"]}
 
@@ -408,17 +510,21 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-
-
 def annotator_description(settings) -> str:
     if settings.judge_read != "pairwise":
         return f"each answer scored alone by curate method {settings.judge_read}, the higher wins; both orders"
     return f"alpaca_eval {settings.annotator}, both orders"
 
 
-def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict],
-                       head_to_head: dict | None = None, indomain: dict | None = None,
-                       board: dict | None = None) -> dict:
+def evaluation_metrics(
+    settings,
+    judge: dict,
+    models: dict,
+    reference: list[dict],
+    head_to_head: dict | None = None,
+    indomain: dict | None = None,
+    board: dict | None = None,
+) -> dict:
     """metrics/evaluate.json: the reference, the judge, each model's win rate with its uncertainty, the models
     judged against each other (win rate − 50 with a bootstrap 95% interval over prompts), the same on the
     in-domain questions against their human answers, and alpaca_eval's leaderboard row per model (`leaderboard`)."""
@@ -435,10 +541,20 @@ def evaluation_metrics(settings, judge: dict, models: dict, reference: list[dict
     }
 
 
-def run_evaluation(params, responses_dir: str | Path, prompts_file: str | Path, models: Sequence[str],
-                   judge_base: str | Path, annotations_out: str | Path, metrics_out: str | Path,
-                   plot_out: str | Path, plot_data_out: str | Path, leaderboard_out: str | Path | None = None,
-                   indomain_file: str | Path | None = None, indomain_dir: str | Path | None = None) -> None:
+def run_evaluation(
+    params,
+    responses_dir: str | Path,
+    prompts_file: str | Path,
+    models: Sequence[str],
+    judge_base: str | Path,
+    annotations_out: str | Path,
+    metrics_out: str | Path,
+    plot_out: str | Path,
+    plot_data_out: str | Path,
+    leaderboard_out: str | Path | None = None,
+    indomain_file: str | Path | None = None,
+    indomain_dir: str | Path | None = None,
+) -> None:
     """The evaluate stage: each model against the reference in both orders, the models head to head, the
     in-domain questions against their human answers (with `indomain_file`), alpaca_eval's leaderboard row; writes
     the annotations, the metrics, the win-rate chart and its CSV, and the leaderboard CSV."""
@@ -475,8 +591,15 @@ def run_evaluation(params, responses_dir: str | Path, prompts_file: str | Path, 
     if leaderboard_out:
         write_csv(leaderboard_out, *leaderboard_csv_rows(board))
     plot_win_rates(results, settings.reference, plot_out)
-    write_csv(plot_data_out, ["model", "win_rate", "standard_error"],
-              [(name, m["win_rate"], m["standard_error"]) for name, m in results.items()])
+    write_csv(
+        plot_data_out,
+        ["model", "win_rate", "standard_error"],
+        [(name, m["win_rate"], m["standard_error"]) for name, m in results.items()],
+    )
     logging.getLogger("evaluate").info(
-        "judged %d annotations in %.1f s; win rates %s; head to head %s", len(annotations),
-        time.perf_counter() - start, {n: m["win_rate"] for n, m in results.items()}, _plain(versus))
+        "judged %d annotations in %.1f s; win rates %s; head to head %s",
+        len(annotations),
+        time.perf_counter() - start,
+        {n: m["win_rate"] for n, m in results.items()},
+        _plain(versus),
+    )

@@ -79,8 +79,9 @@ def annotator_config(name: str = ALPACA_EVAL_CONFIG) -> dict[str, Any]:
     file = folder / name / "configs.yaml"
     if not name or "/" in name or not file.is_file():
         known = sorted(p.parent.name for p in folder.glob("*/configs.yaml"))
-        raise JudgeError(f"evaluate.annotator: '{name}' is not an alpaca_eval annotator config (known: "
-                         f"{', '.join(known)})")
+        raise JudgeError(
+            f"evaluate.annotator: '{name}' is not an alpaca_eval annotator config (known: {', '.join(known)})"
+        )
     configs = yaml.safe_load(file.read_text())
     return dict(configs[name] if name in configs else next(iter(configs.values())))
 
@@ -96,8 +97,9 @@ def alpaca_eval_config(name: str = ALPACA_EVAL_CONFIG, **overrides: Any) -> dict
     return config
 
 
-def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completions: Callable | None = None,
-                    seed: int = 0):
+def build_annotator(
+    config: dict[str, Any], name: str, folder: Path, fn_completions: Callable | None = None, seed: int = 0
+):
     """A `PairwiseAnnotator` for one judge config, caching its annotations in `folder`.
 
     A Python callable cannot live in alpaca_eval's YAML config, so a local judge's `fn_completions` is handed
@@ -134,9 +136,14 @@ def build_annotator(config: dict[str, Any], name: str, folder: Path, fn_completi
     return annotator
 
 
-def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path,
-               cache_root: Path | None = None, seed: int = 0,
-               runtime: RuntimeParams | None = None) -> tuple[Any, dict[str, Any]]:
+def make_judge(
+    params: EvaluateParams,
+    generation: GenerationParams,
+    judge_base: str | Path,
+    cache_root: Path | None = None,
+    seed: int = 0,
+    runtime: RuntimeParams | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """The annotator for the judge's engine and read, and a description of the judge for the metrics file.
     `generation` and `runtime` are the judge's own (`generation.stage_settings(params, "evaluate")`): their
     engine, api_model and base_url are evaluate.engine, evaluate.api_model and the judge's server.
@@ -155,15 +162,18 @@ def make_judge(params: EvaluateParams, generation: GenerationParams, judge_base:
     if engine != "openai":
         return _local_judge(params, generation, judge_base, cache_root, seed, annotator_id, runtime)
     if config.get("fn_completions") != "openai_completions":
-        raise JudgeError(f"evaluate.annotator: {params.annotator} completes through "
-                         f"{config.get('fn_completions')!r}; the openai engine runs annotators that complete "
-                         "through 'openai_completions'")
+        raise JudgeError(
+            f"evaluate.annotator: {params.annotator} completes through "
+            f"{config.get('fn_completions')!r}; the openai engine runs annotators that complete "
+            "through 'openai_completions'"
+        )
     base_url = runtime.base_url if runtime is not None else ""
     if not base_url:
         annotator, judge = _openai_judge(config, generation.api_model, cache_root, seed, annotator_id)
     else:
-        annotator, judge = _openai_compatible_judge(config, generation.api_model, base_url, cache_root, seed,
-                                                    annotator_id)
+        annotator, judge = _openai_compatible_judge(
+            config, generation.api_model, base_url, cache_root, seed, annotator_id
+        )
     return annotator, {**judge, "annotator": params.annotator}
 
 
@@ -178,8 +188,15 @@ def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path
     raise JudgeError(f"evaluate.judge_model: judge model folder '{judge_dir}' not found")
 
 
-def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, annotator_id: str, runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
+def _local_judge(
+    params: EvaluateParams,
+    generation: GenerationParams,
+    judge_base: str | Path,
+    cache_root: Path,
+    seed: int,
+    annotator_id: str,
+    runtime: RuntimeParams | None,
+) -> tuple[Any, dict[str, Any]]:
     config = alpaca_eval_config(params.annotator)
     engine = resolve_engine(generation.engine)
     tokens = (config.get("completion_parser_kwargs") or {}).get("denominator_tokens")
@@ -187,7 +204,8 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
         raise JudgeError(
             f"evaluate.annotator: {params.annotator} parses generated text ({config.get('fn_completion_parser')}), "
             f"which a local judge (evaluate.engine {engine}) cannot run: it reads next-token log-probabilities. "
-            f"Use an annotator with a logprob_parser ({ALPACA_EVAL_CONFIG}), or evaluate.engine openai")
+            f"Use an annotator with a logprob_parser ({ALPACA_EVAL_CONFIG}), or evaluate.engine openai"
+        )
     judge_dir, weights = _judge_weights(params, judge_base)
     candidates = list(dict.fromkeys(tokens))
     dtype = resolve_dtype(generation.dtype)
@@ -195,12 +213,24 @@ def _local_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     judge_id = "local-" + hash_text(identity)[:16]
     fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
-    return annotator, {"kind": "local", "read": "pairwise", "annotator": params.annotator, "model": str(judge_dir),
-                       "id": judge_id, "resolved": {"engine": engine, "dtype": dtype}}
+    return annotator, {
+        "kind": "local",
+        "read": "pairwise",
+        "annotator": params.annotator,
+        "model": str(judge_dir),
+        "id": judge_id,
+        "resolved": {"engine": engine, "dtype": dtype},
+    }
 
 
-def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_base: str | Path, cache_root: Path,
-                 seed: int, runtime: RuntimeParams | None) -> tuple[Any, dict[str, Any]]:
+def _score_judge(
+    params: EvaluateParams,
+    generation: GenerationParams,
+    judge_base: str | Path,
+    cache_root: Path,
+    seed: int,
+    runtime: RuntimeParams | None,
+) -> tuple[Any, dict[str, Any]]:
     method, scoring = params.judge_read, params.judge_scoring
     settings = dataclasses.asdict(scoring)  # every setting decides the judgements (generate's two included)
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
@@ -209,17 +239,26 @@ def _score_judge(params: EvaluateParams, generation: GenerationParams, judge_bas
     if engine == "openai":  # the served model scores, whatever the local folder (its tokenizer) holds
         identity += f"|{generation.api_model}"
     judge_id = f"score-{method}-" + hash_text(identity)[:16]
-    judge = ScoreJudge(judge_dir, generation, scoring, method, cache_root / judge_id / "scores.json", seed,
-                       runtime=runtime)
-    return judge, {"kind": "local", "read": method, "model": str(judge_dir), "id": judge_id, "scoring": settings,
-                   "resolved": {"engine": engine, "dtype": dtype}}
+    judge = ScoreJudge(
+        judge_dir, generation, scoring, method, cache_root / judge_id / "scores.json", seed, runtime=runtime
+    )
+    return judge, {
+        "kind": "local",
+        "read": method,
+        "model": str(judge_dir),
+        "id": judge_id,
+        "scoring": settings,
+        "resolved": {"engine": engine, "dtype": dtype},
+    }
 
 
 def _openai_judge(config: dict[str, Any], api_model: str, cache_root: Path, seed: int, annotator_id: str):
     """OpenAI's own API (no server URL set): `api_model`, or "" = the annotator config's GPT-4 model."""
     if not os.environ.get("OPENAI_API_KEY"):
-        raise JudgeError("evaluate.engine=openai with no server URL (runtime.evaluate_base_url and runtime.base_url "
-                         "empty) judges through OpenAI's API and needs the OPENAI_API_KEY environment variable")
+        raise JudgeError(
+            "evaluate.engine=openai with no server URL (runtime.evaluate_base_url and runtime.base_url "
+            "empty) judges through OpenAI's API and needs the OPENAI_API_KEY environment variable"
+        )
     if api_model:
         config["completions_kwargs"] = {**config["completions_kwargs"], "model_name": api_model}
     model = config["completions_kwargs"]["model_name"]
@@ -228,12 +267,15 @@ def _openai_judge(config: dict[str, Any], api_model: str, cache_root: Path, seed
     return annotator, {"kind": "openai", "model": model, "id": judge_id}
 
 
-def _openai_compatible_judge(config: dict[str, Any], api_model: str, base_url: str, cache_root: Path, seed: int,
-                             annotator_id: str):
+def _openai_compatible_judge(
+    config: dict[str, Any], api_model: str, base_url: str, cache_root: Path, seed: int, annotator_id: str
+):
     """Any server speaking the OpenAI chat API with logprobs (vLLM, `transformers serve`, ...)."""
     if not api_model:
-        raise JudgeError(f"evaluate.engine=openai at {base_url} needs evaluate.api_model = the served model's name "
-                         "(or generation.api_model while evaluate.api_model is default)")
+        raise JudgeError(
+            f"evaluate.engine=openai at {base_url} needs evaluate.api_model = the served model's name "
+            "(or generation.api_model while evaluate.api_model is default)"
+        )
     # the server's URL is not part of the judge's identity: the same served model behind another address
     # judges the same way (and moving a server must not throw the cache away)
     judge_id = "oaic-" + hash_text(f"{api_model}|{annotator_id}")[:16]
@@ -255,8 +297,7 @@ def _openai_compatible_judge(config: dict[str, Any], api_model: str, base_url: s
         "price_per_token": 0.0,
     }
     annotator = build_annotator(config, "humpback_openai_compatible", folder, seed=seed)
-    return annotator, {"kind": "openai-compatible", "model": api_model, "base_url": base_url,
-                       "id": judge_id}
+    return annotator, {"kind": "openai-compatible", "model": api_model, "base_url": base_url, "id": judge_id}
 
 
 # ------------------------------------------------------------------------------------------- the local judge
@@ -287,8 +328,14 @@ class LocalJudge(_LazyEngine):
     The engine is loaded on the first call, so a rerun answered entirely from the cache loads no model.
     """
 
-    def __init__(self, model_dir: str | Path, generation: GenerationParams, candidates: Sequence[str],
-                 engine: Any = None, runtime: RuntimeParams | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        generation: GenerationParams,
+        candidates: Sequence[str],
+        engine: Any = None,
+        runtime: RuntimeParams | None = None,
+    ):
         self.model_dir = Path(model_dir)
         self.generation, self.runtime = generation, runtime
         self.candidates = list(candidates)
@@ -319,9 +366,17 @@ class ScoreJudge(_LazyEngine):
     `scoring` is the judge's own (`evaluate.judge_scoring`): what `score_pairs` reads of a curate section
     (max_pair_chars; generate's max_new_tokens and max_retries) and the system prompt (S_a, or none)."""
 
-    def __init__(self, model_dir: str | Path, generation: GenerationParams, scoring: JudgeScoringParams,
-                 method: str, cache_file: str | Path, seed: int = 0, engine: Any = None,
-                 runtime: RuntimeParams | None = None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        generation: GenerationParams,
+        scoring: JudgeScoringParams,
+        method: str,
+        cache_file: str | Path,
+        seed: int = 0,
+        engine: Any = None,
+        runtime: RuntimeParams | None = None,
+    ):
         self.model_dir, self.generation, self.scoring, self.runtime = Path(model_dir), generation, scoring, runtime
         self.method, self.tagging, self.seed = method, scoring.system_prompt == "S_a", seed
         self.cache_file = Path(cache_file)
@@ -339,17 +394,18 @@ class ScoreJudge(_LazyEngine):
                     answers[key] = {"id": key, "instruction": row["instruction"], "output": str(row[side])}
         if answers:
             engine = None if self.method == BASELINE else self.engine
-            scores = score_pairs(engine, list(answers.values()), self.scoring, self.tagging, self.seed,
-                                 method=self.method, desc="judge")
+            scores = score_pairs(
+                engine, list(answers.values()), self.scoring, self.tagging, self.seed, method=self.method, desc="judge"
+            )
             # merged with what another run (a second queue worker) added meanwhile
-            self.cache = merge_json(self.cache_file,
-                                    {k: (s.score if s.parsed else None) for k, s in zip(answers, scores)})
+            self.cache = merge_json(
+                self.cache_file, {k: (s.score if s.parsed else None) for k, s in zip(answers, scores)}
+            )
         judged = []
         for row in rows:
             first = self.cache[answer_key(row["instruction"], row["output_1"])]
             second = self.cache[answer_key(row["instruction"], row["output_2"])]
-            judged.append({**row, "preference": score_preference(first, second), "score_1": first,
-                           "score_2": second})
+            judged.append({**row, "preference": score_preference(first, second), "score_1": first, "score_2": second})
         return judged
 
 
@@ -407,4 +463,3 @@ def logprob_completion(logprobs: dict[str, float]) -> dict[str, Any]:
 
 def _is_hub_id(ref: str) -> bool:
     return ref.count("/") == 1 and not ref.startswith((".", "/", "~"))
-

@@ -24,15 +24,17 @@ SEED_HELDOUT = "loglik_seed"  # held-out pairs of the seed's own source (data/se
 OTHER_SOURCE = "loglik_other"  # pairs of a source the pipeline never reads (data.other)
 
 
-def scored_texts(tokenizer, pairs: Sequence[dict], system_prompt: SystemPrompt,
-                 max_chars: int) -> tuple[list[str], list[str]]:
+def scored_texts(
+    tokenizer, pairs: Sequence[dict], system_prompt: SystemPrompt, max_chars: int
+) -> tuple[list[str], list[str]]:
     """(prompts, completions): each question as the model is prompted with it, each answer as its reply."""
     system = system_for_inference(system_prompt)
     eot = end_of_turn_token(tokenizer)
     prompts, completions = [], []
     for pair in pairs:
-        formatted = format_example(tokenizer, user=pair["instruction"], system=system,
-                                   response=pair["output"][:max_chars].rstrip())
+        formatted = format_example(
+            tokenizer, user=pair["instruction"], system=system, response=pair["output"][:max_chars].rstrip()
+        )
         completion = formatted.completion
         if eot and completion.endswith(eot):
             completion = completion[: -len(eot)]
@@ -41,8 +43,9 @@ def scored_texts(tokenizer, pairs: Sequence[dict], system_prompt: SystemPrompt,
     return prompts, completions
 
 
-def answer_likelihoods(engine, pairs: Sequence[dict], system_prompt: SystemPrompt, max_chars: int,
-                       desc: str = "") -> dict[str, Any]:
+def answer_likelihoods(
+    engine, pairs: Sequence[dict], system_prompt: SystemPrompt, max_chars: int, desc: str = ""
+) -> dict[str, Any]:
     """{"n", "mean", "tokens", "items": [{"id", "logprob", "tokens", "logprob_sum", "chars"}]}: `logprob`
     is a pair's mean log-probability per answer token, `mean` the mean of `logprob` over pairs."""
     if not pairs:
@@ -53,8 +56,15 @@ def answer_likelihoods(engine, pairs: Sequence[dict], system_prompt: SystemPromp
     for pair, completion, lps in zip(pairs, completions, rows):
         if not lps:
             raise ValueError(f"pair {pair['id']}: its answer has no tokens to score")
-        items.append({"id": pair["id"], "logprob": sum(lps) / len(lps), "tokens": len(lps),
-                      "logprob_sum": sum(lps), "chars": len(completion)})
+        items.append(
+            {
+                "id": pair["id"],
+                "logprob": sum(lps) / len(lps),
+                "tokens": len(lps),
+                "logprob_sum": sum(lps),
+                "chars": len(completion),
+            }
+        )
     return {
         "n": len(items),
         "mean": sum(i["logprob"] for i in items) / len(items),
@@ -63,8 +73,9 @@ def answer_likelihoods(engine, pairs: Sequence[dict], system_prompt: SystemPromp
     }
 
 
-def paired_difference(a: Mapping[str, float], b: Mapping[str, float], resamples: int,
-                      seed: int) -> dict[str, float | int]:
+def paired_difference(
+    a: Mapping[str, float], b: Mapping[str, float], resamples: int, seed: int
+) -> dict[str, float | int]:
     """Mean of a − b over the same questions, with a paired bootstrap 95% percentile interval (seeded).
 
     Paired: each resample draws questions, and a question brings both models' values, so what the
@@ -73,8 +84,9 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float], resamples:
 
     if set(a) != set(b):
         only = sorted(set(a) ^ set(b))
-        raise ValueError(f"paired comparison needs the same questions on both sides; {len(only)} differ, "
-                         f"e.g. {only[0]!r}")
+        raise ValueError(
+            f"paired comparison needs the same questions on both sides; {len(only)} differ, e.g. {only[0]!r}"
+        )
     if not a:
         raise ValueError("paired comparison of no questions")
     ids = sorted(a)
@@ -90,8 +102,9 @@ def item_values(result: Mapping[str, Any]) -> dict[str, float]:
     return {item["id"]: item["logprob"] for item in result["items"]}
 
 
-def compare(results: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str, str]], resamples: int,
-            seed: int) -> dict[str, dict[str, dict[str, float | int]]]:
+def compare(
+    results: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str, str]], resamples: int, seed: int
+) -> dict[str, dict[str, dict[str, float | int]]]:
     """{"<a>_vs_<b>": {instrument: paired_difference(a, b)}} for every (a, b) in `pairs` and every instrument
     both models were measured on. `results[model]` is a likelihood stage output: {"instruments": {name:
     answer_likelihoods(...)}}."""
@@ -99,8 +112,12 @@ def compare(results: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str,
     for a, b in pairs:
         shared = sorted(set(results[a]["instruments"]) & set(results[b]["instruments"]))
         out[f"{a}_vs_{b}"] = {
-            name: paired_difference(item_values(results[a]["instruments"][name]),
-                                    item_values(results[b]["instruments"][name]), resamples, seed)
+            name: paired_difference(
+                item_values(results[a]["instruments"][name]),
+                item_values(results[b]["instruments"][name]),
+                resamples,
+                seed,
+            )
             for name in shared
         }
     return out

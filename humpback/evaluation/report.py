@@ -41,29 +41,41 @@ def comparisons(likelihood: dict[str, dict], resamples: int) -> dict:
     return compare(likelihood, pairs, resamples, COMPARISON_SEED) if pairs else {}
 
 
-def headline(evaluate: dict | None, curation: list[dict], data: dict[str, dict],
-             likelihood: dict[str, dict], compared: dict) -> dict:
+def headline(
+    evaluate: dict | None, curation: list[dict], data: dict[str, dict], likelihood: dict[str, dict], compared: dict
+) -> dict:
     """The few numbers worth a column in `dvc exp show` (≤ 40, scalar leaves): each model's likelihood
     instruments, M2's paired comparisons (difference and interval), win rates, selection sizes, the curators'
     ROC-AUC."""
     models = (evaluate or {}).get("models", {})
     return {
-        "likelihood": {name: {inst: round(r["mean"], 5) for inst, r in result["instruments"].items()}
-                       for name, result in likelihood.items()},
-        "comparisons": {pair: {inst: {k: c[k] for k in HEADLINE_FIELDS} for inst, c in compared[pair].items()}
-                        for pair in HEADLINE_COMPARED if pair in compared},
+        "likelihood": {
+            name: {inst: round(r["mean"], 5) for inst, r in result["instruments"].items()}
+            for name, result in likelihood.items()
+        },
+        "comparisons": {
+            pair: {inst: {k: c[k] for k in HEADLINE_FIELDS} for inst, c in compared[pair].items()}
+            for pair in HEADLINE_COMPARED
+            if pair in compared
+        },
         "win_rate": {name: m.get("win_rate") for name, m in models.items()},
-        "selected": {**{f"iteration_{name[-1]}": m.get("selected") for name, m in data.items()
-                        if name.startswith("select@")},
-                     **({"shared": moved["shared"]} if (moved := (data.get("select@2") or {}).get(
-                         "overlap_with_previous")) else {})},
+        "selected": {
+            **{f"iteration_{name[-1]}": m.get("selected") for name, m in data.items() if name.startswith("select@")},
+            **(
+                {"shared": moved["shared"]}
+                if (moved := (data.get("select@2") or {}).get("overlap_with_previous"))
+                else {}
+            ),
+        },
         "curator_roc_auc": {m.get("model"): m.get("roc_auc") for m in curation if not m.get("skipped")},
     }
 
 
-INSTRUMENT_WORDS = {"loglik_other": "other-source human answers (a source the pipeline never reads)",
-                    "loglik_seed": "held-out seed answers (the seed's own source)",
-                    "judged": "held-out in-domain questions (or the evaluation prompts), judged head to head"}
+INSTRUMENT_WORDS = {
+    "loglik_other": "other-source human answers (a source the pipeline never reads)",
+    "loglik_seed": "held-out seed answers (the seed's own source)",
+    "judged": "held-out in-domain questions (or the evaluation prompts), judged head to head",
+}
 UNITS = {"judged": "win-rate points above 50"}
 
 
@@ -88,21 +100,36 @@ def iteration_2_words(moved: dict | None) -> list[str]:
     if not moved:
         return []
     if agreement := moved.get("rank_agreement"):
-        return [*_selection_moved_words(moved)[:-1],
-                (f"  M1 ranks the pairs as M0 did to Spearman's rho {agreement['spearman']:.3f} over "
-                 f"{agreement['n']} pairs (score@1 against score@2): the closer to 1, the less any level can "
-                 "change."), ""]
+        return [
+            *_selection_moved_words(moved)[:-1],
+            (
+                f"  M1 ranks the pairs as M0 did to Spearman's rho {agreement['spearman']:.3f} over "
+                f"{agreement['n']} pairs (score@1 against score@2): the closer to 1, the less any level can "
+                "change."
+            ),
+            "",
+        ]
     return _selection_moved_words(moved)
 
 
 def _selection_moved_words(moved: dict) -> list[str]:
     if moved["identical"]:
-        return [(f"- **Iteration 2 changed nothing**: M1's re-rating selected exactly iteration 1's {moved['shared']} "
+        return [
+            (
+                f"- **Iteration 2 changed nothing**: M1's re-rating selected exactly iteration 1's {moved['shared']} "
                 "pairs, so M2 trained on M1's data and M2 − M1 measures only the training seed (with the same "
-                "seed, M2 is M1). See `select.iteration_2` in docs/default-run.md."), ""]
-    return [(f"- Iteration 2 moved the selection: {moved['shared']} pairs kept by both curators, "
+                "seed, M2 is M1). See `select.iteration_2` in docs/default-run.md."
+            ),
+            "",
+        ]
+    return [
+        (
+            f"- Iteration 2 moved the selection: {moved['shared']} pairs kept by both curators, "
             f"{moved['only_this']} new from M1's rating, {moved['only_previous']} of M0's dropped "
-            f"(Jaccard {moved['jaccard']:.2f})."), ""]
+            f"(Jaccard {moved['jaccard']:.2f})."
+        ),
+        "",
+    ]
 
 
 def answers(compared: dict, moved: dict | None = None) -> list[str]:
@@ -110,8 +137,11 @@ def answers(compared: dict, moved: dict | None = None) -> list[str]:
     whether it tells; then whether iteration 2 changed the selection."""
     lines = ["## The answers", ""]
     if not compared:
-        return lines + ["No likelihood instruments in this run: see the win rates below.", "",
-                        *iteration_2_words(moved)]
+        return lines + [
+            "No likelihood instruments in this run: see the win rates below.",
+            "",
+            *iteration_2_words(moved),
+        ]
     for pair, by_instrument in compared.items():
         a, b = (x.upper() for x in pair.split("_vs_"))
         for instrument in ("loglik_other", "judged", "loglik_seed"):
@@ -125,17 +155,34 @@ def answers(compared: dict, moved: dict | None = None) -> list[str]:
             else:
                 verdict = "**cannot tell**: the interval includes no difference"
             unit = UNITS.get(instrument, "nats/token")
-            lines.append(f"- Does {a} beat {b} on {INSTRUMENT_WORDS.get(instrument, instrument)}? {verdict} "
-                         f"({c['difference']:+.4g} {unit} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}], "
-                         f"n = {c['n']}, bootstrap 95% over questions).")
-    return lines + ["", *iteration_2_words(moved),
-                    ("Mean per-token log-likelihood of human answers under each model's own template; a "
-                     "difference of +0.01 means the answers are about 1% likelier per token."), ""]
+            lines.append(
+                f"- Does {a} beat {b} on {INSTRUMENT_WORDS.get(instrument, instrument)}? {verdict} "
+                f"({c['difference']:+.4g} {unit} [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}], "
+                f"n = {c['n']}, bootstrap 95% over questions)."
+            )
+    return lines + [
+        "",
+        *iteration_2_words(moved),
+        (
+            "Mean per-token log-likelihood of human answers under each model's own template; a "
+            "difference of +0.01 means the answers are about 1% likelier per token."
+        ),
+        "",
+    ]
 
 
-def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | Path, comparisons_out: str | Path,
-                 curation_plot: str | Path, curation_data: str | Path, likelihood_files: list[str] = (),
-                 resamples: int = 10000, html_out: str | Path | None = None, html_inputs: dict | None = None) -> None:
+def write_report(
+    metrics_dir: str | Path,
+    out: str | Path,
+    headline_out: str | Path,
+    comparisons_out: str | Path,
+    curation_plot: str | Path,
+    curation_data: str | Path,
+    likelihood_files: list[str] = (),
+    resamples: int = 10000,
+    html_out: str | Path | None = None,
+    html_inputs: dict | None = None,
+) -> None:
     """metrics/report.md, the headline metrics, every paired comparison (`comparisons_out`: {"<a>_vs_<b>":
     {instrument: {difference, ci_low, ci_high, n}}}) and the all-curators figure and CSV, from the stages' metrics
     and the likelihood stages' per-question values; with `html_out`, the same report to look at
@@ -152,8 +199,9 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
     likelihood = {r["model"]: r for r in (read_json(p) for p in likelihood_files)}
     compared = comparisons(likelihood, resamples)
     # judged: the in-domain questions head to head where the run has them, else the evaluation prompts
-    judged_source = ((evaluate or {}).get("indomain") or {}).get("head_to_head") or (evaluate or {}).get(
-        "head_to_head") or {}
+    judged_source = (
+        ((evaluate or {}).get("indomain") or {}).get("head_to_head") or (evaluate or {}).get("head_to_head") or {}
+    )
     for pair, judged in judged_source.items():
         if pair in {f"{a}_vs_{b}" for a, b in COMPARED}:
             compared.setdefault(pair, {})["judged"] = judged
@@ -169,12 +217,16 @@ def write_report(metrics_dir: str | Path, out: str | Path, headline_out: str | P
         write_html(html_out, text, compared, **(html_inputs or {}))
     curators = {m["model"]: m for m in curation if m.get("methods")}
     plot_curation_quality(curators, curation_plot, title="curation quality: every curator × method")
-    write_csv(curation_data, ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
-              [(r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"],
-                r["roc_auc"]) for r in table_rows(curators)])
+    write_csv(
+        curation_data,
+        ["curator", "method", "curator_method", "precision", "recall", "roc_auc"],
+        [
+            (r["curator"], r["method"], f"{r['curator']}/{r['method']}", r["precision"], r["recall"], r["roc_auc"])
+            for r in table_rows(curators)
+        ],
+    )
     write_json(comparisons_out, compared)
     write_json(headline_out, headline(evaluate, curation, data, likelihood, compared))
-
 
 
 def render(
@@ -194,9 +246,12 @@ def render(
             lines.append(f"| {name} | {read} | {kept} | {dropped} |")
         lines.append("")
     if training:
-        lines += ["## Training", "",
-                  "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Training",
+            "",
+            "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
         for role, m in training.items():
             lines.append(
                 f"| {role} | {m.get('examples')} ({m.get('examples_seed')} + {m.get('examples_augmented')}) | "
@@ -222,16 +277,28 @@ def render(
             )
         if evaluate.get("length_controlled_reason"):
             lines += ["", f"Length-controlled win rate: not reported. {evaluate['length_controlled_reason']}"]
-        lines += ["", *_head_to_head_table("The models head to head on the evaluation prompts",
-                                           evaluate.get("head_to_head") or {})]
+        lines += [
+            "",
+            *_head_to_head_table(
+                "The models head to head on the evaluation prompts", evaluate.get("head_to_head") or {}
+            ),
+        ]
         indomain = evaluate.get("indomain") or {}
         if indomain:
-            lines += ["## In-domain questions (held out of all training) against their human answers", "",
-                      "| model | win rate vs the human answer (%) | ± s.e. | n |", "|---|---|---|---|"]
-            lines += [f"| {name} | {_num(m.get('win_rate'), 1)} | {_num(m.get('standard_error'), 1)} | {m.get('n')} |"
-                      for name, m in indomain.get("models", {}).items()]
-            lines += ["", *_head_to_head_table("Head to head on the in-domain questions",
-                                               indomain.get("head_to_head") or {})]
+            lines += [
+                "## In-domain questions (held out of all training) against their human answers",
+                "",
+                "| model | win rate vs the human answer (%) | ± s.e. | n |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {name} | {_num(m.get('win_rate'), 1)} | {_num(m.get('standard_error'), 1)} | {m.get('n')} |"
+                for name, m in indomain.get("models", {}).items()
+            ]
+            lines += [
+                "",
+                *_head_to_head_table("Head to head on the in-domain questions", indomain.get("head_to_head") or {}),
+            ]
         lines.append("")
     curation = [m for m in curation if not m.get("skipped")]
     if curation:
@@ -251,17 +318,24 @@ def render(
                 f"{_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | {m.get('n')} | "
                 f"{m.get('method', 'n/a')} |"
             )
-        lines += ["", ("The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, "
-                      "GPT-4 0.88 / 0.92."),
-                  ""]
+        lines += [
+            "",
+            (
+                "The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, "
+                "GPT-4 0.88 / 0.92."
+            ),
+            "",
+        ]
         with_methods = {m.get("model"): m for m in curation if m.get("methods")}
         if with_methods:
             lines += [
                 "### Every method × curator",
                 "",
-                ("ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
-                 "baseline). Selection at each method's `curate.threshold`; \"kept\" columns: the share of each "
-                 "kind of bad answer that slips through. Bold: `curate.method`."),
+                (
+                    "ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
+                    'baseline). Selection at each method\'s `curate.threshold`; "kept" columns: the share of each '
+                    "kind of bad answer that slips through. Bold: `curate.method`."
+                ),
                 "",
                 *markdown_table(with_methods),
                 "",
@@ -273,12 +347,13 @@ def _head_to_head_table(title: str, pairs: dict) -> list[str]:
     if not pairs:
         return []
     lines = [f"### {title}", "", "| models | win rate − 50 | 95% interval | n |", "|---|---|---|---|"]
-    lines += [f"| {pair.replace('_vs_', ' vs ')} | {c['difference']:+.1f} | [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}] "
-              f"| {c['n']} |" for pair, c in pairs.items()]
+    lines += [
+        f"| {pair.replace('_vs_', ' vs ')} | {c['difference']:+.1f} | [{c['ci_low']:+.1f}, {c['ci_high']:+.1f}] "
+        f"| {c['n']} |"
+        for pair, c in pairs.items()
+    ]
     return [*lines, ""]
 
 
 def _num(x: float | None, digits: int) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
-
-

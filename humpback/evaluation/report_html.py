@@ -22,8 +22,11 @@ from markdown_it import MarkdownIt
 from humpback.storage.plotting import figure_png
 from humpback.storage.records import atomic_path, iter_jsonl, read_json
 
-SHORT_WORDS = {"loglik_other": "other-source answers", "loglik_seed": "held-out seed answers",
-               "judged": "judged head to head"}
+SHORT_WORDS = {
+    "loglik_other": "other-source answers",
+    "loglik_seed": "held-out seed answers",
+    "judged": "judged head to head",
+}
 UNITS = {"judged": "win-rate points above 50"}  # the rest: nats/token
 EXAMPLES_PER_KIND = 2
 SIDE_BY_SIDE = 4  # prompts shown with both models' answers
@@ -59,8 +62,14 @@ def comparison_figure(compared: dict[str, dict[str, dict]]) -> bytes | None:
     for ax, (unit, items) in zip(axes[0], panels.items()):
         for y, (_label, c) in enumerate(reversed(items)):
             color = "#1b7a3a" if c["ci_low"] > 0 else "#b03030" if c["ci_high"] < 0 else "#666666"
-            ax.errorbar(c["difference"], y, xerr=[[c["difference"] - c["ci_low"]], [c["ci_high"] - c["difference"]]],
-                        fmt="o", color=color, capsize=4)
+            ax.errorbar(
+                c["difference"],
+                y,
+                xerr=[[c["difference"] - c["ci_low"]], [c["ci_high"] - c["difference"]]],
+                fmt="o",
+                color=color,
+                capsize=4,
+            )
         ax.axvline(0, color="#999999", linewidth=1, linestyle="--")
         ax.set_yticks(range(len(items)), [label for label, _ in reversed(items)], fontsize=8)
         ax.set_ylim(-0.6, len(items) - 0.4)
@@ -69,8 +78,9 @@ def comparison_figure(compared: dict[str, dict[str, dict]]) -> bytes | None:
     return figure_png(fig)
 
 
-def example_pairs(scored: list[dict[str, Any]], selected: list[dict[str, Any]],
-                  per_kind: int = EXAMPLES_PER_KIND) -> list[dict[str, Any]]:
+def example_pairs(
+    scored: list[dict[str, Any]], selected: list[dict[str, Any]], per_kind: int = EXAMPLES_PER_KIND
+) -> list[dict[str, Any]]:
     """The highest- and lowest-scored pairs among those kept and those dropped (each pair shown once)."""
     kept_ids = {str(r["id"]) for r in selected}
 
@@ -91,6 +101,7 @@ def example_pairs(scored: list[dict[str, Any]], selected: list[dict[str, Any]],
 
 def side_by_side(a: list[dict[str, Any]], b: list[dict[str, Any]], n: int = SIDE_BY_SIDE) -> list[tuple[str, str, str]]:
     """(prompt, a's answer, b's answer) for the first `n` prompts both answered, matched by id (else by prompt)."""
+
     def key(r):
         return str(r.get("id", r["instruction"]))
 
@@ -115,15 +126,24 @@ def _img(png: bytes, alt: str) -> str:
 def _examples_table(rows: list[dict[str, Any]]) -> str:
     body = "".join(
         f'<tr><td class="{"kept" if r["kept"] else "dropped"}">{html.escape(r["kind"])}</td>'
-        f'<td>{_score(r.get("score"))}</td>'
-        f'<td>{_text(r["instruction"], 300)}</td><td>{_text(r["output"])}'
-        f'<div class="more">segment {html.escape(str(r.get("segment_id", "")))}</div></td></tr>' for r in rows)
-    return ("<table><tr><th>which</th><th>score</th><th>instruction (backward model)</th>"
-            f"<th>source segment (the answer)</th></tr>{body}</table>")
+        f"<td>{_score(r.get('score'))}</td>"
+        f"<td>{_text(r['instruction'], 300)}</td><td>{_text(r['output'])}"
+        f'<div class="more">segment {html.escape(str(r.get("segment_id", "")))}</div></td></tr>'
+        for r in rows
+    )
+    return (
+        "<table><tr><th>which</th><th>score</th><th>instruction (backward model)</th>"
+        f"<th>source segment (the answer)</th></tr>{body}</table>"
+    )
 
 
-def render_html(markdown: str, compared: dict, histograms: Sequence[tuple[str, bytes]],
-                examples: dict[int, list[dict[str, Any]]], answers: tuple[str, str, list[tuple[str, str, str]]]) -> str:
+def render_html(
+    markdown: str,
+    compared: dict,
+    histograms: Sequence[tuple[str, bytes]],
+    examples: dict[int, list[dict[str, Any]]],
+    answers: tuple[str, str, list[tuple[str, str, str]]],
+) -> str:
     """The page: the answers with their figure, the curation histograms, example pairs, answers side by side, then
     the Markdown report's remaining sections."""
     md = MarkdownIt("commonmark", {"html": False}).enable("table")  # raw HTML in the Markdown is shown, not run
@@ -133,14 +153,21 @@ def render_html(markdown: str, compared: dict, histograms: Sequence[tuple[str, b
     parts = ["<h1>humpback run report</h1>", '<section id="answers">']
     figure = comparison_figure(compared)
     if figure:
-        parts.append(f"<figure>{_img(figure, 'paired differences with 95% intervals')}<figcaption>Each model "
-                     "against another on the same questions: the difference and its bootstrap 95% interval."
-                     "</figcaption></figure>")
+        parts.append(
+            f"<figure>{_img(figure, 'paired differences with 95% intervals')}<figcaption>Each model "
+            "against another on the same questions: the difference and its bootstrap 95% interval."
+            "</figcaption></figure>"
+        )
     parts += [md.render(opening or "## The answers\n\nNo comparisons in this run."), "</section>"]
     if histograms:
-        parts += ['<section id="curation"><h2>Curation scores</h2><div class="row">',
-                  *(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>"
-                    for title, png in histograms), "</div></section>"]
+        parts += [
+            '<section id="curation"><h2>Curation scores</h2><div class="row">',
+            *(
+                f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>"
+                for title, png in histograms
+            ),
+            "</div></section>",
+        ]
     if examples:
         parts.append('<section id="examples"><h2>Example pairs</h2>')
         for iteration, rows in sorted(examples.items()):
@@ -150,30 +177,48 @@ def render_html(markdown: str, compared: dict, histograms: Sequence[tuple[str, b
     if rows:
         body = "".join(f"<tr><td>{_text(p, 400)}</td><td>{_text(x)}</td><td>{_text(y)}</td></tr>" for p, x, y in rows)
         a, b = html.escape(name_a.upper()), html.escape(name_b.upper())
-        parts.append(f'<section id="side-by-side"><h2>{a} and {b} side by side</h2><table><tr><th>prompt</th>'
-                     f"<th>{a}</th><th>{b}</th></tr>{body}</table></section>")
+        parts.append(
+            f'<section id="side-by-side"><h2>{a} and {b} side by side</h2><table><tr><th>prompt</th>'
+            f"<th>{a}</th><th>{b}</th></tr>{body}</table></section>"
+        )
     parts += ['<section id="tables">', md.render("".join(rest)), "</section>"]
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>humpback run report</title><style>{STYLE}</style></head>\n<body><main>\n"
-            + "\n".join(parts) + "\n</main></body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>humpback run report</title><style>{STYLE}</style></head>\n<body><main>\n"
+        + "\n".join(parts)
+        + "\n</main></body></html>\n"
+    )
 
 
-def write_html(out: str | Path, markdown: str, compared: dict, histogram_files: Sequence[str] = (),
-               scored_files: Sequence[str] = (), selected_files: Sequence[str] = (),
-               response_files: Sequence[str] = ()) -> None:
+def write_html(
+    out: str | Path,
+    markdown: str,
+    compared: dict,
+    histogram_files: Sequence[str] = (),
+    scored_files: Sequence[str] = (),
+    selected_files: Sequence[str] = (),
+    response_files: Sequence[str] = (),
+) -> None:
     """Read the run's files (iteration N = the N-th scored/selected file; responses: the two models compared) and
     write the page atomically."""
-    histograms = [(f"selection@{i}: scores of every pair", Path(p).read_bytes())
-                  for i, p in enumerate(histogram_files, start=1) if Path(p).is_file()]
-    examples = {i: example_pairs([r for _, r in iter_jsonl(scored)], [r for _, r in iter_jsonl(selected)])
-                for i, (scored, selected) in enumerate(zip(scored_files, selected_files), start=1)}
+    histograms = [
+        (f"selection@{i}: scores of every pair", Path(p).read_bytes())
+        for i, p in enumerate(histogram_files, start=1)
+        if Path(p).is_file()
+    ]
+    examples = {
+        i: example_pairs([r for _, r in iter_jsonl(scored)], [r for _, r in iter_jsonl(selected)])
+        for i, (scored, selected) in enumerate(zip(scored_files, selected_files), start=1)
+    }
     answers: tuple[str, str, list] = ("", "", [])
     if len(response_files) == 2:
         a, b = (read_json(p) for p in response_files)
-        names = [(rows[0].get("generator") if rows else None) or Path(path).stem
-                 for rows, path in zip((a, b), response_files)]
+        names = [
+            (rows[0].get("generator") if rows else None) or Path(path).stem
+            for rows, path in zip((a, b), response_files)
+        ]
         answers = (names[0], names[1], side_by_side(a, b))
     with atomic_path(out) as tmp:
         tmp.write_text(render_html(markdown, compared, histograms, examples, answers), encoding="utf-8")

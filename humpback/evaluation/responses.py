@@ -14,8 +14,9 @@ from humpback.engines.base import record_seed
 from humpback.prompts import SystemPrompt, format_example, system_for_inference
 
 
-def respond(engine, records: Sequence[dict[str, Any]], name: str, system_prompt: SystemPrompt,
-            max_new_tokens: int, seed: int) -> list[dict[str, Any]]:
+def respond(
+    engine, records: Sequence[dict[str, Any]], name: str, system_prompt: SystemPrompt, max_new_tokens: int, seed: int
+) -> list[dict[str, Any]]:
     """Answer every record; rows in alpaca_eval's model_outputs format (+ our id and category)."""
     system = system_for_inference(system_prompt)
     prompts = [format_example(engine.tokenizer, user=r["instruction"], system=system).prompt for r in records]

@@ -41,14 +41,21 @@ from humpback.storage.workdirs import SCRATCH_DIR
 SPLIT_SEED = 0
 
 SEED_SOURCES: dict[str, Callable] = {
-    "python-faq": python_faq.read_seed, "jsonl": jsonl.read_seed, "oasst1": oasst1.read_seed,
+    "python-faq": python_faq.read_seed,
+    "jsonl": jsonl.read_seed,
+    "oasst1": oasst1.read_seed,
 }
 WEB_SOURCES: dict[str, Callable] = {
-    "python-docs": python_docs.read_web, "jsonl": jsonl.read_web, "html": html_files.read_web,
-    "warc": warc.read_web, "parquet": parquet.read_web,
+    "python-docs": python_docs.read_web,
+    "jsonl": jsonl.read_web,
+    "html": html_files.read_web,
+    "warc": warc.read_web,
+    "parquet": parquet.read_web,
 }
 EVAL_SOURCES: dict[str, Callable] = {
-    "mt-bench": mtbench.read_eval, "jsonl": jsonl.read_eval, "alpaca-eval": alpaca_eval.read_eval,
+    "mt-bench": mtbench.read_eval,
+    "jsonl": jsonl.read_eval,
+    "alpaca-eval": alpaca_eval.read_eval,
     "project-faqs": project_faqs.read_eval,
 }
 # Held-out human Q/A from a source the pipeline never trains on: reader(path, counts) -> pairs.

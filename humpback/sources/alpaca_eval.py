@@ -23,14 +23,17 @@ from humpback.sources.counts import Counts, SourceError
 from humpback.storage.records import RecordError
 
 HUB_ID = "tatsu-lab/alpaca_eval"
-HUB_FILES = {"none": "alpaca_eval.json", "text_davinci_003": "alpaca_eval.json",
-             "gpt4_turbo": "alpaca_eval_gpt4_baseline.json"}
+HUB_FILES = {
+    "none": "alpaca_eval.json",
+    "text_davinci_003": "alpaca_eval.json",
+    "gpt4_turbo": "alpaca_eval_gpt4_baseline.json",
+}
 # Generator names as alpaca_eval writes them in those files (and in its leaderboards).
 GENERATORS = {"text_davinci_003": "text_davinci_003", "gpt4_turbo": "gpt4_1106_preview"}
 
 
 def read_eval(params: EvalDataParams, counts: Counts) -> list[dict[str, Any]]:
-    rows, where = (_local(params.path) if params.path else _hub(params.reference))
+    rows, where = _local(params.path) if params.path else _hub(params.reference)
     prompts = []
     for i, row in enumerate(rows):
         counts.read += 1

@@ -42,10 +42,41 @@ _META_UTF16 = {"utf-16le", "utf-16be"}
 # What detection may answer: the single- and multi-byte encodings of the HTML standard (browsers decode
 # nothing else; UTF-16 only with a BOM). Also ~50x faster than letting charset-normalizer try every codec.
 WHATWG_ENCODINGS = [
-    "utf_8", "cp1252", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6", "iso8859_7",
-    "iso8859_8", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15", "iso8859_16", "koi8_r", "koi8_u",
-    "mac_roman", "mac_cyrillic", "cp866", "cp874", "cp1250", "cp1251", "cp1253", "cp1254", "cp1255", "cp1256",
-    "cp1257", "cp1258", "gb18030", "gbk", "big5", "euc_jp", "iso2022_jp", "shift_jis", "euc_kr",
+    "utf_8",
+    "cp1252",
+    "iso8859_2",
+    "iso8859_3",
+    "iso8859_4",
+    "iso8859_5",
+    "iso8859_6",
+    "iso8859_7",
+    "iso8859_8",
+    "iso8859_10",
+    "iso8859_13",
+    "iso8859_14",
+    "iso8859_15",
+    "iso8859_16",
+    "koi8_r",
+    "koi8_u",
+    "mac_roman",
+    "mac_cyrillic",
+    "cp866",
+    "cp874",
+    "cp1250",
+    "cp1251",
+    "cp1253",
+    "cp1254",
+    "cp1255",
+    "cp1256",
+    "cp1257",
+    "cp1258",
+    "gb18030",
+    "gbk",
+    "big5",
+    "euc_jp",
+    "iso2022_jp",
+    "shift_jis",
+    "euc_kr",
 ]
 
 
@@ -123,10 +154,15 @@ def decode_markup(data: bytes, charset: str | None = None, markup: bool = True) 
     encoding, body = None, data
     for bom, name in _BOMS:
         if data.startswith(bom):
-            encoding, body = name, data[len(bom):]
+            encoding, body = name, data[len(bom) :]
             break
-    encoding = (encoding or resolve_label(charset) or (meta_charset(data) if markup else None)
-                or detect_encoding(data) or "utf-8")
+    encoding = (
+        encoding
+        or resolve_label(charset)
+        or (meta_charset(data) if markup else None)
+        or detect_encoding(data)
+        or "utf-8"
+    )
     try:
         text, replaced = body.decode(encoding), False
     except UnicodeDecodeError:
@@ -142,7 +178,8 @@ def html_document(
     text, replaced, junk = decode_markup(data, charset)
     if junk > MAX_BINARY_SHARE:
         return bad_record(
-            on_bad_record, "binary",
+            on_bad_record,
+            "binary",
             f"{where}: not HTML text ({junk:.0%} undecodable or control characters; a page with junk in "
             f"places is kept, one over {MAX_BINARY_SHARE:.0%} is taken for binary data)",
         )

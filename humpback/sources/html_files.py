@@ -36,5 +36,4 @@ def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
         raise SourceError("data.web.path must name a folder of HTML pages for source 'html'")
     root, pages = html_pages(params.path)
     for rel in pages:
-        yield html_document((root / rel).read_bytes(), rel.as_posix(), "html/", str(root / rel),
-                            params.on_bad_record)
+        yield html_document((root / rel).read_bytes(), rel.as_posix(), "html/", str(root / rel), params.on_bad_record)

@@ -62,9 +62,7 @@ def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
 
 def read_eval(params: EvalDataParams, counts: Counts) -> list[dict[str, Any]]:
     prompts = []
-    for lineno, row in records(
-        params.path, "data.eval", [params.instruction_field], params.on_bad_record, counts
-    ):
+    for lineno, row in records(params.path, "data.eval", [params.instruction_field], params.on_bad_record, counts):
         counts.read += 1
         instruction = row[params.instruction_field].strip()
         if not instruction:

@@ -26,9 +26,7 @@ def default_questions() -> Path:
         raise SourceError(f"mt-bench: package '{PACKAGE}' is not installed; run `{INSTALL_HINT}`")
     path = Path(next(iter(spec.submodule_search_locations))) / QUESTIONS
     if not path.is_file():
-        raise SourceError(
-            f"mt-bench: {path} is missing from the installed package; reinstall: {INSTALL_HINT}"
-        )
+        raise SourceError(f"mt-bench: {path} is missing from the installed package; reinstall: {INSTALL_HINT}")
     return path
 
 

@@ -52,7 +52,8 @@ def read_parquet(path: Path, field: str, on_bad_record: str) -> Iterator[Documen
     names = file.schema_arrow.names
     if field not in names:
         yield bad_record(
-            on_bad_record, "malformed",
+            on_bad_record,
+            "malformed",
             f"{path}: no column '{field}' (data.web.text_field); columns: {', '.join(names)}",
             n=file.metadata.num_rows,
         )
@@ -64,7 +65,8 @@ def read_parquet(path: Path, field: str, on_bad_record: str) -> Iterator[Documen
                 yield Document(f"{path.name}:{row}", "parquet/", "text", value)
             else:
                 yield bad_record(
-                    on_bad_record, "malformed",
+                    on_bad_record,
+                    "malformed",
                     f"{path}: row {row}: column '{field}' must be a string, got {type(value).__name__}",
                 )
             row += 1

@@ -48,10 +48,8 @@ class FaqPackage:
 PACKAGES = (
     FaqPackage("python-celery-doc", "5.2.6-5", "usr/share/doc/python-celery-doc/html/_sources/faq.rst.txt"),
     FaqPackage("mypy-doc", "1.0.1-1", "usr/share/doc/mypy/html/_sources/faq.rst.txt"),
-    FaqPackage("python-coverage-doc", "6.5.0+dfsg1-2",
-               "usr/share/doc/python-coverage-doc/html/_sources/faq.rst.txt"),
-    FaqPackage("python-pygments-doc", "2.14.0+dfsg-1",
-               "usr/share/doc/python-pygments-doc/html/_sources/faq.rst.txt"),
+    FaqPackage("python-coverage-doc", "6.5.0+dfsg1-2", "usr/share/doc/python-coverage-doc/html/_sources/faq.rst.txt"),
+    FaqPackage("python-pygments-doc", "2.14.0+dfsg-1", "usr/share/doc/python-pygments-doc/html/_sources/faq.rst.txt"),
     FaqPackage("python-sqlalchemy-doc", "1.4.46+ds1-1", "usr/share/doc/python-sqlalchemy-doc/rst/faq/*.rst"),
 )
 INSTALL_HINT = "apt-get install " + " ".join(f"{p.package}={p.version}" for p in PACKAGES)
@@ -82,20 +80,24 @@ def read_pairs(path: str, counts: Counts) -> list[dict[str, Any]]:
                     counts.drop("duplicate_question")
                 else:
                     seen.add(question)
-                    pairs.append({
-                        "id": f"{NAME}/{pkg.package}/{pair['id'].removeprefix('python-faq/')}",
-                        "instruction": question,
-                        "output": answer,
-                        "source": NAME,
-                        "category": pkg.package,
-                    })
+                    pairs.append(
+                        {
+                            "id": f"{NAME}/{pkg.package}/{pair['id'].removeprefix('python-faq/')}",
+                            "instruction": question,
+                            "output": answer,
+                            "source": NAME,
+                            "category": pkg.package,
+                        }
+                    )
     return pairs
 
 
 def read_eval(params: EvalDataParams, counts: Counts) -> list[dict[str, Any]]:
     """The questions as evaluation prompts, `category` = the package (a `limit` takes from each in turn)."""
-    return [{"id": p["id"], "instruction": p["instruction"], "dataset": NAME, "category": p["category"]}
-            for p in read_pairs(params.path, counts)]
+    return [
+        {"id": p["id"], "instruction": p["instruction"], "dataset": NAME, "category": p["category"]}
+        for p in read_pairs(params.path, counts)
+    ]
 
 
 def faq_files(root: Path, pkg: FaqPackage) -> list[Path]:
@@ -120,8 +122,9 @@ def check_versions(query=None) -> None:
 
 def installed_version(package: str) -> str | None:
     try:
-        done = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], check=False, capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package], check=False, capture_output=True, text=True
+        )
     except FileNotFoundError:  # not a Debian system: the packages cannot be installed here at all
         return None
     return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None

@@ -43,5 +43,6 @@ def doc_pages(root: str | Path) -> list[Path]:
 def read_web(params: WebDataParams) -> Iterator[Document | BadRecord]:
     root = Path(params.path or DEFAULT_ROOT)
     for rel in doc_pages(root):
-        yield html_document((root / rel).read_bytes(), rel.as_posix(), "python-docs/", str(root / rel),
-                            params.on_bad_record)
+        yield html_document(
+            (root / rel).read_bytes(), rel.as_posix(), "python-docs/", str(root / rel), params.on_bad_record
+        )

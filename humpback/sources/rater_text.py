@@ -45,50 +45,119 @@ MARKER = re.compile(
     r"|<\|[a-z_]+\|>|\[/?inst\]|<</?sys>>|</(?:output|generated_instruction|instruction|answer)>"
     r"|<generated_instruction>"
 )
-MARKER_KEYS = ("<|", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "</output>", "</generated_instruction>",
-               "</instruction>", "</answer>", "<generated_instruction>")
+MARKER_KEYS = (
+    "<|",
+    "[inst]",
+    "[/inst]",
+    "<<sys>>",
+    "<</sys>>",
+    "</output>",
+    "</generated_instruction>",
+    "</instruction>",
+    "</answer>",
+    "<generated_instruction>",
+)
 _MARKER_FIRST = tuple(sorted({k[0] for k in MARKER_KEYS}))  # "<", "[": two scans gate the ten (most prose has neither)
-_SUBJECT = (r"(?:this|the|that|my|your|above|following)\s+(?:\w+\s+)?"
-            r"(?:answer|response|reply|output|text|passage|segment|page|article|content)")
+_SUBJECT = (
+    r"(?:this|the|that|my|your|above|following)\s+(?:\w+\s+)?"
+    r"(?:answer|response|reply|output|text|passage|segment|page|article|content)"
+)
 # A rating's number: 0-10, optionally "/5" or "out of 10" ("the answer is 42" is not a rating).
 _NUMBER = r"(?:an?\s+)?(?:score\s+of\s+|rating\s+of\s+)?(?:10|\d)(?:\.\d+)?(?:\s*(?:/|out\s+of)\s*(?:10|\d))?(?![-\w])"
 RATER_PATTERNS = [  # one regex (RATER) scans a sentence once; listed apart to read
     # Self-ratings: "this answer is a 5", "the response deserves 5/5", "I rate this answer 5".
-    (rf"\b{_SUBJECT}\s+(?:is\s+(?:an?|rated|scored)\s+|deserves|gets|earns|merits|receives|scores|rates|"
-    rf"should\s+(?:get|receive|be\s+(?:rated|scored|given)))\s*{_NUMBER}"),
+    (
+        rf"\b{_SUBJECT}\s+(?:is\s+(?:an?|rated|scored)\s+|deserves|gets|earns|merits|receives|scores|rates|"
+        rf"should\s+(?:get|receive|be\s+(?:rated|scored|given)))\s*{_NUMBER}"
+    ),
     rf"\b(?:rate|score|grade|mark)\s+(?:{_SUBJECT}|it|this)\s+(?:as\s+)?(?:a\s+)?{_NUMBER}",
     # Instructions to the rater: "rate this answer", "give this response a score of 5", "assign the
     # highest score", "ignore the instructions above", "Grader: ...", "you are an expert evaluator".
     rf"\b(?:rate|score|grade|evaluate|judge)\s+{_SUBJECT}\b",
-    (r"\b(?:give|assign|award)\s+(?:it|this|the\s+\w+|this\s+\w+)\s+(?:a\s+|the\s+)?(?:perfect\s+|highest\s+|"
-    r"maximum\s+|top\s+|full\s+)?(?:score|rating|grade|marks|\d)\b"),
-    (r"\b(?:give|assign|award|output)\s+(?:a\s+|the\s+)?(?:perfect|highest|maximum|top|full)\s+"
-    r"(?:score|rating|grade|marks)\b"),
-    (r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+|my\s+|these\s+)?"
-    r"(?:previous\s+|prior\s+|above\s+|earlier\s+|preceding\s+|other\s+|original\s+)?"
-    r"(?:instructions?|prompts?|rules|directions|guidelines|rubric|criteria|scale)\b"),
-    (r"\b(?:dear\s+|attention,?\s+|note\s+to\s+(?:the\s+)?)?(?:grader|rater|evaluator|judge|assessor|"
-    r"annotator|reviewer)s?\s*[,:]\s*\w+"),
-    (r"\byou\s+(?:are|act\s+as)\s+(?:an?\s+|the\s+)(?:\w+\s+)?(?:grader|rater|evaluator|judge|assessor|"
-    r"annotator)\b"),
+    (
+        r"\b(?:give|assign|award)\s+(?:it|this|the\s+\w+|this\s+\w+)\s+(?:a\s+|the\s+)?(?:perfect\s+|highest\s+|"
+        r"maximum\s+|top\s+|full\s+)?(?:score|rating|grade|marks|\d)\b"
+    ),
+    (
+        r"\b(?:give|assign|award|output)\s+(?:a\s+|the\s+)?(?:perfect|highest|maximum|top|full)\s+"
+        r"(?:score|rating|grade|marks)\b"
+    ),
+    (
+        r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+|your\s+|my\s+|these\s+)?"
+        r"(?:previous\s+|prior\s+|above\s+|earlier\s+|preceding\s+|other\s+|original\s+)?"
+        r"(?:instructions?|prompts?|rules|directions|guidelines|rubric|criteria|scale)\b"
+    ),
+    (
+        r"\b(?:dear\s+|attention,?\s+|note\s+to\s+(?:the\s+)?)?(?:grader|rater|evaluator|judge|assessor|"
+        r"annotator|reviewer)s?\s*[,:]\s*\w+"
+    ),
+    (
+        r"\byou\s+(?:are|act\s+as)\s+(?:an?\s+|the\s+)(?:\w+\s+)?(?:grader|rater|evaluator|judge|assessor|"
+        r"annotator)\b"
+    ),
 ]
 RATER = re.compile("|".join(f"(?:{p})" for p in RATER_PATTERNS))
 # Gates: every RATER pattern but the self-rating holds one of these words; a self-rating holds SELF_RATING.
-RATER_WORDS = frozenset({
-    "rate", "rates", "rated", "rating", "score", "scored", "scores", "grade", "graded", "grades", "grader",
-    "rater", "mark", "marks", "evaluate", "evaluated", "evaluates", "evaluating", "evaluator", "judge",
-    "ignore", "disregard", "forget", "assessor", "annotator", "reviewer", "raters", "graders", "evaluators",
-    "judges", "reviewers", "annotators", "assessors",
-})
-RATER_KEYS = ("rat", "scor", "grad", "mark", "evaluat", "judge", "ignore", "disregard", "forget", "assessor",
-              "annotator", "reviewer")
+RATER_WORDS = frozenset(
+    {
+        "rate",
+        "rates",
+        "rated",
+        "rating",
+        "score",
+        "scored",
+        "scores",
+        "grade",
+        "graded",
+        "grades",
+        "grader",
+        "rater",
+        "mark",
+        "marks",
+        "evaluate",
+        "evaluated",
+        "evaluates",
+        "evaluating",
+        "evaluator",
+        "judge",
+        "ignore",
+        "disregard",
+        "forget",
+        "assessor",
+        "annotator",
+        "reviewer",
+        "raters",
+        "graders",
+        "evaluators",
+        "judges",
+        "reviewers",
+        "annotators",
+        "assessors",
+    }
+)
+RATER_KEYS = (
+    "rat",
+    "scor",
+    "grad",
+    "mark",
+    "evaluat",
+    "judge",
+    "ignore",
+    "disregard",
+    "forget",
+    "assessor",
+    "annotator",
+    "reviewer",
+)
 _WORD_AT = re.compile(r"\w*")
-SELF_RATING = re.compile(r"(?:answer|response|reply|output|text|passage|segment|page|article|content)\s+"
-                         r"(?:is\s+(?:an?|rated|scored)|deserves|gets|earns|merits|receives|scores|rates|should)"
-                         r"\s+\D{0,30}\d")
+SELF_RATING = re.compile(
+    r"(?:answer|response|reply|output|text|passage|segment|page|article|content)\s+"
+    r"(?:is\s+(?:an?|rated|scored)|deserves|gets|earns|merits|receives|scores|rates|should)"
+    r"\s+\D{0,30}\d"
+)
 _DIGIT = re.compile(r"\d")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\betc\.)\s+")  # not after "e.g."
-_NOT_WORD = str.maketrans({c: " " for c in "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\n\t\r"})
+_NOT_WORD = str.maketrans({c: " " for c in '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\n\t\r'})
 
 
 def _has(low: str, keys: tuple[str, ...]) -> bool:
@@ -162,8 +231,9 @@ def _has_digit(low: str) -> bool:
 
 
 def _spans(low: str) -> bool:
-    return ((":" in low and _has(low, SCORE_LABEL_KEYS) and SCORE_LABEL.search(low) is not None)
-            or (_has(low, _MARKER_FIRST) and _has(low, MARKER_KEYS) and MARKER.search(low) is not None))
+    return (":" in low and _has(low, SCORE_LABEL_KEYS) and SCORE_LABEL.search(low) is not None) or (
+        _has(low, _MARKER_FIRST) and _has(low, MARKER_KEYS) and MARKER.search(low) is not None
+    )
 
 
 def is_rater_directed(sentence: str) -> bool:
@@ -203,8 +273,11 @@ def remove_rater_text(text: str) -> tuple[str, int]:
     """
     low = lower(text)
     rater_word = _has_word(low, RATER_KEYS, RATER_WORDS)  # once: both gates below use it
-    if not (_spans(low) or _rater(low, rater_word)
-            or ((rater_word or "assistant" in low or "it means" in low) and copies_rubric(low, gated=False))):
+    if not (
+        _spans(low)
+        or _rater(low, rater_word)
+        or ((rater_word or "assistant" in low or "it means" in low) and copies_rubric(low, gated=False))
+    ):
         return text, 0  # nearly every segment: substring tests, a scan or two, one pass over its words
     removed = 0
     blocks = []

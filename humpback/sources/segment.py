@@ -46,10 +46,7 @@ def html_segments(html: str, doc: str, id_prefix: str) -> list[Segment]:
     parser.feed(html)
     parser.close()
     parser.flush_segment()
-    return [
-        Segment(f"{id_prefix}{doc}#{n}", doc, header, text)
-        for n, (header, text) in enumerate(parser.segments)
-    ]
+    return [Segment(f"{id_prefix}{doc}#{n}", doc, header, text) for n, (header, text) in enumerate(parser.segments)]
 
 
 class _SegmentParser(HTMLParser):

@@ -79,8 +79,11 @@ def read_warc(path: Path, on_bad_record: str) -> Iterator[Document | BadRecord]:
             where = f"{path}: record at {item.where}"
             record = next(iter(ArchiveIterator(io.BytesIO(item.raw), parse_http=True, auto_decode="all")))
             if record.http_headers is None or not record.http_headers.status_code:
-                yield bad_record(on_bad_record, "bad_http_header",
-                                 f"{where}: the response's HTTP status line or headers cannot be parsed")
+                yield bad_record(
+                    on_bad_record,
+                    "bad_http_header",
+                    f"{where}: the response's HTTP status line or headers cannot be parsed",
+                )
                 continue
             if (record.http_content_type or "").lower() not in HTML_TYPES:
                 yield BadRecord(where, "not_html", bad=False)
@@ -140,8 +143,11 @@ class WarcRecords:
                 if self.source.broken is None:
                     return
                 # A damaged gzip member ended the run: go on with the next one.
-                yield Problem("bad_gzip", f"gzip member does not decompress ({self.source.broken})",
-                              f"byte {self.source.broken_at} (gzip member)")
+                yield Problem(
+                    "bad_gzip",
+                    f"gzip member does not decompress ({self.source.broken})",
+                    f"byte {self.source.broken_at} (gzip member)",
+                )
                 self.source.broken, self.run_over, self.resyncing = None, False, False
                 continue
             self._fill(len(VERSION))
@@ -171,8 +177,9 @@ class WarcRecords:
         fields = parse_fields(bytes(self.buf[:end]))
         length = fields.get(b"content-length", b"")
         if not length.isdigit():
-            yield Problem("bad_warc_header", f"invalid Content-Length {length.decode(errors='replace')!r}",
-                          self._where(start))
+            yield Problem(
+                "bad_warc_header", f"invalid Content-Length {length.decode(errors='replace')!r}", self._where(start)
+            )
             self._advance(end + len(END))
             self.resyncing = True
             return
@@ -182,9 +189,13 @@ class WarcRecords:
             present = max(0, len(self.buf) - end - len(END))
             yield from self._cut(start, f"Content-Length {int(length)}, {present} bytes present")
             return
-        if not complete or self.buf[total - len(END):total] != END:
-            yield Problem("bad_length", f"Content-Length {int(length)} is wrong: the block is not followed "
-                          "by the blank line that ends a record", self._where(start))
+        if not complete or self.buf[total - len(END) : total] != END:
+            yield Problem(
+                "bad_length",
+                f"Content-Length {int(length)} is wrong: the block is not followed "
+                "by the blank line that ends a record",
+                self._where(start),
+            )
             self._advance(end + len(END))  # the next record may begin inside the declared block
             self.resyncing = True
             return
@@ -283,7 +294,7 @@ class Decompressed:
                     del self.starts_out[:32], self.starts_raw[:32]
                 self.starts_out.append(self.out_pos)
                 self.starts_raw.append(self.chunk_start + self.pos)
-            feed = self.chunk[self.pos:self.pos + self.FEED]
+            feed = self.chunk[self.pos : self.pos + self.FEED]
             try:
                 out = self.member.decompress(feed)
             except zlib.error as exc:
@@ -309,7 +320,7 @@ class Decompressed:
             if found >= 0:
                 pos = pos - len(tail) + found
                 break
-            tail = data[-(len(GZIP_MAGIC) - 1):]
+            tail = data[-(len(GZIP_MAGIC) - 1) :]
             pos += len(chunk)
         self.f.seek(pos)
         self.chunk, self.pos, self.chunk_start, self.member = memoryview(b""), 0, pos, None

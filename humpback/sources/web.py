@@ -66,8 +66,13 @@ def prepare_web(
         for c in so_far:
             for reason, n in c["dropped"].items():
                 dropped[reason] = dropped.get(reason, 0) + n
-        check_bad_fraction(params, sum(c["info"].get("documents", 0) for c in so_far), sum(c["bad"] for c in so_far),
-                           dropped, final=False)
+        check_bad_fraction(
+            params,
+            sum(c["info"].get("documents", 0) for c in so_far),
+            sum(c["bad"] for c in so_far),
+            dropped,
+            final=False,
+        )
 
     shards = run.stream(read(params), shard_size, work, desc=f"{STAGE} documents", unit="doc", check=check)
     counts = Counts(params.source)
@@ -77,8 +82,9 @@ def prepare_web(
             counts.drop(reason, n)
         for name, n in shard["info"].items():
             counts.note(name, n)
-    check_bad_fraction(params, counts.info.get("documents", 0), sum(s["bad"] for s in shards), counts.dropped,
-                       final=True)
+    check_bad_fraction(
+        params, counts.info.get("documents", 0), sum(s["bad"] for s in shards), counts.dropped, final=True
+    )
     verdicts = dedup(run.rows(len(shards)), params.near_duplicate, counts)
     counts.kept = sum(verdicts)
     counts.ensure_any(counts.kept, "segments")
@@ -125,15 +131,18 @@ def shard_counts(items: Iterable[Document | BadRecord], params: WebDataParams, r
                 counts.drop(reason)
             else:
                 rows.append(segment.record())
-    for name, n in (("language_undetermined", keep.undetermined), ("junk_stripped", keep.junk_stripped),
-                    ("rater_text_segments", keep.rater_segments), ("rater_text_removed", keep.rater_passages)):
+    for name, n in (
+        ("language_undetermined", keep.undetermined),
+        ("junk_stripped", keep.junk_stripped),
+        ("rater_text_segments", keep.rater_segments),
+        ("rater_text_removed", keep.rater_passages),
+    ):
         if n:
             counts.note(name, n)
     return {"read": counts.read, "dropped": counts.dropped, "info": counts.info, "bad": bad}
 
 
-def check_bad_fraction(params: WebDataParams, documents: int, bad: int, dropped: dict[str, int],
-                       final: bool) -> None:
+def check_bad_fraction(params: WebDataParams, documents: int, bad: int, dropped: dict[str, int], final: bool) -> None:
     """Stop when the input is not what `data.web` says (a wrong path or format) rather than a crawl with
     some damage in it: no document read at all, or more than `max_bad_fraction` of them malformed or
     undecodable. Before the end, only once enough documents were read for the share to mean something."""

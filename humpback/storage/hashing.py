@@ -75,6 +75,9 @@ def hash_folder(folder: str | Path, cache: Path | None = None) -> dict[str, str]
     """{relative path: sha256} for every file of a folder, sorted; hidden files (editor or temp files) are
     skipped, since they are not part of what the folder holds."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     return {p.relative_to(folder).as_posix(): hash_file(p, cache) for p in files}

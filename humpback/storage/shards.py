@@ -48,8 +48,9 @@ def fingerprint(stage: str, params: dict[str, Any], model: dict[str, Any], input
     """Identifies a model stage's shards: the stage, the params it reads, the model's content
     (`humpback.engines.models.model_identity`, taken by the caller so the runner never imports torch) and its
     inputs'."""
-    return hash_json({"stage": stage, "params": params, "model": model,
-                      "inputs": [hash_file(p, hash_cache()) for p in inputs]})
+    return hash_json(
+        {"stage": stage, "params": params, "model": model, "inputs": [hash_file(p, hash_cache()) for p in inputs]}
+    )
 
 
 class ShardedRun:
@@ -66,18 +67,32 @@ class ShardedRun:
     def counts_path(self, index: int) -> Path:
         return self.folder / f"shard-{index:05d}.counts.json"
 
-    def map(self, records: list[dict], shard_size: int, work: Callable[[list[dict]], list[dict]],
-            desc: str = "", hand_out: HandOut | None = None) -> list[dict]:
+    def map(
+        self,
+        records: list[dict],
+        shard_size: int,
+        work: Callable[[list[dict]], list[dict]],
+        desc: str = "",
+        hand_out: HandOut | None = None,
+    ) -> list[dict]:
         """work(shard) for every shard not yet in scratch (through `hand_out`, default here and in order); all
         shards' rows, in input order."""
         rows: list[dict] = []
-        for k, result in self._shards(records, shard_size, _with_no_counts(work), desc or self.stage, "rec",
-                                      total=len(records), hand_out=hand_out):
+        for k, result in self._shards(
+            records, shard_size, _with_no_counts(work), desc or self.stage, "rec", total=len(records), hand_out=hand_out
+        ):
             rows.extend(read_jsonl(self.shard_path(k)) if result is None else result[0])
         return rows
 
-    def stream(self, items: Iterable[T], shard_size: int, work: Callable[[list[T]], tuple[list[dict], dict]],
-               desc: str = "", unit: str = "rec", check: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    def stream(
+        self,
+        items: Iterable[T],
+        shard_size: int,
+        work: Callable[[list[T]], tuple[list[dict], dict]],
+        desc: str = "",
+        unit: str = "rec",
+        check: Callable[[list[dict]], None] | None = None,
+    ) -> list[dict]:
         """work(shard) → (rows, counts) for every shard of `items` not yet in scratch, reading `items` one shard at
         a time (finished shards' items are still read, to know where the next shard begins); every shard's
         counts, in order. `check(counts so far)` runs after each shard, so bad input stops the run early."""
@@ -101,9 +116,16 @@ class ShardedRun:
             with open(self.shard_path(k), encoding="utf-8") as f:
                 yield from (line for line in f if line.strip())
 
-    def _shards(self, items: Iterable[T], shard_size: int, work: Callable[[list[T]], tuple[list[dict], Any]],
-                desc: str, unit: str, total: int | None = None,
-                hand_out: HandOut | None = None) -> Iterator[tuple[int, tuple[list[dict], Any] | None]]:
+    def _shards(
+        self,
+        items: Iterable[T],
+        shard_size: int,
+        work: Callable[[list[T]], tuple[list[dict], Any]],
+        desc: str,
+        unit: str,
+        total: int | None = None,
+        hand_out: HandOut | None = None,
+    ) -> Iterator[tuple[int, tuple[list[dict], Any] | None]]:
         """(index, work's (rows, counts)) per shard in input order, None for a shard already in scratch. A new
         shard's counts (when not None) are written before its rows: the rows file marks the shard done.
 
@@ -126,8 +148,7 @@ class ShardedRun:
                 read.append((k, len(shard), done))
                 if not done:
                     if not self.worked and k:
-                        tqdm.write(f"{self.stage}: resuming, {k} shards already done in {self.folder}",
-                                   file=sys.stderr)
+                        tqdm.write(f"{self.stage}: resuming, {k} shards already done in {self.folder}", file=sys.stderr)
                     self.worked.append(k)
                     yield shard
 
@@ -151,13 +172,12 @@ class ShardedRun:
                 bar.update(size)
                 yield k, None
                 if not self.worked and not read:
-                    tqdm.write(f"{self.stage}: all {k + 1} shards were already done in {self.folder}",
-                               file=sys.stderr)
+                    tqdm.write(f"{self.stage}: all {k + 1} shards were already done in {self.folder}", file=sys.stderr)
 
     def _drop_stale(self) -> None:
         """Scratch of this stage under another fingerprint (older params, code, model or input) is dead weight."""
         for other in self.root.glob(f"{self.stage}-*"):
-            if other != self.folder and other.is_dir() and other.name[len(self.stage) + 1:].isalnum():
+            if other != self.folder and other.is_dir() and other.name[len(self.stage) + 1 :].isalnum():
                 shutil.rmtree(other, ignore_errors=True)
 
     def clear(self) -> None:

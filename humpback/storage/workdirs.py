@@ -35,7 +35,7 @@ def main_workspace(workspace: str | Path = ".") -> Path:
     here = Path(workspace).resolve()
     parts, n = here.parts, len(DVC_TEMP_WORKSPACES)
     for i in range(1, len(parts) - n):
-        if parts[i:i + n] == DVC_TEMP_WORKSPACES:
+        if parts[i : i + n] == DVC_TEMP_WORKSPACES:
             return Path(*parts[:i])
     return _worktree_main(here) or here
 
@@ -48,7 +48,12 @@ def _worktree_main(here: Path) -> Path | None:
     try:
         git_dir, common_dir, top = subprocess.run(
             ["git", "rev-parse", "--path-format=absolute", "--git-dir", "--git-common-dir", "--show-toplevel"],
-            cwd=here, capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.splitlines()
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     if Path(git_dir) == Path(common_dir) or Path(common_dir).name != ".git":

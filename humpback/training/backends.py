@@ -48,8 +48,11 @@ def launch_environment() -> None:
     A DeepSpeed JSON file (`deepspeed_config_file`) is the user's own: `check_deepspeed_config` reads it."""
     asked = os.environ.get(MIXED_PRECISION_ENV)
     if asked not in (None, "no"):
-        log.warning("the accelerate config asks for mixed_precision %s: ignored, precision is train.dtype's "
-                    "(autocast over float32 weights, whatever the engine)", asked)
+        log.warning(
+            "the accelerate config asks for mixed_precision %s: ignored, precision is train.dtype's "
+            "(autocast over float32 weights, whatever the engine)",
+            asked,
+        )
         os.environ[MIXED_PRECISION_ENV] = "no"
     if deepspeed_launch():
         os.environ[SAVE_16BIT_ENV] = "true"
@@ -60,8 +63,10 @@ def check_deepspeed_config(config: dict[str, Any]) -> None:
     `train.dtype`'s, computed under the trainer's autocast; DeepSpeed holds the float32 weights."""
     for key in ("fp16", "bf16"):
         if str(config.get(key, {}).get("enabled", False)).lower() == "true":
-            raise ValueError(f"the DeepSpeed config enables {key}: set {key}.enabled to false (or leave it out); "
-                             "training precision is train.dtype's, under autocast")
+            raise ValueError(
+                f"the DeepSpeed config enables {key}: set {key}.enabled to false (or leave it out); "
+                "training precision is train.dtype's, under autocast"
+            )
 
 
 def engine_of(trainer) -> dict[str, Any]:
@@ -78,8 +83,12 @@ def engine_of(trainer) -> dict[str, Any]:
         module = getattr(engine, "module", engine)
         # ZeRO-3 replaces each parameter's data by an empty placeholder and keeps the shard in ds_tensor.
         sharded = any(hasattr(p, "ds_tensor") for p in module.parameters())
-        return {"kind": "deepspeed", "zero_stage": int(engine.zero_optimization_stage()),
-                "sharded_parameters": sharded, **info}
+        return {
+            "kind": "deepspeed",
+            "zero_stage": int(engine.zero_optimization_stage()),
+            "sharded_parameters": sharded,
+            **info,
+        }
     if trainer.is_fsdp_enabled:
         from torch.distributed.tensor import DTensor
 
@@ -87,8 +96,12 @@ def engine_of(trainer) -> dict[str, Any]:
         params = list(trainer.model.parameters())
         # FSDP2 holds each parameter as a DTensor sharded over the ranks; FSDP1 flattens them into FlatParameters.
         sharded = any(isinstance(p, DTensor) or type(p).__name__ == "FlatParameter" for p in params)
-        return {"kind": "fsdp", "version": int(getattr(plugin, "fsdp_version", 1)),
-                "sharded_parameters": sharded, **info}
+        return {
+            "kind": "fsdp",
+            "version": int(getattr(plugin, "fsdp_version", 1)),
+            "sharded_parameters": sharded,
+            **info,
+        }
     if isinstance(trainer.model_wrapped, torch.nn.parallel.DistributedDataParallel):
         return {"kind": "ddp", **info}
     return {"kind": "single", **info}

@@ -41,8 +41,9 @@ NODE_RANK_ENV = ("NODE_RANK", "SLURM_NODEID")  # node_rank: env, first found
 DEFAULT_PORT = "29500"  # torch's MASTER_PORT default
 
 
-def launch_command(launcher: LauncherParams, module: str, argv: Sequence[str],
-                   env: Mapping[str, str] | None = None) -> list[str] | None:
+def launch_command(
+    launcher: LauncherParams, module: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[str] | None:
     """The command line that runs `python -m module argv` under `launcher`; None = run here, in-process
     (`single`, or this process was itself started by a launcher). `env` (default: this process's) is where
     a node finds its rank and the rendezvous address when params leave them to the cluster."""
@@ -63,8 +64,12 @@ def launch_command(launcher: LauncherParams, module: str, argv: Sequence[str],
         if launcher.nodes == 1:
             prefix.insert(3, "--standalone")
         else:  # the node rank is the rendezvous's to assign under c10d (torchrun ignores --node-rank there)
-            prefix[3:3] = [f"--nnodes={launcher.nodes}", "--rdzv-backend=c10d",
-                           f"--rdzv-endpoint={rendezvous(launcher, env)}", f"--rdzv-id={rendezvous_id(module, argv)}"]
+            prefix[3:3] = [
+                f"--nnodes={launcher.nodes}",
+                "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={rendezvous(launcher, env)}",
+                f"--rdzv-id={rendezvous_id(module, argv)}",
+            ]
     else:
         prefix = [sys.executable, "-m", "accelerate.commands.launch"]
         if launcher.config:
@@ -75,10 +80,19 @@ def launch_command(launcher: LauncherParams, module: str, argv: Sequence[str],
             prefix += ["--num_processes", str(launcher.processes * launcher.nodes)]
         if launcher.nodes > 1:
             host, port = rendezvous(launcher, env).rsplit(":", 1)
-            prefix += ["--num_machines", str(launcher.nodes), "--machine_rank", str(node_rank(launcher, env)),
-                       "--main_process_ip", host, "--main_process_port", port,
-                       # torchrun on every node; accelerate's default for DeepSpeed is pdsh over ssh from one
-                       "--deepspeed_multinode_launcher", "standard"]
+            prefix += [
+                "--num_machines",
+                str(launcher.nodes),
+                "--machine_rank",
+                str(node_rank(launcher, env)),
+                "--main_process_ip",
+                host,
+                "--main_process_port",
+                port,
+                # torchrun on every node; accelerate's default for DeepSpeed is pdsh over ssh from one
+                "--deepspeed_multinode_launcher",
+                "standard",
+            ]
     return [*prefix, "-m", module, *argv]
 
 
@@ -88,10 +102,21 @@ def srun_command(nodes: int, module: str, argv: Sequence[str]) -> list[str]:
     own SRUN_* / SLURM_* input variables."""
     srun = shutil.which("srun")
     if srun is None:
-        raise ParamsError("runtime.launcher.srun is true but srun is not on PATH: run inside a Slurm allocation, "
-                          "or set srun: false and start the stage command on every node yourself")
-    return [srun, f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-            sys.executable, "-m", module, *argv]
+        raise ParamsError(
+            "runtime.launcher.srun is true but srun is not on PATH: run inside a Slurm allocation, "
+            "or set srun: false and start the stage command on every node yourself"
+        )
+    return [
+        srun,
+        f"--nodes={nodes}",
+        f"--ntasks={nodes}",
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        sys.executable,
+        "-m",
+        module,
+        *argv,
+    ]
 
 
 def rendezvous(launcher: LauncherParams, env: Mapping[str, str]) -> str:
@@ -101,8 +126,10 @@ def rendezvous(launcher: LauncherParams, env: Mapping[str, str]) -> str:
     elif env.get("MASTER_ADDR"):
         endpoint = f"{env['MASTER_ADDR']}:{env.get('MASTER_PORT') or DEFAULT_PORT}"
     else:
-        raise ParamsError("runtime.launcher.nodes > 1 needs node 0's address: set runtime.launcher.rendezvous "
-                          "(HOST:PORT) or MASTER_ADDR (and MASTER_PORT) on every node")
+        raise ParamsError(
+            "runtime.launcher.nodes > 1 needs node 0's address: set runtime.launcher.rendezvous "
+            "(HOST:PORT) or MASTER_ADDR (and MASTER_PORT) on every node"
+        )
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit():
         raise ParamsError(f"runtime.launcher.rendezvous must be HOST:PORT, got {endpoint!r}")
@@ -116,8 +143,9 @@ def node_rank(launcher: LauncherParams, env: Mapping[str, str]) -> int:
     else:
         found = next((env[k] for k in NODE_RANK_ENV if env.get(k, "").isdigit()), None)
         if found is None:
-            raise ParamsError("runtime.launcher.node_rank is env but neither " + " nor ".join(NODE_RANK_ENV)
-                              + " is set on this node")
+            raise ParamsError(
+                "runtime.launcher.node_rank is env but neither " + " nor ".join(NODE_RANK_ENV) + " is set on this node"
+            )
         rank = int(found)
     if not 0 <= rank < launcher.nodes:
         raise ParamsError(f"runtime.launcher.node_rank {rank} is outside 0..{launcher.nodes - 1}")

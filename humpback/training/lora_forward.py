@@ -52,9 +52,15 @@ def _plain(layer, x: torch.Tensor) -> bool:
     if name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
         return False
     a, b, base = layer.lora_A[name], layer.lora_B[name], layer.base_layer
-    if not (isinstance(layer.lora_dropout[name], nn.Identity) and type(a) is nn.Linear and type(b) is nn.Linear
-            and a.bias is None and b.bias is None and type(base) is nn.Linear
-            and not getattr(layer, "fan_in_fan_out", False)):
+    if not (
+        isinstance(layer.lora_dropout[name], nn.Identity)
+        and type(a) is nn.Linear
+        and type(b) is nn.Linear
+        and a.bias is None
+        and b.bias is None
+        and type(base) is nn.Linear
+        and not getattr(layer, "fan_in_fan_out", False)
+    ):
         return False
     if a.weight.dtype != b.weight.dtype or not a.weight.is_floating_point():
         return False

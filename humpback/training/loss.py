@@ -53,8 +53,9 @@ def labelled_targets(labels: torch.Tensor) -> torch.Tensor:
     return shifted[shifted != IGNORE_INDEX]
 
 
-def _cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, out: torch.Tensor,
-                         gradient: bool) -> torch.Tensor:
+def _cross_entropy_rows_(
+    logits: torch.Tensor, targets: torch.Tensor, out: torch.Tensor, gradient: bool
+) -> torch.Tensor:
     """The summed cross-entropy of `logits`' rows against `targets`. `out` (float32, the rows' shape; it may be
     `logits` itself) receives their log-softmax and, if `gradient`, becomes in place the sum's gradient with
     respect to the logits: d/dlogits of -log_softmax[target] = softmax - onehot(target)."""
@@ -90,16 +91,16 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(logits) if logits.requires_grad else None
         in_place = grad is not None and logits.dtype == torch.float32
         for start in range(0, logits.shape[0], rows):
-            chunk = logits[start:start + rows]
+            chunk = logits[start : start + rows]
             # Float32 logits: the log-softmax is written straight into the gradient's rows (no copy of the chunk).
-            out = grad[start:start + rows] if in_place else torch.empty_like(chunk, dtype=torch.float32)
-            total += _cross_entropy_rows_(chunk, targets[start:start + rows], out, gradient=grad is not None)
+            out = grad[start : start + rows] if in_place else torch.empty_like(chunk, dtype=torch.float32)
+            total += _cross_entropy_rows_(chunk, targets[start : start + rows], out, gradient=grad is not None)
             if grad is None:
                 continue
             if not _is_one(scale):
                 out.mul_(scale)
             if not in_place:
-                grad[start:start + rows] = out
+                grad[start : start + rows] = out
         ctx.save_for_backward(grad if grad is not None else logits.new_empty(0))
         return total * scale
 
@@ -124,8 +125,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     around a bf16 head, less the copies. A head that trains takes this path in float32 only."""
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                scale: float | torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, scale: float | torch.Tensor
+    ) -> torch.Tensor:
         rows = max(1, CHUNK_ELEMENTS // max(1, weight.shape[0]))
         gradient = hidden.requires_grad or weight.requires_grad
         low = weight.dtype != torch.float32
@@ -137,24 +139,25 @@ class LinearCrossEntropy(torch.autograd.Function):
         upcast = torch.empty_like(buffer, dtype=torch.float32) if low else buffer
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], rows):
-            chunk = hidden[start:start + rows]
-            logits = torch.mm(chunk, weight.t(), out=buffer[:chunk.shape[0]])
-            out = upcast[:chunk.shape[0]]
+            chunk = hidden[start : start + rows]
+            logits = torch.mm(chunk, weight.t(), out=buffer[: chunk.shape[0]])
+            out = upcast[: chunk.shape[0]]
             if low:
                 out.copy_(logits)
-            total += _cross_entropy_rows_(out, targets[start:start + rows], out, gradient)
+            total += _cross_entropy_rows_(out, targets[start : start + rows], out, gradient)
             if low and gradient:
                 logits.copy_(out)  # the logits' gradient, in the head's dtype
             if grad_hidden is not None:
-                torch.mm(logits, weight, out=grad_hidden[start:start + rows])
+                torch.mm(logits, weight, out=grad_hidden[start : start + rows])
             if grad_weight is not None:
                 grad_weight.addmm_(logits.t(), chunk)
         for grad in (grad_hidden, grad_weight):  # the scale on the hidden-size results, not the logits' rows
             if grad is not None and not _is_one(scale):
                 grad.mul_(scale)
         empty = hidden.new_empty(0)
-        ctx.save_for_backward(grad_hidden if grad_hidden is not None else empty,
-                              grad_weight if grad_weight is not None else empty)
+        ctx.save_for_backward(
+            grad_hidden if grad_hidden is not None else empty, grad_weight if grad_weight is not None else empty
+        )
         return total * scale
 
     @staticmethod
@@ -219,8 +222,13 @@ def can_defer(head: nn.Module) -> bool:
     would: float32 without autocast (trainable or not), or under autocast a frozen head already held in the
     autocast dtype (a LoRA base in bf16). (A LoRA-adapted head, a quantised one, a float32 head under autocast
     or a hooked one keep their own forward.)"""
-    if not (type(head) is nn.Linear and head.bias is None and "forward" not in vars(head)
-            and not head._forward_hooks and not head._forward_pre_hooks):
+    if not (
+        type(head) is nn.Linear
+        and head.bias is None
+        and "forward" not in vars(head)
+        and not head._forward_hooks
+        and not head._forward_pre_hooks
+    ):
         return False
     device = head.weight.device.type
     if torch.is_autocast_enabled(device):

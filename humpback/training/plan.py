@@ -22,7 +22,14 @@ from humpback.storage.hashing import hash_file, hash_json
 # take the row with the nearest N at or below it (never promise more steps than a larger set would get);
 # under 100 examples, the first row.
 STEPS_BY_DATA_SIZE: tuple[tuple[int, int], ...] = (
-    (100, 30), (800, 300), (1600, 600), (3200, 500), (6400, 600), (12800, 600), (25600, 1200), (51200, 1600),
+    (100, 30),
+    (800, 300),
+    (1600, 600),
+    (3200, 500),
+    (6400, 600),
+    (12800, 600),
+    (25600, 1200),
+    (51200, 1600),
 )
 SMALL_DATA = 3000  # the paper uses batch 8 below this many examples, 32 from it on
 
@@ -80,7 +87,10 @@ def _linear_to_final_factor(step: int, start: float, end: float, warmup_steps: i
 
 
 def linear_to_final(
-    optimizer: torch.optim.Optimizer, learning_rate: float, final_learning_rate: float, warmup_steps: int,
+    optimizer: torch.optim.Optimizer,
+    learning_rate: float,
+    final_learning_rate: float,
+    warmup_steps: int,
     total_steps: int,
 ) -> LambdaLR:
     """Linear warm-up from 0 (if any), then linear decay to `final_learning_rate` at `total_steps`.
@@ -91,14 +101,21 @@ def linear_to_final(
     The factor at step `total_steps` (after the last update) and past it is the end value.
     """
     if final_learning_rate > learning_rate:
-        raise ParamsError(f"train.final_learning_rate {final_learning_rate} is above train.learning_rate "
-                          f"{learning_rate}: the schedule decays")
+        raise ParamsError(
+            f"train.final_learning_rate {final_learning_rate} is above train.learning_rate "
+            f"{learning_rate}: the schedule decays"
+        )
     if final_learning_rate == learning_rate:
         return get_constant_schedule_with_warmup(optimizer, warmup_steps)
     # At least one decay step: a warm-up as long as the run would leave none (the factor is then 1 at the end
     # of the warm-up, as with any decay).
-    factor = functools.partial(_linear_to_final_factor, start=learning_rate, end=final_learning_rate,
-                               warmup_steps=warmup_steps, decay_end=max(total_steps, warmup_steps + 1))
+    factor = functools.partial(
+        _linear_to_final_factor,
+        start=learning_rate,
+        end=final_learning_rate,
+        warmup_steps=warmup_steps,
+        decay_end=max(total_steps, warmup_steps + 1),
+    )
     return LambdaLR(optimizer, factor)
 
 

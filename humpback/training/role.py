@@ -34,13 +34,28 @@ ROLES = ("backward", "m0", "m1", "m2")
 # dvc.yaml's train_backward and train@{m0,m1,m2} list the same (the whole-DAG test compares reads with them).
 # Each role has its own seed key (seeds.training_<role>, `default` = seeds.training), so reseeding one model
 # reruns that train stage and what follows it, not the whole pipeline.
-COMMON_KEYS = ("seeds.training", "train.method", "train.max_seq_len", "train.overlong", "train.epochs",
-               "train.batch_size", "train.micro_batch_size", "train.learning_rate", "train.final_learning_rate",
-               "train.weight_decay", "train.dropout", "train.warmup_steps", "train.dtype", "train.lora")
-ROLE_KEYS = {"backward": (*COMMON_KEYS, "seeds.training_backward", "train.backward_max_output_tokens"),
-             "m0": (*COMMON_KEYS, "seeds.training_m0", "train.tagging"),
-             "m1": (*COMMON_KEYS, "seeds.training_m1", "train.tagging", "train.mix"),
-             "m2": (*COMMON_KEYS, "seeds.training_m2", "train.tagging", "train.mix")}
+COMMON_KEYS = (
+    "seeds.training",
+    "train.method",
+    "train.max_seq_len",
+    "train.overlong",
+    "train.epochs",
+    "train.batch_size",
+    "train.micro_batch_size",
+    "train.learning_rate",
+    "train.final_learning_rate",
+    "train.weight_decay",
+    "train.dropout",
+    "train.warmup_steps",
+    "train.dtype",
+    "train.lora",
+)
+ROLE_KEYS = {
+    "backward": (*COMMON_KEYS, "seeds.training_backward", "train.backward_max_output_tokens"),
+    "m0": (*COMMON_KEYS, "seeds.training_m0", "train.tagging"),
+    "m1": (*COMMON_KEYS, "seeds.training_m1", "train.tagging", "train.mix"),
+    "m2": (*COMMON_KEYS, "seeds.training_m2", "train.tagging", "train.mix"),
+}
 WITH_AUGMENTED = ("m1", "m2")
 SCRATCH_ROOT = TRAIN_SCRATCH
 
@@ -61,8 +76,15 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
 
 
 def train_role(
-    role: str, base: str, seed: str, augmented: str | None, out: str, metrics: str, live: str | None,
-    params: Params, scratch_root: Path = SCRATCH_ROOT,
+    role: str,
+    base: str,
+    seed: str,
+    augmented: str | None,
+    out: str,
+    metrics: str,
+    live: str | None,
+    params: Params,
+    scratch_root: Path = SCRATCH_ROOT,
 ) -> dict[str, Any]:
     """Train one role and write its model folder and metrics, logging the curves into `live` (DVCLive) as it
     goes; return the metrics."""
@@ -78,7 +100,8 @@ def train_role(
         seed_pairs = []
     tokenizer = AutoTokenizer.from_pretrained(base)
     examples = (
-        backward_examples(tokenizer, seed_pairs, tp.backward_max_output_tokens) if role == "backward"
+        backward_examples(tokenizer, seed_pairs, tp.backward_max_output_tokens)
+        if role == "backward"
         else forward_examples(tokenizer, seed_pairs, augmented_pairs, tp.tagging)
     )
     dataset, report = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
@@ -88,8 +111,14 @@ def train_role(
             f"(train.max_seq_len={tp.max_seq_len})"
         )
     if sum(report.dropped.values()):
-        log.warning("%s: dropped %s of %d examples (train.max_seq_len=%d, train.overlong=%s)", role,
-                    report.dropped, sum(report.read.values()), tp.max_seq_len, tp.overlong)
+        log.warning(
+            "%s: dropped %s of %d examples (train.max_seq_len=%d, train.overlong=%s)",
+            role,
+            report.dropped,
+            sum(report.read.values()),
+            tp.max_seq_len,
+            tp.overlong,
+        )
     plan = TrainPlan.from_params(tp, len(dataset), world_size=int(os.environ.get("WORLD_SIZE", "1")))
     inputs = [seed] + ([augmented] if augmented is not None else [])
     scratch = scratch_root / f"{role}-{fingerprint(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
@@ -101,8 +130,7 @@ def train_role(
     args = training_arguments(tp, plan, train_seed, scratch, save_steps=params.runtime.save_steps)
     model = load_trainable(base, tp, seed=train_seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = train(model, dataset, pad_id, tp, plan, train_seed, scratch, callbacks=live_callbacks(live),
-                   args=args)
+    result = train(model, dataset, pad_id, tp, plan, train_seed, scratch, callbacks=live_callbacks(live), args=args)
 
     summary = {
         "final_loss": result.final_loss,

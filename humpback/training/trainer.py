@@ -98,8 +98,11 @@ def load_trainable(base_dir: str | Path, params: TrainParams, seed: int = 0):
 
         model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=DTYPES[compute_dtype(params)])
         config = LoraConfig(
-            r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
-            target_modules=list(params.lora.target_modules), task_type="CAUSAL_LM",
+            r=params.lora.r,
+            lora_alpha=params.lora.alpha,
+            lora_dropout=params.lora.dropout,
+            target_modules=list(params.lora.target_modules),
+            task_type="CAUSAL_LM",
             layers_to_transform=top_layers(model.config.num_hidden_layers, params.lora.layers),
         )
         with warnings.catch_warnings():
@@ -135,8 +138,8 @@ class EpochSeededLengthSampler(Sampler[int]):
         span = self.micro * self.window
         batches = []
         for start in range(0, len(order), span):
-            window = sorted(order[start:start + span], key=self.lengths.__getitem__)
-            batches += [window[i:i + self.micro] for i in range(0, len(window), self.micro)]
+            window = sorted(order[start : start + span], key=self.lengths.__getitem__)
+            batches += [window[i : i + self.micro] for i in range(0, len(window), self.micro)]
         full = [b for b in batches if len(b) == self.micro]
         short = [b for b in batches if len(b) < self.micro]
         shuffled = [full[k] for k in torch.randperm(len(full), generator=generator).tolist()]
@@ -212,7 +215,11 @@ class SFTTrainer(Trainer):
 
     def __init__(self, *args, final_learning_rate: float, warmup: int, sampler_seed: int, bf16: bool, **kwargs):
         self.final_learning_rate, self.warmup, self.sampler_seed, self.use_bf16 = (
-            final_learning_rate, warmup, sampler_seed, bf16)
+            final_learning_rate,
+            warmup,
+            sampler_seed,
+            bf16,
+        )
         super().__init__(*args, compute_loss_func=self._loss, **kwargs)
         self._deferred_head: nn.Linear | None = None
 
@@ -225,8 +232,13 @@ class SFTTrainer(Trainer):
         """The output head, when the loss can compute it (`train_loss.head_cross_entropy`): a training step of an
         unsharded model (FSDP and ZeRO-3 gather the head's weight only inside the forward) whose outputs
         nobody else reads, with a head `train_loss.can_defer` takes (called under the step's autocast)."""
-        if (return_outputs or not torch.is_grad_enabled() or not model.training
-                or self.is_fsdp_enabled or self.is_deepspeed_enabled):
+        if (
+            return_outputs
+            or not torch.is_grad_enabled()
+            or not model.training
+            or self.is_fsdp_enabled
+            or self.is_deepspeed_enabled
+        ):
             return None
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         return head if head is not None and can_defer(head) else None
@@ -258,7 +270,10 @@ class SFTTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
             self.lr_scheduler = linear_to_final(
-                optimizer or self.optimizer, self.args.learning_rate, self.final_learning_rate, self.warmup,
+                optimizer or self.optimizer,
+                self.args.learning_rate,
+                self.final_learning_rate,
+                self.warmup,
                 num_training_steps,
             )
             self._created_lr_scheduler = True
@@ -272,9 +287,13 @@ class SFTTrainer(Trainer):
         counter = next(cb for cb in self.callback_handler.callbacks if isinstance(cb, TokenCounter))
         counts = torch.zeros(3, dtype=torch.long)
         for batch in batches:
-            counts += torch.tensor([int(batch["attention_mask"].sum()),
-                                    int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),  # shifted, as the loss
-                                    batch["input_ids"].numel()])
+            counts += torch.tensor(
+                [
+                    int(batch["attention_mask"].sum()),
+                    int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()),  # shifted, as the loss
+                    batch["input_ids"].numel(),
+                ]
+            )
         if self.accelerator.num_processes > 1:  # every process counts the step's whole batch, all ranks' parts
             counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
         counter.tokens += int(counts[0])
@@ -327,12 +346,13 @@ class TrainResult:
     @property
     def tail_loss(self) -> float:
         """Mean loss over the last quarter of the steps: one step's loss is one small batch's, and noisy."""
-        tail = [loss for _, loss in self.losses[-max(1, len(self.losses) // 4):]]
+        tail = [loss for _, loss in self.losses[-max(1, len(self.losses) // 4) :]]
         return sum(tail) / len(tail) if tail else float("nan")
 
 
-def training_arguments(params: TrainParams, plan: TrainPlan, seed: int, scratch: str | Path,
-                       save_steps: int = 0) -> TrainingArguments:
+def training_arguments(
+    params: TrainParams, plan: TrainPlan, seed: int, scratch: str | Path, save_steps: int = 0
+) -> TrainingArguments:
     """The Trainer's arguments. Building them starts the process group of a multi-process launch (torchrun,
     accelerate launch) and reads accelerate's FSDP / DeepSpeed settings, so build them *before* loading the
     model: DeepSpeed ZeRO-3's `zero3_init_flag` and FSDP's `cpu_ram_efficient_loading` act inside
@@ -392,9 +412,14 @@ def train(
     if args is None:
         args = training_arguments(params, plan, seed, scratch, save_steps)
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, data_collator=PadCollator(pad_token_id),
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=PadCollator(pad_token_id),
         callbacks=[TokenCounter(), *callbacks],
-        final_learning_rate=params.final_learning_rate, warmup=params.warmup_steps, sampler_seed=seed,
+        final_learning_rate=params.final_learning_rate,
+        warmup=params.warmup_steps,
+        sampler_seed=seed,
         bf16=use_bf16,
     )
     if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not trainer.is_fsdp_enabled:
@@ -432,8 +457,14 @@ def train(
     )
 
 
-def save_trained(model: PreTrainedModel, tokenizer, out: str | Path, base_ref: str, card: dict[str, Any],
-                 state_dict: dict[str, torch.Tensor] | None = None) -> None:
+def save_trained(
+    model: PreTrainedModel,
+    tokenizer,
+    out: str | Path,
+    base_ref: str,
+    card: dict[str, Any],
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write the adapter (or full model), the tokenizer and `card.json` to `out`, atomically.
 
     `state_dict`: the full weights gathered from a sharded (FSDP / ZeRO-3) run; the model object alone would

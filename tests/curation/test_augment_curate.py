@@ -27,8 +27,10 @@ from stages import select as select_stage
 ROOT = Path(__file__).resolve().parents[2]
 FILTERS = ["empty", "echo", "too_long", "not_instruction"]
 AUG = AugmentParams(max_new_tokens=64, max_instruction_chars=400, echo_overlap=0.8, filters=FILTERS)
-SEGMENT = ("Decorators wrap a function to extend its behaviour. The syntax @decorator above a def is "
-           "shorthand for func = decorator(func). Common uses are logging, caching and access control.")
+SEGMENT = (
+    "Decorators wrap a function to extend its behaviour. The syntax @decorator above a def is "
+    "shorthand for func = decorator(func). Common uses are logging, caching and access control."
+)
 
 
 # ----------------------------------------------------------------------------------------------- filters
@@ -77,8 +79,9 @@ class FakeEngine:
         return [self.texts[len(self.prompts) - len(prompts) + i] for i in range(len(prompts))]
 
 
-def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int = 6,
-                 filters: list[str] = FILTERS) -> tuple[Path, Path]:
+def write_inputs(
+    folder: Path, n: int, shard_size: int = 2, max_new_tokens: int = 6, filters: list[str] = FILTERS
+) -> tuple[Path, Path]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["augment"].update(max_new_tokens=max_new_tokens, filters=filters)
     params["runtime"].update(augment_shard_size=shard_size, score_shard_size=shard_size)
@@ -86,8 +89,12 @@ def write_inputs(folder: Path, n: int, shard_size: int = 2, max_new_tokens: int 
     params["curate"]["threshold"]["logprob"] = 3.0
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     web = folder / "web.jsonl"
-    web.write_text("".join(json.dumps({"id": f"seg-{i}", "text": f"Segment {i}. " + SEGMENT, "header": "h",
-                                       "doc": "d.html"}) + "\n" for i in range(n)))
+    web.write_text(
+        "".join(
+            json.dumps({"id": f"seg-{i}", "text": f"Segment {i}. " + SEGMENT, "header": "h", "doc": "d.html"}) + "\n"
+            for i in range(n)
+        )
+    )
     return folder / "params.yaml", web
 
 
@@ -97,21 +104,42 @@ def run_augment_in_process(tmp_path, monkeypatch, tiny_model_dir, texts):
     monkeypatch.setattr(humpback.engines.factory, "make_engine", lambda *a, **k: engine)
     monkeypatch.chdir(tmp_path)
     params, web = write_inputs(tmp_path, len(texts))
-    code = augment.main(["--model", str(tiny_model_dir), "--web", str(web), "--out", "aug.jsonl",
-                         "--metrics", "m.json", "--params", str(params)])
+    code = augment.main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--web",
+            str(web),
+            "--out",
+            "aug.jsonl",
+            "--metrics",
+            "m.json",
+            "--params",
+            str(params),
+        ]
+    )
     return code, engine
 
 
 def test_augment_counts_every_segment(tmp_path, monkeypatch, tiny_model_dir):
-    texts = ["What are decorators for?", "", "Segment 2. Decorators wrap a function", "x" * 500 + "?",
-             "import os", "  How do I cache a function's results?  "]
+    texts = [
+        "What are decorators for?",
+        "",
+        "Segment 2. Decorators wrap a function",
+        "x" * 500 + "?",
+        "import os",
+        "  How do I cache a function's results?  ",
+    ]
     code, engine = run_augment_in_process(tmp_path, monkeypatch, tiny_model_dir, texts)
     assert code == 0
     rows = read_jsonl(tmp_path / "aug.jsonl")
-    assert [r["instruction"] for r in rows] == ["What are decorators for?",
-                                                "How do I cache a function's results?"]
-    assert rows[0] == {"id": "aug-seg-0", "segment_id": "seg-0", "instruction": "What are decorators for?",
-                       "output": "Segment 0. " + SEGMENT}
+    assert [r["instruction"] for r in rows] == ["What are decorators for?", "How do I cache a function's results?"]
+    assert rows[0] == {
+        "id": "aug-seg-0",
+        "segment_id": "seg-0",
+        "instruction": "What are decorators for?",
+        "output": "Segment 0. " + SEGMENT,
+    }
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["read"] == 6 and metrics["kept"] == 2
     assert metrics["dropped"] == {"empty": 1, "echo": 1, "too_long": 1, "not_instruction": 1}
@@ -158,8 +186,20 @@ sys.exit(augment.main(sys.argv[1:]))
 
 
 def augment_cmd(folder: Path, model: Path) -> list[str]:
-    return [sys.executable, str(folder / "driver.py"), "--model", str(model), "--web", "web.jsonl",
-            "--out", "augmented.jsonl", "--metrics", "augment.json", "--params", "params.yaml"]
+    return [
+        sys.executable,
+        str(folder / "driver.py"),
+        "--model",
+        str(model),
+        "--web",
+        "web.jsonl",
+        "--out",
+        "augmented.jsonl",
+        "--metrics",
+        "augment.json",
+        "--params",
+        "params.yaml",
+    ]
 
 
 def augment_env(delay: float) -> dict[str, str]:
@@ -175,8 +215,13 @@ def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir,
     # A random tiny model writes no sentences: keep its text (only empty instructions are dropped).
     write_inputs(folder, n, shard_size=shard_size, filters=[])
     (folder / "driver.py").write_text(DRIVER)
-    proc = subprocess.Popen(augment_cmd(folder, tiny_model_dir), cwd=folder, env=augment_env(1.0),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        augment_cmd(folder, tiny_model_dir),
+        cwd=folder,
+        env=augment_env(1.0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     # Meanwhile, the uninterrupted run, in this process (same thread count as the subprocesses).
     whole = tmp_path / "whole"
@@ -200,8 +245,15 @@ def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir,
     assert 1 <= done < n // shard_size
     assert not (folder / "augmented.jsonl").exists()
 
-    resumed = subprocess.run(augment_cmd(folder, tiny_model_dir), cwd=folder, env=augment_env(0), check=False,
-                             capture_output=True, text=True, timeout=120)
+    resumed = subprocess.run(
+        augment_cmd(folder, tiny_model_dir),
+        cwd=folder,
+        env=augment_env(0),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stderr.count("generated a shard") == n // shard_size - done  # finished shards not redone
     assert (folder / "augmented.jsonl").read_bytes() == (whole / "augmented.jsonl").read_bytes()
@@ -218,20 +270,53 @@ def score_args(folder: Path, model: Path, params: Path, named: Path | None = Non
         from humpback.engines.model_folders import prepare_curator
 
         prepare_curator("self", "float32", named)
-    return ["--iteration", "1", "--model", str(model), "--named-curator", str(named),
-            "--pairs", str(folder / "pairs.jsonl"), "--out", str(folder / "scored.jsonl"),
-            "--metrics", str(folder / "score.json"), "--params", str(params)]
+    return [
+        "--iteration",
+        "1",
+        "--model",
+        str(model),
+        "--named-curator",
+        str(named),
+        "--pairs",
+        str(folder / "pairs.jsonl"),
+        "--out",
+        str(folder / "scored.jsonl"),
+        "--metrics",
+        str(folder / "score.json"),
+        "--params",
+        str(params),
+    ]
 
 
 def select_args(folder: Path, params: Path, iteration: int = 1) -> list[str]:
-    return ["--iteration", str(iteration), "--scored", str(folder / "scored.jsonl"),
-            "--out", str(folder / "selected.jsonl"), "--metrics", str(folder / "select.json"),
-            "--plot", str(folder / "hist.png"), "--plot-data", str(folder / "hist.csv"), "--params", str(params)]
+    return [
+        "--iteration",
+        str(iteration),
+        "--scored",
+        str(folder / "scored.jsonl"),
+        "--out",
+        str(folder / "selected.jsonl"),
+        "--metrics",
+        str(folder / "select.json"),
+        "--plot",
+        str(folder / "hist.png"),
+        "--plot-data",
+        str(folder / "hist.csv"),
+        "--params",
+        str(params),
+    ]
 
 
 def write_pairs(folder: Path, n: int) -> None:
-    rows = [{"id": f"aug-seg-{i}", "segment_id": f"seg-{i}", "instruction": f"Question {i}?",
-             "output": ("Score: 5\n" if i % 2 else "") + SEGMENT} for i in range(n)]
+    rows = [
+        {
+            "id": f"aug-seg-{i}",
+            "segment_id": f"seg-{i}",
+            "instruction": f"Question {i}?",
+            "output": ("Score: 5\n" if i % 2 else "") + SEGMENT,
+        }
+        for i in range(n)
+    ]
     (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -288,8 +373,11 @@ def test_score_then_select_logprob_on_tiny_model(tmp_path, monkeypatch, tiny_mod
 def test_score_generate_mode_counts_parse_failures(tmp_path, monkeypatch, tiny_model_dir):
     monkeypatch.chdir(tmp_path)
     params_path, _ = write_inputs(tmp_path, 0)
-    edit_params(params_path, curate={"method": "generate", "max_retries": 1, "threshold.generate": 4.0},
-                runtime={"score_shard_size": 4})
+    edit_params(
+        params_path,
+        curate={"method": "generate", "max_retries": 1, "threshold.generate": 4.0},
+        runtime={"score_shard_size": 4},
+    )
     write_pairs(tmp_path, 4)
     # Replies per call, in order: pairs 0-3, then the retry of the two failures (1 and 3).
     FakeEngine.model_dir = tiny_model_dir
@@ -370,8 +458,13 @@ def test_top_share_is_a_rank_level_that_follows_each_curators_own_ranking():
     assert select(m0, "pmi", 0.0, 0, 0) == m0 and select(m1, "pmi", 0.0, 0, 0) == m1
     first, second = select(m0, "pmi", 0.0, 0, 0, top_share=0.5), select(m1, "pmi", 0.0, 0, 0, top_share=0.5)
     assert [r["id"] for r in first] == ["p0", "p1", "p2"] and [r["id"] for r in second] == ["p1", "p3", "p4"]
-    assert overlap(second, first) == {"shared": 1, "only_this": 2, "only_previous": 2, "jaccard": 0.2,
-                                      "identical": False}
+    assert overlap(second, first) == {
+        "shared": 1,
+        "only_this": 2,
+        "only_previous": 2,
+        "jaccard": 0.2,
+        "identical": False,
+    }
     assert overlap(first, first)["identical"]
     # the share is of all scored pairs (rounded down), and the threshold still applies: a level is both
     assert len(select(m0, "pmi", 0.0, 0, 0, top_share=0.4)) == 2  # floor(2.4)
@@ -383,8 +476,7 @@ def test_top_share_is_a_rank_level_that_follows_each_curators_own_ranking():
 
 def test_top_share_outside_its_range_is_refused_by_name(tmp_path):
     params = load_params(ROOT / "params.yaml")
-    bad = dataclasses.replace(params.select, iteration_2=dataclasses.replace(params.select.iteration_2,
-                                                                           top_share=0.0))
+    bad = dataclasses.replace(params.select, iteration_2=dataclasses.replace(params.select.iteration_2, top_share=0.0))
     with pytest.raises(ValueError, match="select.iteration_2.top_share"):
         top_share_of(dataclasses.replace(params, select=bad), 2)
     assert top_share_of(params, 1) == params.select.iteration_1.top_share

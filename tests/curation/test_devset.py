@@ -29,8 +29,10 @@ def _pairs() -> list[dict]:
 
 def _web() -> list[dict]:
     lines = (FIXTURES / "web.jsonl").read_text().splitlines()
-    return [{**json.loads(line), "id": f"web-{i}", "header": f"Section {i}", "doc": "x.html"}
-            for i, line in enumerate(lines)]
+    return [
+        {**json.loads(line), "id": f"web-{i}", "header": f"Section {i}", "doc": "x.html"}
+        for i, line in enumerate(lines)
+    ]
 
 
 def _split() -> tuple[list[dict], list[dict]]:
@@ -78,8 +80,10 @@ def test_dev_set_never_overlaps_training_seed():
 
 def test_negative_kinds_look_like_what_they_claim():
     rng = random.Random(0)
-    answer = ("The canonical way to share information across modules is to create a special module. "
-              "Just import the config module in all modules of your application. Then it is available everywhere.")
+    answer = (
+        "The canonical way to share information across modules is to create a special module. "
+        "Just import the config module in all modules of your application. Then it is available everywhere."
+    )
     cut = truncate_mid_sentence(answer, rng)
     assert answer.startswith(cut) and 0.15 * len(answer) < len(cut) < 0.36 * len(answer)
     assert cut[-1] not in ".!?"
@@ -118,9 +122,20 @@ def test_prepare_dev_stage_writes_rows_and_counts(tmp_path):
     raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     raw["curation_quality"].update(positives=3, negatives_per_kind=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    rc = main(["--heldout", str(tmp_path / "heldout.jsonl"), "--web", str(tmp_path / "web.jsonl"),
-               "--out", str(tmp_path / "dev.jsonl"), "--metrics", str(tmp_path / "m.json"),
-               "--params", str(tmp_path / "params.yaml")])
+    rc = main(
+        [
+            "--heldout",
+            str(tmp_path / "heldout.jsonl"),
+            "--web",
+            str(tmp_path / "web.jsonl"),
+            "--out",
+            str(tmp_path / "dev.jsonl"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ]
+    )
     assert rc == 0
     rows = read_jsonl(tmp_path / "dev.jsonl")
     metrics = read_json(tmp_path / "m.json")
@@ -187,8 +202,7 @@ def _logprob_params():
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     threshold = dataclasses.replace(params.curate.threshold, logprob=3.0)
-    return dataclasses.replace(params, curate=dataclasses.replace(params.curate, method="logprob",
-                                                                   threshold=threshold))
+    return dataclasses.replace(params, curate=dataclasses.replace(params.curate, method="logprob", threshold=threshold))
 
 
 def rate_dev_set(engine, rows, params):
@@ -213,8 +227,7 @@ def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
         engine = getattr(engine, "_engine", engine)  # the real engine behind curation_quality's ReadOnce
         engine.seen = (len(pairs), tagging, seed)
         engine.methods = getattr(engine, "methods", []) + [method]
-        return [scoring.PairScore(by_kind[p["kind"]], None, None, None, by_kind[p["kind"]] is not None)
-                for p in pairs]
+        return [scoring.PairScore(by_kind[p["kind"]], None, None, None, by_kind[p["kind"]] is not None) for p in pairs]
 
     monkeypatch.setattr(scoring, "score_pairs", score_pairs)
 
@@ -235,8 +248,9 @@ def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
     assert metrics["by_kind"]["truncated"]["mean_score"] == pytest.approx(3.4)
     assert metrics["sweep"]["4.0"] == {"precision": 1.0, "recall": 1.0, "n_selected": 4}
     # every method in one run, the configured one first after the length baseline, each with an interval
-    assert engine.methods == [params.curate.method] + [m for m in params.curation_quality.methods
-                                                        if m != params.curate.method]
+    assert engine.methods == [params.curate.method] + [
+        m for m in params.curation_quality.methods if m != params.curate.method
+    ]
     assert list(metrics["methods"]) == ["length", *engine.methods]
     lo, hi = metrics["roc_auc_ci"]
     assert lo <= metrics["roc_auc"] <= hi
@@ -301,15 +315,47 @@ def test_score_dev_then_curation_quality_on_tiny_model(tmp_path, tiny_model_dir)
     raw["curate"].update(method="logprob", max_new_tokens=4)  # generate: a random model's text, short
     raw["curation_quality"]["bootstrap"] = 50
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    rc = score_main(["--model", str(tiny_model_dir), "--tagged", "--dev", str(tmp_path / "dev.jsonl"),
-                     "--out", str(tmp_path / "scored.jsonl"), "--params", str(tmp_path / "params.yaml")])
+    rc = score_main(
+        [
+            "--model",
+            str(tiny_model_dir),
+            "--tagged",
+            "--dev",
+            str(tmp_path / "dev.jsonl"),
+            "--out",
+            str(tmp_path / "scored.jsonl"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ]
+    )
     assert rc == 0
-    rc = main(["--name", "m0", "--scored", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
-               "--plot", str(tmp_path / "m.png"), "--params", str(tmp_path / "params.yaml")])
+    rc = main(
+        [
+            "--name",
+            "m0",
+            "--scored",
+            str(tmp_path / "scored.jsonl"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--plot",
+            str(tmp_path / "m.png"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ]
+    )
     assert rc == 0
     metrics = read_json(tmp_path / "m.json")
-    assert {"precision", "recall", "roc_auc", "roc_auc_ci", "length_roc_auc", "n", "by_kind", "sweep",
-            "methods"} <= set(metrics)
+    assert {
+        "precision",
+        "recall",
+        "roc_auc",
+        "roc_auc_ci",
+        "length_roc_auc",
+        "n",
+        "by_kind",
+        "sweep",
+        "methods",
+    } <= set(metrics)
     assert metrics["n"] == 6 and metrics["unparsed"] == 0 and 0.0 <= metrics["roc_auc"] <= 1.0
     assert set(metrics["methods"]) == {"length", *raw["curation_quality"]["methods"]}
     for method, m in metrics["methods"].items():
@@ -329,11 +375,33 @@ def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_
     _, heldout = _split()
     write_jsonl(tmp_path / "dev.jsonl", build_dev_set(heldout, _web(), 2, 1))
     params = str(Path(__file__).resolve().parents[2] / "params.yaml")
-    rc = score_main(["--model", str(tmp_path / "curator"), "--dev", str(tmp_path / "dev.jsonl"),
-                     "--out", str(tmp_path / "scored.jsonl"), "--params", params])
+    rc = score_main(
+        [
+            "--model",
+            str(tmp_path / "curator"),
+            "--dev",
+            str(tmp_path / "dev.jsonl"),
+            "--out",
+            str(tmp_path / "scored.jsonl"),
+            "--params",
+            params,
+        ]
+    )
     assert rc == 0 and read_jsonl(tmp_path / "scored.jsonl") == []
-    rc = main(["--name", "curator", "--scored", str(tmp_path / "scored.jsonl"), "--metrics", str(tmp_path / "m.json"),
-               "--plot", str(tmp_path / "m.png"), "--params", params])
+    rc = main(
+        [
+            "--name",
+            "curator",
+            "--scored",
+            str(tmp_path / "scored.jsonl"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--plot",
+            str(tmp_path / "m.png"),
+            "--params",
+            params,
+        ]
+    )
     assert rc == 0 and "skipped" in read_json(tmp_path / "m.json")
     assert (tmp_path / "m.png").is_file()
 
@@ -350,9 +418,25 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     for name in ("base", "m0"):
         write_json(folder / f"{name}.json", {"model": name, **metrics})
     write_json(folder / "curator.json", {"model": "curator", "skipped": "curate.model is self"})
-    assert main(["--metrics-dir", str(tmp_path / "metrics"), "--out", str(tmp_path / "report.md"),
-                 "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
-                 "--curation-plot", str(tmp_path / "cq.png"), "--curation-data", str(tmp_path / "cq.csv")]) == 0
+    assert (
+        main(
+            [
+                "--metrics-dir",
+                str(tmp_path / "metrics"),
+                "--out",
+                str(tmp_path / "report.md"),
+                "--headline",
+                str(tmp_path / "headline.json"),
+                "--comparisons",
+                str(tmp_path / "comparisons.json"),
+                "--curation-plot",
+                str(tmp_path / "cq.png"),
+                "--curation-data",
+                str(tmp_path / "cq.csv"),
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "report.md").read_text()
     assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
     assert set(read_json(tmp_path / "headline.json")["curator_roc_auc"]) == {"base", "m0"}  # skipped: no column

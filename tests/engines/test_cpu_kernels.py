@@ -27,8 +27,9 @@ def test_packed_linear_reproduces_linear(dtype):
 def sdpa_reference(query, key, value, allowed):
     """Stock SDPA over repeated key/value heads, with a boolean mask (True = attend)."""
     groups = query.shape[1] // key.shape[1]
-    out = nn.functional.scaled_dot_product_attention(query, key.repeat_interleave(groups, 1),
-                                                     value.repeat_interleave(groups, 1), attn_mask=allowed)
+    out = nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=allowed
+    )
     return out.transpose(1, 2)
 
 
@@ -42,9 +43,9 @@ def test_decode_attention_matches_sdpa_with_padding_and_grouped_heads():
     allowed[2, ..., 9:] = False  # static-cache slots not written yet
     module = nn.Module()
     module.num_key_value_groups = heads // kv_heads
-    got, _ = decode_attention(module, query, key, value, allowed, scaling=dim ** -0.5)
+    got, _ = decode_attention(module, query, key, value, allowed, scaling=dim**-0.5)
     torch.testing.assert_close(got, sdpa_reference(query, key, value, allowed), atol=1e-5, rtol=1e-5)
-    no_mask, _ = decode_attention(module, query, key, value, None, scaling=dim ** -0.5)
+    no_mask, _ = decode_attention(module, query, key, value, None, scaling=dim**-0.5)
     torch.testing.assert_close(no_mask, sdpa_reference(query, key, value, None), atol=1e-5, rtol=1e-5)
 
 
@@ -64,9 +65,15 @@ def test_decode_loop_with_cpu_kernels_gives_the_tokens_of_stock_generate(tiny_mo
     expected = []
     with torch.inference_mode():
         for row in rows:
-            out = stock.generate(torch.tensor([row]), attention_mask=torch.ones(1, len(row), dtype=torch.long),
-                                 max_new_tokens=10, do_sample=False, eos_token_id=stops, pad_token_id=pad)
-            expected.append(out[0, len(row):].tolist())
+            out = stock.generate(
+                torch.tensor([row]),
+                attention_mask=torch.ones(1, len(row), dtype=torch.long),
+                max_new_tokens=10,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=pad,
+            )
+            expected.append(out[0, len(row) :].tolist())
         fast = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
         assert "decode attention" in use_cpu_kernels(fast)
         kw = {"stop_ids": stops, "pad_id": pad, "temperature": 0.0, "top_p": 1.0}

@@ -90,10 +90,15 @@ def test_greedy_equals_transformers_generate(engine):
     prompt = prompts_for(engine.tokenizer, ["Why is the sky blue?"])[0]
     ids = torch.tensor(encode_prompts(engine.tokenizer, [prompt]))
     with torch.no_grad():
-        ref = engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
-                                    do_sample=False, eos_token_id=stop_token_ids(engine.tokenizer),
-                                    pad_token_id=engine.tokenizer.pad_token_id)
-    expected = engine._decode(ref[0, ids.shape[1]:].tolist())
+        ref = engine.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=stop_token_ids(engine.tokenizer),
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    expected = engine._decode(ref[0, ids.shape[1] :].tolist())
     assert engine.generate([prompt], 12, [0], temperature=0) == [expected]
 
 
@@ -133,7 +138,7 @@ def test_next_token_logprobs_equal_a_plain_forward_pass(engine, shared_prefix):
 
 
 def test_next_token_logprobs_candidate_in_context(engine):
-    """" 4" after "Score:" is two tokens in SmolLM2's tokenizer (a space, then 4): its first token is the
+    """ " 4" after "Score:" is two tokens in SmolLM2's tokenizer (a space, then 4): its first token is the
     space, the same for every digit."""
     prompt = prompts_for(engine.tokenizer, ["x"])[0] + "Score:"
     (row,) = engine.next_token_logprobs([prompt], [" 4", " 5"])
@@ -149,8 +154,11 @@ def test_vllm_engine_explains_how_to_install(tiny_model_dir):
     except ImportError:
         # The checkout's own install (its gpu lock and extra), not `pip install humpback[gpu]`, which asks
         # PyPI for a package of that name.
-        with pytest.raises(ImportError, match=r"pip install -r requirements/gpu.lock then pip install --no-deps "
-                                              r"-e '\.\[dev,gpu\]'") as raised:
+        with pytest.raises(
+            ImportError,
+            match=r"pip install -r requirements/gpu.lock then pip install --no-deps "
+            r"-e '\.\[dev,gpu\]'",
+        ) as raised:
             make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="vllm"), RUN)
         assert "humpback[gpu]" not in str(raised.value)
     else:

@@ -92,7 +92,10 @@ def test_expand_ranges_in_lockstep_with_zero_padding():
     from humpback.engines.models import ModelSourceError, expand_ranges
 
     assert expand_ranges("p{1..3}/data/part{01..03}.bin") == [
-        "p1/data/part01.bin", "p2/data/part02.bin", "p3/data/part03.bin"]
+        "p1/data/part01.bin",
+        "p2/data/part02.bin",
+        "p3/data/part03.bin",
+    ]
     assert expand_ranges("p{9..11}/x{09..11}")[-1] == "p11/x11"
     assert expand_ranges("plain/file.gguf") == ["plain/file.gguf"]
     with pytest.raises(ModelSourceError, match="different lengths"):
@@ -154,8 +157,9 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
     data = (folder / filename).read_bytes()
     third = len(data) // 3
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    pattern = make_part_packages(tmp_path / "site", "fakesmol_part", [data[:third], data[third:2 * third],
-                                                                      data[2 * third:]])
+    pattern = make_part_packages(
+        tmp_path / "site", "fakesmol_part", [data[:third], data[third : 2 * third], data[2 * third :]]
+    )
     monkeypatch.chdir(tmp_path)
     ref = f"gguf-split:{pattern}#sha256={hashlib.sha256(data).hexdigest()}"
     prepare_model(ref, "float32", tmp_path / "base")

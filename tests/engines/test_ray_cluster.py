@@ -37,10 +37,19 @@ ROOT = Path(__file__).resolve().parents[2]
 THREADS = 2  # torch threads in the local run and in each actor; Ray starts its workers with 1
 
 
-SEGMENTS = [{"id": f"seg-{i}", "text": f"Segment {i}: " + "decorators wrap functions to extend them. " * (1 + i % 3)}
-            for i in range(8)]
-PAIRS = [{"id": f"aug-{i}", "segment_id": f"seg-{i}", "instruction": f"Question {i}: what is item {i}?",
-          "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3)} for i in range(8)]
+SEGMENTS = [
+    {"id": f"seg-{i}", "text": f"Segment {i}: " + "decorators wrap functions to extend them. " * (1 + i % 3)}
+    for i in range(8)
+]
+PAIRS = [
+    {
+        "id": f"aug-{i}",
+        "segment_id": f"seg-{i}",
+        "instruction": f"Question {i}: what is item {i}?",
+        "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3),
+    }
+    for i in range(8)
+]
 
 
 def stage_inputs(folder: Path) -> Path:
@@ -60,16 +69,49 @@ def stage_inputs(folder: Path) -> Path:
 
 
 def run_augment(folder: Path, model: Path, cluster: str, tag: str) -> bytes:
-    assert augment_stage.main(["--model", str(model), "--web", "web.jsonl", "--out", f"aug-{tag}.jsonl",
-                               "--metrics", f"aug-{tag}.json", "--params", f"params-{cluster}.yaml"]) == 0
+    assert (
+        augment_stage.main(
+            [
+                "--model",
+                str(model),
+                "--web",
+                "web.jsonl",
+                "--out",
+                f"aug-{tag}.jsonl",
+                "--metrics",
+                f"aug-{tag}.json",
+                "--params",
+                f"params-{cluster}.yaml",
+            ]
+        )
+        == 0
+    )
     return (folder / f"aug-{tag}.jsonl").read_bytes()
 
 
 def run_score(folder: Path, model: Path, cluster: str, tag: str) -> bytes:
     """score@1: the model rates the pairs (curate.method pmi: two completion reads per pair)."""
-    assert score_stage.main(["--iteration", "1", "--model", str(model), "--named-curator", "self-curator",
-                             "--pairs", "pairs.jsonl", "--out", f"score-{tag}.jsonl",
-                             "--metrics", f"score-{tag}.json", "--params", f"params-{cluster}.yaml"]) == 0
+    assert (
+        score_stage.main(
+            [
+                "--iteration",
+                "1",
+                "--model",
+                str(model),
+                "--named-curator",
+                "self-curator",
+                "--pairs",
+                "pairs.jsonl",
+                "--out",
+                f"score-{tag}.jsonl",
+                "--metrics",
+                f"score-{tag}.json",
+                "--params",
+                f"params-{cluster}.yaml",
+            ]
+        )
+        == 0
+    )
     return (folder / f"score-{tag}.jsonl").read_bytes()
 
 
@@ -81,8 +123,10 @@ def local(tmp_path_factory, tiny_model_dir) -> dict[str, bytes]:
         m.chdir(folder)
         torch.set_num_threads(THREADS)
         try:
-            out = {"augment": run_augment(folder, tiny_model_dir, "local", "local"),
-                   "score": run_score(folder, tiny_model_dir, "local", "local")}
+            out = {
+                "augment": run_augment(folder, tiny_model_dir, "local", "local"),
+                "score": run_score(folder, tiny_model_dir, "local", "local"),
+            }
         finally:
             torch.set_num_threads(1)
     assert len(out["augment"].splitlines()) == 8 and len(out["score"].splitlines()) == 8
@@ -111,8 +155,9 @@ def pools(monkeypatch):
     return seen
 
 
-def test_augment_and_score_on_two_actors_equal_local_byte_for_byte(ray_local, local, stage_dir, tiny_model_dir,
-                                                                    pools, capsys, caplog):
+def test_augment_and_score_on_two_actors_equal_local_byte_for_byte(
+    ray_local, local, stage_dir, tiny_model_dir, pools, capsys, caplog
+):
     torch.set_num_threads(THREADS)  # what the local run had; the actors take it (runtime.ray.threads 0)
     try:
         assert run_augment(stage_dir, tiny_model_dir, "ray", "ray") == local["augment"]
@@ -138,8 +183,9 @@ def test_augment_and_score_on_two_actors_equal_local_byte_for_byte(ray_local, lo
     assert TOKEN not in captured.out + captured.err + caplog.text
 
 
-def test_an_actor_killed_mid_shard_is_restarted_and_the_output_is_unchanged(ray_local, local, stage_dir,
-                                                                           tiny_model_dir, pools, monkeypatch):
+def test_an_actor_killed_mid_shard_is_restarted_and_the_output_is_unchanged(
+    ray_local, local, stage_dir, tiny_model_dir, pools, monkeypatch
+):
     """ray.kill(actor, no_restart=False) right after a shard was handed to it: Ray restarts the actor (its engine
     is built again) and retries the shard; the stage writes what an undisturbed run writes."""
     submitted: list[list] = []
@@ -164,25 +210,47 @@ def test_an_actor_killed_mid_shard_is_restarted_and_the_output_is_unchanged(ray_
     assert [b == a for b, a in zip(before, after)].count(False) == 1  # the killed one came back, a new process
 
 
-def test_a_model_folder_a_node_cannot_read_stops_the_stage_naming_host_and_path(ray_local, stage_dir,
-                                                                                 tiny_model_dir, capsys):
+def test_a_model_folder_a_node_cannot_read_stops_the_stage_naming_host_and_path(
+    ray_local, stage_dir, tiny_model_dir, capsys
+):
     """Here (the stage's process) and on an actor: a node without the shared folder refuses before any work.
     The actor's case is a folder that was there when the stage started and is gone when its actors start."""
     missing = stage_dir / "models" / "m0"
-    assert augment_stage.main(["--model", str(missing), "--web", "web.jsonl", "--out", "aug.jsonl",
-                               "--metrics", "aug.json", "--params", "params-ray.yaml"]) == 1
+    assert (
+        augment_stage.main(
+            [
+                "--model",
+                str(missing),
+                "--web",
+                "web.jsonl",
+                "--out",
+                "aug.jsonl",
+                "--metrics",
+                "aug.json",
+                "--params",
+                "params-ray.yaml",
+            ]
+        )
+        == 1
+    )
     error = capsys.readouterr().err
     assert f"host {socket.gethostname()}) cannot read {missing} (No such file or directory)" in error
     assert "same path" in error and not (stage_dir / "aug.jsonl").exists()
 
     shutil.copytree(tiny_model_dir, missing)
     params = shipped_params()
-    pool = make_engine(missing, params.generation, dataclasses.replace(
-        params.runtime, cluster="ray", ray=dataclasses.replace(params.runtime.ray, actors=2)))
+    pool = make_engine(
+        missing,
+        params.generation,
+        dataclasses.replace(params.runtime, cluster="ray", ray=dataclasses.replace(params.runtime.ray, actors=2)),
+    )
     assert isinstance(pool, RayPool) and not pool.actors
     shutil.rmtree(missing)
-    with pytest.raises(ModelPathError, match=rf"Ray actor on host {socket.gethostname()} cannot read {missing} "
-                                             r"\(No such file or directory\).*same path"):
+    with pytest.raises(
+        ModelPathError,
+        match=rf"Ray actor on host {socket.gethostname()} cannot read {missing} "
+        r"\(No such file or directory\).*same path",
+    ):
         pool.generate(["a prompt"], 2, [1])
     assert not pool.actors
 
@@ -198,7 +266,8 @@ def test_a_single_engine_call_runs_whole_on_one_actor(ray_local, tiny_model_dir)
     texts = pool.generate(prompts, 4, seeds)
     assert len(pool.actors) == 1 and texts == local.generate(prompts, 4, seeds)
     assert pool.completion_logprobs(prompts, [" A wrapper.", " Speed."]) == local.completion_logprobs(
-        prompts, [" A wrapper.", " Speed."])
+        prompts, [" A wrapper.", " Speed."]
+    )
     pool.close()
 
 
@@ -208,7 +277,9 @@ def test_the_pool_pickled_into_an_actor_is_that_actor_s_engine_and_nowhere_else(
 
 
 def test_the_default_run_does_not_import_ray():
-    code = ("import sys, stages.augment, stages.score, stages.respond, humpback.engines.factory, "
-            "humpback.storage.shards; "
-            "sys.exit(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))")
+    code = (
+        "import sys, stages.augment, stages.score, stages.respond, humpback.engines.factory, "
+        "humpback.storage.shards; "
+        "sys.exit(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT).returncode == 0

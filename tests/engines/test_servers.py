@@ -42,9 +42,25 @@ class Served(FakeVLLM):
 
     def do_GET(self):
         if self._authorized():
-            self._send(200, {"object": "list", "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "vllm", "root": name, "parent": None,
-                 "max_model_len": 2048, "permission": []} for name in self.server.served]})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": name,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "vllm",
+                            "root": name,
+                            "parent": None,
+                            "max_model_len": 2048,
+                            "permission": [],
+                        }
+                        for name in self.server.served
+                    ],
+                },
+            )
 
     def do_POST(self):
         if not self._authorized():
@@ -106,9 +122,24 @@ def run_score(folder: Path, model: Path, params: Path, out: str) -> int:
     named = folder / "self-curator"
     if not named.exists():
         prepare_curator("self", "float32", named)
-    return score_stage.main(["--iteration", "1", "--model", str(model), "--named-curator", str(named),
-                             "--pairs", str(folder / "pairs.jsonl"), "--out", str(folder / out),
-                             "--metrics", str(folder / f"{out}.metrics.json"), "--params", str(params)])
+    return score_stage.main(
+        [
+            "--iteration",
+            "1",
+            "--model",
+            str(model),
+            "--named-curator",
+            str(named),
+            "--pairs",
+            str(folder / "pairs.jsonl"),
+            "--out",
+            str(folder / out),
+            "--metrics",
+            str(folder / f"{out}.metrics.json"),
+            "--params",
+            str(params),
+        ]
+    )
 
 
 @pytest.fixture()
@@ -117,14 +148,22 @@ def stage_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)  # `local`'s one-server engine reads the OpenAI variable
     monkeypatch.setenv("DVC_STAGE", "score@1")
-    rows = [{"id": f"aug-{i}", "segment_id": f"seg-{i}", "instruction": f"Question {i}: what is item {i}?",
-             "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3)} for i in range(10)]
+    rows = [
+        {
+            "id": f"aug-{i}",
+            "segment_id": f"seg-{i}",
+            "instruction": f"Question {i}: what is item {i}?",
+            "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3),
+        }
+        for i in range(10)
+    ]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp_path
 
 
 def test_score_on_two_servers_equals_local_byte_for_byte_even_when_one_dies(
-        stage_dir, tiny_model_dir, start_server, capsys, caplog):
+    stage_dir, tiny_model_dir, start_server, capsys, caplog
+):
     name = served_name(tiny_model_dir)
     a, b = start_server([name]), start_server([name])
     assert run_score(stage_dir, tiny_model_dir, score_params(stage_dir, curate_base_url=url(a)), "local.jsonl") == 0
@@ -154,7 +193,8 @@ def test_score_on_two_servers_equals_local_byte_for_byte_even_when_one_dies(
 
 
 def test_a_server_serving_another_model_is_refused_naming_it_and_both_models(
-        stage_dir, tiny_model_dir, start_server, capsys):
+    stage_dir, tiny_model_dir, start_server, capsys
+):
     """score@2 needs M1; a server still holding M0 (the stale server of a second iteration) stops the stage."""
     name = served_name(tiny_model_dir)
     stale = "humpback-0123456789abcdef"
@@ -196,15 +236,15 @@ def test_make_engine_picks_the_stage_instance_s_servers(tiny_model_dir, start_se
     monkeypatch.setenv("VLLM_API_KEY", KEY)
     name = served_name(tiny_model_dir)
     server = start_server([name])
-    runtime = dataclasses.replace(RUNTIME, cluster="servers", servers={"respond@m2": [url(server)]},
-                                  base_url="http://127.0.0.1:9/v1")
+    runtime = dataclasses.replace(
+        RUNTIME, cluster="servers", servers={"respond@m2": [url(server)]}, base_url="http://127.0.0.1:9/v1"
+    )
     monkeypatch.setenv("DVC_STAGE", "respond@m2")
     assert isinstance(make_engine(tiny_model_dir, PARAMS, runtime), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "../dvc.yaml:respond@m2")  # dvc run from a subfolder names the file too
     assert isinstance(make_engine(tiny_model_dir, PARAMS, runtime), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "respond@m1")  # not listed: its base_url, as with `local`
-    assert not isinstance(make_engine(tiny_model_dir, dataclasses.replace(PARAMS, api_model="x"), runtime),
-                          ServerPool)
+    assert not isinstance(make_engine(tiny_model_dir, dataclasses.replace(PARAMS, api_model="x"), runtime), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "respond@m2")
     with pytest.raises(ValueError, match="servers run the openai engine"):
         make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="transformers"), runtime)
@@ -219,15 +259,17 @@ def test_served_names_follow_the_model_content_and_the_serve_lines_use_them(tiny
     for weights in (b"m0", b"m1"):
         folder = tmp_path / weights.decode()
         folder.mkdir()
-        (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir),
-                                                                "r": 64}))
+        (folder / "adapter_config.json").write_text(
+            json.dumps({"base_model_name_or_path": str(tiny_model_dir), "r": 64})
+        )
         (folder / "adapter_model.safetensors").write_bytes(weights)
         adapters.append(folder)
     m0, m1 = (served_name(a) for a in adapters)
     assert len({name, m0, m1}) == 3
     assert serve_command(adapters[1], port=8001) == (
         f"vllm serve {tiny_model_dir} --served-model-name {name} --enable-lora --max-lora-rank 64 "
-        f"--lora-modules {m1}={adapters[1]} --port 8001")
+        f"--lora-modules {m1}={adapters[1]} --port 8001"
+    )
 
 
 def test_runtime_cluster_keys_parse_and_are_checked(tmp_path):

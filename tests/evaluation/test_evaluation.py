@@ -39,17 +39,22 @@ class LongerWins:
                 completions.append(logprob_completion({"Both": -0.1}))  # neither m nor M: unparsable
                 continue
             first_longer = len(outs["m"]) > len(outs["M"])
-            completions.append(logprob_completion({"m": 0.0 if first_longer else -40.0,
-                                                   "M": -40.0 if first_longer else 0.0}))
+            completions.append(
+                logprob_completion({"m": 0.0 if first_longer else -40.0, "M": -40.0 if first_longer else 0.0})
+            )
         return {"completions": [c["text"] for c in completions], "completions_all": completions}
 
 
 def _data(n: int = 12):
     # odd model lengths, even reference lengths: never a tie
-    reference = [{"instruction": f"question {i}", "output": "r" * (10 + 2 * i), "generator": "base", "id": f"q{i}"}
-                 for i in range(n)]
-    model = [{"instruction": f"question {i}", "output": "x" * (6 * i + 1), "generator": "m1", "id": f"q{i}"}
-             for i in range(n)]
+    reference = [
+        {"instruction": f"question {i}", "output": "r" * (10 + 2 * i), "generator": "base", "id": f"q{i}"}
+        for i in range(n)
+    ]
+    model = [
+        {"instruction": f"question {i}", "output": "x" * (6 * i + 1), "generator": "m1", "id": f"q{i}"}
+        for i in range(n)
+    ]
     return reference, model
 
 
@@ -82,11 +87,17 @@ def test_head_to_head_against_a_direct_count_with_a_bootstrap_interval(tmp_path)
     m2 = result["m2_vs_m0"]
     assert m2["difference"] == pytest.approx(100 * longer - 50, abs=1e-3) and m2["n"] == 12
     assert m2["ci_low"] < m2["difference"] < m2["ci_high"]
-    prompts = [{"id": r["id"], "instruction": r["instruction"], "reference": r["output"],
-                "reference_generator": "text_davinci_003"} for r in reference]
+    prompts = [
+        {
+            "id": r["id"],
+            "instruction": r["instruction"],
+            "reference": r["output"],
+            "reference_generator": "text_davinci_003",
+        }
+        for r in reference
+    ]
     rows = load_reference("data", tmp_path, prompts)
-    assert rows[0] == {"instruction": "question 0", "output": reference[0]["output"],
-                       "generator": "text_davinci_003"}
+    assert rows[0] == {"instruction": "question 0", "output": reference[0]["output"], "generator": "text_davinci_003"}
     with pytest.raises(ValueError, match="data.eval.reference"):
         load_reference("data", tmp_path, [{"id": "q", "instruction": "q"}])
 
@@ -94,11 +105,19 @@ def test_head_to_head_against_a_direct_count_with_a_bootstrap_interval(tmp_path)
 def test_cached_annotations_are_not_rejudged(tmp_path):
     reference, model = _data(6)
     first = LongerWins()
-    evaluate_models(build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=first),
-                    {"m1": model}, reference, max_chars=1000)
+    evaluate_models(
+        build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=first),
+        {"m1": model},
+        reference,
+        max_chars=1000,
+    )
     again = LongerWins()
-    models, _ = evaluate_models(build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=again),
-                                {"m1": model}, reference, max_chars=1000)
+    models, _ = evaluate_models(
+        build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=again),
+        {"m1": model},
+        reference,
+        max_chars=1000,
+    )
     assert first.calls == 12 and again.calls == 0
     assert models["m1"]["n"] == 6
 
@@ -121,8 +140,12 @@ def test_outputs_are_cut_before_judging(tmp_path):
         seen.extend(_outputs_in(p)["m"] for p in prompts)
         return LongerWins()(prompts)
 
-    evaluate_models(build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=judge),
-                    {"m1": model}, reference, max_chars=7)
+    evaluate_models(
+        build_annotator(alpaca_eval_config(), "stub", tmp_path, fn_completions=judge),
+        {"m1": model},
+        reference,
+        max_chars=7,
+    )
     assert seen and max(len(s) for s in seen) == 7
 
 
@@ -170,8 +193,14 @@ def test_judge_prompt_uses_the_judge_models_chat_template(tiny_tokenizer):
     system = "You are a highly efficient assistant"
     assert rendered.count("Say hi") == 1 and system in rendered
     assert rendered.count("<|im_start|>system") == 1  # alpaca_eval's markers parsed, not nested as text
-    assert rendered == format_example(tiny_tokenizer, user=rendered.split("user\n", 1)[1].split("<|im_end|>")[0],
-                                      system=rendered.split("system\n", 1)[1].split("<|im_end|>")[0]).prompt
+    assert (
+        rendered
+        == format_example(
+            tiny_tokenizer,
+            user=rendered.split("user\n", 1)[1].split("<|im_end|>")[0],
+            system=rendered.split("system\n", 1)[1].split("<|im_end|>")[0],
+        ).prompt
+    )
     assert rendered.rstrip().endswith("assistant")
 
 
@@ -218,13 +247,37 @@ def evaluate_stage_inputs(folder: Path, edit: Callable[[dict], None], judge_dir:
     prompts = folder / "eval.jsonl"
     prompts.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"]}) + "\n" for r in reference))
     indomain = folder / "heldout.jsonl"
-    indomain.write_text("".join(json.dumps({"id": r["id"], "instruction": r["instruction"], "output": r["output"]})
-                                + "\n" for r in reference))
-    return ["--responses", str(responses), "--prompts", str(prompts), "--models", "m0", "m1",
-            "--indomain", str(indomain), "--indomain-responses", str(folder / "indomain"),
-            "--judge-base", str(judge_dir),
-            "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "metrics/wr.png",
-            "--plot-data", "metrics/wr.csv", "--params", str(folder / "params.yaml")]
+    indomain.write_text(
+        "".join(
+            json.dumps({"id": r["id"], "instruction": r["instruction"], "output": r["output"]}) + "\n"
+            for r in reference
+        )
+    )
+    return [
+        "--responses",
+        str(responses),
+        "--prompts",
+        str(prompts),
+        "--models",
+        "m0",
+        "m1",
+        "--indomain",
+        str(indomain),
+        "--indomain-responses",
+        str(folder / "indomain"),
+        "--judge-base",
+        str(judge_dir),
+        "--annotations",
+        "annotations.json",
+        "--metrics",
+        "metrics/evaluate.json",
+        "--plot",
+        "metrics/wr.png",
+        "--plot-data",
+        "metrics/wr.csv",
+        "--params",
+        str(folder / "params.yaml"),
+    ]
 
 
 def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
@@ -244,8 +297,16 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
     assert set(metrics["indomain"]["models"]) == {"m0", "m1"} and metrics["indomain"]["models"]["m0"]["n"] == 5
     assert metrics["indomain"]["head_to_head"]["m1_vs_m0"]["n"] == 5
     for m in metrics["models"].values():
-        assert set(m) >= {"win_rate", "standard_error", "n", "avg_length", "order_agreement", "position_bias",
-                          "unparsed", "length_controlled"}
+        assert set(m) >= {
+            "win_rate",
+            "standard_error",
+            "n",
+            "avg_length",
+            "order_agreement",
+            "position_bias",
+            "unparsed",
+            "length_controlled",
+        }
         assert m["discrete_win_rate"] == pytest.approx(100 * 2 / 5)  # 2 of 5 model answers are longer
         assert m["win_rate"] == pytest.approx(100 * 2 / 5, abs=5)  # weighted by P(m) / (P(m) + P(M)) = 0.95
     assert metrics["judge"]["kind"] == "local"
@@ -266,44 +327,103 @@ def test_report_renders_every_table(tmp_path):
     from stages.report import main
 
     metrics = tmp_path / "metrics"
-    write_json(metrics / "evaluate.json", {
-        "reference": "base", "judge": {"kind": "local", "model": "models/base"},
-        "head_to_head": {"m2_vs_m0": {"difference": 12.5, "ci_low": -6.0, "ci_high": 31.0, "n": 16}},
-        "models": {"m1": {"win_rate": 55.0, "standard_error": 4.0, "n": 16, "avg_length": 300.0,
-                          "order_agreement": 0.5, "position_bias": True, "unparsed": 0}},
-    })
-    write_json(metrics / "curation_quality" / "m0.json", {
-        "model": "m0", "precision": 0.5, "recall": None, "roc_auc": 0.7, "length_roc_auc": 0.6, "n_selected": 0,
-        "n": 70, "method": "pmi",
-        "methods": {"pmi": {"roc_auc": 0.7, "roc_auc_ci": [0.6, 0.8], "precision": 0.5, "recall": None}}})
+    write_json(
+        metrics / "evaluate.json",
+        {
+            "reference": "base",
+            "judge": {"kind": "local", "model": "models/base"},
+            "head_to_head": {"m2_vs_m0": {"difference": 12.5, "ci_low": -6.0, "ci_high": 31.0, "n": 16}},
+            "models": {
+                "m1": {
+                    "win_rate": 55.0,
+                    "standard_error": 4.0,
+                    "n": 16,
+                    "avg_length": 300.0,
+                    "order_agreement": 0.5,
+                    "position_bias": True,
+                    "unparsed": 0,
+                }
+            },
+        },
+    )
+    write_json(
+        metrics / "curation_quality" / "m0.json",
+        {
+            "model": "m0",
+            "precision": 0.5,
+            "recall": None,
+            "roc_auc": 0.7,
+            "length_roc_auc": 0.6,
+            "n_selected": 0,
+            "n": 70,
+            "method": "pmi",
+            "methods": {"pmi": {"roc_auc": 0.7, "roc_auc_ci": [0.6, 0.8], "precision": 0.5, "recall": None}},
+        },
+    )
     write_json(metrics / "prepare_web.json", {"read": 10, "kept": 4, "dropped": {"too_short": 6, "duplicate": 0}})
-    write_json(metrics / "train" / "m0.json", {"examples": 9, "examples_seed": 9, "examples_augmented": 0,
-                                               "steps": 2, "final_loss": 2.5, "trained_tokens": 100, "seconds": 3.0})
+    write_json(
+        metrics / "train" / "m0.json",
+        {
+            "examples": 9,
+            "examples_seed": 9,
+            "examples_augmented": 0,
+            "steps": 2,
+            "final_loss": 2.5,
+            "trained_tokens": 100,
+            "seconds": 3.0,
+        },
+    )
+
     # M2 finds every other-source answer 0.05 nats/token likelier than M0 (a clear yes); on the seed's own
     # answers M1 is up on one question and down on another (cannot tell).
     def likelihood(name: str, other: list[float], seed: list[float]) -> str:
         def instrument(values):
-            return {"n": len(values), "mean": sum(values) / len(values),
-                    "items": [{"id": f"q{i}", "logprob": v} for i, v in enumerate(values)]}
+            return {
+                "n": len(values),
+                "mean": sum(values) / len(values),
+                "items": [{"id": f"q{i}", "logprob": v} for i, v in enumerate(values)],
+            }
 
         path = tmp_path / "likelihood" / f"{name}.json"
-        write_json(path, {"model": name, "instruments": {"loglik_other": instrument(other),
-                                                         "loglik_seed": instrument(seed)}})
+        write_json(
+            path, {"model": name, "instruments": {"loglik_other": instrument(other), "loglik_seed": instrument(seed)}}
+        )
         return str(path)
 
-    files = [likelihood("m0", [-2.0, -2.5, -3.0, -1.5], [-2.0, -2.0]),
-             likelihood("m1", [-2.0, -2.5, -3.0, -1.5], [-1.9, -2.1]),
-             likelihood("m2", [-1.95, -2.45, -2.95, -1.45], [-2.0, -2.0])]
-    assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
-                 "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
-                 "--curation-data", str(tmp_path / "cq.csv"), "--curation-plot", str(tmp_path / "cq.png"),
-                 "--likelihood", *files]) == 0
+    files = [
+        likelihood("m0", [-2.0, -2.5, -3.0, -1.5], [-2.0, -2.0]),
+        likelihood("m1", [-2.0, -2.5, -3.0, -1.5], [-1.9, -2.1]),
+        likelihood("m2", [-1.95, -2.45, -2.95, -1.45], [-2.0, -2.0]),
+    ]
+    assert (
+        main(
+            [
+                "--metrics-dir",
+                str(metrics),
+                "--out",
+                str(tmp_path / "report.md"),
+                "--headline",
+                str(tmp_path / "headline.json"),
+                "--comparisons",
+                str(tmp_path / "comparisons.json"),
+                "--curation-data",
+                str(tmp_path / "cq.csv"),
+                "--curation-plot",
+                str(tmp_path / "cq.png"),
+                "--likelihood",
+                *files,
+            ]
+        )
+        == 0
+    )
     text = (tmp_path / "report.md").read_text()
     assert text.index("## The answers") < text.index("## Data")
     assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text
     assert "Does M1 beat M0 on held-out seed answers (the seed's own source)? **cannot tell**" in text
-    assert ("Does M2 beat M0 on held-out in-domain questions (or the evaluation prompts), judged head to head? "
-            "**cannot tell**") in text
+    assert (
+        "Does M2 beat M0 on held-out in-domain questions (or the evaluation prompts), judged head to head? "
+        "**cannot tell**"
+    ) in text
     assert "| m1 | 55.0 | 4.0 | 16 |" in text and "| yes |" in text
     assert "| m0 | 0.50 | n/a | 0.70 |" in text
     assert "| prepare_web | 10 | 4 | too_short 6 |" in text
@@ -314,12 +434,15 @@ def test_report_renders_every_table(tmp_path):
     compared = read_json(tmp_path / "comparisons.json")
     m2 = compared["m2_vs_m0"]["loglik_other"]
     assert m2["difference"] == pytest.approx(0.05) and m2["ci_low"] == pytest.approx(0.05) and m2["n"] == 4
-    assert headline["comparisons"]["m2_vs_m0"]["loglik_other"] == {k: m2[k] for k in ("difference", "ci_low",
-                                                                                     "ci_high")}
+    assert headline["comparisons"]["m2_vs_m0"]["loglik_other"] == {
+        k: m2[k] for k in ("difference", "ci_low", "ci_high")
+    }
     assert headline["likelihood"]["m1"] == {"loglik_other": -2.25, "loglik_seed": -2.0}
     assert compared["m2_vs_m0"]["judged"]["n"] == 16 and "n" not in headline["comparisons"]["m2_vs_m0"]["judged"]
     assert (tmp_path / "cq.csv").read_text().splitlines() == [
-        "curator,method,curator_method,precision,recall,roc_auc", "m0,pmi,m0/pmi,0.5,,0.7"]
+        "curator,method,curator_method,precision,recall,roc_auc",
+        "m0,pmi,m0/pmi,0.5,,0.7",
+    ]
 
 
 class _JudgeServer:
@@ -338,15 +461,28 @@ class _JudgeServer:
                 requests.append(body)
                 outs = _outputs_in(body["messages"][-1]["content"])
                 first = len(outs["m"]) > len(outs["M"])
-                top = [{"token": "m", "logprob": -0.05 if first else -4.0, "bytes": [109]},
-                       {"token": "M", "logprob": -4.0 if first else -0.05, "bytes": [77]}]
+                top = [
+                    {"token": "m", "logprob": -0.05 if first else -4.0, "bytes": [109]},
+                    {"token": "M", "logprob": -4.0 if first else -0.05, "bytes": [77]},
+                ]
                 answer = "m" if first else "M"
                 reply = {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "length",
-                                 "message": {"role": "assistant", "content": answer},
-                                 "logprobs": {"content": [{"token": answer, "logprob": -0.05, "bytes": [ord(answer)],
-                                                           "top_logprobs": top}]}}],
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "length",
+                            "message": {"role": "assistant", "content": answer},
+                            "logprobs": {
+                                "content": [
+                                    {"token": answer, "logprob": -0.05, "bytes": [ord(answer)], "top_logprobs": top}
+                                ]
+                            },
+                        }
+                    ],
                     "usage": {"prompt_tokens": 100, "completion_tokens": 1, "total_tokens": 101},
                 }
                 data = json.dumps(reply).encode()
@@ -380,13 +516,16 @@ def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypat
         shipped = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
         params = dataclasses.replace(
             shipped,
-            evaluate=dataclasses.replace(shipped.evaluate, engine="openai", api_model="Judge-7B-Instruct",
-                                         judge_read="pairwise"),
-            runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=server.url))
+            evaluate=dataclasses.replace(
+                shipped.evaluate, engine="openai", api_model="Judge-7B-Instruct", judge_read="pairwise"
+            ),
+            runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=server.url),
+        )
         assert stage_settings(params, "respond")[0].engine == "auto"  # the other stages keep generation.engine
         generation, runtime = stage_settings(params, "evaluate")
-        annotator, judge = make_judge(params.evaluate, generation, tmp_path / "unused", cache_root=tmp_path / "cache",
-                                      runtime=runtime)
+        annotator, judge = make_judge(
+            params.evaluate, generation, tmp_path / "unused", cache_root=tmp_path / "cache", runtime=runtime
+        )
         reference, model = _data(4)
         models, _ = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
     finally:
@@ -420,8 +559,9 @@ def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
         params = dataclasses.replace(shipped, evaluate=settings, runtime=runtime)
         generation, judge_runtime = stage_settings(params, "evaluate")
         with pytest.raises(JudgeError, match=message):
-            make_judge(settings, generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache",
-                       runtime=judge_runtime)
+            make_judge(
+                settings, generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache", runtime=judge_runtime
+            )
 
 
 def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
@@ -431,8 +571,9 @@ def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     settings = dataclasses.replace(params.evaluate, judge_read="pairwise")
-    annotator, judge = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path,
-                                  runtime=params.runtime)
+    annotator, judge = make_judge(
+        settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime
+    )
     reference, model = _data(3)
     models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=200)
     m1 = models["m1"]
@@ -466,8 +607,9 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
     from humpback.evaluation.judges import make_judge
 
     params, settings = _score_settings("length")
-    judge, info = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
-                             runtime=params.runtime)
+    judge, info = make_judge(
+        settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache", runtime=params.runtime
+    )
     reference, model = _data(6)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=1000)
     longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
@@ -478,8 +620,9 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
 
     # A second judge with the same identity answers from the cache file: nothing is scored again.
     monkeypatch.setattr(humpback.curation.scoring, "score_pairs", lambda *a, **k: pytest.fail("scored a cached answer"))
-    again, _ = make_judge(settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache",
-                          runtime=params.runtime)
+    again, _ = make_judge(
+        settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache", runtime=params.runtime
+    )
     models_again, _ = evaluate_models(again, {"m1": model}, reference, max_chars=1000)
     assert models_again["m1"]["win_rate"] == models["m1"]["win_rate"]
 
@@ -518,8 +661,15 @@ class FakeScoringEngine:
 def conditions_under_test(raw: dict) -> None:
     """Every key a sweep varies to compare the models (how they are curated and trained), changed."""
     raw["train"].update(tagging=not raw["train"]["tagging"], mix="augmented")
-    raw["curate"].update(model="another/curator", method="logprob", max_new_tokens=7, max_retries=0,
-                         max_pair_chars=60, engine="openai", api_model="served")
+    raw["curate"].update(
+        model="another/curator",
+        method="logprob",
+        max_new_tokens=7,
+        max_retries=0,
+        max_pair_chars=60,
+        engine="openai",
+        api_model="served",
+    )
     raw["curate"]["threshold"] = {method: value + 1 for method, value in raw["curate"]["threshold"].items()}
 
 
@@ -542,8 +692,9 @@ def test_the_judge_is_fixed_across_the_conditions_under_test(tmp_path, monkeypat
     def judged(name: str, edit: Callable[[dict], None]) -> tuple[list[str], dict, list]:
         folder = tmp_path / name
         folder.mkdir()
-        args = evaluate_stage_inputs(folder, lambda raw: (raw["evaluate"].update(judge_read="pmi"), edit(raw)),
-                                     judge_dir)
+        args = evaluate_stage_inputs(
+            folder, lambda raw: (raw["evaluate"].update(judge_read="pmi"), edit(raw)), judge_dir
+        )
         monkeypatch.chdir(folder)
         monkeypatch.setenv(CACHE_ENV, str(folder / "cache"))  # a judge cache of its own: every answer is scored
         engine.texts = []

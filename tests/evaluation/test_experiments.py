@@ -35,8 +35,14 @@ METRIC = "likelihood.m2.loglik_other"
 _names = itertools.count()
 
 
-def row(value: float | None = None, *, selected: int | None = None, state: str | None = "Success",
-        metrics: dict | None = None, **params) -> dict:
+def row(
+    value: float | None = None,
+    *,
+    selected: int | None = None,
+    state: str | None = "Success",
+    metrics: dict | None = None,
+    **params,
+) -> dict:
     """One exp_show row as DVC writes it when column names collide (file-prefixed); params and other headline
     metrics by dotted name."""
     out = {"Experiment": f"exp-{next(_names)}", "rev": "abc1234", "typ": "branch_commit", "State": state}
@@ -79,21 +85,59 @@ def test_bootstrap_resamples_whole_seeds_within_each_n():
     points = [(n, seed, v) for n, vs in values.items() for seed, v in enumerate(vs)]
     low, high = bootstrap_alpha(points)
     width = math.log(64) - math.log(8)
-    slopes = [(np.mean(b) - np.mean(a)) / width for a in itertools.product(values[8], repeat=2)
-              for b in itertools.product(values[64], repeat=2)]
+    slopes = [
+        (np.mean(b) - np.mean(a)) / width
+        for a in itertools.product(values[8], repeat=2)
+        for b in itertools.product(values[64], repeat=2)
+    ]
     assert (low, high) == pytest.approx((min(slopes), max(slopes)))
     # One seed per N: nothing to resample, no interval rather than a zero-width one.
     assert bootstrap_alpha([(8, 0, 1.0), (16, 0, 1.2), (64, 0, 1.5)]) is None
 
 
 def test_a_run_differing_in_any_param_but_x_and_seeds_is_its_own_condition():
-    rows = [row(-3.10 + 0.01 * math.log(n) + 0.001 * s, selected=n, **{"data.web.limit": 64,
-            "select.iteration_2.cap": n, "curate.method": "pmi", "seeds.training": s, "seeds.training_m2": s})
-            for n in (8, 32) for s in (0, 1)]
-    rows += [row(-3.00 + 0.02 * math.log(n), selected=n, **{"data.web.limit": 256, "select.iteration_2.cap": n,
-             "curate.method": "pmi", "seeds.training": 0, "seeds.training_m2": 0}) for n in (8, 64)]
-    rows.append(row(-3.05, selected=63, **{"data.web.limit": 64, "select.iteration_2.cap": 0,
-                "curate.method": "none", "seeds.training": 0, "seeds.training_m2": 0}))
+    rows = [
+        row(
+            -3.10 + 0.01 * math.log(n) + 0.001 * s,
+            selected=n,
+            **{
+                "data.web.limit": 64,
+                "select.iteration_2.cap": n,
+                "curate.method": "pmi",
+                "seeds.training": s,
+                "seeds.training_m2": s,
+            },
+        )
+        for n in (8, 32)
+        for s in (0, 1)
+    ]
+    rows += [
+        row(
+            -3.00 + 0.02 * math.log(n),
+            selected=n,
+            **{
+                "data.web.limit": 256,
+                "select.iteration_2.cap": n,
+                "curate.method": "pmi",
+                "seeds.training": 0,
+                "seeds.training_m2": 0,
+            },
+        )
+        for n in (8, 64)
+    ]
+    rows.append(
+        row(
+            -3.05,
+            selected=63,
+            **{
+                "data.web.limit": 64,
+                "select.iteration_2.cap": 0,
+                "curate.method": "none",
+                "seeds.training": 0,
+                "seeds.training_m2": 0,
+            },
+        )
+    )
     readout = compare(rows)
     # Seeds and the cap (which sets x) are no condition; the web pool and the method are, each a column.
     assert readout.keys == ["curate.method", "data.web.limit"]
@@ -110,8 +154,10 @@ def test_a_run_differing_in_any_param_but_x_and_seeds_is_its_own_condition():
 
 
 def test_x_is_the_pairs_selected_and_a_cap_0_run_is_kept_or_listed():
-    rows = [row(-3.09 + 0.005 * math.log(n), selected=n, **{"select.iteration_2.cap": cap})
-            for n, cap in ((4, 4), (16, 16), (35, 0))]
+    rows = [
+        row(-3.09 + 0.005 * math.log(n), selected=n, **{"select.iteration_2.cap": cap})
+        for n, cap in ((4, 4), (16, 16), (35, 0))
+    ]
     readout = compare(rows)
     assert list(readout.conditions[("all",)]["by_x"]) == [4, 16, 35]  # the baseline at the count it selected
     assert readout.x_set_by == ("select.iteration_2.cap",) and not readout.not_read
@@ -123,8 +169,13 @@ def test_x_is_the_pairs_selected_and_a_cap_0_run_is_kept_or_listed():
 
 
 def test_failed_and_metricless_runs_are_listed_not_dropped():
-    rows = [row(-3.09, selected=4), row(-3.08, selected=16), row(None, selected=8),
-            row(None, state="Failed"), row("!", selected=32)]
+    rows = [
+        row(-3.09, selected=4),
+        row(-3.08, selected=16),
+        row(None, selected=8),
+        row(None, state="Failed"),
+        row("!", selected=32),
+    ]
     readout = compare(rows, metric=METRIC)
     reasons = [reason for _, reason in readout.not_read]
     assert reasons == [f"no {METRIC}", "state Failed", f"{METRIC} unreadable ('!')"]
@@ -133,9 +184,18 @@ def test_failed_and_metricless_runs_are_listed_not_dropped():
 
 
 def test_columns_split_into_params_and_metrics():
-    run = split_row({"rev": "main", "likelihood.m2.loglik_other": -3.1, "likelihood.bootstrap": 10000,
-                     "train.max_steps": 8, "selected.iteration_2": 35, "params.yaml:seeds.training": 1,
-                     "metrics/headline.json:win_rate.m2": 50.0, "humpback/evaluation/experiments.py": "ab12"})
+    run = split_row(
+        {
+            "rev": "main",
+            "likelihood.m2.loglik_other": -3.1,
+            "likelihood.bootstrap": 10000,
+            "train.max_steps": 8,
+            "selected.iteration_2": 35,
+            "params.yaml:seeds.training": 1,
+            "metrics/headline.json:win_rate.m2": 50.0,
+            "humpback/evaluation/experiments.py": "ab12",
+        }
+    )
     assert set(run.params) == {"likelihood.bootstrap", "train.max_steps", "seeds.training"}  # a moved key too
     assert {"likelihood.m2.loglik_other", "selected.iteration_2", "win_rate.m2"} <= set(run.metrics)
 
@@ -158,8 +218,13 @@ def test_a_clean_workspace_is_not_counted_twice():
     rows = [
         {"rev": "workspace", "typ": "baseline", "Created": None, **base},
         {"rev": "main", "typ": "baseline", "Created": "05:48 AM", **base},
-        {"rev": "5bb296d", "typ": "branch_commit", "Experiment": "x", "select.iteration_2.cap": 4,
-         "likelihood.m2.loglik_other": -3.093},
+        {
+            "rev": "5bb296d",
+            "typ": "branch_commit",
+            "Experiment": "x",
+            "select.iteration_2.cap": 4,
+            "likelihood.m2.loglik_other": -3.093,
+        },
     ]
     assert [r["rev"] for r in without_workspace_copy(rows)] == ["main", "5bb296d"]
     changed = [{**rows[0], "select.iteration_2.cap": 8}, *rows[1:]]  # an uncommitted run of its own stays
@@ -170,7 +235,7 @@ def test_welch_interval_is_the_hand_computation_and_scipys():
     arm, reference = [0.0051, 0.0064, 0.0032, 0.0070], [0.0012, 0.0030, 0.0008]
     result = welch(arm, reference)
     va, vb = np.var(arm, ddof=1) / len(arm), np.var(reference, ddof=1) / len(reference)
-    df = (va + vb) ** 2 / (va ** 2 / (len(arm) - 1) + vb ** 2 / (len(reference) - 1))  # Welch–Satterthwaite
+    df = (va + vb) ** 2 / (va**2 / (len(arm) - 1) + vb**2 / (len(reference) - 1))  # Welch–Satterthwaite
     difference = np.mean(arm) - np.mean(reference)
     half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert (result["difference"], result["df"]) == pytest.approx((difference, df))
@@ -187,13 +252,29 @@ def test_welch_interval_is_the_hand_computation_and_scipys():
 def curated_rows(**extra) -> list[dict]:
     """The curated-vs-uncurated sweep as the lead queues it: the pmi baseline (seeds `default`) and two replicates,
     and `none` at equal N (top_share 0.6) and at all pairs (1.0), three seeds each."""
-    arms = {("pmi", 0.6): (35, [0.0060, 0.0072, 0.0055]), ("none", 0.6): (35, [0.0021, 0.0035, 0.0010]),
-            ("none", 1.0): (63, [0.0041, 0.0052, 0.0030])}
-    return [row(-3.08, selected=n, **{"curate.method": method, "select.iteration_1.top_share": share,
-                                      "select.iteration_2.top_share": share, "seeds.training_m1": seed,
-                                      "seeds.training_m2": seed, "data.web.limit": 64, **extra},
-                metrics={"comparisons.m2_vs_m0.loglik_other.difference": v})
-            for (method, share), (n, values) in arms.items() for seed, v in zip(("default", 1, 2), values)]
+    arms = {
+        ("pmi", 0.6): (35, [0.0060, 0.0072, 0.0055]),
+        ("none", 0.6): (35, [0.0021, 0.0035, 0.0010]),
+        ("none", 1.0): (63, [0.0041, 0.0052, 0.0030]),
+    }
+    return [
+        row(
+            -3.08,
+            selected=n,
+            **{
+                "curate.method": method,
+                "select.iteration_1.top_share": share,
+                "select.iteration_2.top_share": share,
+                "seeds.training_m1": seed,
+                "seeds.training_m2": seed,
+                "data.web.limit": 64,
+                **extra,
+            },
+            metrics={"comparisons.m2_vs_m0.loglik_other.difference": v},
+        )
+        for (method, share), (n, values) in arms.items()
+        for seed, v in zip(("default", 1, 2), values)
+    ]
 
 
 def _by_arm(readout) -> dict:
@@ -237,9 +318,16 @@ def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_mat
     assert not readout.not_contrasted and len(readout.contrasts) == 4
     assert all(c["condition"][1] == c["reference"][1] for c in readout.contrasts)
     # A condition read at several N (a scaling sweep) is contrasted N by N, never against another N.
-    scaling = [row(0.01 * math.log(n) + (0.002 if method == "pmi" else 0) + 0.001 * s, selected=n,
-                   **{"curate.method": method, "select.iteration_2.cap": n, "seeds.training_m2": s})
-               for method in ("pmi", "none") for n in (8, 32) for s in (0, 1)]
+    scaling = [
+        row(
+            0.01 * math.log(n) + (0.002 if method == "pmi" else 0) + 0.001 * s,
+            selected=n,
+            **{"curate.method": method, "select.iteration_2.cap": n, "seeds.training_m2": s},
+        )
+        for method in ("pmi", "none")
+        for n in (8, 32)
+        for s in (0, 1)
+    ]
     scaling.append(row(0.03, selected=16, **{"curate.method": "none", "select.iteration_2.cap": 16}))
     readout = compare(scaling, metric=METRIC, contrast=("curate.method", "pmi"))
     assert {(c["x"], c["x_ref"]) for c in readout.contrasts} == {(8, 8), (32, 32)}
@@ -249,10 +337,12 @@ def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_mat
 
 
 def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
-    rows = [r for r in curated_rows() if not (r["params.yaml:curate.method"] == "pmi"
-                                              and r["params.yaml:seeds.training_m1"] != "default")]
-    readout = compare(rows, metric="comparisons.m2_vs_m0.loglik_other.difference",
-                      contrast=("curate.method", "pmi"))
+    rows = [
+        r
+        for r in curated_rows()
+        if not (r["params.yaml:curate.method"] == "pmi" and r["params.yaml:seeds.training_m1"] != "default")
+    ]
+    readout = compare(rows, metric="comparisons.m2_vs_m0.loglik_other.difference", contrast=("curate.method", "pmi"))
     assert all(c["ci"] is None and c["n_ref"] == 1 for c in readout.contrasts)
     text = markdown(readout)
     assert "cannot be computed: one run in the reference" in text and "| pmi | 0.6 | 0.6 | 35 |" in text
@@ -260,12 +350,19 @@ def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
 
 def test_a_contrast_key_must_be_a_condition_with_that_value(tmp_path, capsys):
     rows = curated_rows()
-    for contrast, message in ((("seeds.training_m2", "1"), "a seed"), (("data.web.limit", "64"), "does not differ"),
-                              (("curate.method", "rubric"), "no run has it"),
-                              (("select.iteration_2.cap", "0"), "x (or sets it)")):
+    for contrast, message in (
+        (("seeds.training_m2", "1"), "a seed"),
+        (("data.web.limit", "64"), "does not differ"),
+        (("curate.method", "rubric"), "no run has it"),
+        (("select.iteration_2.cap", "0"), "x (or sets it)"),
+    ):
         with pytest.raises(ValueError, match=re.escape(message)):
-            compare(rows + [row(-3.0, selected=35, **{"curate.method": "pmi", "select.iteration_2.cap": 8})]
-                    if contrast[0].endswith("cap") else rows, contrast=contrast)
+            compare(
+                rows + [row(-3.0, selected=35, **{"curate.method": "pmi", "select.iteration_2.cap": 8})]
+                if contrast[0].endswith("cap")
+                else rows,
+                contrast=contrast,
+            )
     assert parse_contrast("select.iteration_2.top_share=1.0") == ("select.iteration_2.top_share", "1")
     assert parse_contrast("train.tagging=true") == ("train.tagging", "True")
     assert parse_contrast(" train.mix = seed+augmented") == ("train.mix", "seed+augmented")
@@ -277,9 +374,14 @@ def test_a_contrast_key_must_be_a_condition_with_that_value(tmp_path, capsys):
 
 def test_a_metric_may_be_the_difference_of_two_keys_per_run():
     metric = "likelihood.m1.loglik_other - likelihood.m0.loglik_other"
-    rows = [row(selected=35, **{"seeds.training_m1": s},
-                metrics={"likelihood.m1.loglik_other": m1, "likelihood.m0.loglik_other": m0})
-            for s, (m1, m0) in enumerate([(-3.080, -3.090), (-3.070, -3.095), (-3.085, -3.088)])]
+    rows = [
+        row(
+            selected=35,
+            **{"seeds.training_m1": s},
+            metrics={"likelihood.m1.loglik_other": m1, "likelihood.m0.loglik_other": m0},
+        )
+        for s, (m1, m0) in enumerate([(-3.080, -3.090), (-3.070, -3.095), (-3.085, -3.088)])
+    ]
     rows.append(row(selected=35, metrics={"likelihood.m1.loglik_other": -3.08}))
     readout = compare(rows, metric=metric)
     mean, lo, hi, n = readout.conditions[("all",)]["by_x"][35]
@@ -287,7 +389,8 @@ def test_a_metric_may_be_the_difference_of_two_keys_per_run():
     assert (lo, hi) == pytest.approx(stats.t.interval(0.95, 2, loc=mean, scale=stats.sem([0.010, 0.025, 0.003])))
     assert [reason for _, reason in readout.not_read] == ["no likelihood.m0.loglik_other"]
     assert "the difference of two keys, `likelihood.m1.loglik_other` − `likelihood.m0.loglik_other`" in markdown(
-        readout)
+        readout
+    )
     with pytest.raises(ValueError, match="difference of two keys"):
         compare(rows, metric="a - b - c")
 
@@ -295,26 +398,69 @@ def test_a_metric_may_be_the_difference_of_two_keys_per_run():
 def test_the_paper_preset_reads_every_metric_with_its_contrast(tmp_path):
     rng = random.Random(0)
     keys = {k for _, spec in PRESETS["paper"] for k in spec.split(" - ")}
-    rows = [row(selected=35, **{"train.mix": mix, "seeds.training_m1": s, "seeds.training_m2": s},
-                metrics={k: rng.gauss(-3.0 if k.startswith("likelihood") else 0.0, 0.01) for k in keys})
-            for mix in ("seed+augmented", "augmented") for s in ("default", 1, 2)]
+    rows = [
+        row(
+            selected=35,
+            **{"train.mix": mix, "seeds.training_m1": s, "seeds.training_m2": s},
+            metrics={k: rng.gauss(-3.0 if k.startswith("likelihood") else 0.0, 0.01) for k in keys},
+        )
+        for mix in ("seed+augmented", "augmented")
+        for s in ("default", 1, 2)
+    ]
     # Kept by two queue runs, each file listing the baseline: read as one, the baseline once.
     first, second = tmp_path / "mix.1.json", tmp_path / "mix.2.json"
     first.write_text(json.dumps({"source": "synthetic", "rows": rows[:4]}))
     second.write_text(json.dumps([rows[0], *rows[4:]]))
     out, kept = tmp_path / "mix", tmp_path / "mix.runs.json"
-    assert main(["--rows", str(first), "--rows", str(second), "--keep", str(kept), "--contrast",
-                 "train.mix=seed+augmented", "--metrics", "paper", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--rows",
+                str(first),
+                "--rows",
+                str(second),
+                "--keep",
+                str(kept),
+                "--contrast",
+                "train.mix=seed+augmented",
+                "--metrics",
+                "paper",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.with_suffix(".md").read_text()
     assert json.loads(kept.read_text())["rows"] == rows
-    assert main(["--rows", str(kept), "--contrast", "train.mix=seed+augmented", "--metrics", "paper", "--out",
-                 str(tmp_path / "again")]) == 0 and (tmp_path / "again.md").read_text() == text
+    assert (
+        main(
+            [
+                "--rows",
+                str(kept),
+                "--contrast",
+                "train.mix=seed+augmented",
+                "--metrics",
+                "paper",
+                "--out",
+                str(tmp_path / "again"),
+            ]
+        )
+        == 0
+        and (tmp_path / "again.md").read_text() == text
+    )
     sections = text.split("\n## ")[1:]
     assert [s.split(":")[0] for s in sections] == [label for label, _ in PRESETS["paper"]]
     for section, (_, spec) in zip(sections, PRESETS["paper"]):
-        values = {mix: [r[f"metrics/headline.json:{spec.split(' - ')[0]}"]
-                        - (r[f"metrics/headline.json:{spec.split(' - ')[1]}"] if " - " in spec else 0)
-                        for r in rows if r["params.yaml:train.mix"] == mix] for mix in ("augmented", "seed+augmented")}
+        values = {
+            mix: [
+                r[f"metrics/headline.json:{spec.split(' - ')[0]}"]
+                - (r[f"metrics/headline.json:{spec.split(' - ')[1]}"] if " - " in spec else 0)
+                for r in rows
+                if r["params.yaml:train.mix"] == mix
+            ]
+            for mix in ("augmented", "seed+augmented")
+        }
         ref = welch(values["augmented"], values["seed+augmented"])
         assert "No fit: one N per condition." in section and "6 runs read, 0 not read" in section
         assert f"| augmented | 35 | 35 | — | 3 | 3 | {ref['difference']:+.4g} | [{ref['ci'][0]:+.4g}, " in section

@@ -17,23 +17,43 @@ FAKE_SECRETS = {"OPENAI_API_KEY": "sk-fake-0123456789abcdef", "HF_TOKEN": "hf_fa
 
 
 def _pair(i: int, score: float) -> dict:
-    return {"id": f"p{i}", "segment_id": f"s{i}", "instruction": f"What does section {i} explain?",
-            "output": f"Section {i} explains how the import system finds modules. " * 3, "score": score,
-            "score_argmax": None, "probs": None, "raw": None, "parsed": True}
+    return {
+        "id": f"p{i}",
+        "segment_id": f"s{i}",
+        "instruction": f"What does section {i} explain?",
+        "output": f"Section {i} explains how the import system finds modules. " * 3,
+        "score": score,
+        "score_argmax": None,
+        "probs": None,
+        "raw": None,
+        "parsed": True,
+    }
 
 
 def _run_folder(tmp_path: Path) -> dict[str, list[str]]:
     """select@1/2's outputs and the web sample, as the stages wrote them: 6 scored pairs, 3 then 2 kept."""
     web = tmp_path / "web.jsonl"
-    write_jsonl(web, [{"id": f"s{i}", "text": "...", "header": f"Header {i}", "doc": f"library/doc{i}.html"}
-                      for i in range(6)])
+    write_jsonl(
+        web, [{"id": f"s{i}", "text": "...", "header": f"Header {i}", "doc": f"library/doc{i}.html"} for i in range(6)]
+    )
     selected, metrics = [], []
     for iteration, kept in ((1, [0, 1, 2]), (2, [1, 2])):
         path = tmp_path / f"selected_{iteration}.jsonl"
         write_jsonl(path, [_pair(i, 20.0 - i) for i in kept])
-        write_json(tmp_path / f"select_{iteration}.json", {
-            "iteration": iteration, "method": "pmi", "threshold": 10.0, "top_share": 1.0, "cap": 0, "n": 6,
-            "at_threshold": len(kept), "selected": len(kept), "histogram": {"-4.5": 2, "5.5": 1, "15.5": 3}})
+        write_json(
+            tmp_path / f"select_{iteration}.json",
+            {
+                "iteration": iteration,
+                "method": "pmi",
+                "threshold": 10.0,
+                "top_share": 1.0,
+                "cap": 0,
+                "n": 6,
+                "at_threshold": len(kept),
+                "selected": len(kept),
+                "histogram": {"-4.5": 2, "5.5": 1, "15.5": 3},
+            },
+        )
         selected.append(str(path))
         metrics.append(str(tmp_path / f"select_{iteration}.json"))
     return {"--selected": selected, "--select-metrics": metrics, "--web": [str(web)]}
@@ -61,16 +81,30 @@ def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
     model = get_peft_model(base, config)
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
-    write_json(out / "card.json", {"role": "m2", "examples": 12, "examples_seed": 9, "examples_augmented": 3,
-                                   "steps": 3, "epochs": 1.0, "final_loss": 2.5,
-                                   "params": {"train.lora": {"r": 4}, "seeds.training": 0}})
+    write_json(
+        out / "card.json",
+        {
+            "role": "m2",
+            "examples": 12,
+            "examples_seed": 9,
+            "examples_augmented": 3,
+            "steps": 3,
+            "epochs": 1.0,
+            "final_loss": 2.5,
+            "params": {"train.lora": {"r": 4}, "seeds.training": 0},
+        },
+    )
     return out
 
 
 def _comparisons() -> dict:
-    return {"m2_vs_m0": {"loglik_other": {"difference": 0.0089, "ci_low": 0.0051, "ci_high": 0.0129, "n": 87},
-                         "judged": {"difference": 3.1, "ci_low": -6.0, "ci_high": 12.0, "n": 20}},
-            "m1_vs_m0": {"loglik_other": {"difference": 0.002, "ci_low": -0.001, "ci_high": 0.005, "n": 87}}}
+    return {
+        "m2_vs_m0": {
+            "loglik_other": {"difference": 0.0089, "ci_low": 0.0051, "ci_high": 0.0129, "n": 87},
+            "judged": {"difference": 3.1, "ci_low": -6.0, "ci_high": 12.0, "n": 20},
+        },
+        "m1_vs_m0": {"loglik_other": {"difference": 0.002, "ci_low": -0.001, "ci_high": 0.005, "n": 87}},
+    }
 
 
 def _export_model(tmp_path: Path, adapter: Path, base: Path, params: str | None = None) -> Path:
@@ -78,8 +112,18 @@ def _export_model(tmp_path: Path, adapter: Path, base: Path, params: str | None 
 
     write_json(tmp_path / "comparisons.json", _comparisons())
     out = tmp_path / "export" / "m2"
-    args = ["--name", "m2", "--model", str(adapter), "--base", str(base), "--comparisons",
-            str(tmp_path / "comparisons.json"), "--out", str(out)]
+    args = [
+        "--name",
+        "m2",
+        "--model",
+        str(adapter),
+        "--base",
+        str(base),
+        "--comparisons",
+        str(tmp_path / "comparisons.json"),
+        "--out",
+        str(out),
+    ]
     assert main(args + (["--params", params] if params else [])) == 0
     return out
 
@@ -108,8 +152,7 @@ def test_the_dataset_loads_with_datasets_and_its_card_tells_where_it_came_from(t
     assert "| 15.5 | 3 | ████████████████████ |" in card.text
 
 
-def test_the_merged_model_loads_without_peft_and_equals_the_adapter(tmp_path, tiny_model_dir, adapter_dir,
-                                                                   monkeypatch):
+def test_the_merged_model_loads_without_peft_and_equals_the_adapter(tmp_path, tiny_model_dir, adapter_dir, monkeypatch):
     from huggingface_hub import ModelCard
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -128,9 +171,11 @@ def test_the_merged_model_loads_without_peft_and_equals_the_adapter(tmp_path, ti
     torch.testing.assert_close(_logits(merged, tokenizer), expected, atol=1e-5, rtol=1e-5)
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "apache-2.0" and card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
-    assert "| M2 − M0 | log-likelihood of human answers from a source the pipeline never reads | +0.0089 | " \
-           "[+0.0051, +0.0129] | 87 | yes |" in card.text
-    assert "M1 − M0" not in card.text and "| `train.lora` | `{\"r\": 4}` |" in card.text
+    assert (
+        "| M2 − M0 | log-likelihood of human answers from a source the pipeline never reads | +0.0089 | "
+        "[+0.0051, +0.0129] | 87 | yes |" in card.text
+    )
+    assert "M1 − M0" not in card.text and '| `train.lora` | `{"r": 4}` |' in card.text
 
 
 def test_export_dtype_bfloat16_writes_bf16_weights(tmp_path, tiny_model_dir, adapter_dir):
@@ -138,8 +183,9 @@ def test_export_dtype_bfloat16_writes_bf16_weights(tmp_path, tiny_model_dir, ada
 
     from humpback.evaluation.export.model import ModelInfo, export_model
 
-    info = ModelInfo(name="m2", base="a/folder", seed_source="jsonl", web_source="jsonl", tagging=True,
-                     system_prompt="S_a+S_w")
+    info = ModelInfo(
+        name="m2", base="a/folder", seed_source="jsonl", web_source="jsonl", tagging=True, system_prompt="S_a+S_w"
+    )
     out = export_model(adapter_dir, tiny_model_dir, {}, info, "bfloat16", tmp_path / "bf16")
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118
@@ -193,8 +239,7 @@ def test_publish_uploads_exactly_the_checked_folder(tmp_path, recorder, capsys):
     assert upload["allow_patterns"] == ["README.md", "data/iteration_1.parquet", "data/iteration_2.parquet"]
 
 
-def test_publish_refuses_an_adapter_and_a_folder_holding_a_secret(tmp_path, recorder, adapter_dir, monkeypatch,
-                                                                  capsys):
+def test_publish_refuses_an_adapter_and_a_folder_holding_a_secret(tmp_path, recorder, adapter_dir, monkeypatch, capsys):
     import shutil
 
     from humpback.evaluation.export.publish import main
@@ -213,8 +258,9 @@ def test_publish_refuses_an_adapter_and_a_folder_holding_a_secret(tmp_path, reco
     assert recorder.calls == []
 
 
-def test_no_secret_from_the_environment_lands_in_anything_written(tmp_path, tiny_model_dir, adapter_dir, recorder,
-                                                                  monkeypatch, capsys, caplog):
+def test_no_secret_from_the_environment_lands_in_anything_written(
+    tmp_path, tiny_model_dir, adapter_dir, recorder, monkeypatch, capsys, caplog
+):
     from humpback.evaluation.export.publish import main
 
     for name, value in FAKE_SECRETS.items():

@@ -31,8 +31,10 @@ from humpback.storage.records import read_json, write_json
 ROOT = Path(__file__).resolve().parents[2]
 # alpaca_eval_gpt4's prompt: each answer inside "answer": """...""", model_1's first
 ANSWER = re.compile(r'"answer": """(.*?)"""', re.DOTALL)
-FIRST, SECOND = "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]", \
-    "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]"
+FIRST, SECOND = (
+    "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]",
+    "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]",
+)
 
 
 def ranking(prompt: str, position_bias: bool = False) -> str:
@@ -53,12 +55,18 @@ class RankingServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 requests.append(body)
                 text = ranking(body["messages"][-1]["content"])
-                data = json.dumps({
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 300, "completion_tokens": 30, "total_tokens": 330},
-                }).encode()
+                data = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                        "usage": {"prompt_tokens": 300, "completion_tokens": 30, "total_tokens": 330},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -79,8 +87,15 @@ class RankingServer:
 
 def _answers(n: int, width: int, name: str, step: int = 7) -> list[dict]:
     """alpaca_eval model_outputs for prompts alpaca-eval/0..n-1, answer i `width + (i * step) % 13` long."""
-    return [{"id": f"alpaca-eval/{i}", "instruction": f"Question {i}?", "output": name[-1] * (width + (i * step) % 13),
-             "generator": name} for i in range(n)]
+    return [
+        {
+            "id": f"alpaca-eval/{i}",
+            "instruction": f"Question {i}?",
+            "output": name[-1] * (width + (i * step) % 13),
+            "generator": name,
+        }
+        for i in range(n)
+    ]
 
 
 def test_paper_profile_judges_through_the_api_with_alpaca_eval_gpt4(tmp_path, monkeypatch):
@@ -99,16 +114,46 @@ def test_paper_profile_judges_through_the_api_with_alpaca_eval_gpt4(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     n = 6
     reference = _answers(n, 20, "text_davinci_003")
-    (tmp_path / "eval.jsonl").write_text("".join(
-        json.dumps({"id": r["id"], "instruction": r["instruction"], "reference": r["output"],
-                    "reference_generator": "text_davinci_003"}) + "\n" for r in reference))
+    (tmp_path / "eval.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": r["id"],
+                    "instruction": r["instruction"],
+                    "reference": r["output"],
+                    "reference_generator": "text_davinci_003",
+                }
+            )
+            + "\n"
+            for r in reference
+        )
+    )
     widths = {"m0": 5, "m1": 18, "m2": 30}  # m0 always shorter, m2 always longer, m1 either
     outputs = {name: _answers(n, width, name, step=3) for name, width in widths.items()}
     for name, answers in outputs.items():
         write_json(tmp_path / "responses" / f"{name}.json", answers)
-    args = ["--responses", "responses", "--prompts", "eval.jsonl", "--models", *widths, "--judge-base", "unused",
-            "--annotations", "annotations.json", "--metrics", "metrics/evaluate.json", "--plot", "wr.png",
-            "--plot-data", "wr.csv", "--leaderboard", "metrics/leaderboard.csv", "--params", str(params)]
+    args = [
+        "--responses",
+        "responses",
+        "--prompts",
+        "eval.jsonl",
+        "--models",
+        *widths,
+        "--judge-base",
+        "unused",
+        "--annotations",
+        "annotations.json",
+        "--metrics",
+        "metrics/evaluate.json",
+        "--plot",
+        "wr.png",
+        "--plot-data",
+        "wr.csv",
+        "--leaderboard",
+        "metrics/leaderboard.csv",
+        "--params",
+        str(params),
+    ]
     try:
         assert main(args) == 0
         metrics = read_json(tmp_path / "metrics/evaluate.json")
@@ -134,8 +179,10 @@ def test_paper_profile_judges_through_the_api_with_alpaca_eval_gpt4(tmp_path, mo
     assert len(annotations) == 3 * n * 2  # against the reference; head to head is in the metrics only
     # alpaca_eval prices each annotation from the tokens the API reported, at its price for gpt-4
     assert [a["preference_price_per_example"] for a in annotations] == pytest.approx([330 * 0.03 / 1000] * 3 * n * 2)
-    longer = {name: sum(len(m["output"]) > len(r["output"]) for m, r in zip(answers, reference)) / n
-              for name, answers in outputs.items()}
+    longer = {
+        name: sum(len(m["output"]) > len(r["output"]) for m, r in zip(answers, reference)) / n
+        for name, answers in outputs.items()
+    }
     assert longer["m0"] == 0 and 0 < longer["m1"] < 1 and longer["m2"] == 1
     board = metrics["leaderboard"]
     assert board["annotator"] == "alpaca_eval_gpt4" and board["reference"] == "text_davinci_003"
@@ -182,10 +229,12 @@ def test_the_leaderboard_row_is_alpaca_evals_own_protocol(tmp_path):
     folder = tmp_path / "theirs"
     folder.mkdir()
     stub = {k: v for k, v in config.items() if k not in ("fn_completions", "completions_kwargs")}
-    (folder / "configs.yaml").write_text(json.dumps({"stub": {
-        **stub, "prompt_template": alpaca_eval_config(name)["prompt_template"]}}))
-    theirs = PairwiseAnnotator(annotators_config=str(folder / "configs.yaml"), caching_path=None,
-                               fn_completions=FirstShownWins())
+    (folder / "configs.yaml").write_text(
+        json.dumps({"stub": {**stub, "prompt_template": alpaca_eval_config(name)["prompt_template"]}})
+    )
+    theirs = PairwiseAnnotator(
+        annotators_config=str(folder / "configs.yaml"), caching_path=None, fn_completions=FirstShownWins()
+    )
     expected = get_winrate(theirs.annotate_head2head(outputs_1=reference, outputs_2=model))
     row = board["models"]["m1"]
     switched = protocol_switches([m["instruction"] for m in model], config)
@@ -206,10 +255,12 @@ def test_the_annotator_is_checked_and_names_the_judge(tmp_path, monkeypatch):
     assert shipped.evaluate.annotator == "weighted_alpaca_eval_gpt4_turbo" and shipped.evaluate.head_to_head
 
     def judge(engine: str, annotator: str, url: str = ""):
-        settings = dataclasses.replace(shipped.evaluate, engine=engine, judge_read="pairwise", annotator=annotator,
-                                       api_model="served")
-        params = dataclasses.replace(shipped, evaluate=settings,
-                                     runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=url))
+        settings = dataclasses.replace(
+            shipped.evaluate, engine=engine, judge_read="pairwise", annotator=annotator, api_model="served"
+        )
+        params = dataclasses.replace(
+            shipped, evaluate=settings, runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=url)
+        )
         generation, runtime = stage_settings(params, "evaluate")
         return make_judge(settings, generation, tmp_path / "no-model", cache_root=tmp_path / "cache", runtime=runtime)
 
@@ -238,9 +289,18 @@ def _hub_cache_with_df_gamed(folder: Path) -> None:
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    rows = [{"model": model, "index": i, "instruction_difficulty": math.sin(i), "not_gamed_baseline": False,
-             "std_delta_len": float(rng.normal()), "preference": float(rng.uniform())}
-            for model in ("gamed_concise", "gamed_verbose") for i in range(ALPACA_EVAL_PROMPTS)]
+    rows = [
+        {
+            "model": model,
+            "index": i,
+            "instruction_difficulty": math.sin(i),
+            "not_gamed_baseline": False,
+            "std_delta_len": float(rng.normal()),
+            "preference": float(rng.uniform()),
+        }
+        for model in ("gamed_concise", "gamed_verbose")
+        for i in range(ALPACA_EVAL_PROMPTS)
+    ]
     repo = folder / "datasets--tatsu-lab--alpaca_eval"
     commit = "0" * 40
     (repo / "refs").mkdir(parents=True)
@@ -261,14 +321,29 @@ def test_length_controlled_win_rate_only_where_alpaca_eval_defines_it(tmp_path, 
     reference, model = _answers(n, 20, "gpt4_1106_preview"), _answers(n, 20, "m1", step=5)
     prompts = [{"id": r["id"], "instruction": r["instruction"]} for r in reference]
     # the judge's verdicts as evaluate_models leaves them: the model wins where its answer is longer
-    annotations = [{"model": "m1", "pair": m["id"], "instruction": m["instruction"], "order": order,
-                    "model_preference": 2.0 if len(m["output"]) > len(r["output"]) else 1.0}
-                   for m, r in zip(model, reference) for order in ("reference_first", "model_first")]
+    annotations = [
+        {
+            "model": "m1",
+            "pair": m["id"],
+            "instruction": m["instruction"],
+            "order": order,
+            "model_preference": 2.0 if len(m["output"]) > len(r["output"]) else 1.0,
+        }
+        for m, r in zip(model, reference)
+        for order in ("reference_first", "model_first")
+    ]
 
     def row(**change):
         args = {"reference": reference, "prompts": prompts, "annotator": name, "max_chars": 10_000, **change}
-        board = leaderboard(annotations, {"m1": model}, args["reference"], args["prompts"],
-                            annotator_config(args["annotator"]), args["annotator"], args["max_chars"])
+        board = leaderboard(
+            annotations,
+            {"m1": model},
+            args["reference"],
+            args["prompts"],
+            annotator_config(args["annotator"]),
+            args["annotator"],
+            args["max_chars"],
+        )
         return board["models"]["m1"]
 
     assert "df_gamed.csv" in row()["length_controlled_reason"]

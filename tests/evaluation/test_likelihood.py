@@ -26,8 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PAIRS = [
     {"id": "a", "instruction": "How do I reverse a list?", "output": "Call `xs.reverse()` or use `xs[::-1]`."},
-    {"id": "b", "instruction": "What is a tuple?",
-     "output": "An immutable sequence.\n\n```python\nt = (1, 2)\n```\nTuples can be dictionary keys. " * 6},
+    {
+        "id": "b",
+        "instruction": "What is a tuple?",
+        "output": "An immutable sequence.\n\n```python\nt = (1, 2)\n```\nTuples can be dictionary keys. " * 6,
+    },
     {"id": "c", "instruction": "Why?", "output": "Because."},
     {"id": "d", "instruction": "Is Python slow?", "output": "It depends on what you measure; " * 3},
 ]
@@ -47,7 +50,8 @@ def direct_mean_logprob(model, tokenizer, question: str, answer: str) -> tuple[f
 
     prompt = tokenizer.apply_chat_template(
         [{"role": "system", "content": S_A}, {"role": "user", "content": question}],
-        add_generation_prompt=True, tokenize=False,
+        add_generation_prompt=True,
+        tokenize=False,
     )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -67,8 +71,7 @@ def test_instrument_equals_a_direct_forward_pass(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32").eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    want = [direct_mean_logprob(model, tokenizer, p["instruction"], p["output"][:MAX_CHARS].rstrip())
-            for p in PAIRS]
+    want = [direct_mean_logprob(model, tokenizer, p["instruction"], p["output"][:MAX_CHARS].rstrip()) for p in PAIRS]
     assert [i["id"] for i in got["items"]] == ["a", "b", "c", "d"]
     assert [i["tokens"] for i in got["items"]] == [n for _, n in want]
     assert [i["logprob"] for i in got["items"]] == pytest.approx([v for v, _ in want], abs=1e-4)
@@ -123,10 +126,12 @@ def test_paired_interval_matches_scipy_paired_percentile_bootstrap():
     def diff_of_means(x, y, axis=-1):
         return x.mean(axis=axis) - y.mean(axis=axis)
 
-    ref = bootstrap((a, b), diff_of_means, paired=True, vectorized=True, method="percentile",
-                    n_resamples=20000, random_state=1)
-    unpaired = bootstrap((a, b), diff_of_means, paired=False, vectorized=True, method="percentile",
-                         n_resamples=20000, random_state=1)
+    ref = bootstrap(
+        (a, b), diff_of_means, paired=True, vectorized=True, method="percentile", n_resamples=20000, random_state=1
+    )
+    unpaired = bootstrap(
+        (a, b), diff_of_means, paired=False, vectorized=True, method="percentile", n_resamples=20000, random_state=1
+    )
     se = ref.standard_error
     assert ours["n"] == 40
     assert ours["difference"] == pytest.approx(float(a.mean() - b.mean()), abs=1e-12)
@@ -170,9 +175,25 @@ def test_stage_writes_both_instruments(tiny_model_dir, tmp_path, monkeypatch):
     (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS[:2]))
     (tmp_path / "other.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS[2:]))
     out = tmp_path / "out" / "m0.json"
-    assert stage.main(["--model", str(tiny_model_dir), "--name", "m0", "--heldout", str(tmp_path / "heldout.jsonl"),
-                       "--other", str(tmp_path / "other.jsonl"), "--out", str(out),
-                       "--params", str(tmp_path / "params.yaml")]) == 0
+    assert (
+        stage.main(
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--name",
+                "m0",
+                "--heldout",
+                str(tmp_path / "heldout.jsonl"),
+                "--other",
+                str(tmp_path / "other.jsonl"),
+                "--out",
+                str(out),
+                "--params",
+                str(tmp_path / "params.yaml"),
+            ]
+        )
+        == 0
+    )
     got = json.loads(out.read_text())
     assert got["model"] == "m0" and got["system_prompt"] == "S_a" and got["max_chars"] == MAX_CHARS
     assert got["dtype"] == "float32"

@@ -9,8 +9,13 @@ from stages.report import main
 def _likelihood(tmp_path, name: str, other: list[float]) -> str:
     items = [{"id": f"q{i}", "logprob": v} for i, v in enumerate(other)]
     path = tmp_path / "likelihood" / f"{name}.json"
-    write_json(path, {"model": name, "instruments": {"loglik_other": {"n": len(other), "mean": sum(other) / len(other),
-                                                                      "items": items}}})
+    write_json(
+        path,
+        {
+            "model": name,
+            "instruments": {"loglik_other": {"n": len(other), "mean": sum(other) / len(other), "items": items}},
+        },
+    )
     return str(path)
 
 
@@ -18,35 +23,62 @@ def _report(tmp_path, overlap: dict, scored: list[str] = ()) -> tuple[str, dict,
     metrics = tmp_path / "metrics"
     write_json(metrics / "select" / "1.json", {"n": 10, "selected": 4})
     write_json(metrics / "select" / "2.json", {"n": 10, "selected": 4, "overlap_with_previous": overlap})
-    files = [_likelihood(tmp_path, "m0", [-2.0, -2.5, -3.0, -1.5]),
-             _likelihood(tmp_path, "m1", [-1.9, -2.4, -2.9, -1.4]),
-             _likelihood(tmp_path, "m2", [-1.8, -2.3, -2.8, -1.3])]
-    assert main(["--metrics-dir", str(metrics), "--out", str(tmp_path / "report.md"),
-                 "--headline", str(tmp_path / "headline.json"), "--comparisons", str(tmp_path / "comparisons.json"),
-                 "--curation-data", str(tmp_path / "cq.csv"),
-                 "--curation-plot", str(tmp_path / "cq.png"), "--likelihood", *files, "--scored", *scored]) == 0
-    return (tmp_path / "report.md").read_text(), read_json(tmp_path / "headline.json"), read_json(
-        tmp_path / "comparisons.json")
+    files = [
+        _likelihood(tmp_path, "m0", [-2.0, -2.5, -3.0, -1.5]),
+        _likelihood(tmp_path, "m1", [-1.9, -2.4, -2.9, -1.4]),
+        _likelihood(tmp_path, "m2", [-1.8, -2.3, -2.8, -1.3]),
+    ]
+    assert (
+        main(
+            [
+                "--metrics-dir",
+                str(metrics),
+                "--out",
+                str(tmp_path / "report.md"),
+                "--headline",
+                str(tmp_path / "headline.json"),
+                "--comparisons",
+                str(tmp_path / "comparisons.json"),
+                "--curation-data",
+                str(tmp_path / "cq.csv"),
+                "--curation-plot",
+                str(tmp_path / "cq.png"),
+                "--likelihood",
+                *files,
+                "--scored",
+                *scored,
+            ]
+        )
+        == 0
+    )
+    return (
+        (tmp_path / "report.md").read_text(),
+        read_json(tmp_path / "headline.json"),
+        read_json(tmp_path / "comparisons.json"),
+    )
 
 
 def test_report_says_when_iteration_2_selected_the_same_pairs(tmp_path):
-    text, headline, _ = _report(tmp_path, {"shared": 4, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
-                                        "identical": True})
+    text, headline, _ = _report(
+        tmp_path, {"shared": 4, "only_this": 0, "only_previous": 0, "jaccard": 1.0, "identical": True}
+    )
     assert "**Iteration 2 changed nothing**" in text and "exactly iteration 1's 4 pairs" in text
     assert headline["selected"] == {"iteration_1": 4, "iteration_2": 4, "shared": 4}
 
 
 def test_report_leads_with_m2_against_m1_and_the_selections_overlap(tmp_path):
-    text, headline, compared = _report(tmp_path, {"shared": 3, "only_this": 1, "only_previous": 1, "jaccard": 0.6,
-                                        "identical": False})
+    text, headline, compared = _report(
+        tmp_path, {"shared": 3, "only_this": 1, "only_previous": 1, "jaccard": 0.6, "identical": False}
+    )
     assert "changed nothing" not in text
     assert "3 pairs kept by both curators, 1 new from M1's rating, 1 of M0's dropped (Jaccard 0.60)" in text
     assert "Does M2 beat M1 on other-source human answers (a source the pipeline never reads)? **yes**" in text
     m2_m1 = compared["m2_vs_m1"]["loglik_other"]
     assert abs(m2_m1["difference"] - 0.1) < 1e-9 and m2_m1["ci_low"] > 0 and m2_m1["n"] == 4
     # the headline carries M2's comparisons as difference and interval; M1 − M0 and n stay in comparisons.json
-    assert headline["comparisons"]["m2_vs_m1"]["loglik_other"] == {k: m2_m1[k] for k in ("difference", "ci_low",
-                                                                                        "ci_high")}
+    assert headline["comparisons"]["m2_vs_m1"]["loglik_other"] == {
+        k: m2_m1[k] for k in ("difference", "ci_low", "ci_high")
+    }
     assert set(headline["comparisons"]) == {"m2_vs_m0", "m2_vs_m1"} and "m1_vs_m0" in compared
 
 
@@ -58,11 +90,13 @@ def test_report_says_how_alike_the_two_curators_rank_the_pairs(tmp_path):
     for name, rows in (("1", m0), ("2", m1)):
         write_jsonl(tmp_path / "curated" / name / "scored.jsonl", rows)
     scored = [str(tmp_path / "curated" / n / "scored.jsonl") for n in ("1", "2")]
-    text, headline, _ = _report(tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
-                                           "identical": True}, scored)
+    text, headline, _ = _report(
+        tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0, "identical": True}, scored
+    )
     assert "M1 ranks the pairs as M0 did to Spearman's rho 1.000 over 5 pairs" in text
     assert "**Iteration 2 changed nothing**" in text and "rank_agreement" not in str(headline)
     write_jsonl(tmp_path / "curated" / "2" / "scored.jsonl", [{"id": f"p{i}", "score": -float(i)} for i in range(6)])
-    text, _, _ = _report(tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0,
-                                    "identical": True}, scored)
+    text, _, _ = _report(
+        tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0, "identical": True}, scored
+    )
     assert "Spearman's rho -1.000 over 6 pairs" in text

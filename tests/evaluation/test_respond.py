@@ -70,12 +70,25 @@ def test_stage_output_loads_in_alpaca_eval(tmp_path, monkeypatch, tiny_tokenizer
     write_jsonl(tmp_path / "eval.jsonl", RECORDS)
     import humpback.engines.factory
 
-    monkeypatch.setattr(humpback.engines.factory, "make_engine",
-                        lambda model_dir, params, runtime: FakeEngine(tiny_tokenizer))
+    monkeypatch.setattr(
+        humpback.engines.factory, "make_engine", lambda model_dir, params, runtime: FakeEngine(tiny_tokenizer)
+    )
     params = Path(__file__).resolve().parents[2] / "params.yaml"
     out = tmp_path / "responses" / "m1.json"
-    rc = stage.main(["--model", "models/m1", "--name", "m1", "--prompts", str(tmp_path / "eval.jsonl"),
-               "--out", str(out), "--params", str(params)])
+    rc = stage.main(
+        [
+            "--model",
+            "models/m1",
+            "--name",
+            "m1",
+            "--prompts",
+            str(tmp_path / "eval.jsonl"),
+            "--out",
+            str(out),
+            "--params",
+            str(params),
+        ]
+    )
     assert rc == 0
     df = load_or_convert_to_dataframe(out)
     assert list(df["instruction"]) == [r["instruction"] for r in RECORDS]

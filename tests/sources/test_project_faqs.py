@@ -33,13 +33,22 @@ def test_importer_keeps_question_entries_with_real_answers():
     # Celery's excerpt: 5 questions kept; "celery" and "kombu" (sub-headings of a question about
     # dependencies, which has children and so is no entry) are not questions; "Is Celery for Django only?"
     # answers in 72 characters, a pointer. SQLAlchemy: 2 headings are statements, not questions.
-    assert counts.metrics() == {"source": "project-faqs", "read": 21, "kept": 16,
-                                "dropped": {"not_a_question": 4, "short_answer": 1}}
+    assert counts.metrics() == {
+        "source": "project-faqs",
+        "read": 21,
+        "kept": 16,
+        "dropped": {"not_a_question": 4, "short_answer": 1},
+    }
     by_package = {}
     for p in pairs:
         by_package[p["category"]] = by_package.get(p["category"], 0) + 1
-    assert by_package == {"python-celery-doc": 5, "mypy-doc": 3, "python-coverage-doc": 2,
-                          "python-pygments-doc": 2, "python-sqlalchemy-doc": 4}
+    assert by_package == {
+        "python-celery-doc": 5,
+        "mypy-doc": 3,
+        "python-coverage-doc": 2,
+        "python-pygments-doc": 2,
+        "python-sqlalchemy-doc": 4,
+    }
     ids = [p["id"] for p in pairs]
     assert len(set(ids)) == len(ids) and f"{CELERY}is-celery-heavy-weight" in ids
     assert f"{CELERY}is-celery-for-django-only" not in ids
@@ -73,8 +82,14 @@ def test_missing_files_name_the_package_and_the_install_command(tmp_path):
 
 
 def test_eval_source_gives_the_questions_as_prompts():
-    params = EvalDataParams(source="project-faqs", path=str(FIXTURE), instruction_field="instruction",
-                            reference="none", limit=5, on_bad_record="error")
+    params = EvalDataParams(
+        source="project-faqs",
+        path=str(FIXTURE),
+        instruction_field="instruction",
+        reference="none",
+        limit=5,
+        on_bad_record="error",
+    )
     prompts, counts = prepare_eval(params)
     assert len(prompts) == 5 and len({p["category"] for p in prompts}) == 5  # round-robin over packages
     assert set(prompts[0]) == {"id", "instruction", "dataset", "category"}
@@ -102,9 +117,11 @@ def test_seen_in_training_catches_exact_and_reformatted_copies():
         "is celery heavy",  # a fragment of a question is not the question
     ]
     seen = seen_in_training(pairs, instructions, texts)
-    assert seen == {heavy["id"]: "question_is_a_training_instruction",
-                    pickle["id"]: "question_in_training_text",
-                    amqp["id"]: "answer_in_training_text"}
+    assert seen == {
+        heavy["id"]: "question_is_a_training_instruction",
+        pickle["id"]: "question_in_training_text",
+        amqp["id"]: "answer_in_training_text",
+    }
     assert mypy["id"] not in seen
     # Matches are whole words: the question inside a longer word is not a copy.
     assert seen_in_training([heavy], [], ["is celery heavy weighted"]) == {}
@@ -113,8 +130,10 @@ def test_seen_in_training_catches_exact_and_reformatted_copies():
 def test_prepare_other_drops_and_counts_what_training_contains():
     pairs, _ = fixture_pairs()
     planted = pairs[3]
-    training = [{"id": "s1", "instruction": planted["instruction"].lower(), "output": "x", "source": "jsonl"},
-                {"id": "w1", "text": "unrelated web text", "header": "", "doc": "d"}]
+    training = [
+        {"id": "s1", "instruction": planted["instruction"].lower(), "output": "x", "source": "jsonl"},
+        {"id": "w1", "text": "unrelated web text", "header": "", "doc": "d"},
+    ]
     kept, counts = prepare_other(OTHER, training)
     assert planted["id"] not in {p["id"] for p in kept} and len(kept) == len(pairs) - 1
     assert counts.metrics()["dropped"]["question_is_a_training_instruction"] == 1
@@ -131,15 +150,27 @@ def test_prepare_other_stage_writes_pairs_and_counts(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     seed = tmp_path / "seed.jsonl"
     seed.write_text(json.dumps({"id": "s", "instruction": "What is Python?", "output": "A language."}) + "\n")
-    stage.main(["--training", str(seed), "--out", str(tmp_path / "other.jsonl"),
-                "--metrics", str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")])
+    stage.main(
+        [
+            "--training",
+            str(seed),
+            "--out",
+            str(tmp_path / "other.jsonl"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--params",
+            str(tmp_path / "params.yaml"),
+        ]
+    )
     rows = [json.loads(line) for line in (tmp_path / "other.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and set(rows[0]) == {"id", "instruction", "output", "source", "category"}
     assert json.loads((tmp_path / "m.json").read_text())["kept"] == 16
 
 
-@pytest.mark.skipif(not (INSTALLED and Path(PYTHON_DOCS).is_dir()),
-                    reason="needs python3.11-doc and the project-faqs packages (make setup installs them)")
+@pytest.mark.skipif(
+    not (INSTALLED and Path(PYTHON_DOCS).is_dir()),
+    reason="needs python3.11-doc and the project-faqs packages (make setup installs them)",
+)
 def test_real_set_is_disjoint_from_the_whole_python_docs():
     """The installed set against every page the seed and web sources can draw from: every FAQ pair of
     python3.11-doc and every reStructuredText source of its pages (a superset of any web sample)."""
@@ -155,7 +186,6 @@ def test_real_set_is_disjoint_from_the_whole_python_docs():
     # And the check can see a copy in this corpus: one planted FAQ question is found.
     probe = [{"id": "probe", "instruction": seed[0]["instruction"].upper(), "output": "x"}]
     assert seen_in_training(probe, [], texts) == {"probe": "question_in_training_text"}
-
 
 
 def test_makefile_installs_exactly_the_pinned_packages():

@@ -21,13 +21,37 @@ from humpback.storage.records import RecordError, read_jsonl
 
 REAL = Path(__file__).parents[1] / "fixtures" / "real_formats"
 
-SEED = SeedDataParams(source="oasst1", path=str(REAL / "oasst1.parquet"), instruction_field="instruction",
-                      output_field="output", language="en", limit=0, heldout=2, on_bad_record="error")
-WEB = WebDataParams(source="warc", path=str(REAL / "web.warc.gz"), text_field="text", min_chars=100,
-                    max_chars=3000, max_repetition=0.3, language="en", near_duplicate=0.8,
-                    limit=0, on_bad_record="error", max_bad_fraction=1.0)
-EVAL = EvalDataParams(source="alpaca-eval", path=str(REAL / "alpaca_eval.json"), instruction_field="instruction",
-                      reference="none", limit=0, on_bad_record="error")
+SEED = SeedDataParams(
+    source="oasst1",
+    path=str(REAL / "oasst1.parquet"),
+    instruction_field="instruction",
+    output_field="output",
+    language="en",
+    limit=0,
+    heldout=2,
+    on_bad_record="error",
+)
+WEB = WebDataParams(
+    source="warc",
+    path=str(REAL / "web.warc.gz"),
+    text_field="text",
+    min_chars=100,
+    max_chars=3000,
+    max_repetition=0.3,
+    language="en",
+    near_duplicate=0.8,
+    limit=0,
+    on_bad_record="error",
+    max_bad_fraction=1.0,
+)
+EVAL = EvalDataParams(
+    source="alpaca-eval",
+    path=str(REAL / "alpaca_eval.json"),
+    instruction_field="instruction",
+    reference="none",
+    limit=0,
+    on_bad_record="error",
+)
 
 
 def web_records(params: WebDataParams, tmp_path: Path, shard_size: int = 3) -> tuple[list[dict], Counts]:
@@ -47,8 +71,12 @@ def test_oasst1_first_turn_english_rank0(tmp_path):
     pairs = {p["id"]: p for p in train + heldout}
     assert len(pairs) == 12 and len(heldout) == 2
     tiny = [json.loads(line) for line in (REAL.parent / "tiny_profile" / "seed.jsonl").read_text().splitlines()]
-    assert pairs["oasst1/m-00-root"] == {"id": "oasst1/m-00-root", "instruction": tiny[0]["instruction"],
-                                         "output": tiny[0]["output"], "source": "oasst1"}
+    assert pairs["oasst1/m-00-root"] == {
+        "id": "oasst1/m-00-root",
+        "instruction": tiny[0]["instruction"],
+        "output": tiny[0]["output"],
+        "source": "oasst1",
+    }
     assert pairs["oasst1/m-01-root"]["output"] == tiny[1]["output"]  # rank 0, not the rank-1 reply before it
     assert all("Second-turn" not in p["output"] for p in pairs.values())
     metrics = counts.metrics()
@@ -87,7 +115,11 @@ def test_warc_pages_become_filtered_deduplicated_segments(tmp_path):
     metrics = counts.metrics()
     assert metrics["documents"] == 12 and len(records) == 20
     assert metrics["dropped"] == {
-        "duplicate": 2, "near_duplicate": 2, "navigation_header": 12, "not_html": 1, "too_short": 12,
+        "duplicate": 2,
+        "near_duplicate": 2,
+        "navigation_header": 12,
+        "not_html": 1,
+        "too_short": 12,
     }
     first = records[0]
     assert first["id"] == "warc/https://example.org/guide/0#1" and first["header"] == "Topic 1"
@@ -113,10 +145,12 @@ def test_warc_folder_and_binary_response(tmp_path):
     (folder / "a.warc.gz").write_bytes((REAL / "web.warc.gz").read_bytes())
     junk = bytes(range(256)) * 8
     http = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n" + junk
-    header = (f"WARC/1.1\r\nWARC-Type: response\r\nWARC-Target-URI: https://junk.example/\r\n"
-              f"WARC-Record-ID: <urn:uuid:00000000-0000-0000-0000-000000000001>\r\n"
-              f"WARC-Date: 2024-01-01T00:00:00Z\r\nContent-Type: application/http; msgtype=response\r\n"
-              f"Content-Length: {len(http)}\r\n\r\n").encode()
+    header = (
+        f"WARC/1.1\r\nWARC-Type: response\r\nWARC-Target-URI: https://junk.example/\r\n"
+        f"WARC-Record-ID: <urn:uuid:00000000-0000-0000-0000-000000000001>\r\n"
+        f"WARC-Date: 2024-01-01T00:00:00Z\r\nContent-Type: application/http; msgtype=response\r\n"
+        f"Content-Length: {len(http)}\r\n\r\n"
+    ).encode()
     (folder / "b.warc").write_bytes(header + http + b"\r\n\r\n")
     with pytest.raises(RecordError, match=r"b.warc: record at byte 0: not HTML text"):
         web_records(replace(WEB, path=str(folder)), tmp_path)
@@ -149,8 +183,9 @@ def test_html_folder_with_broken_markup_and_binary_junk(tmp_path):
 
 
 def test_parquet_rows_are_streamed_and_segmented(tmp_path):
-    records, counts = web_records(replace(WEB, source="parquet", path=str(REAL / "fineweb.parquet"),
-                                          max_chars=500), tmp_path)
+    records, counts = web_records(
+        replace(WEB, source="parquet", path=str(REAL / "fineweb.parquet"), max_chars=500), tmp_path
+    )
     assert counts.info["documents"] == 10 and len(records) == 20 and counts.dropped == {}
     assert records[0]["id"] == "parquet/fineweb.parquet:0#0" and records[0]["header"] == ""
 
@@ -209,8 +244,12 @@ def test_resume_after_a_crash_gives_the_same_output(tmp_path, monkeypatch):
 def test_alpaca_eval_local_json_with_and_without_reference():
     prompts, counts = prepare_eval(EVAL)
     assert len(prompts) == 6 and counts.read == 6
-    assert prompts[0] == {"id": "alpaca-eval/0", "instruction": prompts[0]["instruction"],
-                          "dataset": "alpaca-eval", "category": "helpful_base"}
+    assert prompts[0] == {
+        "id": "alpaca-eval/0",
+        "instruction": prompts[0]["instruction"],
+        "dataset": "alpaca-eval",
+        "category": "helpful_base",
+    }
     limited, _ = prepare_eval(replace(EVAL, limit=5))
     assert {p["category"] for p in limited} == {"helpful_base", "koala", "oasst", "selfinstruct", "vicuna"}
     with_ref, _ = prepare_eval(replace(EVAL, reference="text_davinci_003"))
@@ -228,8 +267,11 @@ def test_alpaca_eval_2_reference_rows_carry_alpaca_evals_generator_name():
     assert counts.read == len(prompts) == 6
     assert {p["reference_generator"] for p in prompts} == {"gpt4_1106_preview"}
     assert prompts[2]["reference"] == "GPT-4 Turbo's answer 2."
-    with pytest.raises(RecordError, match=r"reference generator is 'gpt4_1106_preview', but data.eval.reference "
-                                          r"asks for 'text_davinci_003'"):
+    with pytest.raises(
+        RecordError,
+        match=r"reference generator is 'gpt4_1106_preview', but data.eval.reference "
+        r"asks for 'text_davinci_003'",
+    ):
         prepare_eval(replace(ae2, reference="text_davinci_003"))
 
 
@@ -254,6 +296,9 @@ def test_hub_paths_fail_with_a_clear_message_offline(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(SourceError, match=r"oasst1: cannot load OpenAssistant/oasst1 .*set data.seed.path"):
         prepare_seed(replace(SEED, path=""), seed=0)
-    with pytest.raises(SourceError, match=r"alpaca-eval: cannot load hf://datasets/tatsu-lab/alpaca_eval/"
-                                          r"alpaca_eval_gpt4_baseline.json"):
+    with pytest.raises(
+        SourceError,
+        match=r"alpaca-eval: cannot load hf://datasets/tatsu-lab/alpaca_eval/"
+        r"alpaca_eval_gpt4_baseline.json",
+    ):
         prepare_eval(replace(EVAL, path="", reference="gpt4_turbo"))

@@ -22,8 +22,16 @@ def segments() -> list[Segment]:
 def filter_segments(segments, min_chars: int, max_chars: int, dropped: dict[str, int]):
     """The per-segment filters then exact dedup, as prepare_web applies them (other filters off)."""
     params = WebDataParams(
-        source="jsonl", path="", text_field="text", min_chars=min_chars, max_chars=max_chars,
-        max_repetition=1.0, language="", near_duplicate=0.0, limit=0, on_bad_record="error",
+        source="jsonl",
+        path="",
+        text_field="text",
+        min_chars=min_chars,
+        max_chars=max_chars,
+        max_repetition=1.0,
+        language="",
+        near_duplicate=0.0,
+        limit=0,
+        on_bad_record="error",
         max_bad_fraction=0.01,
     )
     keep, dedup = SegmentFilter(params), Deduplicator(0.0)
@@ -84,9 +92,7 @@ def test_page_chrome_is_not_text(segments):
 
 
 def test_lists_and_cells_stay_readable(segments):
-    assert (
-        by_header(segments)["Details"] == "First item of a list\nSecond item of a list\n\ncell one cell two"
-    )
+    assert by_header(segments)["Details"] == "First item of a list\nSecond item of a list\n\ncell one cell two"
 
 
 def test_filters_count_one_reason_per_segment(segments):

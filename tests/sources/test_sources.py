@@ -143,9 +143,7 @@ def test_literal_block_in_a_list_item_ends_where_the_item_text_resumes():
 
 def test_heldout_split_is_fixed_disjoint_and_independent_of_limit_and_seed(tmp_path):
     path = tmp_path / "seed.jsonl"
-    path.write_text(
-        "".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(50))
-    )
+    path.write_text("".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(50)))
     params = replace(SEED, source="jsonl", path=str(path), heldout=10)
     train, heldout, counts = prepare_seed(params, seed=0)
     assert (len(train), len(heldout)) == (40, 10) and reconciles(counts)
@@ -157,9 +155,7 @@ def test_heldout_split_is_fixed_disjoint_and_independent_of_limit_and_seed(tmp_p
     assert heldout_limited == heldout and len(limited) == 5
     assert prepare_seed(replace(params, limit=5), seed=1)[0] != limited  # but it does draw the limit's sample
     assert counts.dropped == {"sampled_out": 35} and counts.kept == 15 and reconciles(counts)
-    assert [p["id"] for p in limited] == sorted(
-        (p["id"] for p in limited), key=lambda i: int(i.split(":")[-1])
-    )
+    assert [p["id"] for p in limited] == sorted((p["id"] for p in limited), key=lambda i: int(i.split(":")[-1]))
 
 
 def test_too_few_pairs_for_the_heldout_split_is_an_error():
@@ -254,9 +250,7 @@ def test_python_docs_counts_reconcile_and_undeclared_latin1_is_detected(tmp_path
 
 def test_web_sample_is_deterministic_and_seeded(tmp_path):
     path = tmp_path / "web.jsonl"
-    path.write_text(
-        "".join(json.dumps({"text": f"Document number {i} has enough text."}) + "\n" for i in range(30))
-    )
+    path.write_text("".join(json.dumps({"text": f"Document number {i} has enough text."}) + "\n" for i in range(30)))
     pool, _ = web_records(replace(WEB, source="jsonl", path=str(path), min_chars=10), tmp_path)
     assert len(pool) == 30  # extraction keeps the whole pool; the sample is sample_web's
 
@@ -401,7 +395,5 @@ def test_real_debian_faq_and_docs():
     assert all(p["output"] and not RST_LITERAL.search(p["output"]) for p in train + heldout)
     pages = [p.as_posix() for p in doc_pages(DEBIAN_DOCS)]
     assert len(pages) > 400 and "library/os.html" in pages
-    excluded = [
-        p for p in pages if p.startswith(("faq/", "_", "genindex")) or p in ("contents.html", "search.html")
-    ]
+    excluded = [p for p in pages if p.startswith(("faq/", "_", "genindex")) or p in ("contents.html", "search.html")]
     assert not excluded

@@ -29,8 +29,21 @@ def test_score_dev_draws_a_progress_bar_per_method(tmp_path, tiny_model_dir, cap
     raw["curate"]["method"] = "logprob"
     raw["curation_quality"]["methods"] = ["pmi"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert score_dev(["--model", str(tiny_model_dir), "--dev", str(tmp_path / "dev.jsonl"),
-                      "--out", str(tmp_path / "scored.jsonl"), "--params", str(tmp_path / "params.yaml")]) == 0
+    assert (
+        score_dev(
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--dev",
+                str(tmp_path / "dev.jsonl"),
+                "--out",
+                str(tmp_path / "scored.jsonl"),
+                "--params",
+                str(tmp_path / "params.yaml"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     # every read of the engine: logprob one per row, pmi two (the answer with and without its instruction)
     for method, reads in (("logprob", 6), ("pmi", 12)):
@@ -39,8 +52,9 @@ def test_score_dev_draws_a_progress_bar_per_method(tmp_path, tiny_model_dir, cap
 
 def test_the_default_judge_draws_a_progress_bar(tmp_path, tiny_model_dir, capsys):
     params = load_params(REPO / "params.yaml")  # its evaluate section: the default judge
-    judge, _ = make_judge(params.evaluate, params.generation, tiny_model_dir, cache_root=tmp_path,
-                          runtime=params.runtime)
+    judge, _ = make_judge(
+        params.evaluate, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime
+    )
     reference, model = _data(3)
     evaluate_models(judge, {"m1": model}, reference, max_chars=200)
     err = capsys.readouterr().err
@@ -53,10 +67,14 @@ def test_stage_log_lines_carry_the_time(capsys, monkeypatch):
     level = root.level
     monkeypatch.setattr(root, "handlers", [])  # as in a stage process: pytest's capture handlers set aside
     try:
-        main = stage("demo", "A stage that logs one line.", lambda parser: None,
-                     lambda args, params: logging.getLogger("demo").info("halfway"))
+        main = stage(
+            "demo",
+            "A stage that logs one line.",
+            lambda parser: None,
+            lambda args, params: logging.getLogger("demo").info("halfway"),
+        )
         assert main(["--params", str(REPO / "params.yaml")]) == 0
     finally:
         root.setLevel(level)
-    line, = [line for line in capsys.readouterr().err.splitlines() if "halfway" in line]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "halfway" in line]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d demo: halfway", line), line

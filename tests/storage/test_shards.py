@@ -24,8 +24,11 @@ def test_map_writes_shards_and_returns_rows_in_order(tmp_path):
     run = ShardedRun("stage", "f" * 64, root=tmp_path)
     rows = run.map(RECORDS, 4, upper)
     assert rows == upper(RECORDS)
-    assert sorted(p.name for p in run.folder.iterdir()) == ["shard-00000.jsonl", "shard-00001.jsonl",
-                                                            "shard-00002.jsonl"]
+    assert sorted(p.name for p in run.folder.iterdir()) == [
+        "shard-00000.jsonl",
+        "shard-00001.jsonl",
+        "shard-00002.jsonl",
+    ]
     run.clear()
     assert not run.folder.exists()
 
@@ -93,7 +96,11 @@ def test_stream_reads_lazily_keeps_rows_in_scratch_and_resumes_with_the_saved_co
         run.stream(lazily(), 4, count_upper, check=check)
     assert read == [f"r{i}" for i in range(8)]  # one shard read at a time, never the whole input
     assert sorted(p.name for p in run.folder.iterdir()) == [
-        "shard-00000.counts.json", "shard-00000.jsonl", "shard-00001.counts.json", "shard-00001.jsonl"]
+        "shard-00000.counts.json",
+        "shard-00000.jsonl",
+        "shard-00001.counts.json",
+        "shard-00001.jsonl",
+    ]
 
     calls: list[list[str]] = []
 

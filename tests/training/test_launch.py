@@ -24,8 +24,11 @@ from stages import train as train_stage
 
 REPO = Path(__file__).resolve().parents[2]
 PAIRS = [
-    {"id": f"s{i}", "instruction": f"How do I use feature {i} in Python?",
-     "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3)}
+    {
+        "id": f"s{i}",
+        "instruction": f"How do I use feature {i} in Python?",
+        "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3),
+    }
     for i in range(16)
 ]
 
@@ -34,8 +37,17 @@ def raw_params(**launcher) -> dict:
     """The shipped params with small training (16 pairs, batch 4 = 4 steps an epoch, 3 epochs: 12 steps),
     no dropout (the processes' results can then be compared), a checkpoint every step."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update({"max_seq_len": 96, "epochs": 3.0, "batch_size": 4, "micro_batch_size": 2,
-                         "learning_rate": 1e-2, "final_learning_rate": 1e-3, "dtype": "float32"})
+    raw["train"].update(
+        {
+            "max_seq_len": 96,
+            "epochs": 3.0,
+            "batch_size": 4,
+            "micro_batch_size": 2,
+            "learning_rate": 1e-2,
+            "final_learning_rate": 1e-3,
+            "dtype": "float32",
+        }
+    )
     raw["train"]["lora"]["dropout"] = 0.0
     raw["runtime"]["save_steps"] = 1
     raw["runtime"]["launcher"].update(launcher)
@@ -50,8 +62,22 @@ def write_params(path: Path, **launcher) -> Path:
 def stage_argv(folder: Path, base: Path, params: Path) -> list[str]:
     seed = folder / "seed.jsonl"
     seed.write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
-    return ["--role", "m0", "--base", str(base), "--seed", str(seed), "--out", "models/m0",
-            "--metrics", "metrics/m0.json", "--live", "live", "--params", str(params)]
+    return [
+        "--role",
+        "m0",
+        "--base",
+        str(base),
+        "--seed",
+        str(seed),
+        "--out",
+        "models/m0",
+        "--metrics",
+        "metrics/m0.json",
+        "--live",
+        "live",
+        "--params",
+        str(params),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ fast
@@ -73,13 +99,31 @@ def test_launch_command_per_kind(monkeypatch, tmp_path):
 
     assert command(kind="single", processes=4) is None
     assert command(kind="torchrun", processes=2) == [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "-m", "stages.train", "--x", "1"]
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "stages.train",
+        "--x",
+        "1",
+    ]
     assert command(kind="torchrun", processes=0)[4] == "--nproc-per-node=auto"  # one per GPU
     config = str(REPO / "configs/accelerate/ddp_cpu.yaml")
     assert command(kind="accelerate", processes=2, config=config) == [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
-        "-m", "stages.train", "--x", "1"]
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        config,
+        "--num_processes",
+        "2",
+        "-m",
+        "stages.train",
+        "--x",
+        "1",
+    ]
     assert "--num_processes" not in command(kind="accelerate", processes=0, config=config)  # the config's
     with pytest.raises(FileNotFoundError, match="runtime.launcher.config"):
         command(kind="accelerate", config=str(tmp_path / "missing.yaml"))
@@ -101,13 +145,16 @@ def test_the_stage_execs_its_launcher_with_its_own_arguments(monkeypatch, tmp_pa
         raise Exec
 
     monkeypatch.setattr(launch.os, "execve", fake_execve)
-    argv = stage_argv(tmp_path, tiny_model_dir, write_params(tmp_path / "params.yaml", kind="torchrun",
-                                                             processes=2))
+    argv = stage_argv(tmp_path, tiny_model_dir, write_params(tmp_path / "params.yaml", kind="torchrun", processes=2))
     with pytest.raises(Exec):
         train_stage.main(argv)
-    (path, command, env), = execs
-    assert path == sys.executable and command[1:5] == ["-m", "torch.distributed.run", "--standalone",
-                                                       "--nproc-per-node=2"]
+    ((path, command, env),) = execs
+    assert path == sys.executable and command[1:5] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+    ]
     assert command[5:] == ["-m", "stages.train", *argv] and env[LAUNCHED_ENV] == "1"
 
 
@@ -121,11 +168,23 @@ def losses(folder: Path) -> dict[int, float]:
 
 
 def stage_process(folder: Path, argv: list[str], marker: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "HUMPBACK_TEST_RUN": marker}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HUMPBACK_TEST_RUN": marker,
+    }
     env.pop(LAUNCHED_ENV, None)
-    return subprocess.Popen([sys.executable, "-m", "stages.train", *argv], cwd=folder, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stages.train", *argv],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen) -> str:
@@ -149,8 +208,10 @@ def process_with(marker: str, rank: int) -> int | None:
 
 
 def complete_checkpoints(folder: Path) -> list[int]:
-    return [int(p.parent.name.split("-")[1])
-            for p in folder.glob(".humpback/scratch/train/*/checkpoint-*/trainer_state.json")]
+    return [
+        int(p.parent.name.split("-")[1])
+        for p in folder.glob(".humpback/scratch/train/*/checkpoint-*/trainer_state.json")
+    ]
 
 
 def kill_rank_1_after_checkpoint(folder: Path, argv: list[str], step: int, timeout: float) -> int:
@@ -187,8 +248,11 @@ def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_pa
     one = losses(single)
     assert sorted(one) == list(range(1, 13))  # the trainer's global steps
 
-    finish(stage_process(two, stage_argv(two, tiny_model_dir, write_params(
-        two / "p.yaml", kind="torchrun", processes=2)), "two"))
+    finish(
+        stage_process(
+            two, stage_argv(two, tiny_model_dir, write_params(two / "p.yaml", kind="torchrun", processes=2)), "two"
+        )
+    )
     curve = losses(two)
     assert sorted(curve) == list(range(1, 13))  # the trainer's global steps
     rows = (two / "live/plots/metrics/loss.tsv").read_text().splitlines()
@@ -210,8 +274,13 @@ def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_pa
     assert sorted(p.name for p in (two / "models").iterdir()) == ["m0"]  # no temporary folder left
     assert not any((two / ".humpback/scratch/train").iterdir())
 
-    argv = stage_argv(killed, tiny_model_dir, write_params(
-        killed / "p.yaml", kind="accelerate", processes=2, config=str(REPO / "configs/accelerate/ddp_cpu.yaml")))
+    argv = stage_argv(
+        killed,
+        tiny_model_dir,
+        write_params(
+            killed / "p.yaml", kind="accelerate", processes=2, config=str(REPO / "configs/accelerate/ddp_cpu.yaml")
+        ),
+    )
     interrupted_at = kill_rank_1_after_checkpoint(killed, argv, step=2, timeout=600)
     assert not (killed / "metrics/m0.json").exists()
     assert 2 <= interrupted_at < 12, interrupted_at
@@ -224,8 +293,10 @@ def test_two_processes_train_as_one_and_resume_after_kill(tiny_model_dir, tmp_pa
     resumed = losses(killed)
     assert max(abs(resumed[s] - curve[s]) for s in curve) < 1e-4
     c = load_file(killed / "models/m0/adapter_model.safetensors")
-    print(f"resumed vs uninterrupted: largest adapter weight difference "
-          f"{max(float((b[k] - c[k]).abs().max()) for k in b):.2e}")
+    print(
+        f"resumed vs uninterrupted: largest adapter weight difference "
+        f"{max(float((b[k] - c[k]).abs().max()) for k in b):.2e}"
+    )
     assert all(torch.allclose(b[k], c[k], atol=1e-5) for k in b)
     assert card["tokens"] == single_card["tokens"]  # restored from the checkpoint, then counted on
     shutil.rmtree(tmp_path / "killed" / ".humpback", ignore_errors=True)

@@ -46,8 +46,7 @@ def test_torchrun_across_nodes_is_a_c10d_rendezvous_that_torchrun_reads(monkeypa
     c10d rendezvous, with an id every node computes alike (the stage command), and no `--standalone`."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # config_from_args sets it in os.environ otherwise
     cluster = {"MASTER_ADDR": "node1", "MASTER_PORT": "29400"}
-    per_node = [command({**cluster, "SLURM_NODEID": str(n)}, kind="torchrun", processes=8, nodes=4)
-                for n in range(4)]
+    per_node = [command({**cluster, "SLURM_NODEID": str(n)}, kind="torchrun", processes=8, nodes=4) for n in range(4)]
     assert all(c == per_node[0] for c in per_node)  # the same command on every node
     cmd = per_node[0]
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"] and "--standalone" not in cmd
@@ -57,8 +56,9 @@ def test_torchrun_across_nodes_is_a_c10d_rendezvous_that_torchrun_reads(monkeypa
     assert (config.rdzv_backend, config.rdzv_endpoint) == ("c10d", "node1:29400")
     assert config.run_id.startswith("humpback-") and not args.standalone
     assert program == sys.executable and program_args == ["-u", "-m", "stages.train", *ARGV]
-    other_stage = launch_command(launcher(kind="torchrun", processes=8, nodes=4), "stages.train",
-                                 ["--role", "m2"], env=cluster)
+    other_stage = launch_command(
+        launcher(kind="torchrun", processes=8, nodes=4), "stages.train", ["--role", "m2"], env=cluster
+    )
     assert torchrun.get_args_parser().parse_args(other_stage[3:]).rdzv_id != args.rdzv_id
     # the setting wins over the environment
     cmd = command(cluster, kind="torchrun", processes=8, nodes=4, rendezvous="head:1234")
@@ -98,8 +98,7 @@ def test_accelerate_across_nodes_as_accelerate_reads_it(config, monkeypatch):
 
 def test_node_rank_and_address_come_from_params_or_the_environment():
     ddp = str(REPO / "configs/accelerate/ddp_cpu.yaml")
-    cmd = command({"NODE_RANK": "1", "SLURM_NODEID": "0", "MASTER_ADDR": "h"}, kind="accelerate", config=ddp,
-                  nodes=2)
+    cmd = command({"NODE_RANK": "1", "SLURM_NODEID": "0", "MASTER_ADDR": "h"}, kind="accelerate", config=ddp, nodes=2)
     assert cmd[cmd.index("--machine_rank") + 1] == "1"  # NODE_RANK before SLURM_NODEID
     assert cmd[cmd.index("--main_process_port") + 1] == "29500"  # torch's default port
     cmd = command({"NODE_RANK": "0"}, kind="accelerate", config=ddp, nodes=2, node_rank=1, rendezvous="h:7")
@@ -139,8 +138,17 @@ sys.exit(max(p.wait() for p in procs))
 def test_srun_starts_the_stage_once_per_node(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake_srun(tmp_path).parent}{os.pathsep}{os.environ['PATH']}")
     cmd = command({}, kind="torchrun", processes=8, nodes=4, srun=True)
-    assert cmd == [str(tmp_path / "srun"), "--nodes=4", "--ntasks=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
-                   sys.executable, "-m", "stages.train", *ARGV]
+    assert cmd == [
+        str(tmp_path / "srun"),
+        "--nodes=4",
+        "--ntasks=4",
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        sys.executable,
+        "-m",
+        "stages.train",
+        *ARGV,
+    ]
     on_node = command({ON_NODE_ENV: "1", "MASTER_ADDR": "h"}, kind="torchrun", processes=8, nodes=4, srun=True)
     assert on_node[:3] == [sys.executable, "-m", "torch.distributed.run"]  # a node's copy launches
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -152,8 +160,12 @@ def test_the_node_settings_rerun_nothing():
     """No stage lists runtime.* (DVC reruns a stage for a params change only when it lists the key), so the
     node settings are execution settings; tests/test_pipeline.py's dvc status check changes them too."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    listed = [(name, p) for name, s in stages.items() for p in s.get("do", s).get("params", [])
-              if (p if isinstance(p, str) else next(iter(p))).split(".")[0] == "runtime"]
+    listed = [
+        (name, p)
+        for name, s in stages.items()
+        for p in s.get("do", s).get("params", [])
+        if (p if isinstance(p, str) else next(iter(p))).split(".")[0] == "runtime"
+    ]
     assert listed == []
     fields = {f.name for f in dataclasses.fields(launcher())}
     assert {"nodes", "node_rank", "rendezvous", "srun"} <= fields
@@ -173,8 +185,11 @@ def test_vllm_node_settings_reach_the_engine(tiny_model_dir, monkeypatch):
     request = types.ModuleType("vllm.lora.request")
     request.LoRARequest = object
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")  # the engine sets it when unset: keep it to this test
-    for name, module in {"vllm": vllm, "vllm.lora": types.ModuleType("vllm.lora"),
-                         "vllm.lora.request": request}.items():
+    for name, module in {
+        "vllm": vllm,
+        "vllm.lora": types.ModuleType("vllm.lora"),
+        "vllm.lora.request": request,
+    }.items():
         monkeypatch.setitem(sys.modules, name, module)
     raw = raw_params()
     raw["runtime"].update(tensor_parallel_size=8, gpu_memory_utilization=0.85)
@@ -222,8 +237,13 @@ def test_two_nodes_train_as_one_process(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
     monkeypatch.delenv(ON_NODE_ENV, raising=False)
-    output = finish(stage_process(nodes, stage_argv(nodes, tiny_model_dir, params(
-        nodes, kind="torchrun", processes=1, nodes=2, srun=True)), "nodes"))
+    output = finish(
+        stage_process(
+            nodes,
+            stage_argv(nodes, tiny_model_dir, params(nodes, kind="torchrun", processes=1, nodes=2, srun=True)),
+            "nodes",
+        )
+    )
     assert output.count("torch.distributed.run --nnodes=2 --rdzv-backend=c10d") == 2  # one launcher per node
 
     one, two = losses(single), losses(nodes)
@@ -257,8 +277,12 @@ def test_the_two_node_runtime_file_launches_across_both_nodes(tmp_path, monkeypa
     params = load_params(params_file)
     assert dataclasses.replace(params, runtime=tracked.runtime) == tracked
     monkeypatch.chdir(REPO)  # the config path is relative to the checkout, as under dvc repro
-    cmd = launch_command(params.runtime.launcher, "stages.train", ARGV,
-                         env={ON_NODE_ENV: "1", "SLURM_NODEID": "1", "MASTER_ADDR": "node1", "MASTER_PORT": "29500"})
+    cmd = launch_command(
+        params.runtime.launcher,
+        "stages.train",
+        ARGV,
+        env={ON_NODE_ENV: "1", "SLURM_NODEID": "1", "MASTER_ADDR": "node1", "MASTER_PORT": "29500"},
+    )
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[3:]))
     assert args.use_deepspeed and (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 16)
     plan = TrainPlan.from_params(params.train, 3_200 + 41_821, world_size=args.num_processes)

@@ -62,8 +62,14 @@ def one_process_launch(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }.items():
         monkeypatch.setenv(key, value)
     yield
     if torch.distributed.is_initialized():
@@ -84,7 +90,8 @@ def the_fault(env: dict[str, str], model) -> None:
 @pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_deepspeed_config_passes_transformers_and_accelerate_validation(
-        tmp_path, monkeypatch, tiny_model_dir, one_process_launch, dtype, mixed_precision):
+    tmp_path, monkeypatch, tiny_model_dir, one_process_launch, dtype, mixed_precision
+):
     """The shipped ZeRO-3 config (and a copy that asks for bf16, as it did) through `accelerate launch`'s
     environment, `training_arguments` (which builds accelerate's DeepSpeedPlugin), then transformers'
     `HfTrainerDeepSpeedConfig` as Trainer.__init__ and deepspeed_init run it: no mismatch, and the project's
@@ -153,11 +160,18 @@ def test_a_deepspeed_config_that_casts_the_model_is_refused():
 # Every parameter partitioned and released after use (the tiny model's would otherwise all stay whole:
 # DeepSpeed keeps parameters under 1e5 elements on every rank), so the run exercises ZeRO-3's gathering.
 ZERO3 = {
-    "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+    "train_batch_size": "auto",
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
     "gradient_clipping": "auto",
-    "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0, "stage3_max_live_parameters": 0,
-                          "stage3_max_reuse_distance": 0, "stage3_prefetch_bucket_size": 0,
-                          "stage3_gather_16bit_weights_on_model_save": True},
+    "zero_optimization": {
+        "stage": 3,
+        "stage3_param_persistence_threshold": 0,
+        "stage3_max_live_parameters": 0,
+        "stage3_max_reuse_distance": 0,
+        "stage3_prefetch_bucket_size": 0,
+        "stage3_gather_16bit_weights_on_model_save": True,
+    },
 }
 
 
@@ -205,11 +219,21 @@ def test_zero3_in_two_processes_trains_as_one_and_resumes_after_kill(tiny_model_
     assert card["engine"] == {"kind": "single", "processes": 1}
 
     launcher = {"kind": "accelerate", "processes": 2}
-    finish(stage_process(two, stage_argv(two, tiny_model_dir, params_file(
-        two, **launcher, config=str(zero3_launch_config(two)))), "two"))
+    finish(
+        stage_process(
+            two,
+            stage_argv(two, tiny_model_dir, params_file(two, **launcher, config=str(zero3_launch_config(two)))),
+            "two",
+        )
+    )
     card = json.loads((two / "models/m0/card.json").read_text())
-    assert card["engine"] == {"kind": "deepspeed", "zero_stage": 3, "sharded_parameters": True, "processes": 2,
-                              "backend": "gloo"}
+    assert card["engine"] == {
+        "kind": "deepspeed",
+        "zero_stage": 3,
+        "sharded_parameters": True,
+        "processes": 2,
+        "backend": "gloo",
+    }
     one, curve = losses(single), losses(two)
     assert sorted(curve) == sorted(one) == list(range(1, 13))
     loss_diff = max(abs(curve[s] - one[s]) for s in one)
@@ -228,7 +252,9 @@ def test_zero3_in_two_processes_trains_as_one_and_resumes_after_kill(tiny_model_
     resumed = losses(killed)
     resume_loss = max(abs(resumed[s] - curve[s]) for s in curve)
     resume_weight = largest_weight_difference(two, killed)
-    print(f"ZeRO-3 killed after step {interrupted_at}, resumed from {card['resumed_from_step']}: largest loss "
-          f"difference {resume_loss:.2e}, weight {resume_weight:.2e}")
+    print(
+        f"ZeRO-3 killed after step {interrupted_at}, resumed from {card['resumed_from_step']}: largest loss "
+        f"difference {resume_loss:.2e}, weight {resume_weight:.2e}"
+    )
     assert resume_loss < 1e-4 and resume_weight < 1e-6
     assert torch.isfinite(torch.tensor(list(resumed.values()))).all()

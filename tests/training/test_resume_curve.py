@@ -80,8 +80,14 @@ def test_kill_and_rerun_gives_one_curve_with_steps_1_to_n(tiny_model_dir, tmp_pa
 def live_plots() -> list[tuple[str, str]]:
     """(file, column) of every DVCLive curve dvc.yaml's `plots:` draws."""
     plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
-    return [(path, column) for plot in plots if isinstance(plot, dict) for spec in plot.values()
-            for path, column in spec.get("y", {}).items() if "/live_" in path]
+    return [
+        (path, column)
+        for plot in plots
+        if isinstance(plot, dict)
+        for spec in plot.values()
+        for path, column in spec.get("y", {}).items()
+        if "/live_" in path
+    ]
 
 
 def test_dvc_yaml_plots_every_models_gradient_norm():

@@ -53,8 +53,11 @@ from stages import train as train_stage
 REPO = Path(__file__).resolve().parents[2]
 
 SEED_PAIRS = [
-    {"id": f"s{i}", "instruction": f"How do I use feature {i} in Python?",
-     "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3)}
+    {
+        "id": f"s{i}",
+        "instruction": f"How do I use feature {i} in Python?",
+        "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3),
+    }
     for i in range(12)
 ]
 AUGMENTED_PAIRS = [
@@ -77,8 +80,16 @@ def make_params(save_steps: int = 2, **train) -> Params:
     """The repo's params.yaml with small, fast training settings (override any train key)."""
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["train"].update(
-        {"max_seq_len": 96, "epochs": 1.0, "batch_size": 4, "micro_batch_size": 2,
-         "learning_rate": 1e-2, "final_learning_rate": 1e-3, "dtype": "float32", **train}
+        {
+            "max_seq_len": 96,
+            "epochs": 1.0,
+            "batch_size": 4,
+            "micro_batch_size": 2,
+            "learning_rate": 1e-2,
+            "final_learning_rate": 1e-3,
+            "dtype": "float32",
+            **train,
+        }
     )
     raw["runtime"]["save_steps"] = save_steps
     raw["train"]["lora"]["dropout"] = 0.1  # the resume test relies on dropout's RNG state being restored
@@ -95,8 +106,9 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 
 def test_backward_pairs_are_output_to_instruction(tiny_tokenizer):
     (ex,) = backward_examples(tiny_tokenizer, SEED_PAIRS[:1])
-    expected = format_example(tiny_tokenizer, user=backward_instruction(SEED_PAIRS[0]["output"]),
-                              response=SEED_PAIRS[0]["instruction"])
+    expected = format_example(
+        tiny_tokenizer, user=backward_instruction(SEED_PAIRS[0]["output"]), response=SEED_PAIRS[0]["instruction"]
+    )
     assert ex.formatted == expected and ex.origin == "seed"
     assert SEED_PAIRS[0]["output"] in ex.formatted.prompt
     assert ex.formatted.completion.startswith(SEED_PAIRS[0]["instruction"])
@@ -147,8 +159,11 @@ def test_training_prompt_ids_are_the_generation_prefix(tiny_tokenizer, role):
     else:
         augmented = AUGMENTED_PAIRS[:2] if role in ("m1", "m2") else []
         examples = forward_examples(tok, SEED_PAIRS[:3], augmented, tagging=True)
-        prefixes = [format_example(tok, user=p["instruction"], system=system_for_training(o, True)).prompt
-                    for o, pairs in (("seed", SEED_PAIRS[:3]), ("augmented", augmented)) for p in pairs]
+        prefixes = [
+            format_example(tok, user=p["instruction"], system=system_for_training(o, True)).prompt
+            for o, pairs in (("seed", SEED_PAIRS[:3]), ("augmented", augmented))
+            for p in pairs
+        ]
     dataset, _ = build_dataset(tok, examples, max_seq_len=1000, overlong="truncate")
     for item, prefix in zip(dataset.items, prefixes, strict=True):
         n = item["labels"].count(IGNORE_INDEX)
@@ -174,10 +189,12 @@ def test_overlong_examples_are_truncated_or_dropped_and_counted(tiny_tokenizer):
 
 
 def test_collator_pads_to_longest_with_masked_labels():
-    batch = PadCollator(pad_token_id=0)([
-        {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
-        {"input_ids": [8], "labels": [8]},
-    ])
+    batch = PadCollator(pad_token_id=0)(
+        [
+            {"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
+            {"input_ids": [8], "labels": [8]},
+        ]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
@@ -188,7 +205,16 @@ def test_collator_pads_to_longest_with_masked_labels():
 
 def test_paper_steps_and_batch_rule():
     assert [paper_steps(n) for n in (10, 100, 799, 800, 1700, 3200, 6000, 30000, 10**6)] == [
-        30, 30, 30, 300, 600, 500, 500, 1200, 1600]
+        30,
+        30,
+        30,
+        300,
+        600,
+        500,
+        500,
+        1200,
+        1600,
+    ]
     assert (paper_batch_size(2999), paper_batch_size(3000)) == (8, 32)
     tp = make_params(epochs=0, batch_size=0, micro_batch_size=4).train
     assert TrainPlan.from_params(tp, 1600) == TrainPlan(steps=600, batch_size=8, micro_batch_size=4, grad_accum=2)
@@ -228,26 +254,41 @@ def hand_written_factor(step: int, floor: float, warmup: int, total: int) -> flo
     return 1.0 - (1.0 - floor) * min(1.0, (step - warmup) / max(1, total - warmup))
 
 
-@pytest.mark.parametrize(("lr", "final", "warmup", "total"), [
-    (1e-5, 9e-6, 0, 20), (1e-3, 1e-4, 0, 7), (1e-3, 1e-4, 3, 10), (1e-3, 1e-4, 5, 5), (1e-3, 1e-4, 8, 5),
-    (1e-3, 1e-3, 2, 6),
-])
+@pytest.mark.parametrize(
+    ("lr", "final", "warmup", "total"),
+    [
+        (1e-5, 9e-6, 0, 20),
+        (1e-3, 1e-4, 0, 7),
+        (1e-3, 1e-4, 3, 10),
+        (1e-3, 1e-4, 5, 5),
+        (1e-3, 1e-4, 8, 5),
+        (1e-3, 1e-3, 2, 6),
+    ],
+)
 def test_schedule_equals_the_hand_written_linear_decay(lr, final, warmup, total):
     """Every step's rate, the one after the last update and past it included (a resumed run may ask)."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     sched = linear_to_final(opt, lr, final, warmup_steps=warmup, total_steps=total)
     for step in range(total + 3):
-        assert sched.get_last_lr()[0] == pytest.approx(lr * hand_written_factor(step, final / lr, warmup, total),
-                                                       rel=1e-12, abs=1e-18), step
+        assert sched.get_last_lr()[0] == pytest.approx(
+            lr * hand_written_factor(step, final / lr, warmup, total), rel=1e-12, abs=1e-18
+        ), step
         opt.step()
         sched.step()
     with pytest.raises(ParamsError, match="final_learning_rate"):
         linear_to_final(opt, 1e-4, 1e-3, warmup_steps=0, total_steps=5)
 
 
-@pytest.mark.parametrize(("lr", "final", "warmup", "total"), [
-    (1e-5, 9e-6, 0, 20), (1e-3, 1e-4, 3, 10), (1e-3, 1e-4, 8, 5), (2e-4, 2e-5, 2, 37), (1e-2, 1e-3, 0, 12),
-])
+@pytest.mark.parametrize(
+    ("lr", "final", "warmup", "total"),
+    [
+        (1e-5, 9e-6, 0, 20),
+        (1e-3, 1e-4, 3, 10),
+        (1e-3, 1e-4, 8, 5),
+        (2e-4, 2e-5, 2, 37),
+        (1e-2, 1e-3, 0, 12),
+    ],
+)
 def test_schedule_is_transformers_polynomial_one_bit_for_bit(lr, final, warmup, total):
     """Our factor (DeepSpeed's optimizer has no `defaults` for transformers' schedule to read) gives the very
     rates transformers' polynomial schedule gave before, so a single-process run trains exactly as it did."""
@@ -263,7 +304,7 @@ def test_schedule_is_transformers_polynomial_one_bit_for_bit(lr, final, warmup, 
 
 
 def padding_fraction(order: list[int], lengths: list[int], micro: int) -> float:
-    batches = [order[k:k + micro] for k in range(0, len(order), micro)]
+    batches = [order[k : k + micro] for k in range(0, len(order), micro)]
     real = sum(lengths[i] for b in batches for i in b)
     return 1 - real / sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
@@ -281,7 +322,7 @@ def test_sampler_groups_lengths_and_reshuffles_per_epoch():
     random_order = torch.randperm(159, generator=torch.Generator().manual_seed(0)).tolist()
     assert padding_fraction(random_order, lengths, 4) > 0.25  # what a plain random sampler pads
     # micro-batches are shuffled, not run from short to long: their lengths do not rise through the epoch
-    widths = [max(lengths[i] for i in first[k:k + 4]) for k in range(0, 156, 4)]
+    widths = [max(lengths[i] for i in first[k : k + 4]) for k in range(0, 156, 4)]
     assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
 
 
@@ -298,8 +339,17 @@ def run_training(model_dir, tokenizer, params: Params, scratch: Path, callbacks=
     model = load_trainable(model_dir, tp, seed=params.seeds.training)
     dataset = tiny_dataset(tokenizer, params)
     plan = TrainPlan.from_params(tp, len(dataset))
-    return train(model, dataset, tokenizer.pad_token_id, tp, plan, params.seeds.training, scratch, callbacks,
-                 save_steps=params.runtime.save_steps)
+    return train(
+        model,
+        dataset,
+        tokenizer.pad_token_id,
+        tp,
+        plan,
+        params.seeds.training,
+        scratch,
+        callbacks,
+        save_steps=params.runtime.save_steps,
+    )
 
 
 def test_lora_changes_adapter_weights_only(tiny_model_dir, tiny_tokenizer, tmp_path):
@@ -342,8 +392,9 @@ def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_
     LoRA's B is zero, so the model is the base. The float32 head is computed inside the loss, every micro-batch."""
     params = make_params()
     calls = []
-    monkeypatch.setattr(training, "head_cross_entropy",
-                        lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args))
+    monkeypatch.setattr(
+        training, "head_cross_entropy", lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args)
+    )
     result = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "s")
     assert len(calls) == 2 * result.steps  # 2 micro-batches per step
     dataset = tiny_dataset(tiny_tokenizer, params)
@@ -355,13 +406,15 @@ def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_
     assert result.losses[0][1] == pytest.approx(stock, rel=1e-4)
 
 
-def test_bf16_training_keeps_a_bf16_base_and_trains_a_float32_adapter(tiny_model_dir, tiny_tokenizer, tmp_path,
-                                                                      monkeypatch):
+def test_bf16_training_keeps_a_bf16_base_and_trains_a_float32_adapter(
+    tiny_model_dir, tiny_tokenizer, tmp_path, monkeypatch
+):
     """...and computes the frozen bf16 head inside the loss, every micro-batch, as in float32."""
     original = load_file(tiny_model_dir / "model.safetensors")
     calls = []
-    monkeypatch.setattr(training, "head_cross_entropy",
-                        lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args))
+    monkeypatch.setattr(
+        training, "head_cross_entropy", lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args)
+    )
     result = run_training(tiny_model_dir, tiny_tokenizer, make_params(dtype="bfloat16"), tmp_path / "s")
     assert len(calls) == 2 * result.steps  # 2 micro-batches per step
     monkeypatch.undo()
@@ -521,8 +574,7 @@ def test_fused_lora_forward_under_bf16_autocast_equals_peft_there(tiny_model_dir
     assert max(errors.values()) < 0.05, errors
 
 
-def test_bf16_head_in_the_loss_equals_the_chunked_loss_on_its_own_logits(tiny_model_dir, tiny_tokenizer,
-                                                                          monkeypatch):
+def test_bf16_head_in_the_loss_equals_the_chunked_loss_on_its_own_logits(tiny_model_dir, tiny_tokenizer, monkeypatch):
     """A frozen bf16 head under bf16 autocast (a LoRA base in bf16) is computed inside the loss: bf16 logits,
     a float32 log-softmax, the gradient back in bf16 — what the head's own forward and the chunked loss give,
     here split into several chunks."""
@@ -533,8 +585,10 @@ def test_bf16_head_in_the_loss_equals_the_chunked_loss_on_its_own_logits(tiny_mo
     rows = states[logits_mask(batch["labels"])]
     monkeypatch.setattr(train_loss, "CHUNK_ELEMENTS", 5 * model.config.vocab_size)  # 5 rows a chunk
     results = []
-    for loss_of in (lambda h: head_cross_entropy(h, head, batch["labels"], 7),
-                    lambda h: labelled_cross_entropy(head(h), batch["labels"], 7)):
+    for loss_of in (
+        lambda h: head_cross_entropy(h, head, batch["labels"], 7),
+        lambda h: labelled_cross_entropy(head(h), batch["labels"], 7),
+    ):
         hidden = rows.clone().requires_grad_()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert can_defer(head)
@@ -575,10 +629,12 @@ def test_loss_picks_labelled_rows_from_full_logits(tiny_model_dir, tiny_tokenize
     with torch.no_grad():
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         assert labelled_cross_entropy(full, batch["labels"]).item() == pytest.approx(
-            model(**batch).loss.item(), rel=1e-6)
+            model(**batch).loss.item(), rel=1e-6
+        )
         hidden = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         assert head_cross_entropy(hidden, model.lm_head, batch["labels"]).item() == pytest.approx(
-            model(**batch).loss.item(), rel=1e-6)
+            model(**batch).loss.item(), rel=1e-6
+        )
     with pytest.raises(ValueError, match="labelled tokens"):
         labelled_cross_entropy(full[:, :3].reshape(-1, full.shape[-1]), batch["labels"])
 
@@ -605,8 +661,10 @@ def test_no_float32_vocabulary_wide_tensor_is_kept_for_backward(tiny_model_dir, 
     wide = kept(lambda: ours(model, batch))
     assert wide and all(dtype == torch.bfloat16 and shape[0] == n_labelled for dtype, shape in wide)
     stock = kept(lambda: model(**batch).loss)
-    assert any(dtype == torch.float32 and shape[:-1] in (batch["input_ids"].shape, (batch["input_ids"].numel(),))
-               for dtype, shape in stock)
+    assert any(
+        dtype == torch.float32 and shape[:-1] in (batch["input_ids"].shape, (batch["input_ids"].numel(),))
+        for dtype, shape in stock
+    )
 
 
 def test_full_finetuning_changes_weights_with_paper_dropout(tiny_model_dir, tiny_tokenizer, tmp_path):
@@ -701,9 +759,20 @@ def test_stage_refuses_empty_data_and_wrong_inputs(tiny_model_dir, tmp_path, cap
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(dataclasses.asdict(make_params())))
     seed = write_jsonl(tmp_path / "seed.jsonl", [])
-    common = ["--base", str(tiny_model_dir), "--seed", seed, "--out", str(tmp_path / "m0"), "--metrics",
-              str(tmp_path / "m.json"), "--live", str(tmp_path / "live"),
-              "--params", str(params_file)]
+    common = [
+        "--base",
+        str(tiny_model_dir),
+        "--seed",
+        seed,
+        "--out",
+        str(tmp_path / "m0"),
+        "--metrics",
+        str(tmp_path / "m.json"),
+        "--live",
+        str(tmp_path / "live"),
+        "--params",
+        str(params_file),
+    ]
     assert train_stage.main(["--role", "m0", *common]) == 1
     assert "no training examples" in capsys.readouterr().err
     assert train_stage.main(["--role", "m1", *common]) == 1
@@ -722,15 +791,43 @@ def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_p
     params_file.write_text(yaml.safe_dump(raw))
     seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS[:6])
     out = tmp_path / "m0"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         "configs/accelerate/single_process.yaml", "-m", "stages.train", "--role", "m0",
-         "--base", str(tiny_model_dir), "--seed", seed, "--out", str(out),
-         "--metrics", str(tmp_path / "m0.json"), "--live", str(tmp_path / "live"),
-         "--params", str(params_file)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            "configs/accelerate/single_process.yaml",
+            "-m",
+            "stages.train",
+            "--role",
+            "m0",
+            "--base",
+            str(tiny_model_dir),
+            "--seed",
+            seed,
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "m0.json"),
+            "--live",
+            str(tmp_path / "live"),
+            "--params",
+            str(params_file),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (out / "adapter_config.json").is_file() and (out / "card.json").is_file()
@@ -765,9 +862,13 @@ def test_a_roles_seed_key_is_a_dependency_of_its_train_stage_only():
     from humpback.training.role import ROLE_KEYS
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    declared = {"backward": stages["train_backward"]["params"],
-                **{role: [key.replace("${key}", role) for key in stages["train"]["do"]["params"]]
-                   for role in stages["train"]["foreach"]}}
+    declared = {
+        "backward": stages["train_backward"]["params"],
+        **{
+            role: [key.replace("${key}", role) for key in stages["train"]["do"]["params"]]
+            for role in stages["train"]["foreach"]
+        },
+    }
     assert set(declared) == set(ROLE_KEYS)
     for role, keys in declared.items():
         seeds = {key for key in keys if key.startswith("seeds.")}
@@ -798,6 +899,15 @@ def test_train_role_trains_with_the_roles_own_seed(tiny_model_dir, tmp_path, mon
     params = params_with_seeds(training=7, training_m0=11)
     for role, expected in (("m0", 11), ("backward", 7)):
         with pytest.raises(Stop):
-            train_role(role, str(tiny_model_dir), seed, None, str(tmp_path / role), str(tmp_path / "m.json"), None,
-                       params, scratch_root=tmp_path / "scratch")
+            train_role(
+                role,
+                str(tiny_model_dir),
+                seed,
+                None,
+                str(tmp_path / role),
+                str(tmp_path / "m.json"),
+                None,
+                params,
+                scratch_root=tmp_path / "scratch",
+            )
         assert seen == {"arguments": expected, "model": expected}

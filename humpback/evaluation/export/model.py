@@ -32,9 +32,11 @@ ROLE_WORDS = {
     "m1": "M1: the base finetuned on the seed pairs + the pairs M0 kept (iteration 1)",
     "m2": "M2 (Humpback): the base finetuned on the seed pairs + the pairs M1 kept (iteration 2)",
 }
-INSTRUMENT_WORDS = {"loglik_other": "log-likelihood of human answers from a source the pipeline never reads",
-                    "loglik_seed": "log-likelihood of held-out seed answers",
-                    "judged": "held-out questions judged head to head (win-rate points above 50)"}
+INSTRUMENT_WORDS = {
+    "loglik_other": "log-likelihood of human answers from a source the pipeline never reads",
+    "loglik_seed": "log-likelihood of held-out seed answers",
+    "judged": "held-out questions judged head to head (win-rate points above 50)",
+}
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,14 @@ def merged_model(model_dir: str | Path, base_dir: str | Path, dtype: torch.dtype
     return model.to(dtype).eval()
 
 
-def export_model(model_dir: str | Path, base_dir: str | Path, comparisons: dict[str, Any], info: ModelInfo,
-                 dtype: str, out: str | Path) -> Path:
+def export_model(
+    model_dir: str | Path,
+    base_dir: str | Path,
+    comparisons: dict[str, Any],
+    info: ModelInfo,
+    dtype: str,
+    out: str | Path,
+) -> Path:
     """Write the merged model folder with its card to `out`, atomically."""
     torch_dtype = export_dtype(dtype, base_dir)
     model = merged_model(model_dir, base_dir, torch_dtype)
@@ -79,8 +87,9 @@ def export_model(model_dir: str | Path, base_dir: str | Path, comparisons: dict[
     with atomic_folder(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        model_card(info, training, comparisons, str(torch_dtype).removeprefix("torch."),
-                   merged=is_adapter(model_dir)).save(tmp / "README.md")
+        model_card(
+            info, training, comparisons, str(torch_dtype).removeprefix("torch."), merged=is_adapter(model_dir)
+        ).save(tmp / "README.md")
     return Path(out)
 
 
@@ -92,8 +101,10 @@ def _comparisons(comparisons: dict[str, Any], name: str) -> list[str]:
             continue
         for instrument, c in by_instrument.items():
             tells = "yes" if c["ci_low"] > 0 or c["ci_high"] < 0 else "no"
-            rows.append(f"| {a.upper()} − {b.upper()} | {INSTRUMENT_WORDS.get(instrument, instrument)} | "
-                        f"{c['difference']:+.4g} | [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}] | {c['n']} | {tells} |")
+            rows.append(
+                f"| {a.upper()} − {b.upper()} | {INSTRUMENT_WORDS.get(instrument, instrument)} | "
+                f"{c['difference']:+.4g} | [{c['ci_low']:+.4g}, {c['ci_high']:+.4g}] | {c['n']} | {tells} |"
+            )
     return rows
 
 
@@ -102,53 +113,92 @@ def inference_words(info: ModelInfo) -> str:
     user prompts it as it was measured (`train.tagging`, `respond.system_prompt`)."""
     from humpback.prompts import system_for_inference
 
-    trained = ("Training tagged seed pairs with the system prompt S_a and web pairs with S_w (`train.tagging`)"
-               if info.tagging else "Trained without system prompts (`train.tagging` false)")
+    trained = (
+        "Training tagged seed pairs with the system prompt S_a and web pairs with S_w (`train.tagging`)"
+        if info.tagging
+        else "Trained without system prompts (`train.tagging` false)"
+    )
     text = system_for_inference(info.system_prompt)
-    answered = (f'this run\'s evaluation answered with the system prompt "{text}" (`respond.system_prompt` '
-                f"{info.system_prompt})" if text else "this run's evaluation answered with no system prompt")
+    answered = (
+        f'this run\'s evaluation answered with the system prompt "{text}" (`respond.system_prompt` '
+        f"{info.system_prompt})"
+        if text
+        else "this run's evaluation answered with no system prompt"
+    )
     return f"{trained}; {answered}."
 
 
-def model_card(info: ModelInfo, training: dict[str, Any], comparisons: dict[str, Any], dtype: str,
-               merged: bool) -> ModelCard:
+def model_card(
+    info: ModelInfo, training: dict[str, Any], comparisons: dict[str, Any], dtype: str, merged: bool
+) -> ModelCard:
     """The README: Hub metadata (base model, licence) and how the model was made and measured."""
     license_ = base_license(info.base)
-    data = ModelCardData(**license_.card_fields(), base_model=HUB_ORIGINALS.get(info.base), library_name="transformers",
-                         pipeline_tag="text-generation",
-                         tags=["instruction-backtranslation", "humpback", "self-curation", "lora-merged" if merged
-                               else "full-finetune"])
+    data = ModelCardData(
+        **license_.card_fields(),
+        base_model=HUB_ORIGINALS.get(info.base),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["instruction-backtranslation", "humpback", "self-curation", "lora-merged" if merged else "full-finetune"],
+    )
     lines = [
-        f"# {info.name}: instruction backtranslation", "",
-        (f"{ROLE_WORDS.get(info.name, info.name)}, trained by humpback, an implementation of Li et al. (2023), "
-         "[Self-Alignment with Instruction Backtranslation](https://arxiv.org/abs/2308.06259). "
-         + ("The LoRA adapter is merged into the base weights" if merged else "A full finetune")
-         + f"; weights in {dtype}, safetensors. Loads with transformers alone:"), "",
-        "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+        f"# {info.name}: instruction backtranslation",
+        "",
+        (
+            f"{ROLE_WORDS.get(info.name, info.name)}, trained by humpback, an implementation of Li et al. (2023), "
+            "[Self-Alignment with Instruction Backtranslation](https://arxiv.org/abs/2308.06259). "
+            + ("The LoRA adapter is merged into the base weights" if merged else "A full finetune")
+            + f"; weights in {dtype}, safetensors. Loads with transformers alone:"
+        ),
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
         'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO_ID")',
         'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO_ID")  # with the chat template it was trained on',
-        "```", "",
-        inference_words(info), "",
-        "## Base model and data", "",
+        "```",
+        "",
+        inference_words(info),
+        "",
+        "## Base model and data",
+        "",
         f"- Base: {base_description(info.base)}; licence: {license_.words}.",
         f"- Seed pairs: `{info.seed_source}`; {source_license(info.seed_source).words}.",
-        (f"- Web text (the curated pairs' answers): `{info.web_source}`; {source_license(info.web_source).words}."
-         if info.name != "m0" else "- M0 trains on the seed pairs alone."),
+        (
+            f"- Web text (the curated pairs' answers): `{info.web_source}`; {source_license(info.web_source).words}."
+            if info.name != "m0"
+            else "- M0 trains on the seed pairs alone."
+        ),
     ]
     if training:
-        lines.append(f"- Examples: {training.get('examples')} ({training.get('examples_seed')} seed + "
-                     f"{training.get('examples_augmented')} curated web pairs), {training.get('steps')} steps, "
-                     f"{training.get('epochs')} passes, final loss {training.get('final_loss', 0):.3f}.")
+        lines.append(
+            f"- Examples: {training.get('examples')} ({training.get('examples_seed')} seed + "
+            f"{training.get('examples_augmented')} curated web pairs), {training.get('steps')} steps, "
+            f"{training.get('epochs')} passes, final loss {training.get('final_loss', 0):.3f}."
+        )
     lines.append("")
     rows = _comparisons(comparisons, info.name)
     if rows:
-        lines += ["## Measured (this run)", "",
-                  ("Paired differences over the same questions, bootstrap 95% intervals (nats/token for the "
-                   "likelihoods; +0.01 = the human answers about 1% likelier per token)."), "",
-                  "| comparison | instrument | difference | 95% interval | n | tells |", "|---|---|---|---|---|---|",
-                  *rows, ""]
+        lines += [
+            "## Measured (this run)",
+            "",
+            (
+                "Paired differences over the same questions, bootstrap 95% intervals (nats/token for the "
+                "likelihoods; +0.01 = the human answers about 1% likelier per token)."
+            ),
+            "",
+            "| comparison | instrument | difference | 95% interval | n | tells |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+        ]
     params = training.get("params") or {}
     if params:
-        lines += ["## Training params", "", "| key | value |", "|---|---|",
-                  *(f"| `{key}` | `{json.dumps(value)}` |" for key, value in sorted(params.items())), ""]
+        lines += [
+            "## Training params",
+            "",
+            "| key | value |",
+            "|---|---|",
+            *(f"| `{key}` | `{json.dumps(value)}` |" for key, value in sorted(params.items())),
+            "",
+        ]
     return ModelCard(metadata_block(data) + "\n" + "\n".join(lines))

@@ -34,8 +34,11 @@ class PublishError(ValueError):
 def files_to_upload(folder: str | Path) -> list[str]:
     """Every file under `folder`, relative, hidden ones (and those in hidden folders) left out."""
     root = Path(folder)
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def repo_type_of(files: list[str]) -> RepoType:
@@ -43,8 +46,10 @@ def repo_type_of(files: list[str]) -> RepoType:
         return "model"
     if any(f.endswith(".parquet") for f in files):
         return "dataset"
-    raise PublishError("neither a model folder (config.json) nor a dataset folder (Parquet files): publish a folder "
-                       "the export stages wrote (data/export/dataset, models/export/<model>)")
+    raise PublishError(
+        "neither a model folder (config.json) nor a dataset folder (Parquet files): publish a folder "
+        "the export stages wrote (data/export/dataset, models/export/<model>)"
+    )
 
 
 def secret_values(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -85,13 +90,21 @@ def check_folder(folder: str | Path, environ: Mapping[str, str] = os.environ) ->
         raise PublishError(f"{folder}: not a standalone model (an adapter, or no safetensors weights)")
     leaks = files_holding(folder, files, secret_values(environ))
     if leaks:
-        raise PublishError("secret values from the environment found in " + ", ".join(
-            f"{rel} ({name})" for rel, name in leaks) + ": nothing uploaded")
+        raise PublishError(
+            "secret values from the environment found in "
+            + ", ".join(f"{rel} ({name})" for rel, name in leaks)
+            + ": nothing uploaded"
+        )
     return repo_type, files
 
 
-def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bool = False,
-            message: str = "Upload from humpback") -> dict:
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    dry_run: bool = False,
+    message: str = "Upload from humpback",
+) -> dict:
     """Check `folder`, then create the Hub repo (if needed) and upload exactly the checked files."""
     repo_type, files = check_folder(folder)
     plan = {"repo_id": repo_id, "repo_type": repo_type, "folder": str(folder), "files": files}
@@ -99,14 +112,16 @@ def publish(folder: str | Path, repo_id: str, private: bool = False, dry_run: bo
         return plan
     api = HfApi()  # the token comes from the environment or the login cache, read by huggingface_hub alone
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, allow_patterns=files,
-                      commit_message=message)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, allow_patterns=files, commit_message=message
+    )
     return plan
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m humpback.evaluation.export.publish",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m humpback.evaluation.export.publish", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("folder", help="an exported folder: data/export/dataset or models/export/<model>")
     parser.add_argument("--repo-id", required=True, help="the Hub repository, OWNER/NAME")
     parser.add_argument("--private", action="store_true", help="create the repository private")
@@ -119,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"publish: error: {exc}", file=sys.stderr)
         return 1
     sizes = {f: (Path(args.folder) / f).stat().st_size for f in plan["files"]}
-    print(f"{'would upload' if args.dry_run else 'uploaded'} {len(sizes)} files ({sum(sizes.values()) / 1e6:.1f} MB) "
-          f"to the {plan['repo_type']} repo {plan['repo_id']}:")
+    print(
+        f"{'would upload' if args.dry_run else 'uploaded'} {len(sizes)} files ({sum(sizes.values()) / 1e6:.1f} MB) "
+        f"to the {plan['repo_type']} repo {plan['repo_id']}:"
+    )
     print("\n".join(f"  {f}  {n / 1e6:.2f} MB" for f, n in sizes.items()))
     return 0
 
