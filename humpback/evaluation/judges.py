@@ -51,7 +51,6 @@ from typing import Any
 import yaml
 
 from humpback.engines.factory import resolve_engine
-from humpback.engines.models import model_identity, resolve_dtype
 from humpback.params import EvaluateParams, GenerationParams, JudgeScoringParams, RuntimeParams
 from humpback.storage.hashing import hash_file, hash_json, hash_text
 from humpback.storage.records import read_json
@@ -179,6 +178,8 @@ def make_judge(
 
 def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path, str]:
     """The local judge's model folder (or hub id) and the identity of its weights."""
+    from humpback.engines.models import model_identity  # torch: only a local judge needs it, not an API judge
+
     judge_ref = str(judge_base) if params.judge_model == "base" else params.judge_model
     judge_dir = Path(judge_ref)
     if judge_dir.exists():
@@ -197,6 +198,8 @@ def _local_judge(
     annotator_id: str,
     runtime: RuntimeParams | None,
 ) -> tuple[Any, dict[str, Any]]:
+    from humpback.engines.models import resolve_dtype
+
     config = alpaca_eval_config(params.annotator)
     engine = resolve_engine(generation.engine)
     tokens = (config.get("completion_parser_kwargs") or {}).get("denominator_tokens")
@@ -231,6 +234,8 @@ def _score_judge(
     seed: int,
     runtime: RuntimeParams | None,
 ) -> tuple[Any, dict[str, Any]]:
+    from humpback.engines.models import resolve_dtype
+
     method, scoring = params.judge_read, params.judge_scoring
     settings = dataclasses.asdict(scoring)  # every setting decides the judgements (generate's two included)
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
