@@ -28,13 +28,15 @@ def arguments(parser) -> None:
 def run(args, params) -> int:
     from humpback.engines.factory import make_engine, resolved, stage_settings
     from humpback.engines.models import model_identity
-    from humpback.storage.shards import ShardedRun, fingerprint
+    from humpback.storage.shards import ShardedRun, model_shards_key
 
     segments = [r for _, r in iter_jsonl(args.web, required=("id", "text"))]
-    run = ShardedRun("augment", fingerprint("augment", params.values(KEYS), model_identity(args.model), [args.web]))
+    shards = ShardedRun(
+        "augment", model_shards_key("augment", params.values(KEYS), model_identity(args.model), [args.web])
+    )
     generation, runtime = stage_settings(params, "augment")  # augment.engine, or generation.engine
     engine = make_engine(args.model, generation, runtime)
-    kept, metrics = augment(engine, segments, params, run)
+    kept, metrics = augment(engine, segments, params, shards)
     metrics["resolved"] = resolved(generation)  # what engine/dtype `auto` became here
     write_json(args.metrics, metrics)
     if not kept:
@@ -44,7 +46,7 @@ def run(args, params) -> int:
             f"never what you want. See {args.metrics}."
         )
     write_jsonl(args.out, kept)
-    run.clear()
+    shards.clear()
     log.info(
         "%d segments -> %d pairs kept, dropped %s; %.0f s, %s new tokens/s -> %s",
         metrics["read"],

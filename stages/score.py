@@ -30,7 +30,7 @@ def arguments(parser) -> None:
 def run(args, params) -> None:
     from humpback.engines.factory import make_engine, resolved, stage_settings
     from humpback.engines.models import model_identity
-    from humpback.storage.shards import ShardedRun, fingerprint
+    from humpback.storage.shards import ShardedRun, model_shards_key
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
     curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)
@@ -49,10 +49,12 @@ def run(args, params) -> None:
         "generation",
         "seeds.generation",
     ]
-    stage = f"score-{args.iteration}"
+    shard_stage = f"score-{args.iteration}"
     identity = model_identity(curator)
-    run = ShardedRun(stage, fingerprint(stage, {**params.values(keys), "tagging": tagging}, identity, [args.pairs]))
-    scored, metrics = score_iteration(engine, pairs, params, tagging, run)
+    shards = ShardedRun(
+        shard_stage, model_shards_key(shard_stage, {**params.values(keys), "tagging": tagging}, identity, [args.pairs])
+    )
+    scored, metrics = score_iteration(engine, pairs, params, tagging, shards)
     write_jsonl(args.out, scored)
     write_json(
         args.metrics,
@@ -64,7 +66,7 @@ def run(args, params) -> None:
             "resolved": resolved(generation),
         },
     )
-    run.clear()
+    shards.clear()
     log.info(
         "score@%d: %d pairs by %s (%s), %s s/pair -> %s",
         args.iteration,

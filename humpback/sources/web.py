@@ -12,7 +12,7 @@
 3. **Write** every kept segment (the pool), streamed from the shards into the output file (atomically).
    `sample_web` then draws `data.web.limit` of the pool in a stage of its own.
 
-Memory: one shard of documents, the dedup index (~2 KB per kept segment) and a byte per segment; never
+Memory: one shard of documents, the dedup index (a few KB per kept segment: docs/data.md) and a byte per segment; never
 the corpus. The fingerprint covers the params that decide a shard (all of `data.web` but the sample size),
 the code that segments and filters, and the input files' paths, sizes and modification times (hashing a
 multi-GB crawl would cost as much as segmenting it).
@@ -55,7 +55,7 @@ def prepare_web(
         raise ValueError(f"runtime.web_shard_size must be at least 1, got {shard_size}")
     if params.language:
         language_identifier()  # its load's transient peak, before a shard of documents is held (filters.py)
-    run = ShardedRun(STAGE, fingerprint(params, inputs), scratch_root)
+    run = ShardedRun(STAGE, web_shards_key(params, inputs), scratch_root)
 
     def work(batch: list[Document | BadRecord]) -> tuple[list[dict], dict]:
         rows: list[dict] = []
@@ -94,7 +94,7 @@ def prepare_web(
     return counts
 
 
-def fingerprint(params: WebDataParams, inputs: Iterable[Path]) -> str:
+def web_shards_key(params: WebDataParams, inputs: Iterable[Path]) -> str:
     """Identifies prepare_web's shards: the params that decide a shard, the code that segments and filters, and
     the input files by path, size and mtime (hashing a multi-GB crawl would cost as much as segmenting it)."""
     stats = []

@@ -44,7 +44,7 @@ T = TypeVar("T")
 HandOut = Callable[[Callable[[Any], Any], Iterator[Any]], Iterable[Any]]
 
 
-def fingerprint(stage: str, params: dict[str, Any], model: dict[str, Any], inputs: list[str | Path]) -> str:
+def model_shards_key(stage: str, params: dict[str, Any], model: dict[str, Any], inputs: list[str | Path]) -> str:
     """Identifies a model stage's shards: the stage, the params it reads, the model's content
     (`humpback.engines.models.model_identity`, taken by the caller so the runner never imports torch) and its
     inputs'."""
@@ -56,9 +56,9 @@ def fingerprint(stage: str, params: dict[str, Any], model: dict[str, Any], input
 class ShardedRun:
     """The scratch folder of one stage run: `map` or `stream` do the missing shards, `clear` drops the folder."""
 
-    def __init__(self, stage: str, fingerprint: str, root: str | Path = SCRATCH_DIR):
+    def __init__(self, stage: str, key: str, root: str | Path = SCRATCH_DIR):
         self.root, self.stage = Path(root), stage
-        self.folder = self.root / f"{stage}-{fingerprint[:16]}"
+        self.folder = self.root / f"{stage}-{key[:16]}"
         self.worked: list[int] = []  # the shards the last `map` or `stream` computed (the others were resumed)
 
     def shard_path(self, index: int) -> Path:

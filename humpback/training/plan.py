@@ -119,7 +119,7 @@ def linear_to_final(
     return LambdaLR(optimizer, factor)
 
 
-def fingerprint(role: str, params: dict, inputs: Sequence[str | Path], base_dir: str | Path) -> str:
+def checkpoints_key(role: str, params: dict, inputs: Sequence[str | Path], base_dir: str | Path) -> str:
     """sha256 over what decides a run's checkpoints: role, the params it reads ({dotted key: value}), input
     contents, base model.
 

@@ -24,7 +24,7 @@ from humpback.storage.records import iter_jsonl, write_json
 from humpback.storage.workdirs import TRAIN_SCRATCH
 from humpback.training.examples import backward_examples, build_dataset, forward_examples
 from humpback.training.launch import close_process_group, is_main_process
-from humpback.training.plan import TrainPlan, fingerprint
+from humpback.training.plan import TrainPlan, checkpoints_key
 from humpback.training.trainer import LiveCurve, load_trainable, save_trained, train, training_arguments
 
 log = logging.getLogger("train")
@@ -121,7 +121,7 @@ def train_role(
         )
     plan = TrainPlan.from_params(tp, len(dataset), world_size=int(os.environ.get("WORLD_SIZE", "1")))
     inputs = [seed] + ([augmented] if augmented is not None else [])
-    scratch = scratch_root / f"{role}-{fingerprint(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
+    scratch = scratch_root / f"{role}-{checkpoints_key(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
     log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
 
     # The Trainer's arguments first: they start a multi-process launch's process group, which sharded

@@ -11,7 +11,7 @@ import pytest
 
 from humpback.engines.models import model_identity
 from humpback.storage.hashing import hash_file
-from humpback.storage.shards import ShardedRun, fingerprint
+from humpback.storage.shards import ShardedRun, model_shards_key
 
 RECORDS = [{"id": f"r{i}", "text": f"text {i}"} for i in range(10)]
 
@@ -136,15 +136,15 @@ def test_fingerprint_follows_stage_params_model_and_input(tmp_path, tiny_model_d
     shutil.copytree(tiny_model_dir, model)
     data = tmp_path / "in.jsonl"
     data.write_text('{"id": "1"}\n')
-    base = fingerprint("augment", {"seed": 0}, model_identity(model), [data])
-    assert base == fingerprint("augment", {"seed": 0}, model_identity(model), [data])
-    assert base != fingerprint("curate-1", {"seed": 0}, model_identity(model), [data])
-    assert base != fingerprint("augment", {"seed": 1}, model_identity(model), [data])
+    base = model_shards_key("augment", {"seed": 0}, model_identity(model), [data])
+    assert base == model_shards_key("augment", {"seed": 0}, model_identity(model), [data])
+    assert base != model_shards_key("curate-1", {"seed": 0}, model_identity(model), [data])
+    assert base != model_shards_key("augment", {"seed": 1}, model_identity(model), [data])
     data.write_text('{"id": "2"}\n')
-    changed_input = fingerprint("augment", {"seed": 0}, model_identity(model), [data])
+    changed_input = model_shards_key("augment", {"seed": 0}, model_identity(model), [data])
     assert changed_input != base
     weights = next(model.glob("*.safetensors"))
     blob = bytearray(weights.read_bytes())
     blob[-1] ^= 1  # same size, different weights
     weights.write_bytes(bytes(blob))
-    assert fingerprint("augment", {"seed": 0}, model_identity(model), [data]) != changed_input
+    assert model_shards_key("augment", {"seed": 0}, model_identity(model), [data]) != changed_input
