@@ -19,8 +19,6 @@ from humpback.curation import methods as curation_methods
 from humpback.curation import scoring
 from humpback.engines.model_folders import is_self
 
-SCORE_FIELDS = ("score", "score_argmax", "probs", "raw", "parsed")
-
 
 def curator_for(own_model: str, named_folder: str | None, tagging: bool) -> tuple[str, bool]:
     """(model folder, tagging) of the curator: the trained model itself with the system prompt it was trained

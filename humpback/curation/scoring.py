@@ -47,7 +47,6 @@ from humpback.prompts import (
 
 SCORES = (1, 2, 3, 4, 5)
 BASELINE = "length"
-RUBRIC_METHODS = ("logprob", "generate", "rubric_calibrated")
 # A log-ratio with one side at zero probability (a server that reports only its top tokens) is capped here, so
 # scores stay finite numbers in JSON and still rank first or last.
 MAX_LOG_RATIO = 50.0
