@@ -22,9 +22,9 @@ SELF_MARKER = "SELF_CURATOR"  # the one file (beside the README) of the placehol
 def prepare_model(ref: str, dtype: str, out: str | Path) -> Path:
     """Load `ref` as an unquantized transformers model and save it to `out` atomically, with a model card."""
     # imported here: torch and transformers take seconds to import, and `prepare_curator("self")` needs neither
-    from humpback.engines.models import load_reference, model_card, save_model
+    from humpback.engines.models import load_referenced_model, model_card, save_model
 
-    model, tokenizer = load_reference(ref, dtype)
+    model, tokenizer = load_referenced_model(ref, dtype)
     with atomic_folder(out) as tmp:
         save_model(model, tokenizer, tmp)
         (tmp / "README.md").write_text(model_card(ref), encoding="utf-8")

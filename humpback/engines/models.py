@@ -244,7 +244,7 @@ def model_card(ref: str) -> str:
     return "\n".join(lines)
 
 
-def load_reference(ref: str, dtype: str = "float32") -> tuple[PreTrainedModel, object]:
+def load_referenced_model(ref: str, dtype: str = "float32") -> tuple[PreTrainedModel, object]:
     """Load a model reference (see module docstring) as a plain, unquantized transformers model."""
     torch_dtype = DTYPES[resolve_dtype(dtype)]
     if ref.startswith("gguf:"):

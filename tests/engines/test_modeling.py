@@ -150,7 +150,7 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
     folder carries a model card with the verified hash."""
     import hashlib
 
-    from humpback.engines.models import load_reference, resolve_gguf
+    from humpback.engines.models import load_referenced_model, resolve_gguf
     from tests.conftest import EMBEDDED
 
     folder, filename = resolve_gguf(EMBEDDED)
@@ -163,7 +163,7 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
     monkeypatch.chdir(tmp_path)
     ref = f"gguf-split:{pattern}#sha256={hashlib.sha256(data).hexdigest()}"
     prepare_model(ref, "float32", tmp_path / "base")
-    whole, _ = load_reference(EMBEDDED)
+    whole, _ = load_referenced_model(EMBEDDED)
     weights = load_file(tmp_path / "base" / "model.safetensors")
     reference = whole.state_dict()
     assert all(torch.equal(weights[k], reference[k]) for k in weights)
