@@ -1,16 +1,15 @@
 """Faster CPU inference for the in-process engine: prepacked oneDNN linears and a plain-matmul decode attention.
 
-Both replace a stock transformers path that is slow on CPU for the shapes generation and scoring use.
-Measured on SmolLM2-135M, 2 threads, a CPU with AVX-512 BF16, decoding 16 rows over ~480 cached tokens:
+Both replace a stock transformers path that is slow on CPU for the shapes generation and scoring use (the
+measured gains, dated, with the machine: docs/benchmarks.md "What bounds them"):
 
 - **Linears.** `nn.Linear` hands its weight to oneDNN in plain row-major layout, and oneDNN reorders it into its
   blocked layout on every call. `torch.ops.mkldnn._reorder_linear_weight` does that once, and
   `_linear_pointwise` runs on the packed weight (the pair torch.compile's CPU freezing pass uses). Outputs are
-  bit-identical in bf16. A 16-row step's linears ran 1.7-2.4x faster (576x1536: 313 -> 131 us a call), and
-  prefill's ~1.05-1.1x faster; fp32 gained 1.6-2.6x.
-- **Decode attention.** For a one-token query, SDPA dispatches to CPU flash attention, which took 3.4 ms a layer.
+  bit-identical in bf16, and a decode step's linears run faster in bf16 and fp32 alike.
+- **Decode attention.** For a one-token query, SDPA dispatches to CPU flash attention, which is slow for one row.
   Two small matmuls over the key/value heads, with the query heads of a group stacked as rows (no `repeat_kv`
-  copy), take ~0.5 ms. Prompts (more than one query token) still go to SDPA, whose causal kernel is the
+  copy), take a fraction of its time. Prompts (more than one query token) still go to SDPA, whose causal kernel is the
   fastest there.
 
 `use_cpu_kernels(model)` applies both to a loaded model that will only run inference. The packed weights are

@@ -1,12 +1,12 @@
 """One batch of generation: a left-padded prefill into a static KV cache, then a decode loop that samples each
 row with its own seeded generator.
 
-Why a loop of our own and not `model.generate` with a logits processor (SmolLM2-135M, bf16, 2 threads, 12 rows
-over 400 cached tokens): `generate` grows a dynamic cache with `torch.cat` on every step (~26 ms a step) and
-sends one-token queries to SDPA's CPU flash kernel (3.4 ms a layer, ~100 ms a step); it also can only prefill a
+Why a loop of our own and not `model.generate` with a logits processor: `generate` grows a dynamic cache with
+`torch.cat` on every step and sends one-token queries to SDPA's CPU flash kernel, both slow on a CPU (the step
+times, dated: docs/benchmarks.md "What bounds them"); it also can only prefill a
 batch as one padded block. Here the cache is static and written in place, the engine's CPU kernels
 (`cpu_kernels.py`) take the one-token attention, a CPU prefills row by row, and sampling runs softmax and top-k
-once per step for the whole batch. A 16-row step went from ~100-160 ms to 60-75 ms; the per-row seeded draw
+once per step for the whole batch, which shortens a decode step. The per-row seeded draw
 is unchanged, so a record's text does not depend on its batch.
 """
 
@@ -120,8 +120,8 @@ def prefill_row_by_row(model, rows: list[list[int]], cache: StaticCache, cache_a
     """Each row alone (no padding to compute, SDPA's causal kernel), after a token prefix shared by all rows
     computed once; each row's keys and values are then copied into its slots of the left-padded static cache.
 
-    On a CPU this beats one padded batch: the 16 augment prompts of the generation benchmark (190-449 tokens,
-    59 of them shared) prefill ~4,400 tokens instead of ~6,700 padded ones, in 5.3 s instead of 7.3 s. A GPU
+    On a CPU this beats one padded batch: it computes no padding and uses the causal kernel (the generation
+    benchmark's figures, dated: docs/benchmarks.md "What bounds them"). A GPU
     keeps the batched prefill, which fills it better."""
     width = max(len(r) for r in rows)
     prefix, prefix_cache = shared_prefix_cache(model, rows, cache_arg)

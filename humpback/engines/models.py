@@ -37,8 +37,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 # bf16 counts as fast for compute-bound work on a CPU without AMX when its matmuls run at least this much faster
-# than float32 here: measured 0.6x on an Intel Xeon with AVX-512 BF16 and 2.2x on an AMD EPYC (Zen 4) with it
-# (docs/training.md), so the margin keeps a noisy reading from flipping the choice.
+# than float32 here: CPUs with AVX-512 BF16 land on both sides of 1 (docs/training.md "Precision", dated, with the
+# machines), so the margin keeps a noisy reading from flipping the choice.
 BF16_MATMUL_SPEEDUP = 1.3
 
 
@@ -47,8 +47,8 @@ def fast_bfloat16(compute_bound: bool = False) -> bool:
     CPU: for memory-bound work (decoding a token at a time) where oneDNN has bf16 kernels (AVX-512 BF16 or
     AMX); for compute-bound work (training, reading whole prompts: prefill-sized matmuls) with AMX-BF16 tiles,
     or where a training-sized bf16 matmul measures `BF16_MATMUL_SPEEDUP` times faster than float32 here: the
-    AVX-512 BF16 flag alone does not tell (docs/training.md: 0.6x on one CPU that has it, 2.2x on another).
-    Elsewhere bf16 falls back to slow kernels (an AVX2-only CPU ran a SmolLM2 forward pass 2.6x slower)."""
+    AVX-512 BF16 flag alone does not tell (docs/training.md "Precision": slower on one CPU that has it, faster on
+    another). Elsewhere bf16 falls back to slow kernels (an AVX2-only CPU: docs/benchmarks.md)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
@@ -66,7 +66,8 @@ def fast_bfloat16(compute_bound: bool = False) -> bool:
 @functools.cache
 def cpu_bf16_matmul_speedup(rows: int = 512, inner: int = 576, cols: int = 1536, repeats: int = 5) -> float:
     """bf16 over float32 matmul rate on this CPU, at a training-sized shape (SmolLM2-135M's MLP): the best of
-    `repeats` timings per dtype after a warm-up, ~0.1 s in all. Measured once per process."""
+    `repeats` timings per dtype after a warm-up, small enough to take a fraction of a second. Measured once per
+    process."""
 
     def best_seconds(dtype: torch.dtype) -> float:
         a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(cols, inner, dtype=dtype)

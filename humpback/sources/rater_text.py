@@ -224,9 +224,9 @@ def _rater(low: str, rater_word: bool | None = None) -> bool:
 
 def _has_digit(low: str) -> bool:
     """`_DIGIT.search(low)`, fast: a digit-free segment (nearly all) is told by ten C substring scans, not by
-    the regex's per-character Unicode lookups (measured on the segmentation benchmark's 19,465 segments:
-    0.28 s, a third of this module's time); text with other characters than ASCII still gets the regex,
-    for other scripts' digits (`str.isascii` is a flag test)."""
+    the regex's per-character Unicode lookups (the regex showed in this module's profile on the segmentation
+    benchmark: docs/web-input.md "Figures behind the code's comments"); text with other characters than ASCII
+    still gets the regex, for other scripts' digits (`str.isascii` is a flag test)."""
     return any(d in low for d in "0123456789") or (not low.isascii() and _DIGIT.search(low) is not None)
 
 

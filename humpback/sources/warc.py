@@ -43,7 +43,7 @@ SUFFIXES = (".warc", ".warc.gz")
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 GZIP_MAGIC = b"\x1f\x8b\x08"
 CHUNK = 1 << 16  # bytes read at a time: a page or two of a crawl, little memory
-MAX_HEADER = 1 << 16  # a WARC header block longer than this is not one (real ones are under 2 KB)
+MAX_HEADER = 1 << 16  # a WARC header block longer than this is not one (real ones are far shorter)
 VERSION = b"WARC/1."
 END = b"\r\n\r\n"
 

@@ -46,7 +46,7 @@ def hash_files(paths: Iterable[str | Path], sink: IO[bytes] | None = None) -> st
 
 def hash_file(path: str | Path, cache: Path | None = None) -> str:
     """sha256 of one file's bytes. With `cache` (a folder, workdirs.hash_cache()), remembered there by the
-    file's identity, (device, inode, size, mtime): a 500 MB weight file is read once, not on every run.
+    file's identity, (device, inode, size, mtime): a large weight file is read once, not on every run.
 
     The identity is the rule DVC's own state database and git's index trust: a file rewritten in place or
     replaced gets a new mtime or inode and is read again. Unlike its path, it is shared by every name of the

@@ -3,8 +3,8 @@ whole vocabulary × sequence.
 
 The stock loss (`model(labels=...)`) projects every position onto the vocabulary (49,152 columns for SmolLM2),
 prompt and padding included, and upcasts those logits to float32 before the cross-entropy: at 4 × 512 tokens
-that is 400 MB of logits, as much again for their softmax and gradient, and the head's matmul over positions
-whose output is thrown away. Here:
+that is 4 × 512 × 49,152 float32 values, as much again for their softmax and gradient, and the head's matmul
+over positions whose output is thrown away. Here:
 
 - `logits_mask` marks the positions whose next token is labelled; the model's own forward computes logits only
   there (`logits_to_keep` as a boolean mask, transformers 5), so prompt and padding positions never reach the
@@ -38,7 +38,7 @@ from torch import nn
 
 from humpback.training.examples import IGNORE_INDEX
 
-# Rows of float32 logits upcast at once: 2**24 elements (64 MB) whatever the vocabulary.
+# Rows of float32 logits upcast at once: 2**24 elements (4 bytes each) whatever the vocabulary.
 CHUNK_ELEMENTS = 1 << 24
 
 

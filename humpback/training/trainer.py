@@ -2,7 +2,7 @@
 
 What this adds to a plain Trainer, and why:
 - micro-batches of similar length (examples sorted by length within windows of a seeded shuffle, then the
-  micro-batches shuffled): a few percent padding instead of ~40% for random batches, and the order is drawn
+  micro-batches shuffled): far less padding than random batches (docs/training.md "Batching"), and the order is drawn
   from (seed, epoch), so a resumed run sees exactly the batches the interrupted one would have seen;
 - bf16 mixed precision where this machine's bf16 matmuls are fast (`train.dtype: auto`, the rule
   generation's likelihood reads use), under our own autocast so the logits stay in bf16 (the Trainer's own
@@ -64,9 +64,8 @@ log = logging.getLogger(__name__)
 
 # Config fields that hold a dropout probability, across common decoder architectures.
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout")
-# Micro-batches' worth of examples sorted by length together: measured on the seed data's lengths (45-512
-# tokens), 16 gives ~5% padding at micro-batch 4 (8 gives ~9%, a whole-epoch sort ~2% but the same batches
-# every epoch).
+# Micro-batches' worth of examples sorted by length together: little padding without the same batches every
+# epoch, as a whole-epoch sort would give (docs/training.md "Batching").
 SORT_WINDOW = 16
 
 

@@ -208,10 +208,10 @@ def _logprob_params():
 def rate_dev_set(engine, rows, params):
     """score_dev's reads, then curation_quality's metrics: the two stages' library calls in order."""
     from humpback.curation.curator import score_dev_set
-    from humpback.curation.quality import dev_set_metrics
+    from humpback.curation.quality import curation_quality_metrics
 
     scored = score_dev_set(engine, rows, params, tagging=params.train.tagging)
-    return scored, dev_set_metrics(scored, params)
+    return scored, curation_quality_metrics(scored, params)
 
 
 def _fake_scoring(monkeypatch, by_kind: dict[str, float | None]):
