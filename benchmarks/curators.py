@@ -8,7 +8,7 @@ Each curator is NAME=REF: a model folder (models/base, an adapter folder such as
 reference `base.model` accepts (converted once into .humpback/models/NAME, reused on later runs). Each one
 rates data/dev.jsonl with every method of `curation_quality.methods` (or --methods) through the code of the
 score_dev and curation_quality stages (`humpback.curation.curator.score_dev_set`, then
-`humpback.curation.quality.dev_set_metrics`, on the engine `stage_settings(params, "curate")` names), so the
+`humpback.curation.quality.curation_quality_metrics`, on the engine `stage_settings(params, "curate")` names), so the
 figures are those `dvc repro` reports.
 Curators named in --tagged (default m0 m1 m2: the models this project trained) are prompted with the system
 prompt of their training. Prints the table; writes the metrics as JSON and a PNG beside it.
@@ -27,7 +27,7 @@ import torch
 
 from humpback.curation.curator import methods_to_run, score_dev_set
 from humpback.curation.methods import BASELINE, writes_text
-from humpback.curation.quality import dev_set_metrics, markdown_table, plot_curation_quality
+from humpback.curation.quality import curation_quality_metrics, markdown_table, plot_curation_quality
 from humpback.engines.factory import make_engine, stage_settings
 from humpback.engines.model_folders import prepare_model
 from humpback.engines.models import model_card
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         load_s = time.perf_counter() - start
         tagging = params.train.tagging and name in args.tagged
         log.info("%s (%s): %d dev pairs, tagging %s", name, folder, len(rows), tagging)
-        metrics = dev_set_metrics(
+        metrics = curation_quality_metrics(
             score_dev_set(engine, rows, params, tagging=tagging, methods=methods, log=log), params
         )
         by_curator[name] = {"model": name, "reference": ref, "tagged": tagging, **metrics}

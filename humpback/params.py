@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from humpback.curation import methods as curation_methods
+from humpback.curation import methods
 
 DEFAULT_PARAMS_FILE = "params.yaml"
 
@@ -188,20 +188,20 @@ class AugmentParams(_Section):
 
 
 # How a curator scores a pair: the names of humpback/curation/methods.py's table (the one place a method lives).
-CurateMethod = Literal[curation_methods.NAMES]  # type: ignore[valid-type]
-CURATE_METHODS: tuple[str, ...] = curation_methods.NAMES
+CurateMethod = Literal[methods.NAMES]  # type: ignore[valid-type]
+CURATE_METHODS: tuple[str, ...] = methods.NAMES
 
 # One threshold per method, each on its method's own scale, so switching `curate.method` never applies a
 # threshold meant for another scale. A pair is kept when its score >= the method's threshold.
 CurateThresholds = dataclasses.make_dataclass(
-    "CurateThresholds", [(name, float) for name in curation_methods.NAMES], bases=(_Section,), frozen=True
+    "CurateThresholds", [(name, float) for name in methods.NAMES], bases=(_Section,), frozen=True
 )
 
 
 @dataclass(frozen=True)
 class CurateParams(_Section):
     model: str  # "self" (the paper: M0 curates for M1, M1 for M2) or a model reference (see engines/models.py)
-    method: Literal[(curation_methods.NO_CURATION, *curation_methods.NAMES)]  # type: ignore[valid-type]
+    method: Literal[(methods.NO_CURATION, *methods.NAMES)]  # type: ignore[valid-type]
     threshold: CurateThresholds  # type: ignore[valid-type]
     max_new_tokens: int
     max_retries: int

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from humpback.curation.quality import dev_set_metrics, markdown_table, plot_curation_quality
+from humpback.curation.quality import curation_quality_metrics, markdown_table, plot_curation_quality
 from humpback.stage_runner import stage
 from humpback.storage.records import iter_jsonl, write_json
 
@@ -28,7 +28,7 @@ def run(args, params) -> None:
         write_json(args.metrics, {"model": args.name, "skipped": note})
         plot_curation_quality({}, args.plot, title=f"{args.name}: {note}")
         return
-    metrics = {"model": args.name, **dev_set_metrics(scored, params)}
+    metrics = {"model": args.name, **curation_quality_metrics(scored, params)}
     write_json(args.metrics, metrics)
     plot_curation_quality(
         {args.name: metrics}, args.plot, title=f"curation quality of {args.name} ({len(scored)} dev pairs)"

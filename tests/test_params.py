@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from humpback.curation import methods as curation_methods
+from humpback.curation import methods
 from humpback.params import MOVED, Params, ParamsError, load_params, track_reads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,11 +110,11 @@ def test_a_moved_key_names_its_new_place(tmp_path, old):
 def test_the_method_table_and_the_params_agree():
     """Every curation method has a threshold in params.yaml and the schema, and nothing else does."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert list(raw["curate"]["threshold"]) == list(curation_methods.NAMES)
+    assert list(raw["curate"]["threshold"]) == list(methods.NAMES)
     params = load_params(ROOT / "params.yaml")
-    assert [f.name for f in dataclasses.fields(params.curate.threshold)] == list(curation_methods.NAMES)
-    assert set(raw["curation_quality"]["methods"]) <= set(curation_methods.NAMES)
-    assert params.curate.method in (curation_methods.NO_CURATION, *curation_methods.NAMES)
+    assert [f.name for f in dataclasses.fields(params.curate.threshold)] == list(methods.NAMES)
+    assert set(raw["curation_quality"]["methods"]) <= set(methods.NAMES)
+    assert params.curate.method in (methods.NO_CURATION, *methods.NAMES)
 
 
 def test_reads_are_recorded_as_dotted_leaf_keys():

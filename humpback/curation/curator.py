@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from statistics import fmean
 from typing import Any
 
-from humpback.curation import methods as curation_methods
 from humpback.curation import scoring
+from humpback.curation.methods import BASELINE, NO_CURATION
 from humpback.engines.model_folders import is_self
 
 
@@ -32,7 +32,7 @@ def score_iteration(engine, pairs: list[dict], params, tagging: bool, run) -> tu
     """Every pair + its score fields, in input order, scored in resumable shards; and the scoring metrics."""
     method = params.curate.method
     start = time.perf_counter()
-    if method == curation_methods.NO_CURATION:
+    if method == NO_CURATION:
         scored = [
             {**p, "score": None, "score_argmax": None, "probs": None, "raw": None, "parsed": False} for p in pairs
         ]
@@ -67,8 +67,8 @@ def score_iteration(engine, pairs: list[dict], params, tagging: bool, run) -> tu
 
 def methods_to_run(params) -> list[str]:
     """The length baseline, the configured curate.method (unless none), then curation_quality.methods."""
-    configured = [] if params.curate.method == curation_methods.NO_CURATION else [params.curate.method]
-    ordered = [curation_methods.BASELINE, *configured, *params.curation_quality.methods]
+    configured = [] if params.curate.method == NO_CURATION else [params.curate.method]
+    ordered = [BASELINE, *configured, *params.curation_quality.methods]
     return list(dict.fromkeys(ordered))
 
 

@@ -110,7 +110,7 @@ def writes_text(names: list[str] | tuple[str, ...]) -> bool:
     return any(n in METHODS and METHODS[n].read == "rubric_generate" for n in names)
 
 
-def markdown_table() -> list[str]:
+def methods_table() -> list[str]:
     """The methods table for docs/curation.md, generated so the docs never disagree with the code."""
     lines = ["| method | what it reads | scale | default threshold |", "|---|---|---|---|"]
     lines += [f"| `{m.name}` | {m.summary} | {m.scale} | {m.default_threshold:g} |" for m in METHODS.values()]

@@ -1,7 +1,7 @@
 """How well a curator separates good from bad answers on the labelled dev set, for every curation method.
 
 `curation.score_dev_set` rates the dev rows with every method through `scoring.score_pairs` (the code the score
-stage uses); `dev_set_metrics` here reports per method: ROC-AUC with a bootstrap 95% interval, precision /
+stage uses); `curation_quality_metrics` here reports per method: ROC-AUC with a bootstrap 95% interval, precision /
 recall of the selection at the method's `curate.threshold`, a threshold sweep, the per-kind mean score and
 selected share (which kinds of bad answer slip through), and the seconds per pair. Answer length is scored as
 the baseline row every method must beat. Used by the curation_quality stage and benchmarks/curators.py.
@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from humpback.curation import methods as curation_methods
+from humpback.curation import methods
 from humpback.curation.devset import KINDS, curation_metrics
 
 # The dev-set intervals are an instrument: they never move with any of the run's seeds.
 BOOTSTRAP_SEED = 0
 
 
-def dev_set_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
+def curation_quality_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
     """Per method: ROC-AUC with its bootstrap interval, precision / recall at `curate.threshold.<method>`, the
     per-kind view and a threshold sweep: the cheap half, rerun alone when a threshold moves.
 
@@ -28,12 +28,12 @@ def dev_set_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
     "methods": {method: metrics}}."""
     labels, kinds = [r["label"] for r in scored], [r["kind"] for r in scored]
     lengths = [len(r["output"]) for r in scored]
-    methods = list(scored[0]["by_method"]) if scored else []
+    method_names = list(scored[0]["by_method"]) if scored else []
     per_method: dict[str, dict[str, Any]] = {}
-    for method in methods:
+    for method in method_names:
         reads = [r["by_method"][method] for r in scored]
         values = [x["score"] for x in reads]
-        baseline = method == curation_methods.BASELINE
+        baseline = method == methods.BASELINE
         threshold = None if baseline else getattr(params.curate.threshold, method)
         selected = [not baseline and _passes(x, threshold) for x in reads]
         m = curation_metrics(
@@ -44,7 +44,7 @@ def dev_set_metrics(scored: Sequence[dict[str, Any]], params) -> dict[str, Any]:
         m["threshold"] = threshold
         m["seconds_per_pair"] = reads[0]["seconds_per_pair"] if reads else None
         m["sweep"] = {}
-        for t in () if baseline else curation_methods.method(method).sweep:
+        for t in () if baseline else methods.method(method).sweep:
             at_t = curation_metrics(labels, kinds, values, [_passes(x, t) for x in reads], lengths)
             m["sweep"][str(t)] = {k: at_t[k] for k in ("precision", "recall", "n_selected")}
         per_method[method] = m
@@ -120,7 +120,7 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
 
     rows = table_rows(by_curator)
     curators = list(by_curator)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    method_names = list(dict.fromkeys(r["method"] for r in rows))
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(13, max(3.5, 0.32 * len(rows) + 1.5)), gridspec_kw={"width_ratios": [1, 1]}
     )
@@ -128,7 +128,7 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for c, curator in enumerate(curators):
         ys, xs, errs = [], [], [[], []]
-        for m_i, method in enumerate(methods):
+        for m_i, method in enumerate(method_names):
             r = next((r for r in rows if r["curator"] == curator and r["method"] == method), None)
             if r is None or r["roc_auc"] is None:
                 continue
@@ -139,7 +139,7 @@ def plot_curation_quality(by_curator: Mapping[str, Mapping[str, Any]], out: str 
             errs[1].append(ci[1] - r["roc_auc"])
         left.barh(ys, xs, height=height, xerr=errs, color=colors[c % len(colors)], label=curator, capsize=2)
     left.axvline(0.5, color="grey", linestyle=":", linewidth=1)
-    left.set_yticks([i + height * (len(curators) - 1) / 2 for i in range(len(methods))], methods)
+    left.set_yticks([i + height * (len(curators) - 1) / 2 for i in range(len(method_names))], method_names)
     left.invert_yaxis()
     left.set_xlim(0, 1)
     left.set_xlabel("ROC-AUC on the dev set (95% bootstrap interval)")

@@ -14,7 +14,7 @@ from collections import Counter
 from statistics import fmean
 from typing import Any
 
-from humpback.curation import methods as curation_methods
+from humpback.curation import methods
 from humpback.sources.sampling import sample_indices
 from humpback.storage.plotting import save_figure
 
@@ -22,7 +22,7 @@ from humpback.storage.plotting import save_figure
 def threshold_of(params, iteration: int) -> float | None:
     """The iteration's threshold on curate.method's scale; None for `none` (no threshold)."""
     method = params.curate.method
-    if method == curation_methods.NO_CURATION:
+    if method == methods.NO_CURATION:
         return None
     chosen = getattr(params.select, f"iteration_{iteration}").threshold
     return getattr(params.curate.threshold, method) if chosen == "default" else float(chosen)
@@ -72,9 +72,9 @@ def _lengths(rows: list[dict]) -> dict[str, float]:
 def histogram(scored: list[dict], method: str, bins: int = 20) -> dict[str, int]:
     """Digit methods: pairs per likeliest / parsed score 1..5; continuous ones: pairs per equal-width bin of the
     score, keyed by the bin's lower edge; `none`: nothing to bin."""
-    if method == curation_methods.NO_CURATION:
+    if method == methods.NO_CURATION:
         return {}
-    if curation_methods.method(method).histogram == "digits":
+    if methods.method(method).histogram == "digits":
         digits = Counter(r["score_argmax"] for r in scored if r["parsed"])
         return {str(k): digits.get(k, 0) for k in range(1, 6)}
     values = [r["score"] for r in scored if r["parsed"]]
@@ -124,15 +124,15 @@ def plot_histogram(scored: list[dict], metrics: dict, iteration: int, out: str) 
     method = metrics["method"]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     values = [r["score"] for r in scored if r["parsed"]]
-    if method == curation_methods.NO_CURATION:
+    if method == methods.NO_CURATION:
         ax.text(0.5, 0.5, "curate.method: none (no curator, every pair kept)", ha="center", transform=ax.transAxes)
-    elif curation_methods.method(method).histogram == "digits":
+    elif methods.method(method).histogram == "digits":
         ax.bar(range(1, 6), [metrics["histogram"].get(str(k), 0) for k in range(1, 6)], color="#4c72b0")
         ax.set(xlabel="parsed score" if method == "generate" else "likeliest score", ylabel="pairs")
     else:
         ax.hist(values, bins=30, color="#4c72b0")
         ax.axvline(metrics["threshold"], color="#c44e52", linestyle="--", label="threshold")
-        ax.set(xlabel=f"{method} score ({curation_methods.method(method).scale})", ylabel="pairs")
+        ax.set(xlabel=f"{method} score ({methods.method(method).scale})", ylabel="pairs")
         ax.legend(fontsize=8)
     share = metrics.get("top_share", 1.0)
     ax.set_title(

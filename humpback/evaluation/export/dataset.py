@@ -11,7 +11,7 @@ from typing import Any
 from datasets import Dataset, Features, Value
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from humpback.curation import methods as curation_methods
+from humpback.curation import methods
 from humpback.evaluation.export.cards import License, base_description, metadata_block, source_license
 from humpback.storage.records import atomic_folder
 
@@ -97,7 +97,7 @@ def _curator(info: DatasetInfo, iteration: int) -> str:
 
 
 def _level(m: dict[str, Any]) -> str:
-    if m.get("method") == curation_methods.NO_CURATION:
+    if m.get("method") == methods.NO_CURATION:
         return "none (every pair kept)"
     share = m.get("top_share", 1.0)
     return (
@@ -125,7 +125,7 @@ def dataset_card(select_metrics: dict[int, dict[str, Any]], counts: dict[str, in
             }
         ],
     )
-    methods = {m.get("method") for m in select_metrics.values()}
+    used_methods = {m.get("method") for m in select_metrics.values()}
     lines = [
         "# Curated instruction pairs",
         "",
@@ -167,11 +167,11 @@ def dataset_card(select_metrics: dict[int, dict[str, Any]], counts: dict[str, in
         "",
     ]
     lines += ["## Curation method", ""]
-    for name in sorted(n for n in methods if n):
-        if name == curation_methods.NO_CURATION:
+    for name in sorted(n for n in used_methods if n):
+        if name == methods.NO_CURATION:
             lines.append("- `none`: no curator; every augmented pair is kept (the paper's unfiltered baseline).")
         else:
-            spec = curation_methods.method(name)
+            spec = methods.method(name)
             lines.append(f"- `{name}`: {spec.summary} (scale: {spec.scale}).")
     lines += ["", "## Score histograms (every scored pair)", ""]
     for iteration, m in sorted(select_metrics.items()):
