@@ -47,6 +47,10 @@ class _Section:
 _reads: set[str] | None = None
 
 
+# The models the DAG trains, in training order: one train stage and one `seeds.training_<role>` key each.
+ROLES = ("backward", "m0", "m1", "m2")
+
+
 @dataclass(frozen=True)
 class SeedParams(_Section):
     """Three independent seeds, so one source of randomness can vary while the others stay put. The held-out,

@@ -12,9 +12,10 @@ import sys
 
 from transformers.utils import logging as hf_logging
 
+from humpback.params import ROLES
 from humpback.stage_runner import stage
 from humpback.training.launch import relaunch
-from humpback.training.role import ROLES, train_role
+from humpback.training.role import train_role
 
 log = logging.getLogger("train")
 

@@ -29,7 +29,6 @@ from humpback.training.trainer import LiveCurve, load_trainable, save_trained, t
 
 log = logging.getLogger("train")
 
-ROLES = ("backward", "m0", "m1", "m2")
 # The params that decide a model, per role: its card and its resume fingerprint record exactly these, and
 # dvc.yaml's train_backward and train@{m0,m1,m2} list the same (the whole-DAG test compares reads with them).
 # Each role has its own seed key (seeds.training_<role>, `default` = seeds.training), so reseeding one model

@@ -13,8 +13,9 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
+from humpback.params import ROLES
 from humpback.training import role as train_role_module
-from humpback.training.role import ROLES, train_role
+from humpback.training.role import train_role
 from tests.training.test_training import SEED_PAIRS, make_params, stage_paths, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]

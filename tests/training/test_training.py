@@ -845,7 +845,8 @@ def params_with_seeds(**seeds) -> Params:
 
 
 def test_each_role_has_its_own_training_seed_and_default_is_the_pipeline_seed():
-    from humpback.training.role import ROLES, training_seed
+    from humpback.params import ROLES
+    from humpback.training.role import training_seed
 
     shipped = params_with_seeds(training=7)  # every role key at `default`: today's runs, seed for seed
     assert {role: training_seed(shipped.seeds, role) for role in ROLES} == dict.fromkeys(ROLES, 7)
