@@ -60,3 +60,11 @@ def test_the_map_reader_counts_the_module_column_only(tmp_path):
     code = tmp_path / "registry.py"
     code.write_text('"""A registry."""\n\nNAMES = {}\n')
     assert docstring_only(empty) and not docstring_only(code)
+
+
+def test_the_readme_stays_an_entry_point():
+    """The README is the entry point (what, two commands, the DAG, params, DVC, data, scale, the layout) and links
+    to docs/ for depth; past 150 lines it has started to hold what belongs in a docs page."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    assert "docs/CONTRACTS.md" in readme and "docs/params.md" in readme
