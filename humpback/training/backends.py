@@ -3,7 +3,7 @@
 The engine is an execution setting (`runtime.launcher`, an accelerate config): it must not change what is
 trained. Three things follow, each a fault that stopped a DeepSpeed run before:
 
-- Precision is `train.dtype`'s alone. The Trainer's forward runs under our own autocast (`SFTTrainer`), over
+- Precision is `train.dtype`'s alone. The Trainer's forward runs under our own autocast (`CausalLMTrainer`), over
   float32 master weights (a full finetune) or a bf16 frozen base with a float32 adapter (LoRA), whatever the
   engine. An accelerate config's `mixed_precision: bf16` would make accelerate write `bf16.enabled: true` into
   DeepSpeed's config, which transformers' `HfTrainerDeepSpeedConfig` then finds at odds with

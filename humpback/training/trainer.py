@@ -207,8 +207,9 @@ class LiveCurve(TrainerCallback):
         self.live.make_summary()
 
 
-class SFTTrainer(Trainer):
-    """Trainer with the sampler, loss, precision and schedule above. The loss goes through the Trainer's own
+class CausalLMTrainer(Trainer):
+    """transformers' Trainer for a causal LM trained on its labelled tokens (not trl's SFTTrainer: no trl here),
+    with the sampler, loss, precision and schedule above. The loss goes through the Trainer's own
     `compute_loss_func` hook, so it receives the step's labelled-token count and is scaled for gradient
     accumulation and multiple processes as the stock loss is."""
 
@@ -410,7 +411,7 @@ def train(
     use_bf16 = compute_dtype(params) == "bfloat16"
     if args is None:
         args = training_arguments(params, plan, seed, scratch, save_steps)
-    trainer = SFTTrainer(
+    trainer = CausalLMTrainer(
         model=model,
         args=args,
         train_dataset=dataset,
