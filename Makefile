@@ -77,6 +77,7 @@ repro: setup
 test: setup cluster
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/vulture
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup cluster
