@@ -308,6 +308,8 @@ def curation_metrics(
         }
     ci = {}
     if bootstrap > 0:
+        from humpback.statistics import bootstrap_auc_ci
+
         ci = {
             "roc_auc_ci": bootstrap_auc_ci(labels, ranked, bootstrap, seed),
             "length_roc_auc_ci": bootstrap_auc_ci(labels, [float(x) for x in lengths], bootstrap, seed),
@@ -325,26 +327,3 @@ def curation_metrics(
         "unparsed": n - len(parsed),
         "by_kind": by_kind,
     }
-
-
-def bootstrap_auc_ci(labels: Sequence[int], values: Sequence[float], resamples: int, seed: int) -> list[float] | None:
-    """95% percentile interval of the ROC-AUC over `resamples` stratified bootstrap resamples (positives and
-    negatives each drawn with replacement at their own count, so every resample has both classes), seeded.
-    None when the AUC is undefined (one class only).
-
-    Each resample's AUC is the Mann-Whitney statistic that sklearn's roc_auc_score computes (a tie counts one
-    half), taken from the positive × negative comparison matrix weighted by how often each row was drawn:
-    thousands of resamples cost one matrix product instead of thousands of sklearn calls."""
-    import numpy as np
-
-    y, x = np.asarray(labels), np.asarray(values, dtype=float)
-    pos, neg = x[y == 1], x[y != 1]
-    if not len(pos) or not len(neg):
-        return None
-    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-    rng = np.random.default_rng(seed)
-    draws_pos = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=resamples)
-    draws_neg = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=resamples)
-    aucs = np.einsum("bi,ij,bj->b", draws_pos, wins, draws_neg) / (len(pos) * len(neg))
-    low, high = np.percentile(aucs, [2.5, 97.5])
-    return [float(low), float(high)]

@@ -37,8 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
+from humpback.statistics import bootstrap_alpha, fit_log, mean_interval, welch
 
 # Metrics in preference order: the judge-free other-source read first (it can tell models apart at 135M),
 # then the judged win rate.
@@ -195,88 +194,6 @@ def pick_metric(runs: Sequence[Run], metric: str | None) -> str:
     raise ValueError(f"none of {DEFAULT_METRICS} in the experiments: pass --metric")
 
 
-def t_multiplier(df: int) -> float:
-    """The two-sided 95% Student t quantile."""
-    return float(stats.t.ppf(0.975, df))
-
-
-def mean_interval(values: Sequence[float]) -> tuple[float, float | None, float | None]:
-    """Mean and its 95% t interval (None with a single value)."""
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, None, None
-    half = t_multiplier(len(values) - 1) * float(stats.sem(values))
-    return mean, mean - half, mean + half
-
-
-def welch(values: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
-    """mean(values) − mean(reference) with its Welch 95% t interval (unequal variances, Welch–Satterthwaite df),
-    n of each; the interval is None, with the reason, where it cannot be computed: an arm with one run has no
-    spread to estimate, and two arms without spread give a zero standard error (no t)."""
-    out: dict[str, Any] = {
-        "difference": float(np.mean(values) - np.mean(reference)),
-        "n": len(values),
-        "n_ref": len(reference),
-        "ci": None,
-        "df": None,
-        "why": None,
-    }
-    ones = [name for name, v in (("the arm", values), ("the reference", reference)) if len(v) < 2]
-    if ones:
-        out["why"] = f"cannot be computed: one run in {' and '.join(ones)}"
-    elif np.var(values) == 0 and np.var(reference) == 0:
-        out["why"] = "cannot be computed: no spread in either arm"
-    else:
-        test = stats.ttest_ind(values, reference, equal_var=False)
-        ci = test.confidence_interval(0.95)
-        out.update(ci=(float(ci.low), float(ci.high)), df=float(test.df))
-    return out
-
-
-def fit_log(points: Sequence[tuple[float, float]]) -> dict[str, Any]:
-    """Least squares y = α·ln N + C over every run: α, C, n and α's 95% t interval on n − 2 df (None under 3
-    runs, where the residuals leave no degree of freedom)."""
-    xs = np.log([n for n, _ in points])
-    if np.ptp(xs) == 0:
-        raise ValueError("the fit needs at least two different N")
-    fit = stats.linregress(xs, [y for _, y in points])
-    ci = None
-    if len(points) > 2:
-        half = t_multiplier(len(points) - 2) * fit.stderr
-        ci = (fit.slope - half, fit.slope + half)
-    return {"alpha": float(fit.slope), "C": float(fit.intercept), "n": len(points), "alpha_ci": ci}
-
-
-def _slope(xs: np.ndarray, ys: np.ndarray) -> float:
-    dx = xs - xs.mean()
-    return float(dx @ (ys - ys.mean()) / (dx @ dx))
-
-
-def bootstrap_alpha(
-    points: Sequence[tuple[float, Any, float]], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> tuple[float, float] | None:
-    """Percentile 95% interval of α from (N, seed, value) points, resampling whole seeds within each N: a seed's
-    runs share its pool and curation, so a seed (not a run) is the replicate, and every resample keeps every N
-    level. None where no N has two seeds (nothing to resample)."""
-    levels: dict[float, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for n, seed_id, value in points:
-        levels[n][seed_id].append(value)
-    if len(levels) < 2 or all(len(seeds) < 2 for seeds in levels.values()):
-        return None
-    strata = [(math.log(n), [np.asarray(v) for v in seeds.values()]) for n, seeds in levels.items()]
-    rng = np.random.default_rng(seed)
-    alphas = np.empty(resamples)
-    for i in range(resamples):
-        xs, ys = [], []
-        for log_n, groups in strata:
-            for g in rng.integers(len(groups), size=len(groups)):
-                ys.append(groups[g])
-                xs.append(np.full(len(groups[g]), log_n))
-        alphas[i] = _slope(np.concatenate(xs), np.concatenate(ys))
-    low, high = np.percentile(alphas, [2.5, 97.5])
-    return float(low), float(high)
-
-
 @dataclasses.dataclass
 class Readout:
     """A sweep read: the condition columns, per condition the points, means and fit, and the runs not read."""
@@ -329,7 +246,7 @@ def parse_contrast(text: str) -> tuple[str, str]:
     return key.strip(), _cell(yaml.safe_load(value))
 
 
-def compare(
+def compare_runs(
     rows: Sequence[dict[str, Any]] | Sequence[Run],
     x: str = DEFAULT_X,
     metric: str | None = None,
@@ -377,7 +294,7 @@ def compare(
         }
         if len(by_x) > 1:
             result.update(fit_log([(n, v) for n, _, v in points]))
-            result["alpha_boot"] = bootstrap_alpha(points)
+            result["alpha_boot"] = bootstrap_alpha(points, BOOTSTRAP_RESAMPLES)
         conditions[condition] = result
     readout = Readout(
         metric,
@@ -714,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     ] or [(None, None)]
     try:
         contrast = parse_contrast(args.contrast) if args.contrast else None
-        readouts = [compare(rows, args.x, metric, args.by, contrast, label) for label, metric in metrics]
+        readouts = [compare_runs(rows, args.x, metric, args.by, contrast, label) for label, metric in metrics]
     except ValueError as exc:
         print(f"experiments: error: {exc}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from humpback.statistics import bootstrap_mean_interval
 from humpback.storage.records import read_json
 
 # The judge is an instrument: its sampling seed never moves with the run's seeds.
@@ -270,9 +271,7 @@ def head_to_head(
         wins = np.array([sum(v) / len(v) for v in by_pair.values()], dtype=float)
         if not len(wins):
             continue
-        rng = np.random.default_rng(seed)
-        means = wins[rng.integers(0, len(wins), size=(resamples, len(wins)))].mean(axis=1)
-        low, high = np.percentile(means, [2.5, 97.5])
+        low, high = bootstrap_mean_interval(wins, resamples, seed)
         out[f"{a}_vs_{b}"] = {
             "difference": round(100 * wins.mean() - 50, 3),
             "ci_low": round(100 * low - 50, 3),

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from humpback.prompts import SystemPrompt, end_of_turn_token, format_example, system_for_inference
+from humpback.statistics import bootstrap_mean_interval
 
 # The two instruments, by the held-out set they read (names as they appear in metrics and comparisons).
 SEED_HELDOUT = "loglik_seed"  # held-out pairs of the seed's own source (data/seed_heldout.jsonl)
@@ -91,9 +92,7 @@ def paired_difference(
         raise ValueError("paired comparison of no questions")
     ids = sorted(a)
     diff = np.array([a[i] - b[i] for i in ids], dtype=float)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
+    low, high = bootstrap_mean_interval(diff, resamples, seed)
     return {"difference": float(diff.mean()), "ci_low": float(low), "ci_high": float(high), "n": len(diff)}
 
 
@@ -102,7 +101,7 @@ def item_values(result: Mapping[str, Any]) -> dict[str, float]:
     return {item["id"]: item["logprob"] for item in result["items"]}
 
 
-def compare(
+def compare_models(
     results: Mapping[str, Mapping[str, Any]], pairs: Sequence[tuple[str, str]], resamples: int, seed: int
 ) -> dict[str, dict[str, dict[str, float | int]]]:
     """{"<a>_vs_<b>": {instrument: paired_difference(a, b)}} for every (a, b) in `pairs` and every instrument

@@ -2,7 +2,9 @@
 
 Two tables shaped like the paper's: win rate of each model against the reference (with the judge's order
 agreement, since a small judge can prefer a position rather than an answer), and the curation-quality table
-(precision / recall of each curator's selection on the labelled dev set). Missing files are skipped.
+(precision / recall of each curator's selection on the labelled dev set). Every metrics file read is one of the
+report stage's dependencies in dvc.yaml, so a missing one is an error that names it, never a shorter report; a
+key is looked up with a fallback only where its stage writes it conditionally.
 
 """
 
@@ -12,15 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from humpback.params import ROLES
 from humpback.storage.records import atomic_path, read_json, read_jsonl, write_csv, write_json
 
 DATA_STEPS = ("prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev", "augment")
+ROLES = ("backward", "m0", "m1", "m2")
 CURATORS = ("base", "m0", "m1", "curator")
-
-
-def _load(path: Path) -> dict | None:
-    return read_json(path) if path.is_file() else None
 
 
 # The comparisons the report leads with (all in metrics/comparisons.json): the paper's central question first.
@@ -35,19 +33,18 @@ COMPARISON_SEED = 0
 
 def comparisons(likelihood: dict[str, dict], resamples: int) -> dict:
     """`comparisons.<a>_vs_<b>.<instrument>` = {difference a − b, ci_low, ci_high, n}, paired over questions."""
-    from humpback.evaluation.likelihood import compare
+    from humpback.evaluation.likelihood import compare_models
 
     pairs = [(a, b) for a, b in COMPARED if a in likelihood and b in likelihood]
-    return compare(likelihood, pairs, resamples, COMPARISON_SEED) if pairs else {}
+    return compare_models(likelihood, pairs, resamples, COMPARISON_SEED) if pairs else {}
 
 
 def headline(
-    evaluate: dict | None, curation: list[dict], data: dict[str, dict], likelihood: dict[str, dict], compared: dict
+    evaluate: dict, curation: list[dict], data: dict[str, dict], likelihood: dict[str, dict], compared: dict
 ) -> dict:
     """The few numbers worth a column in `dvc exp show` (≤ 40, scalar leaves): each model's likelihood
     instruments, M2's paired comparisons (difference and interval), win rates, selection sizes, the curators'
-    ROC-AUC."""
-    models = (evaluate or {}).get("models", {})
+    ROC-AUC (absent where curate.method is none: no method's figures at the top level)."""
     return {
         "likelihood": {
             name: {inst: round(r["mean"], 5) for inst, r in result["instruments"].items()}
@@ -58,16 +55,12 @@ def headline(
             for pair in HEADLINE_COMPARED
             if pair in compared
         },
-        "win_rate": {name: m.get("win_rate") for name, m in models.items()},
+        "win_rate": {name: m["win_rate"] for name, m in evaluate["models"].items()},
         "selected": {
-            **{f"iteration_{name[-1]}": m.get("selected") for name, m in data.items() if name.startswith("select@")},
-            **(
-                {"shared": moved["shared"]}
-                if (moved := (data.get("select@2") or {}).get("overlap_with_previous"))
-                else {}
-            ),
+            **{f"iteration_{name[-1]}": m["selected"] for name, m in data.items() if name.startswith("select@")},
+            **({"shared": moved["shared"]} if (moved := data["select@2"].get("overlap_with_previous")) else {}),
         },
-        "curator_roc_auc": {m.get("model"): m.get("roc_auc") for m in curation if not m.get("skipped")},
+        "curator_roc_auc": {m["model"]: m.get("roc_auc") for m in curation if not m.get("skipped")},
     }
 
 
@@ -191,21 +184,21 @@ def write_report(
     from humpback.curation.quality import plot_curation_quality, table_rows
 
     root = Path(metrics_dir)
-    data = {name: m for name in DATA_STEPS if (m := _load(root / f"{name}.json"))}
-    data.update({f"select@{i}": m for i in (1, 2) if (m := _load(root / "select" / f"{i}.json"))})
-    training = {role: m for role in ROLES if (m := _load(root / "train" / f"{role}.json"))}
-    curation = [m for name in CURATORS if (m := _load(root / "curation_quality" / f"{name}.json"))]
-    evaluate = _load(root / "evaluate.json")
+    data = {name: read_json(root / f"{name}.json") for name in DATA_STEPS}
+    data.update({f"select@{i}": read_json(root / "select" / f"{i}.json") for i in (1, 2)})
+    training = {role: read_json(root / "train" / f"{role}.json") for role in ROLES}
+    curation = [read_json(root / "curation_quality" / f"{name}.json") for name in CURATORS]
+    evaluate = read_json(root / "evaluate.json")
     likelihood = {r["model"]: r for r in (read_json(p) for p in likelihood_files)}
     compared = comparisons(likelihood, resamples)
-    # judged: the in-domain questions head to head where the run has them, else the evaluation prompts
-    judged_source = (
-        ((evaluate or {}).get("indomain") or {}).get("head_to_head") or (evaluate or {}).get("head_to_head") or {}
-    )
+    # judged: the in-domain questions head to head where the run has them (evaluate.json's indomain is {} without
+    # them), else the evaluation prompts ({} with evaluate.head_to_head off)
+    judged_source = (evaluate["indomain"] and evaluate["indomain"]["head_to_head"]) or evaluate["head_to_head"]
     for pair, judged in judged_source.items():
         if pair in {f"{a}_vs_{b}" for a, b in COMPARED}:
             compared.setdefault(pair, {})["judged"] = judged
-    moved = (data.get("select@2") or {}).get("overlap_with_previous")
+    # select@1 has no previous selection to overlap
+    moved = data["select@2"].get("overlap_with_previous")
     if moved and (agreement := curator_agreement((html_inputs or {}).get("scored_files") or [])):
         moved["rank_agreement"] = agreement
     text = render(evaluate, curation, data=data, training=training, compared=compared)
@@ -230,117 +223,142 @@ def write_report(
 
 
 def render(
-    evaluate: dict[str, Any] | None,
+    evaluate: dict[str, Any],
     curation: Sequence[dict[str, Any]],
-    data: dict[str, dict[str, Any]] | None = None,
-    training: dict[str, dict[str, Any]] | None = None,
-    compared: dict | None = None,
+    data: dict[str, dict[str, Any]],
+    training: dict[str, dict[str, Any]],
+    compared: dict,
 ) -> str:
-    moved = ((data or {}).get("select@2") or {}).get("overlap_with_previous")
-    lines = ["# humpback run report", "", *answers(compared or {}, moved)]
-    if data:
-        lines += ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
-        for name, m in data.items():
-            dropped = ", ".join(f"{k} {v}" for k, v in m.get("dropped", {}).items() if v) or "none"
-            read, kept = m.get("read", m.get("n", "n/a")), m.get("kept", m.get("selected", "n/a"))
-            lines.append(f"| {name} | {read} | {kept} | {dropped} |")
-        lines.append("")
-    if training:
-        lines += [
-            "## Training",
+    """metrics/report.md: the answers first, then one section per part of the method."""
+    moved = data["select@2"].get("overlap_with_previous")
+    return "\n".join(
+        [
+            "# humpback run report",
             "",
-            "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
-            "|---|---|---|---|---|---|",
+            *answers(compared, moved),
+            *data_section(data),
+            *training_section(training),
+            *win_rate_section(evaluate),
+            *curation_section(curation),
         ]
-        for role, m in training.items():
-            lines.append(
-                f"| {role} | {m.get('examples')} ({m.get('examples_seed')} + {m.get('examples_augmented')}) | "
-                f"{m.get('steps')} | {_num(m.get('final_loss'), 3)} | {m.get('trained_tokens')} | "
-                f"{_num(m.get('seconds'), 0)} |"
-            )
-        lines.append("")
-    if evaluate:
-        judge = evaluate.get("judge", {})
-        lines += [
-            f"## Win rate against `{evaluate.get('reference')}`",
-            "",
-            f"Judge: {judge.get('kind')} `{judge.get('model')}` ({judge.get('annotator', 'alpaca_eval')}).",
-            "",
-            "| model | win rate (%) | ± s.e. | n | avg length | order agreement | position bias | unparsed |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name, m in evaluate.get("models", {}).items():
-            lines.append(
-                f"| {name} | {_num(m.get('win_rate'), 1)} | {_num(m.get('standard_error'), 1)} | {m.get('n')} | "
-                f"{_num(m.get('avg_length'), 0)} | {_num(m.get('order_agreement'), 2)} | "
-                f"{'yes' if m.get('position_bias') else 'no'} | {m.get('unparsed')} |"
-            )
-        if evaluate.get("length_controlled_reason"):
-            lines += ["", f"Length-controlled win rate: not reported. {evaluate['length_controlled_reason']}"]
-        lines += [
-            "",
-            *_head_to_head_table(
-                "The models head to head on the evaluation prompts", evaluate.get("head_to_head") or {}
-            ),
-        ]
-        indomain = evaluate.get("indomain") or {}
-        if indomain:
-            lines += [
-                "## In-domain questions (held out of all training) against their human answers",
-                "",
-                "| model | win rate vs the human answer (%) | ± s.e. | n |",
-                "|---|---|---|---|",
-            ]
-            lines += [
-                f"| {name} | {_num(m.get('win_rate'), 1)} | {_num(m.get('standard_error'), 1)} | {m.get('n')} |"
-                for name, m in indomain.get("models", {}).items()
-            ]
-            lines += [
-                "",
-                *_head_to_head_table("Head to head on the in-domain questions", indomain.get("head_to_head") or {}),
-            ]
-        lines.append("")
-    curation = [m for m in curation if not m.get("skipped")]
-    if curation:
-        from humpback.curation.quality import markdown_table
+    )
 
+
+def data_section(data: dict[str, dict[str, Any]]) -> list[str]:
+    """What each data step read, kept and dropped. The steps write different counts (a selection has n and
+    selected, no drops), hence the fallbacks."""
+    lines = ["## Data", "", "| step | read | kept | dropped |", "|---|---|---|---|"]
+    for name, m in data.items():
+        dropped = ", ".join(f"{k} {v}" for k, v in m.get("dropped", {}).items() if v) or "none"
+        read, kept = m.get("read", m.get("n", "n/a")), m.get("kept", m.get("selected", "n/a"))
+        lines.append(f"| {name} | {read} | {kept} | {dropped} |")
+    return [*lines, ""]
+
+
+def training_section(training: dict[str, dict[str, Any]]) -> list[str]:
+    """Each role's examples, steps, final loss, tokens and time."""
+    lines = [
+        "## Training",
+        "",
+        "| model | examples (seed + web) | steps | final loss | trained tokens | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for role, m in training.items():
+        lines.append(
+            f"| {role} | {m['examples']} ({m['examples_seed']} + {m['examples_augmented']}) | "
+            f"{m['steps']} | {_num(m['final_loss'], 3)} | {m['trained_tokens']} | "
+            f"{_num(m['seconds'], 0)} |"
+        )
+    return [*lines, ""]
+
+
+def win_rate_section(evaluate: dict[str, Any]) -> list[str]:
+    """evaluate.json: each model against the reference with the judge's order checks, the models head to head on
+    the evaluation prompts, then the in-domain questions."""
+    judge = evaluate["judge"]
+    lines = [
+        f"## Win rate against `{evaluate['reference']}`",
+        "",
+        f"Judge: {judge['kind']} `{judge['model']}` ({judge['annotator']}).",
+        "",
+        "| model | win rate (%) | ± s.e. | n | avg length | order agreement | position bias | unparsed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in evaluate["models"].items():
+        lines.append(
+            f"| {name} | {_num(m['win_rate'], 1)} | {_num(m['standard_error'], 1)} | {m['n']} | "
+            f"{_num(m['avg_length'], 0)} | {_num(m['order_agreement'], 2)} | "
+            f"{'yes' if m['position_bias'] else 'no'} | {m['unparsed']} |"
+        )
+    if evaluate["length_controlled_reason"]:
+        lines += ["", f"Length-controlled win rate: not reported. {evaluate['length_controlled_reason']}"]
+    lines += [
+        "",
+        *_head_to_head_table("The models head to head on the evaluation prompts", evaluate["head_to_head"]),
+        *indomain_section(evaluate["indomain"]),
+    ]
+    return [*lines, ""]
+
+
+def indomain_section(indomain: dict[str, Any]) -> list[str]:
+    """The held-out in-domain questions against their human answers, and head to head ({}: the run has none)."""
+    if not indomain:
+        return []
+    lines = [
+        "## In-domain questions (held out of all training) against their human answers",
+        "",
+        "| model | win rate vs the human answer (%) | ± s.e. | n |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {_num(m['win_rate'], 1)} | {_num(m['standard_error'], 1)} | {m['n']} |"
+        for name, m in indomain["models"].items()
+    ]
+    return [*lines, "", *_head_to_head_table("Head to head on the in-domain questions", indomain["head_to_head"])]
+
+
+def curation_section(curation: Sequence[dict[str, Any]]) -> list[str]:
+    """The curators on the labelled dev set at `curate.method` (the paper's table), then every method × curator.
+    With curate.method none, a curator's file has no top-level figures: those cells read n/a."""
+    curation = [m for m in curation if not m.get("skipped")]
+    if not curation:
+        return []
+    from humpback.curation.quality import markdown_table
+
+    lines = [
+        "## Curation quality on the labelled dev set",
+        "",
+        "| curator | precision | recall | ROC-AUC [95% CI] | length-only AUC | selected | n | method |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in curation:
+        ci = m.get("roc_auc_ci")
+        lines.append(
+            f"| {m['model']} | {_num(m.get('precision'), 2)} | {_num(m.get('recall'), 2)} | "
+            f"{_num(m.get('roc_auc'), 2)}{f' [{ci[0]:.2f}, {ci[1]:.2f}]' if ci else ''} | "
+            f"{_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | {m.get('n')} | "
+            f"{m['method']} |"
+        )
+    lines += [
+        "",
+        ("The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, GPT-4 0.88 / 0.92."),
+        "",
+    ]
+    with_methods = {m["model"]: m for m in curation if m["methods"]}
+    if with_methods:
         lines += [
-            "## Curation quality on the labelled dev set",
-            "",
-            "| curator | precision | recall | ROC-AUC [95% CI] | length-only AUC | selected | n | method |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for m in curation:
-            ci = m.get("roc_auc_ci")
-            lines.append(
-                f"| {m.get('model')} | {_num(m.get('precision'), 2)} | {_num(m.get('recall'), 2)} | "
-                f"{_num(m.get('roc_auc'), 2)}{f' [{ci[0]:.2f}, {ci[1]:.2f}]' if ci else ''} | "
-                f"{_num(m.get('length_roc_auc'), 2)} | {m.get('n_selected')} | {m.get('n')} | "
-                f"{m.get('method', 'n/a')} |"
-            )
-        lines += [
+            "### Every method × curator",
             "",
             (
-                "The paper (250 labelled examples, selection = score 5): M0 0.44 / 0.09, M1 0.52 / 0.44, "
-                "GPT-4 0.88 / 0.92."
+                "ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
+                'baseline). Selection at each method\'s `curate.threshold`; "kept" columns: the share of each '
+                "kind of bad answer that slips through. Bold: `curate.method`."
             ),
             "",
+            *markdown_table(with_methods),
+            "",
         ]
-        with_methods = {m.get("model"): m for m in curation if m.get("methods")}
-        if with_methods:
-            lines += [
-                "### Every method × curator",
-                "",
-                (
-                    "ROC-AUC: the chance that a good answer outscores a bad one (0.5 = chance; `length` is the "
-                    'baseline). Selection at each method\'s `curate.threshold`; "kept" columns: the share of each '
-                    "kind of bad answer that slips through. Bold: `curate.method`."
-                ),
-                "",
-                *markdown_table(with_methods),
-                "",
-            ]
-    return "\n".join(lines)
+    return lines
 
 
 def _head_to_head_table(title: str, pairs: dict) -> list[str]:

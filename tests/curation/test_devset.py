@@ -262,30 +262,6 @@ def test_curation_quality_stage_reports_the_papers_table(tmp_path, monkeypatch):
     assert metrics["methods"]["likelihood_gain"]["n_selected"] == len(rows) - 2
 
 
-def test_bootstrap_interval_is_seeded_brackets_the_auc_and_has_the_textbook_width():
-    """Against an independent reference: Hanley & McNeil's (1982) standard error of the AUC gives a normal
-    95% interval; the bootstrap's percentile interval must bracket the AUC and have about its width."""
-    import math
-    import random
-
-    from sklearn.metrics import roc_auc_score
-
-    from humpback.curation.devset import bootstrap_auc_ci
-
-    rng = random.Random(7)
-    labels = [1] * 40 + [0] * 60
-    values = [rng.gauss(1.0, 1.0) for _ in range(40)] + [rng.gauss(0.0, 1.0) for _ in range(60)]
-    auc = roc_auc_score(labels, values)
-    low, high = bootstrap_auc_ci(labels, values, 2000, seed=1)
-    assert [low, high] == bootstrap_auc_ci(labels, values, 2000, seed=1)
-    assert low < auc < high
-    n1, n0 = 40, 60
-    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    se = math.sqrt((auc * (1 - auc) + (n1 - 1) * (q1 - auc**2) + (n0 - 1) * (q2 - auc**2)) / (n1 * n0))
-    assert high - low == pytest.approx(2 * 1.96 * se, rel=0.25)
-    assert bootstrap_auc_ci([1, 1], [0.1, 0.2], 10, seed=0) is None
-
-
 def test_report_table_and_plot(tmp_path, monkeypatch):
     from humpback.curation.quality import markdown_table, plot_curation_quality
 
@@ -409,11 +385,13 @@ def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_
 def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     from humpback.storage.records import write_json
     from stages.report import main
+    from tests.evaluation.report_inputs import write_dag_metrics
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": 2.0, "forum": 3.1})
     _, heldout = _split()
     rows = build_dev_set(heldout, _web(), positives=4, negatives_per_kind=2, seed=0)
     _, metrics = rate_dev_set(type("Engine", (), {})(), rows, _logprob_params())
+    write_dag_metrics(tmp_path / "metrics", curators=())
     folder = tmp_path / "metrics" / "curation_quality"
     for name in ("base", "m0"):
         write_json(folder / f"{name}.json", {"model": name, **metrics})

@@ -325,14 +325,18 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
 
 def test_report_renders_every_table(tmp_path):
     from stages.report import main
+    from tests.evaluation.report_inputs import write_dag_metrics
 
     metrics = tmp_path / "metrics"
+    write_dag_metrics(metrics, curators=())
     write_json(
         metrics / "evaluate.json",
         {
             "reference": "base",
-            "judge": {"kind": "local", "model": "models/base"},
+            "judge": {"kind": "local", "model": "models/base", "annotator": "alpaca_eval"},
+            "length_controlled_reason": None,
             "head_to_head": {"m2_vs_m0": {"difference": 12.5, "ci_low": -6.0, "ci_high": 31.0, "n": 16}},
+            "indomain": {},
             "models": {
                 "m1": {
                     "win_rate": 55.0,

@@ -18,17 +18,14 @@ from scipy import stats
 
 from humpback.evaluation.experiments import (
     PRESETS,
-    bootstrap_alpha,
-    compare,
-    fit_log,
+    compare_runs,
     main,
     markdown,
-    mean_interval,
     parse_contrast,
     split_row,
-    welch,
     without_workspace_copy,
 )
+from humpback.statistics import welch
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = "likelihood.m2.loglik_other"
@@ -53,46 +50,6 @@ def row(
         out["metrics/headline.json:selected.iteration_2"] = selected
     out.update({f"params.yaml:{k}": v for k, v in params.items()})
     return out
-
-
-def test_fit_is_least_squares_on_log_n_with_its_t_interval():
-    rng = random.Random(3)
-    points = [(n, 6.95 * math.log(n) + 12 + rng.gauss(0, 0.5)) for n in (100, 200, 400, 800, 1600, 3200)]
-    fit = fit_log(points)
-    xs, ys = np.log([n for n, _ in points]), np.array([y for _, y in points])
-    ref_alpha, ref_c = np.polyfit(xs, ys, 1)
-    assert (fit["alpha"], fit["C"], fit["n"]) == pytest.approx((ref_alpha, ref_c, 6))
-    residuals = ys - (ref_alpha * xs + ref_c)
-    se = math.sqrt(residuals @ residuals / (len(xs) - 2) / ((xs - xs.mean()) @ (xs - xs.mean())))
-    assert fit["alpha_ci"] == pytest.approx(stats.t.interval(0.95, len(xs) - 2, loc=ref_alpha, scale=se))
-    assert fit_log(points[:2])["alpha_ci"] is None  # two runs leave no degree of freedom
-
-
-def test_mean_interval_uses_t_at_every_df():
-    values = [0.12, 0.15, 0.11, 0.18, 0.13, 0.16, 0.10, 0.17, 0.14, 0.12, 0.19, 0.15]  # 11 df: past any table
-    mean, lo, hi = mean_interval(values)
-    ref = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
-    assert mean == pytest.approx(np.mean(values)) and (lo, hi) == pytest.approx(ref)
-    assert (hi - mean) / stats.sem(values) > 1.96 * 1.1  # the old 1.96 fallback was 12% too narrow here
-    assert mean_interval([0.2]) == (0.2, None, None)
-
-
-def test_bootstrap_resamples_whole_seeds_within_each_n():
-    # Two N levels, two seeds each: a resample draws two seeds at each level, so α takes one of 9 values, the
-    # extremes each with probability 1/16 (> 2.5%): the percentile interval is exactly [min, max]. Resampling
-    # runs across levels instead would reach other slopes (a level drawn three times, another once).
-    values = {8: (1.0, 1.3), 64: (1.5, 2.1)}
-    points = [(n, seed, v) for n, vs in values.items() for seed, v in enumerate(vs)]
-    low, high = bootstrap_alpha(points)
-    width = math.log(64) - math.log(8)
-    slopes = [
-        (np.mean(b) - np.mean(a)) / width
-        for a in itertools.product(values[8], repeat=2)
-        for b in itertools.product(values[64], repeat=2)
-    ]
-    assert (low, high) == pytest.approx((min(slopes), max(slopes)))
-    # One seed per N: nothing to resample, no interval rather than a zero-width one.
-    assert bootstrap_alpha([(8, 0, 1.0), (16, 0, 1.2), (64, 0, 1.5)]) is None
 
 
 def test_a_run_differing_in_any_param_but_x_and_seeds_is_its_own_condition():
@@ -138,7 +95,7 @@ def test_a_run_differing_in_any_param_but_x_and_seeds_is_its_own_condition():
             },
         )
     )
-    readout = compare(rows)
+    readout = compare_runs(rows)
     # Seeds and the cap (which sets x) are no condition; the web pool and the method are, each a column.
     assert readout.keys == ["curate.method", "data.web.limit"]
     assert set(readout.conditions) == {("pmi", "64"), ("pmi", "256"), ("none", "64")}
@@ -150,7 +107,7 @@ def test_a_run_differing_in_any_param_but_x_and_seeds_is_its_own_condition():
     text = markdown(readout)
     assert "| curate.method | data.web.limit | selected.iteration_2 |" in text and "| pmi | 256 | 64 |" in text
     # --by puts a key first, even one that does not differ; the rest stay columns.
-    assert compare(rows, by=["seeds.sampling"]).keys == ["seeds.sampling", "curate.method", "data.web.limit"]
+    assert compare_runs(rows, by=["seeds.sampling"]).keys == ["seeds.sampling", "curate.method", "data.web.limit"]
 
 
 def test_x_is_the_pairs_selected_and_a_cap_0_run_is_kept_or_listed():
@@ -158,10 +115,10 @@ def test_x_is_the_pairs_selected_and_a_cap_0_run_is_kept_or_listed():
         row(-3.09 + 0.005 * math.log(n), selected=n, **{"select.iteration_2.cap": cap})
         for n, cap in ((4, 4), (16, 16), (35, 0))
     ]
-    readout = compare(rows)
+    readout = compare_runs(rows)
     assert list(readout.conditions[("all",)]["by_x"]) == [4, 16, 35]  # the baseline at the count it selected
     assert readout.x_set_by == ("select.iteration_2.cap",) and not readout.not_read
-    by_cap = compare(rows, x="select.iteration_2.cap")
+    by_cap = compare_runs(rows, x="select.iteration_2.cap")
     assert list(by_cap.conditions[("all",)]["by_x"]) == [4, 16]
     [(_, reason)] = by_cap.not_read
     assert "select.iteration_2.cap = 0" in reason and "selected.iteration_2" in reason
@@ -176,7 +133,7 @@ def test_failed_and_metricless_runs_are_listed_not_dropped():
         row(None, state="Failed"),
         row("!", selected=32),
     ]
-    readout = compare(rows, metric=METRIC)
+    readout = compare_runs(rows, metric=METRIC)
     reasons = [reason for _, reason in readout.not_read]
     assert reasons == [f"no {METRIC}", "state Failed", f"{METRIC} unreadable ('!')"]
     text = markdown(readout)
@@ -231,24 +188,6 @@ def test_a_clean_workspace_is_not_counted_twice():
     assert [r["rev"] for r in without_workspace_copy(changed)] == ["workspace", "main", "5bb296d"]
 
 
-def test_welch_interval_is_the_hand_computation_and_scipys():
-    arm, reference = [0.0051, 0.0064, 0.0032, 0.0070], [0.0012, 0.0030, 0.0008]
-    result = welch(arm, reference)
-    va, vb = np.var(arm, ddof=1) / len(arm), np.var(reference, ddof=1) / len(reference)
-    df = (va + vb) ** 2 / (va**2 / (len(arm) - 1) + vb**2 / (len(reference) - 1))  # Welch–Satterthwaite
-    difference = np.mean(arm) - np.mean(reference)
-    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
-    assert (result["difference"], result["df"]) == pytest.approx((difference, df))
-    assert result["ci"] == pytest.approx((difference - half, difference + half))
-    ref = stats.ttest_ind(arm, reference, equal_var=False).confidence_interval(0.95)
-    assert result["ci"] == pytest.approx((ref.low, ref.high)) and (result["n"], result["n_ref"]) == (4, 3)
-    # One run in an arm: no spread to estimate, so no interval (and the reason), never a made-up one.
-    one = welch(arm, [0.0012])
-    assert one["ci"] is None and one["why"] == "cannot be computed: one run in the reference"
-    assert one["difference"] == pytest.approx(np.mean(arm) - 0.0012)
-    assert welch([1.0, 1.0], [0.0, 0.0])["why"] == "cannot be computed: no spread in either arm"
-
-
 def curated_rows(**extra) -> list[dict]:
     """The curated-vs-uncurated sweep as the lead queues it: the pmi baseline (seeds `default`) and two replicates,
     and `none` at equal N (top_share 0.6) and at all pairs (1.0), three seeds each."""
@@ -283,7 +222,7 @@ def _by_arm(readout) -> dict:
 
 def test_each_arm_is_contrasted_with_the_reference_of_its_stratum():
     metric = "comparisons.m2_vs_m0.loglik_other.difference"
-    readout = compare(curated_rows(), metric=metric, contrast=("curate.method", "pmi"))
+    readout = compare_runs(curated_rows(), metric=metric, contrast=("curate.method", "pmi"))
     assert readout.keys == ["curate.method", "select.iteration_1.top_share", "select.iteration_2.top_share"]
     contrasts = _by_arm(readout)
     # `none` at equal N and at all pairs are two arms, never one; the latter differs from pmi in the pairs' count.
@@ -308,13 +247,13 @@ def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_mat
     big = curated_rows(**{"data.web.limit": 256})
     # A `none` arm on a larger web pool has no pmi arm on that pool: refused, the separating key named.
     rows.append(big[3])
-    readout = compare(rows, metric=metric, contrast=("curate.method", "pmi"))
+    readout = compare_runs(rows, metric=metric, contrast=("curate.method", "pmi"))
     [(condition, n, why)] = readout.not_contrasted
     assert condition == ("none", "256", "0.6", "0.6") and "`data.web.limit` (256 vs 64)" in why
     assert len(readout.contrasts) == 2 and "### Not contrasted" not in markdown(readout)
     assert "## Not contrasted" in markdown(readout) and why in markdown(readout)
     # With a pmi arm on each pool, each `none` arm meets the reference of its own pool.
-    readout = compare(curated_rows() + big, metric=metric, contrast=("curate.method", "pmi"))
+    readout = compare_runs(curated_rows() + big, metric=metric, contrast=("curate.method", "pmi"))
     assert not readout.not_contrasted and len(readout.contrasts) == 4
     assert all(c["condition"][1] == c["reference"][1] for c in readout.contrasts)
     # A condition read at several N (a scaling sweep) is contrasted N by N, never against another N.
@@ -329,7 +268,7 @@ def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_mat
         for s in (0, 1)
     ]
     scaling.append(row(0.03, selected=16, **{"curate.method": "none", "select.iteration_2.cap": 16}))
-    readout = compare(scaling, metric=METRIC, contrast=("curate.method", "pmi"))
+    readout = compare_runs(scaling, metric=METRIC, contrast=("curate.method", "pmi"))
     assert {(c["x"], c["x_ref"]) for c in readout.contrasts} == {(8, 8), (32, 32)}
     assert all(c["difference"] == pytest.approx(-0.002) for c in readout.contrasts)
     [(_, n, why)] = readout.not_contrasted
@@ -342,7 +281,9 @@ def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
         for r in curated_rows()
         if not (r["params.yaml:curate.method"] == "pmi" and r["params.yaml:seeds.training_m1"] != "default")
     ]
-    readout = compare(rows, metric="comparisons.m2_vs_m0.loglik_other.difference", contrast=("curate.method", "pmi"))
+    readout = compare_runs(
+        rows, metric="comparisons.m2_vs_m0.loglik_other.difference", contrast=("curate.method", "pmi")
+    )
     assert all(c["ci"] is None and c["n_ref"] == 1 for c in readout.contrasts)
     text = markdown(readout)
     assert "cannot be computed: one run in the reference" in text and "| pmi | 0.6 | 0.6 | 35 |" in text
@@ -357,7 +298,7 @@ def test_a_contrast_key_must_be_a_condition_with_that_value(tmp_path, capsys):
         (("select.iteration_2.cap", "0"), "x (or sets it)"),
     ):
         with pytest.raises(ValueError, match=re.escape(message)):
-            compare(
+            compare_runs(
                 rows + [row(-3.0, selected=35, **{"curate.method": "pmi", "select.iteration_2.cap": 8})]
                 if contrast[0].endswith("cap")
                 else rows,
@@ -383,7 +324,7 @@ def test_a_metric_may_be_the_difference_of_two_keys_per_run():
         for s, (m1, m0) in enumerate([(-3.080, -3.090), (-3.070, -3.095), (-3.085, -3.088)])
     ]
     rows.append(row(selected=35, metrics={"likelihood.m1.loglik_other": -3.08}))
-    readout = compare(rows, metric=metric)
+    readout = compare_runs(rows, metric=metric)
     mean, lo, hi, n = readout.conditions[("all",)]["by_x"][35]
     assert n == 3 and mean == pytest.approx(np.mean([0.010, 0.025, 0.003]))  # per run, then averaged
     assert (lo, hi) == pytest.approx(stats.t.interval(0.95, 2, loc=mean, scale=stats.sem([0.010, 0.025, 0.003])))
@@ -392,7 +333,7 @@ def test_a_metric_may_be_the_difference_of_two_keys_per_run():
         readout
     )
     with pytest.raises(ValueError, match="difference of two keys"):
-        compare(rows, metric="a - b - c")
+        compare_runs(rows, metric="a - b - c")
 
 
 def test_the_paper_preset_reads_every_metric_with_its_contrast(tmp_path):

@@ -14,7 +14,7 @@ from humpback.evaluation.likelihood import (
     OTHER_SOURCE,
     SEED_HELDOUT,
     answer_likelihoods,
-    compare,
+    compare_models,
     paired_difference,
     scored_texts,
 )
@@ -153,12 +153,12 @@ def test_paired_interval_is_seeded_and_pairs_by_id():
         paired_difference(dict(zip(ids, a)), dict(zip(ids[1:], b[1:])), resamples=10, seed=0)
 
 
-def test_compare_gives_scalar_leaves_per_pair_and_instrument():
+def test_compare_models_gives_scalar_leaves_per_pair_and_instrument():
     def result(values):
         return {"instruments": {SEED_HELDOUT: {"items": [{"id": k, "logprob": v} for k, v in values.items()]}}}
 
     results = {"m0": result({"x": -1.0, "y": -2.0, "z": -1.5}), "m2": result({"x": -0.9, "y": -1.8, "z": -1.5})}
-    out = compare(results, [("m2", "m0")], resamples=500, seed=0)
+    out = compare_models(results, [("m2", "m0")], resamples=500, seed=0)
     leaf = out["m2_vs_m0"][SEED_HELDOUT]
     assert set(leaf) == {"difference", "ci_low", "ci_high", "n"}
     assert leaf["difference"] == pytest.approx(0.1) and leaf["n"] == 3

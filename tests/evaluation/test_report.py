@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from humpback.storage.records import read_json, write_json, write_jsonl
 from stages.report import main
+from tests.evaluation.report_inputs import write_dag_metrics
+
+EXPECTED = Path(__file__).parents[1] / "fixtures" / "report"
 
 
 def _likelihood(tmp_path, name: str, other: list[float]) -> str:
@@ -21,6 +28,7 @@ def _likelihood(tmp_path, name: str, other: list[float]) -> str:
 
 def _report(tmp_path, overlap: dict, scored: list[str] = ()) -> tuple[str, dict, dict]:
     metrics = tmp_path / "metrics"
+    write_dag_metrics(metrics)
     write_json(metrics / "select" / "1.json", {"n": 10, "selected": 4})
     write_json(metrics / "select" / "2.json", {"n": 10, "selected": 4, "overlap_with_previous": overlap})
     files = [
@@ -100,3 +108,83 @@ def test_report_says_how_alike_the_two_curators_rank_the_pairs(tmp_path):
         tmp_path, {"shared": 3, "only_this": 0, "only_previous": 0, "jaccard": 1.0, "identical": True}, scored
     )
     assert "Spearman's rho -1.000 over 6 pairs" in text
+
+
+def _every_section(tmp_path) -> list[str]:
+    """A run whose metrics fill every section of the report: both likelihood instruments, the evaluation prompts
+    and the in-domain questions head to head, a length-controlled reason, a skipped curator, the curators' ranks."""
+    metrics = tmp_path / "metrics"
+    write_dag_metrics(metrics)
+    h2h = {
+        "m2_vs_m0": {"difference": 12.5, "ci_low": -6.0, "ci_high": 31.0, "n": 16},
+        "m1_vs_m0": {"difference": 2.5, "ci_low": -17.5, "ci_high": 22.5, "n": 16},
+        "m2_vs_m1": {"difference": -1.25, "ci_low": -20.0, "ci_high": 18.75, "n": 16},
+    }
+    evaluate = read_json(metrics / "evaluate.json")
+    evaluate.update(
+        length_controlled_reason="alpaca_eval's length-controlled fit needs its reference's cache.",
+        head_to_head=h2h,
+        indomain={
+            "reference": "human answers (held-out seed pairs)",
+            "models": {m: {"win_rate": w, "standard_error": 9.5, "n": 20} for m, w in (("m0", 35.0), ("m2", 41.25))},
+            "head_to_head": {"m2_vs_m0": {"difference": 5.0, "ci_low": -15.0, "ci_high": 25.0, "n": 20}},
+        },
+    )
+    write_json(metrics / "evaluate.json", evaluate)
+    files = []
+    for i, name in enumerate(("base", "m0", "m1", "m2")):
+        items = {
+            inst: [
+                {"id": f"q{q}", "logprob": -2.0 + 0.01 * i * shift + 0.03 * ((q * 7) % 5) + 0.002 * ((q * 13 + i) % 11)}
+                for q in range(n)
+            ]
+            for inst, n, shift in (("loglik_other", 12, 1.0), ("loglik_seed", 6, -0.5))
+        }
+        path = tmp_path / "likelihood" / f"{name}.json"
+        instruments = {
+            inst: {"n": len(rows), "mean": sum(r["logprob"] for r in rows) / len(rows), "items": rows}
+            for inst, rows in items.items()
+        }
+        write_json(path, {"model": name, "instruments": instruments})
+        files.append(str(path))
+    scored = []
+    for iteration, scale in (("1", 1.0), ("2", 2.0)):
+        rows = [{"id": f"p{i}", "score": scale * ((i * 5) % 7)} for i in range(7)]
+        write_jsonl(tmp_path / "curated" / iteration / "scored.jsonl", rows)
+        scored.append(str(tmp_path / "curated" / iteration / "scored.jsonl"))
+    return [
+        "--metrics-dir",
+        str(metrics),
+        "--out",
+        str(tmp_path / "report.md"),
+        "--headline",
+        str(tmp_path / "headline.json"),
+        "--comparisons",
+        str(tmp_path / "comparisons.json"),
+        "--curation-data",
+        str(tmp_path / "curation_quality.csv"),
+        "--curation-plot",
+        str(tmp_path / "cq.png"),
+        "--likelihood",
+        *files,
+        "--scored",
+        *scored,
+    ]
+
+
+@pytest.mark.parametrize("name", ["report.md", "headline.json", "comparisons.json", "curation_quality.csv"])
+def test_every_section_renders_as_committed(tmp_path, name):
+    """The report's outputs for a run that fills every section, byte for byte as committed in
+    tests/fixtures/report/ (written by the report before it was split into one function per section)."""
+    assert main(_every_section(tmp_path)) == 0
+    assert (tmp_path / name).read_bytes() == (EXPECTED / name).read_bytes()
+
+
+def test_a_missing_metrics_file_is_named(tmp_path, capsys):
+    """dvc.yaml makes every stage's metrics a dependency of the report: a missing one is an error naming the
+    file, never a silently shorter report."""
+    args = _every_section(tmp_path)
+    (tmp_path / "metrics" / "train" / "m1.json").unlink()
+    assert main(args) == 1
+    assert "train/m1.json" in capsys.readouterr().err
+    assert not (tmp_path / "report.md").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from humpback.storage.records import write_json, write_jsonl
+from tests.evaluation.report_inputs import write_dag_metrics
 
 HOSTILE = '<img src="https://tracker.example/pixel.png" onerror="alert(1)"><script>alert(2)</script>'
 SEGMENTS = [  # (header, segment, instruction the backward model wrote, pmi score)
@@ -159,6 +160,7 @@ def synthetic_run(root: Path) -> list[str]:
     from humpback.curation.selection import plot_histogram, selection_metrics
 
     metrics = root / "metrics"
+    write_dag_metrics(metrics)
     write_json(metrics / "prepare_seed.json", {"read": 61, "kept": 41, "dropped": {"too_long": 0, "duplicate": 0}})
     write_json(
         metrics / "prepare_web.json", {"read": 1510, "kept": 1021, "dropped": {"too_short": 402, "navigation": 87}}
@@ -194,12 +196,16 @@ def synthetic_run(root: Path) -> list[str]:
                 }
                 for m, w in (("m0", 50.0), ("m1", 53.1), ("m2", 56.2))
             },
+            "length_controlled_reason": None,
+            "head_to_head": {},
             "indomain": {
+                "reference": "human answers (held-out seed pairs)",
+                "models": {},
                 "head_to_head": {
                     "m2_vs_m0": {"difference": 5.0, "ci_low": -15.0, "ci_high": 25.0, "n": 20},
                     "m1_vs_m0": {"difference": 2.5, "ci_low": -17.5, "ci_high": 22.5, "n": 20},
                     "m2_vs_m1": {"difference": 0.0, "ci_low": -20.0, "ci_high": 20.0, "n": 20},
-                }
+                },
             },
         },
     )
