@@ -106,7 +106,7 @@ def run_side(side: str, args) -> dict:
     tp = params.train
     seed = params.seeds.training
     tokenizer = AutoTokenizer.from_pretrained(args.base)
-    examples = forward_examples(tokenizer, read_jsonl(args.seed), [], tp.tagging)
+    examples = forward_examples(tokenizer, read_jsonl(args.seed_pairs), [], tp.tagging)
     dataset, _ = build_dataset(tokenizer, examples, tp.max_seq_len, tp.overlong)
     plan = TrainPlan.from_params(tp, len(dataset))
     plan = dataclasses.replace(plan, steps=args.steps or plan.steps)
@@ -208,7 +208,7 @@ def pooled(runs: list[dict]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="models/base")
-    parser.add_argument("--seed", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
+    parser.add_argument("--seed-pairs", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per side (0 = one pass)")
     parser.add_argument(
         "--rounds",
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                 side,
                 "--base",
                 args.base,
-                "--seed",
-                args.seed,
+                "--seed-pairs",
+                args.seed_pairs,
                 "--steps",
                 str(args.steps),
                 "--params",

@@ -59,7 +59,7 @@ class SeedParams(_Section):
     sampling: int  # which seed pairs / web segments a limit keeps
     training: int  # data order, adapter initialisation, dropout
     generation: int  # sampled instructions, answers and generate-read scores
-    # One role's training seed alone (train_role.training_seed): default = `training`. A number reseeds that
+    # One role's training seed alone (training/role.py: training_seed): default = `training`. A number reseeds that
     # role only, so seed replicates of M2 under one selection (-S seeds.training_m2=0,1,2) retrain M2 alone.
     training_backward: int | Literal["default"]
     training_m0: int | Literal["default"]

@@ -15,7 +15,7 @@ from transformers.utils import logging as hf_logging
 from humpback.params import ROLES
 from humpback.stage_runner import stage
 from humpback.training.launch import relaunch
-from humpback.training.role import train_role
+from humpback.training.role import TrainJob, train_role
 
 log = logging.getLogger("train")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("train")
 def arguments(parser) -> None:
     parser.add_argument("--role", required=True, choices=ROLES)
     parser.add_argument("--base", required=True, help="base model folder (models/base)")
-    parser.add_argument("--seed", required=True, help="seed pairs JSONL")
+    parser.add_argument("--seed-pairs", required=True, help="seed pairs JSONL (data/seed.jsonl)")
     parser.add_argument("--augmented", help="curated selection JSONL (m1, m2)")
     parser.add_argument("--out", required=True, help="model folder to write")
     parser.add_argument("--metrics", required=True)
@@ -32,7 +32,8 @@ def arguments(parser) -> None:
 
 def run(args, params) -> None:
     hf_logging.disable_progress_bar()  # weight loading/saving bars; the training bar is the one to watch
-    summary = train_role(args.role, args.base, args.seed, args.augmented, args.out, args.metrics, args.live, params)
+    job = TrainJob(args.role, args.base, args.seed_pairs, args.augmented, args.out, args.metrics, args.live)
+    summary = train_role(job, params)
     log.info("%s: %s", args.role, summary)
 
 

@@ -99,7 +99,7 @@ def smoke_argv(run: str, i: dict[str, Path]) -> list[str]:
         "rater_text injected": ["injected", "--curator", model, "--pairs", "1", "--seeds", "1", "--methods", "logprob"],
         "rater_text false-positives": ["false-positives", "--params", str(i["params"])],
         "segmentation": ["--pages", "20"],
-        "train_throughput": ["--base", model, "--seed", str(i["seed"]), "--steps", "2", "--rounds", "1"],
+        "train_throughput": ["--base", model, "--seed-pairs", str(i["seed"]), "--steps", "2", "--rounds", "1"],
     }[run]
 
 

@@ -14,18 +14,26 @@ import dataclasses
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformers import AutoTokenizer
 
-from humpback.params import DEFAULT, Params, SeedParams
+from humpback.params import DEFAULT, Params, SeedParams, TrainParams
 from humpback.storage.records import iter_jsonl, write_json
 from humpback.storage.workdirs import TRAIN_SCRATCH
-from humpback.training.examples import backward_examples, build_dataset, forward_examples
+from humpback.training.examples import DataReport, SFTDataset, backward_examples, build_dataset, forward_examples
 from humpback.training.launch import close_process_group, is_main_process
 from humpback.training.plan import TrainPlan, checkpoints_key
-from humpback.training.trainer import LiveCurve, load_trainable, save_trained, train, training_arguments
+from humpback.training.trainer import (
+    LiveCurve,
+    TrainResult,
+    load_trainable,
+    save_trained,
+    train,
+    training_arguments,
+)
 
 log = logging.getLogger("train")
 
@@ -74,30 +82,66 @@ def read_pairs(path: str | Path) -> list[dict[str, Any]]:
     return [record for _, record in iter_jsonl(path, required=("instruction", "output"))]
 
 
-def train_role(
-    role: str,
-    base: str,
-    seed: str,
-    augmented: str | None,
-    out: str,
-    metrics: str,
-    live: str | None,
-    params: Params,
-    scratch_root: Path = SCRATCH_ROOT,
-) -> dict[str, Any]:
-    """Train one role and write its model folder and metrics, logging the curves into `live` (DVCLive) as it
-    goes; return the metrics."""
+@dataclass(frozen=True)
+class TrainJob:
+    """One train stage's files, as dvc.yaml names them: what it reads and what it writes."""
+
+    role: str  # backward | m0 | m1 | m2
+    base: str  # base model folder (models/base)
+    seed_pairs: str  # seed pairs JSONL
+    augmented: str | None  # the curated selection JSONL (m1, m2; None for backward and m0)
+    out: str  # model folder to write
+    metrics: str  # metrics JSON to write
+    live: str | None = None  # DVCLive folder for the per-step curves (None: no curves)
+
+    @property
+    def inputs(self) -> list[str]:
+        """The data files that decide the run (part of its checkpoints' key)."""
+        return [self.seed_pairs] + ([self.augmented] if self.augmented is not None else [])
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The role's training examples, tokenized, with the tokenizer that made them and their counts."""
+
+    tokenizer: Any
+    dataset: SFTDataset
+    report: DataReport
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a finished run hands to the outputs: the trainer's result and what decided it."""
+
+    result: TrainResult
+    plan: TrainPlan
+    seed: int  # the role's training seed
+    scratch: Path  # the checkpoints folder, removed once the outputs are written
+
+
+def train_role(job: TrainJob, params: Params, scratch_root: Path = SCRATCH_ROOT) -> dict[str, Any]:
+    """Train one role and write its model folder and metrics, logging the curves into `job.live` (DVCLive) as
+    it goes; return the metrics."""
+    examples = build_examples(job, params.train)
+    trained = train_examples(job, examples, params, scratch_root)
+    summary = write_outputs(job, examples, trained, params)
+    close_process_group()
+    return summary
+
+
+def build_examples(job: TrainJob, tp: TrainParams) -> Examples:
+    """Read the role's pairs (checking the inputs fit the role) and tokenize them with the one template."""
+    role, augmented = job.role, job.augmented
     if (augmented is not None) != (role in WITH_AUGMENTED):
         raise TrainDataError(f"--augmented is {'required' if role in WITH_AUGMENTED else 'not used'} for {role}")
-    seed_pairs = read_pairs(seed)
+    seed_pairs = read_pairs(job.seed_pairs)
     augmented_pairs = read_pairs(augmented) if augmented is not None else []
     if augmented is not None and not augmented_pairs:
         log.warning("%s has no rows (the curator selected nothing): training %s on seed pairs only", augmented, role)
 
-    tp = params.train
     if role in WITH_AUGMENTED and tp.mix == "augmented":  # the paper's augmented-only ablation
         seed_pairs = []
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = AutoTokenizer.from_pretrained(job.base)
     examples = (
         backward_examples(tokenizer, seed_pairs, tp.backward_max_output_tokens)
         if role == "backward"
@@ -118,25 +162,39 @@ def train_role(
             tp.max_seq_len,
             tp.overlong,
         )
+    return Examples(tokenizer, dataset, report)
+
+
+def train_examples(job: TrainJob, examples: Examples, params: Params, scratch_root: Path) -> Trained:
+    """Train the base model on the examples with the role's seed, checkpointing into (and resuming from) the
+    scratch folder its key names."""
+    role, tp, dataset, tokenizer = job.role, params.train, examples.dataset, examples.tokenizer
     plan = TrainPlan.from_params(tp, len(dataset), world_size=int(os.environ.get("WORLD_SIZE", "1")))
-    inputs = [seed] + ([augmented] if augmented is not None else [])
-    scratch = scratch_root / f"{role}-{checkpoints_key(role, params.values(ROLE_KEYS[role]), inputs, base)[:16]}"
-    log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), report.kept, plan, scratch)
+    scratch = (
+        scratch_root / f"{role}-{checkpoints_key(role, params.values(ROLE_KEYS[role]), job.inputs, job.base)[:16]}"
+    )
+    log.info("%s: %d examples %s, %s, scratch %s", role, len(dataset), examples.report.kept, plan, scratch)
 
     # The Trainer's arguments first: they start a multi-process launch's process group, which sharded
     # loading (ZeRO-3, FSDP) needs while the model loads.
     train_seed = training_seed(params.seeds, role)
     args = training_arguments(tp, plan, train_seed, scratch, save_steps=params.runtime.save_steps)
-    model = load_trainable(base, tp, seed=train_seed)
+    model = load_trainable(job.base, tp, seed=train_seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = train(model, dataset, pad_id, tp, plan, train_seed, scratch, callbacks=live_callbacks(live), args=args)
+    result = train(model, dataset, pad_id, tp, plan, train_seed, scratch, callbacks=live_callbacks(job.live), args=args)
+    return Trained(result, plan, train_seed, scratch)
 
+
+def write_outputs(job: TrainJob, examples: Examples, trained: Trained, params: Params) -> dict[str, Any]:
+    """The model folder with its card and the metrics (rank 0 alone under a multi-process launch), then the
+    scratch folder removed; return the metrics."""
+    result, report, tp = trained.result, examples.report, params.train
     summary = {
         "final_loss": result.final_loss,
         "tail_loss": result.tail_loss,
         "steps": result.steps,
         "epochs": round(result.epochs, 3),
-        "examples": len(dataset),
+        "examples": len(examples.dataset),
         "examples_seed": report.kept["seed"],
         "examples_augmented": report.kept["augmented"],
         "truncated": report.truncated,
@@ -149,24 +207,23 @@ def train_role(
         "final_learning_rate": result.final_learning_rate,
     }
     card = {
-        "role": role,
-        "base": base,
+        "role": job.role,
+        "base": job.base,
         "method": tp.method,
         "precision": result.precision,
         "engine": result.engine,  # what actually trained (a config asking for FSDP on CPUs trains with DDP)
-        "inputs": {"seed": seed, "augmented": augmented},
+        "inputs": {"seed": job.seed_pairs, "augmented": job.augmented},
         "data": report.to_dict(),
-        "plan": dataclasses.asdict(plan),
-        "params": params.values(ROLE_KEYS[role]),
-        "training_seed": train_seed,
+        "plan": dataclasses.asdict(trained.plan),
+        "params": params.values(ROLE_KEYS[job.role]),
+        "training_seed": trained.seed,
         "resumed_from_step": result.resumed_from_step,
         **summary,
     }
     if is_main_process():  # under a multi-process launch, rank 0 writes the outputs; the others wait for it
-        save_trained(result.model, tokenizer, out, base, card, state_dict=result.full_state_dict)
-        write_json(metrics, summary)
-        shutil.rmtree(scratch, ignore_errors=True)  # only once every output is in place
-    close_process_group()
+        save_trained(result.model, examples.tokenizer, job.out, job.base, card, state_dict=result.full_state_dict)
+        write_json(job.metrics, summary)
+        shutil.rmtree(trained.scratch, ignore_errors=True)  # only once every output is in place
     return summary
 
 

@@ -67,7 +67,7 @@ def stage_argv(folder: Path, base: Path, params: Path) -> list[str]:
         "m0",
         "--base",
         str(base),
-        "--seed",
+        "--seed-pairs",
         str(seed),
         "--out",
         "models/m0",

@@ -46,7 +46,7 @@ from humpback.training.loss import (
     logits_mask,
 )
 from humpback.training.plan import TrainPlan, linear_to_final, paper_batch_size, paper_steps, steps_for_epochs
-from humpback.training.role import train_role
+from humpback.training.role import TrainJob, train_role
 from humpback.training.trainer import EpochSeededLengthSampler, load_trainable, train
 from stages import train as train_stage
 
@@ -730,7 +730,7 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     shutil.copytree(tiny_model_dir, "models/base")
     seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS)
     empty = write_jsonl(tmp_path / "selected.jsonl", [])
-    summary = train_role("m1", "models/base", seed, empty, **stage_paths("m1"), params=make_params())
+    summary = train_role(TrainJob("m1", "models/base", seed, empty, **stage_paths("m1")), make_params())
 
     assert "has no rows" in caplog.text
     assert adapter_base("models/m1") == "models/base"
@@ -762,7 +762,7 @@ def test_stage_refuses_empty_data_and_wrong_inputs(tiny_model_dir, tmp_path, cap
     common = [
         "--base",
         str(tiny_model_dir),
-        "--seed",
+        "--seed-pairs",
         seed,
         "--out",
         str(tmp_path / "m0"),
@@ -811,7 +811,7 @@ def test_stage_runs_under_accelerate_launch_single_process(tiny_model_dir, tmp_p
             "m0",
             "--base",
             str(tiny_model_dir),
-            "--seed",
+            "--seed-pairs",
             seed,
             "--out",
             str(out),
@@ -900,15 +900,6 @@ def test_train_role_trains_with_the_roles_own_seed(tiny_model_dir, tmp_path, mon
     params = params_with_seeds(training=7, training_m0=11)
     for role, expected in (("m0", 11), ("backward", 7)):
         with pytest.raises(Stop):
-            train_role(
-                role,
-                str(tiny_model_dir),
-                seed,
-                None,
-                str(tmp_path / role),
-                str(tmp_path / "m.json"),
-                None,
-                params,
-                scratch_root=tmp_path / "scratch",
-            )
+            job = TrainJob(role, str(tiny_model_dir), seed, None, str(tmp_path / role), str(tmp_path / "m.json"))
+            train_role(job, params, scratch_root=tmp_path / "scratch")
         assert seen == {"arguments": expected, "model": expected}
