@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from humpback.augmentation import augment
-from humpback.engines.factory import make_engine
+from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.servers import ServerPool, served_name
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
 from humpback.storage.records import read_jsonl, write_json
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
-        local = make_engine(args.model, generation, params.runtime)
+        local = make_engine(args.model, engine_settings(generation, params.runtime))
         local_start = time.perf_counter() - start
         seconds, expected = timed_augment(local, segments, params, Path(scratch), "local")
         result["local"] = {"startup_s": local_start, "seconds": seconds}
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
                 ray=dataclasses.replace(params.runtime.ray, actors=1, num_cpus=1, threads=args.threads),
             )
             start = time.perf_counter()
-            pool = make_engine(args.model, generation, runtime)
+            pool = make_engine(args.model, engine_settings(generation, runtime))
             pool.start()
             ray_start = time.perf_counter() - start
             seconds, kept = timed_augment(pool, segments, params, Path(scratch), "ray")

@@ -28,7 +28,7 @@ from scipy.stats import spearmanr
 
 from humpback.curation.scoring import is_selected, parse_score, score_pairs
 from humpback.engines.decoding import shared_prefix_length
-from humpback.engines.factory import make_engine, stage_settings
+from humpback.engines.factory import engine_settings, make_engine, stage_settings
 from humpback.engines.models import DTYPES, load_model
 from humpback.engines.tokens import encode_prompts, stop_token_ids
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
@@ -58,13 +58,15 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     curate = dataclasses.replace(params.curate, method="logprob", max_pair_chars=args.pair_chars)
-    generation, runtime = stage_settings(params, "curate", reads_only=True)  # logprob and pmi only read
-    dtype = generation.dtype  # `auto` resolved for reads
-    engine = make_engine(args.model, generation, runtime)
+    settings = stage_settings(params, "curate", reads_only=True)  # logprob and pmi only read
+    dtype = settings.generation.dtype  # `auto` resolved for reads
+    engine = make_engine(args.model, settings)
     fp32 = (
         engine
         if dtype == "float32"
-        else make_engine(args.model, dataclasses.replace(generation, dtype="float32"), runtime)
+        else make_engine(
+            args.model, engine_settings(dataclasses.replace(settings.generation, dtype="float32"), settings.runtime)
+        )
     )
     # The plain way gets the model as peers load it: stock transformers modules, none of the engine's CPU kernels.
     tok, model = engine.tokenizer, load_model(args.model, "float32")[0]

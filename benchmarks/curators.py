@@ -84,16 +84,16 @@ def main(argv: list[str] | None = None) -> None:
         params = dataclasses.replace(params, generation=dataclasses.replace(params.generation, dtype=args.dtype))
     methods = list(dict.fromkeys([BASELINE, *args.methods])) if args.methods else methods_to_run(params)
     # score_dev's engine: curate.engine (or generation's), `auto` resolved for reads unless a method writes text
-    generation, runtime = stage_settings(params, "curate", reads_only=not writes_text(methods))
+    settings = stage_settings(params, "curate", reads_only=not writes_text(methods))
     rows = read_jsonl(args.dev)
     by_curator, timing = {}, {}
     for spec in args.curator:
         name, _, ref = spec.partition("=")
         if not ref:
             ap.error(f"--curator {spec!r}: expected NAME=REF")
-        folder = resolve(name, ref, generation.dtype)
+        folder = resolve(name, ref, settings.generation.dtype)
         start = time.perf_counter()
-        engine = make_engine(folder, generation, runtime)
+        engine = make_engine(folder, settings)
         load_s = time.perf_counter() - start
         tagging = params.train.tagging and name in args.tagged
         log.info("%s (%s): %d dev pairs, tagging %s", name, folder, len(rows), tagging)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         "n": len(rows),
         "positives": sum(r["label"] == 1 for r in rows),
         "threads": torch.get_num_threads(),
-        "dtype": generation.dtype,
+        "dtype": settings.generation.dtype,
         "timing": timing,
         "curators": by_curator,
     }

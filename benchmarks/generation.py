@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    generation, runtime = stage_settings(params, "augment")  # the engine augment runs: what this measures
-    engine = make_engine(args.model, generation, runtime)
+    settings = stage_settings(params, "augment")  # the engine augment runs: what this measures
+    generation, runtime = settings.generation, settings.runtime
+    engine = make_engine(args.model, settings)
     tok = engine.tokenizer
     segments = read_jsonl(args.web)[: args.n]
     prompts = [backward_example(tok, s["text"], params.train.backward_max_output_tokens).prompt for s in segments]

@@ -55,14 +55,14 @@ def judge_pairs(dev: list[dict]) -> dict[str, tuple[list[dict], list[dict]]]:
     return pairs
 
 
-def run_judge(judge_dir: str, read: str, pairs, params, generation, runtime, max_chars: int) -> dict:
+def run_judge(judge_dir: str, read: str, pairs, params, judge_engine, max_chars: int) -> dict:
     """One judge model read one way over every kind of pair, with a fresh cache (every pair really judged).
     The judge is `evaluate`'s (`humpback.evaluation.judges.make_judge`); one warm-up pair, outside the timed part,
     loads its engine, so the seconds are those of judging."""
     settings = dataclasses.replace(params.evaluate, judge_read=read, judge_model="base")  # base = judge_dir
     per_kind, judgements = {}, 0
     with tempfile.TemporaryDirectory() as cache:
-        annotator, _ = make_judge(settings, generation, judge_dir, Path(cache), seed=JUDGE_SEED, runtime=runtime)
+        annotator, _ = make_judge(settings, judge_engine, judge_dir, Path(cache), seed=JUDGE_SEED)
         evaluate_models(annotator, {"human": [dict(WARM_UP, output="Hello.")]}, [WARM_UP], max_chars)
         start = time.perf_counter()
         for kind, (human, bad) in pairs.items():
@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         pairs = {k: (h[: args.per_kind], b[: args.per_kind]) for k, (h, b) in pairs.items()}
     max_chars = params.evaluate.max_chars
     # evaluate's engine settings; `auto` resolved for reads unless a read writes text (as evaluate resolves it)
-    generation, runtime = stage_settings(params, "evaluate", reads_only=not writes_text(args.reads))
+    judge_engine = stage_settings(params, "evaluate", reads_only=not writes_text(args.reads))
     result = {
         "pairs_per_kind": {k: len(b) for k, (_, b) in pairs.items()},
         "max_chars": max_chars,
-        "dtype": generation.dtype,
-        "baseline_longer_wins": run_judge("", "length", pairs, params, generation, runtime, max_chars),
+        "dtype": judge_engine.generation.dtype,
+        "baseline_longer_wins": run_judge("", "length", pairs, params, judge_engine, max_chars),
         "judges": {},
     }
     for spec in args.judge:
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         if not model_dir:
             ap.error(f"--judge {spec!r}: expected NAME=MODEL_DIR")
         for read in args.reads:
-            result["judges"][f"{name} {read}"] = run_judge(
-                model_dir, read, pairs, params, generation, runtime, max_chars
-            )
+            result["judges"][f"{name} {read}"] = run_judge(model_dir, read, pairs, params, judge_engine, max_chars)
 
     kinds = list(pairs)
     print(f"{'judge':<30}{'accuracy':>9}" + "".join(f"{k:>12}" for k in kinds) + f"{'agree':>7}{'s/judg':>8}")

@@ -87,7 +87,7 @@ def injected(args: argparse.Namespace) -> dict:
     pairs = list(unique.values())
     start = time.perf_counter()
     # the score stage's engine: curate.engine (or generation's), `auto` resolved for reads unless one writes text
-    engine = make_engine(args.curator, *stage_settings(params, "curate", reads_only=not writes_text(args.methods)))
+    engine = make_engine(args.curator, stage_settings(params, "curate", reads_only=not writes_text(args.methods)))
     scores: dict[str, dict[tuple[str, str], float | None]] = {}
     for method in args.methods:
         runs = args.seeds if method == "generate" else 1

@@ -26,7 +26,7 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> int:
-    from humpback.engines.factory import make_engine, resolved, stage_settings
+    from humpback.engines.factory import make_engine, stage_settings
     from humpback.engines.models import model_identity
     from humpback.storage.shards import ShardedRun, model_shards_key
 
@@ -34,10 +34,10 @@ def run(args, params) -> int:
     shards = ShardedRun(
         "augment", model_shards_key("augment", params.values(KEYS), model_identity(args.model), [args.web])
     )
-    generation, runtime = stage_settings(params, "augment")  # augment.engine, or generation.engine
-    engine = make_engine(args.model, generation, runtime)
+    settings = stage_settings(params, "augment")  # augment.engine, or generation.engine; `auto` resolved once
+    engine = make_engine(args.model, settings)
     kept, metrics = augment(engine, segments, params, shards)
-    metrics["resolved"] = resolved(generation)  # what engine/dtype `auto` became here
+    metrics["resolved"] = settings.resolved()  # what engine/dtype `auto` became here
     write_json(args.metrics, metrics)
     if not kept:
         raise ValueError(

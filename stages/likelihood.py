@@ -12,8 +12,10 @@ import logging
 import sys
 import time
 
-from humpback.engines.factory import resolve_engine as engine_name
+from humpback.engines.base import EngineSettings
+from humpback.engines.factory import engine_settings, make_engine
 from humpback.evaluation.likelihood import OTHER_SOURCE, SEED_HELDOUT, answer_likelihoods
+from humpback.params import GenerationParams, Params
 from humpback.stage_runner import stage
 from humpback.storage.records import iter_jsonl, write_json
 
@@ -28,19 +30,17 @@ def arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="JSON to write (data/likelihood/<name>.json)")
 
 
-def instrument_engine(model_dir: str, params):
-    """The run's engine at the instruments' own precision (likelihood.dtype); sampling plays no part."""
-    from humpback.engines.factory import make_engine
-    from humpback.params import GenerationParams
-
-    settings = GenerationParams(
+def instrument_settings(params: Params) -> EngineSettings:
+    """The run's engine at the instruments' own precision (likelihood.dtype), resolved once; sampling plays no
+    part."""
+    generation = GenerationParams(
         engine=params.generation.engine,
         dtype=params.likelihood.dtype,
         temperature=1.0,
         top_p=1.0,
         api_model=params.generation.api_model,
     )
-    return make_engine(model_dir, settings, params.runtime)
+    return engine_settings(generation, params.runtime)
 
 
 def run(args, params) -> None:
@@ -49,7 +49,8 @@ def run(args, params) -> None:
         for name, path in ((SEED_HELDOUT, args.heldout), (OTHER_SOURCE, args.other))
     }
     start = time.perf_counter()
-    engine = instrument_engine(args.model, params)
+    settings = instrument_settings(params)
+    engine = make_engine(args.model, settings)
     instruments, seconds = {}, {}
     for name, pairs in sets.items():
         t = time.perf_counter()
@@ -73,7 +74,7 @@ def run(args, params) -> None:
             "system_prompt": params.respond.system_prompt,
             "max_chars": params.likelihood.max_chars,
             "dtype": params.likelihood.dtype,
-            "engine": engine_name(params.generation.engine),
+            "engine": settings.generation.engine,
             "seconds": {**seconds, "total": round(time.perf_counter() - start, 2)},
             "instruments": instruments,
         },

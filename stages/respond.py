@@ -26,7 +26,7 @@ def run(args, params) -> None:
     from humpback.engines.factory import make_engine, stage_settings
 
     records = [r for _, r in iter_jsonl(args.prompts, required=("id", "instruction"))]
-    engine = make_engine(args.model, *stage_settings(params, "respond"))  # respond.engine, or generation.engine
+    engine = make_engine(args.model, stage_settings(params, "respond"))  # respond.engine, or generation.engine
     jobs = [(records, args.out)]
     if args.indomain:  # the same engine answers the in-domain questions (judged against their human answers)
         jobs.append(([r for _, r in iter_jsonl(args.indomain, required=("id", "instruction"))], args.indomain_out))

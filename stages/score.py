@@ -28,17 +28,17 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    from humpback.engines.factory import make_engine, resolved, stage_settings
+    from humpback.engines.factory import make_engine, stage_settings
     from humpback.engines.models import model_identity
     from humpback.storage.shards import ShardedRun, model_shards_key
 
     pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
     curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)
     reads_only = not writes_text([params.curate.method])  # picks the precision `auto` means here
-    generation, runtime = stage_settings(params, "curate", reads_only)  # curate.engine, or generation.engine
+    settings = stage_settings(params, "curate", reads_only)  # curate.engine, or generation.engine; `auto` resolved once
     engine = None
     if params.curate.method != "none":
-        engine = make_engine(curator, generation, runtime)
+        engine = make_engine(curator, settings)
     keys = [
         "curate.method",
         "curate.max_pair_chars",
@@ -63,7 +63,7 @@ def run(args, params) -> None:
             "curator": curator,
             "tagged": tagging,
             **metrics,
-            "resolved": resolved(generation),
+            "resolved": settings.resolved(),
         },
     )
     shards.clear()

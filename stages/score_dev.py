@@ -41,7 +41,7 @@ def run(args, params) -> None:
     from humpback.engines.factory import make_engine, stage_settings
 
     reads_only = not writes_text(methods_to_run(params))  # picks the precision `auto` means here
-    engine = make_engine(args.model, *stage_settings(params, "curate", reads_only))  # curate.engine, or generation's
+    engine = make_engine(args.model, stage_settings(params, "curate", reads_only))  # curate.engine, or generation's
     write_jsonl(args.out, score_dev_set(engine, rows, params, tagging=tagging, log=log))
 
 

@@ -146,16 +146,19 @@ ENGINE_STAGES = ("augment", "curate", "respond", "evaluate")
 
 
 def test_every_stage_defaults_to_the_shared_engine():
-    from humpback.engines.factory import stage_settings
+    from humpback.engines.factory import resolve_engine, stage_settings
 
     params = load_params(ROOT / "params.yaml")
     for stage in ENGINE_STAGES:
         section = getattr(params, stage)
         assert (section.engine, section.api_model) == ("default", "default")
         assert getattr(params.runtime, f"{stage}_base_url") == ""
-        generation, runtime = stage_settings(params, stage)
-        assert generation == dataclasses.replace(params.generation, dtype=generation.dtype)
-        assert runtime == params.runtime
+        settings = stage_settings(params, stage)
+        generation = settings.generation  # the shared settings, `auto` resolved once for this machine
+        engine = resolve_engine(params.generation.engine)
+        assert generation == dataclasses.replace(params.generation, engine=engine, dtype=generation.dtype)
+        assert "auto" not in (generation.engine, generation.dtype)
+        assert settings.runtime == params.runtime
 
 
 def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
@@ -173,10 +176,10 @@ def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
     for amx, speedup, read_dtype in ((False, 0.6, "float32"), (False, 2.2, "bfloat16"), (True, 0.6, "bfloat16")):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda amx=amx: {"amx_bf16": amx})
         monkeypatch.setattr(modeling, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
-        assert stage_settings(params, "augment")[0].dtype == "bfloat16"
-        assert stage_settings(params, "curate", reads_only=True)[0].dtype == read_dtype
+        assert stage_settings(params, "augment").generation.dtype == "bfloat16"
+        assert stage_settings(params, "curate", reads_only=True).generation.dtype == read_dtype
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert stage_settings(params, "augment")[0].dtype == "float32"
+    assert stage_settings(params, "augment").generation.dtype == "float32"
 
 
 def test_a_stage_names_its_own_engine_model_and_server(tmp_path):
@@ -192,14 +195,14 @@ def test_a_stage_names_its_own_engine_model_and_server(tmp_path):
 
     params = load_params(_write(tmp_path, per_stage))
     settings = {stage: stage_settings(params, stage) for stage in ENGINE_STAGES}
-    assert {s: (g.engine, g.api_model, r.base_url) for s, (g, r) in settings.items()} == {
+    assert {s: (e.generation.engine, e.generation.api_model, e.runtime.base_url) for s, e in settings.items()} == {
         "augment": ("openai", "", "http://gpu:8000/v1"),  # the shared server and model name
         "curate": ("transformers", "", "http://gpu:8000/v1"),
         "respond": ("transformers", "", "http://gpu:8000/v1"),  # default: generation.engine
         "evaluate": ("openai", "gpt-4o", "https://api.example/v1"),
     }
     # everything else is the shared settings, untouched
-    assert all(g.temperature == params.generation.temperature for g, _ in settings.values())
+    assert all(e.generation.temperature == params.generation.temperature for e in settings.values())
     with pytest.raises(ValueError, match="no engine settings for stage 'train'"):
         stage_settings(params, "train")
 

@@ -1,4 +1,5 @@
-"""What every engine shares, below them all: the protocol, the sampling preamble and the per-record seed.
+"""What every engine shares, below them all: the protocol, the settings an engine is built from, the sampling
+preamble and the per-record seed.
 
 Engines (`humpback/engines/*`) and their users import these from here; `humpback.engines.factory.make_engine` picks an
 engine. Prompts are already formatted (`prompts.format_example(...).prompt`) and tokenized exactly as training
@@ -10,9 +11,10 @@ input order.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Protocol
 
-from humpback.params import GenerationParams
+from humpback.params import GenerationParams, RuntimeParams
 
 
 class Engine(Protocol):
@@ -40,6 +42,22 @@ class Engine(Protocol):
         completion tokenized separately as training tokenizes them (the openai engine needs a server that
         returns prompt log-probabilities for token-id prompts, as vLLM does)."""
         ...
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """One engine as this machine runs it, resolved once (`humpback.engines.factory.engine_settings`, or
+    `stage_settings` for a stage): `generation.engine` and `generation.dtype` are concrete, never `auto`, and
+    `runtime.base_url` is the stage's own server. A stage builds its engine from this value and records
+    `resolved()` from the same value, so what ran and what its metrics say cannot part."""
+
+    generation: GenerationParams
+    runtime: RuntimeParams
+
+    def resolved(self) -> dict[str, str]:
+        """What `auto` became on this machine, for a stage's metrics and a judge's description: results depend
+        on it."""
+        return {"engine": self.generation.engine, "dtype": self.generation.dtype}
 
 
 def resolve_sampling(

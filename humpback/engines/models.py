@@ -92,6 +92,14 @@ def resolve_dtype(name: str, compute_bound: bool = False) -> str:
     return name
 
 
+def as_torch_dtype(name: str) -> torch.dtype:
+    """A concrete dtype name as torch's dtype. `auto` is resolved once, before a model loads (`resolve_dtype`:
+    a stage's `engine_settings`, training's precision), so a loader never resolves it again."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype '{name}': expected one of {', '.join(DTYPES)} (auto is resolved before loading)")
+    return DTYPES[name]
+
+
 class ModelSourceError(ValueError):
     """A model reference that cannot be resolved; the message says what to install or fix."""
 
@@ -321,10 +329,10 @@ def load_model(path: str | Path, dtype: str = "float32", merge: bool = True):
     """Load a project model folder for inference: a full model, or a LoRA adapter on its base.
 
     Adapters are merged into the base weights in memory by default: inference is then as fast as a plain
-    model and no merged copy is written to disk.
+    model and no merged copy is written to disk. `dtype` is concrete (`as_torch_dtype`).
     """
     path = Path(path)
-    torch_dtype = DTYPES[resolve_dtype(dtype)]
+    torch_dtype = as_torch_dtype(dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if is_adapter(path):
         from peft import PeftModel

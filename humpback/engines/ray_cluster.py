@@ -2,7 +2,7 @@
 
 - Who works: `runtime.ray.actors` actors (0 = as many as the cluster's GPUs, or CPUs, fit at `num_gpus` /
   `num_cpus` each). Each builds the stage's engine once, with the factory the local path uses
-  (`generation.make_engine`: transformers or vLLM), and sets torch's thread count (`runtime.ray.threads`; Ray
+  (`factory.make_engine`: transformers or vLLM), and sets torch's thread count (`runtime.ray.threads`; Ray
   starts workers with OMP_NUM_THREADS=1, so a local run and an actor would otherwise compute with different
   thread counts).
 - How shards reach them: the shard runner (humpback/storage/shards.py) hands its missing shards to `map_shards`, which
@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from humpback.params import GenerationParams, RayParams, RuntimeParams
+from humpback.engines.base import EngineSettings
+from humpback.params import RayParams
 
 SHARED_PATHS = (
     ". Under runtime.cluster ray every node must read the model folders, and the stage's working "
@@ -117,11 +118,10 @@ class EngineActor:
     def __init__(
         self,
         model_dir: str,
-        params: GenerationParams,
-        runtime: RuntimeParams,
+        settings: EngineSettings,
         threads: int,
         cwd: str,
-        factory: Callable[[str, GenerationParams, RuntimeParams], Any],
+        factory: Callable[[str, EngineSettings], Any],
     ):
         global _held
         self.host, self.works = socket.gethostname(), {}
@@ -141,7 +141,7 @@ class EngineActor:
         self.problem = unreadable([adapter_base(model_dir)] if is_adapter(model_dir) else [])
         if self.problem is None:
             torch.set_num_threads(threads)
-            _held = factory(model_dir, params, runtime)
+            _held = factory(model_dir, settings)
 
     def info(self) -> dict[str, Any]:
         """Where it runs, what it could not read (None: it holds the engine), torch's thread count."""
@@ -177,15 +177,14 @@ class RayPool:
     def __init__(
         self,
         model_dir: str | Path,
-        params: GenerationParams,
-        runtime: RuntimeParams,
-        factory: Callable[[str, GenerationParams, RuntimeParams], Any],
+        engine: EngineSettings,
+        factory: Callable[[str, EngineSettings], Any],
     ):
         import torch
         from transformers import AutoTokenizer
 
         ray = ray_module()
-        self.model_dir, settings = str(model_dir), runtime.ray
+        self.model_dir, settings = str(model_dir), engine.runtime.ray
         problem = unreadable([self.model_dir])  # this process reads the tokenizer; the actors check their own
         if problem:
             raise ModelPathError(f"this process (host {socket.gethostname()}) cannot read {problem}{SHARED_PATHS}")
@@ -210,8 +209,7 @@ class RayPool:
         )
         self._arguments = (
             self.model_dir,
-            params,
-            dataclasses.replace(runtime, cluster="local"),
+            dataclasses.replace(engine, runtime=dataclasses.replace(engine.runtime, cluster="local")),
             self.threads,
             os.getcwd(),
             factory,

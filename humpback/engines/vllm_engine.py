@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from humpback.engines.base import resolve_sampling
-from humpback.engines.models import ADAPTER_CONFIG, adapter_base, is_adapter, resolve_dtype
+from humpback.engines.models import ADAPTER_CONFIG, adapter_base, is_adapter
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
 from humpback.params import GenerationParams, RuntimeParams
 
@@ -48,7 +48,7 @@ class VLLMEngine:
         self.llm = vllm.LLM(
             model=weights,
             tokenizer=str(model_dir),
-            dtype=resolve_dtype(params.dtype),
+            dtype=params.dtype,  # concrete: make_engine's settings come resolved (engine_settings)
             tensor_parallel_size=runtime.tensor_parallel_size,
             gpu_memory_utilization=runtime.gpu_memory_utilization,
             enable_prefix_caching=True,

@@ -570,9 +570,9 @@ def run_evaluation(
     reference = load_reference(settings.reference, responses_dir, prompts)
     outputs = {name: load_outputs(f"{responses_dir}/{name}.json") for name in models}
     reads_only = not writes_text([settings.judge_read])  # pairwise and method reads: no decoding
-    generation, runtime = stage_settings(params, "evaluate", reads_only)  # evaluate.engine, or generation.engine
+    judge_engine = stage_settings(params, "evaluate", reads_only)  # evaluate.engine, or generation.engine, resolved
     # the judge is an instrument: its own settings only (evaluate.*), never a condition under test (curate.*, train.*)
-    annotator, judge = make_judge(settings, generation, judge_base, seed=JUDGE_SEED, runtime=runtime)
+    annotator, judge = make_judge(settings, judge_engine, judge_base, seed=JUDGE_SEED)
     start = time.perf_counter()
     results, annotations = evaluate_models(annotator, outputs, reference, settings.max_chars)
     config = annotator_config(settings.annotator) if settings.judge_read == "pairwise" else None

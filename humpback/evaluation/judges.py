@@ -1,7 +1,8 @@
 """Judges for `evaluate`: a local model, or an OpenAI(-compatible) API through alpaca_eval's annotator.
 
-The judge runs on `evaluate.engine` (`default` = generation.engine; `generation.stage_settings`), with its
-model name `evaluate.api_model` and its server `runtime.evaluate_base_url` (or runtime.base_url).
+The judge runs on `evaluate.engine` (`default` = generation.engine), with its model name `evaluate.api_model`
+and its server `runtime.evaluate_base_url` (or runtime.base_url): one `EngineSettings`, resolved once by
+`humpback.engines.factory.stage_settings(params, "evaluate")`, which names the judge and builds its engine.
 
 The API judges and the local pairwise judge use the alpaca_eval annotator config named by `evaluate.annotator`:
 by default AlpacaEval 2's `weighted_alpaca_eval_gpt4_turbo`, whose prompt
@@ -50,8 +51,8 @@ from typing import Any
 
 import yaml
 
-from humpback.engines.factory import resolve_engine
-from humpback.params import EvaluateParams, GenerationParams, JudgeScoringParams, RuntimeParams
+from humpback.engines.base import EngineSettings
+from humpback.params import EvaluateParams, JudgeScoringParams
 from humpback.storage.hashing import hash_file, hash_json, hash_text
 from humpback.storage.records import read_json
 from humpback.storage.workdirs import cache_lock, judge_cache, merge_json
@@ -137,15 +138,14 @@ def build_annotator(
 
 def make_judge(
     params: EvaluateParams,
-    generation: GenerationParams,
+    judge_engine: EngineSettings,
     judge_base: str | Path,
     cache_root: Path | None = None,
     seed: int = 0,
-    runtime: RuntimeParams | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The annotator for the judge's engine and read, and a description of the judge for the metrics file.
-    `generation` and `runtime` are the judge's own (`generation.stage_settings(params, "evaluate")`): their
-    engine, api_model and base_url are evaluate.engine, evaluate.api_model and the judge's server.
+    `judge_engine` is the judge's own, resolved (`stage_settings(params, "evaluate")`): its engine, api_model
+    and base_url are evaluate.engine, evaluate.api_model and the judge's server.
 
     The judge id (a hash of what decides the judgements: model weights or name, server, prompt template or
     scoring method and its settings) names the cache folder, so a different judge never reads another judge's
@@ -153,26 +153,23 @@ def make_judge(
     the models were trained and curated with."""
     cache_root = judge_cache() if cache_root is None else cache_root
     if params.judge_read != "pairwise":  # no annotator: each answer scored alone
-        return _score_judge(params, generation, judge_base, cache_root, seed, runtime)
+        return _score_judge(params, judge_engine, judge_base, cache_root, seed)
     config = alpaca_eval_config(params.annotator)
     # the annotator's name and its template's content both decide the judgements
     annotator_id = params.annotator + "|" + hash_file(config["prompt_template"])[:8]
-    engine = resolve_engine(generation.engine)
-    if engine != "openai":
-        return _local_judge(params, generation, judge_base, cache_root, seed, annotator_id, runtime)
+    if judge_engine.generation.engine != "openai":
+        return _local_judge(params, judge_engine, judge_base, cache_root, seed, annotator_id)
     if config.get("fn_completions") != "openai_completions":
         raise JudgeError(
             f"evaluate.annotator: {params.annotator} completes through "
             f"{config.get('fn_completions')!r}; the openai engine runs annotators that complete "
             "through 'openai_completions'"
         )
-    base_url = runtime.base_url if runtime is not None else ""
+    base_url, api_model = judge_engine.runtime.base_url, judge_engine.generation.api_model
     if not base_url:
-        annotator, judge = _openai_judge(config, generation.api_model, cache_root, seed, annotator_id)
+        annotator, judge = _openai_judge(config, api_model, cache_root, seed, annotator_id)
     else:
-        annotator, judge = _openai_compatible_judge(
-            config, generation.api_model, base_url, cache_root, seed, annotator_id
-        )
+        annotator, judge = _openai_compatible_judge(config, api_model, base_url, cache_root, seed, annotator_id)
     return annotator, {**judge, "annotator": params.annotator}
 
 
@@ -191,17 +188,14 @@ def _judge_weights(params: EvaluateParams, judge_base: str | Path) -> tuple[Path
 
 def _local_judge(
     params: EvaluateParams,
-    generation: GenerationParams,
+    judge_engine: EngineSettings,
     judge_base: str | Path,
     cache_root: Path,
     seed: int,
     annotator_id: str,
-    runtime: RuntimeParams | None,
 ) -> tuple[Any, dict[str, Any]]:
-    from humpback.engines.models import resolve_dtype
-
     config = alpaca_eval_config(params.annotator)
-    engine = resolve_engine(generation.engine)
+    engine, dtype = judge_engine.generation.engine, judge_engine.generation.dtype
     tokens = (config.get("completion_parser_kwargs") or {}).get("denominator_tokens")
     if config.get("fn_completion_parser") != "logprob_parser" or not tokens:
         raise JudgeError(
@@ -211,10 +205,9 @@ def _local_judge(
         )
     judge_dir, weights = _judge_weights(params, judge_base)
     candidates = list(dict.fromkeys(tokens))
-    dtype = resolve_dtype(generation.dtype)
     identity = f"local|{weights}|{engine}|{dtype}|{LOCAL_FORMAT_VERSION}|{annotator_id}"
     judge_id = "local-" + hash_text(identity)[:16]
-    fn = LocalJudge(judge_dir, generation, candidates, runtime=runtime)
+    fn = LocalJudge(judge_dir, judge_engine, candidates)
     annotator = build_annotator(config, "humpback_local", cache_root / judge_id, fn_completions=fn, seed=seed)
     return annotator, {
         "kind": "local",
@@ -222,38 +215,33 @@ def _local_judge(
         "annotator": params.annotator,
         "model": str(judge_dir),
         "id": judge_id,
-        "resolved": {"engine": engine, "dtype": dtype},
+        "resolved": judge_engine.resolved(),
     }
 
 
 def _score_judge(
     params: EvaluateParams,
-    generation: GenerationParams,
+    judge_engine: EngineSettings,
     judge_base: str | Path,
     cache_root: Path,
     seed: int,
-    runtime: RuntimeParams | None,
 ) -> tuple[Any, dict[str, Any]]:
-    from humpback.engines.models import resolve_dtype
-
     method, scoring = params.judge_read, params.judge_scoring
     settings = dataclasses.asdict(scoring)  # every setting decides the judgements (generate's two included)
     judge_dir, weights = (Path(str(judge_base)), "none") if method == "length" else _judge_weights(params, judge_base)
-    engine, dtype = resolve_engine(generation.engine), resolve_dtype(generation.dtype)
+    engine, dtype = judge_engine.generation.engine, judge_engine.generation.dtype
     identity = f"score|{method}|{weights}|{engine}|{dtype}|{hash_json(settings)}|{seed}|{SCORE_FORMAT_VERSION}"
     if engine == "openai":  # the served model scores, whatever the local folder (its tokenizer) holds
-        identity += f"|{generation.api_model}"
+        identity += f"|{judge_engine.generation.api_model}"
     judge_id = f"score-{method}-" + hash_text(identity)[:16]
-    judge = ScoreJudge(
-        judge_dir, generation, scoring, method, cache_root / judge_id / "scores.json", seed, runtime=runtime
-    )
+    judge = ScoreJudge(judge_dir, judge_engine, scoring, method, cache_root / judge_id / "scores.json", seed)
     return judge, {
         "kind": "local",
         "read": method,
         "model": str(judge_dir),
         "id": judge_id,
         "scoring": settings,
-        "resolved": {"engine": engine, "dtype": dtype},
+        "resolved": judge_engine.resolved(),
     }
 
 
@@ -312,8 +300,7 @@ class _LazyEngine:
     """A judge's engine, loaded on first use: a rerun answered entirely from the cache loads no model."""
 
     model_dir: Path
-    generation: GenerationParams
-    runtime: RuntimeParams | None
+    settings: EngineSettings
     _engine: Any
 
     @property
@@ -321,9 +308,7 @@ class _LazyEngine:
         if self._engine is None:
             from humpback.engines.factory import make_engine
 
-            if self.runtime is None:
-                raise JudgeError("a local judge needs the runtime params to load its engine")
-            self._engine = make_engine(self.model_dir, self.generation, self.runtime)
+            self._engine = make_engine(self.model_dir, self.settings)
         return self._engine
 
 
@@ -336,13 +321,11 @@ class LocalJudge(_LazyEngine):
     def __init__(
         self,
         model_dir: str | Path,
-        generation: GenerationParams,
+        settings: EngineSettings,
         candidates: Sequence[str],
         engine: Any = None,
-        runtime: RuntimeParams | None = None,
     ):
-        self.model_dir = Path(model_dir)
-        self.generation, self.runtime = generation, runtime
+        self.model_dir, self.settings = Path(model_dir), settings
         self.candidates = list(candidates)
         self._engine = engine
 
@@ -374,15 +357,14 @@ class ScoreJudge(_LazyEngine):
     def __init__(
         self,
         model_dir: str | Path,
-        generation: GenerationParams,
+        settings: EngineSettings,
         scoring: JudgeScoringParams,
         method: str,
         cache_file: str | Path,
         seed: int = 0,
         engine: Any = None,
-        runtime: RuntimeParams | None = None,
     ):
-        self.model_dir, self.generation, self.scoring, self.runtime = Path(model_dir), generation, scoring, runtime
+        self.model_dir, self.settings, self.scoring = Path(model_dir), settings, scoring
         self.method, self.tagging, self.seed = method, scoring.system_prompt == "S_a", seed
         self.cache_file = Path(cache_file)
         self.cache: dict[str, float | None] = read_json(self.cache_file) if self.cache_file.is_file() else {}

@@ -404,9 +404,9 @@ def test_score_with_a_named_curator(tmp_path, monkeypatch, tiny_model_dir):
     seen = {}
     real = humpback.engines.factory.make_engine
 
-    def make_engine(model_dir, gen_params, runtime):
+    def make_engine(model_dir, settings):
         seen["model"] = str(model_dir)
-        return real(model_dir, gen_params, runtime)
+        return real(model_dir, settings)
 
     monkeypatch.setattr(humpback.engines.factory, "make_engine", make_engine)
     args = score_args(tmp_path, tmp_path / "no-such-m0", params_path, named=tiny_model_dir)

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import torch
 
-from humpback.engines.base import record_seed
+from humpback.engines.base import EngineSettings, record_seed
 from humpback.engines.decoding import sample_token
-from humpback.engines.factory import make_engine
+from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.tokens import encode_prompts, stop_token_ids, token_budget_batches
 from humpback.engines.transformers_engine import TransformersEngine
 from humpback.params import GenerationParams
@@ -159,7 +159,7 @@ def test_vllm_engine_explains_how_to_install(tiny_model_dir):
             match=r"pip install -r requirements/gpu.lock then pip install --no-deps "
             r"-e '\.\[dev,gpu\]'",
         ) as raised:
-            make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="vllm"), RUN)
+            make_engine(tiny_model_dir, engine_settings(dataclasses.replace(PARAMS, engine="vllm"), RUN))
         assert "humpback[gpu]" not in str(raised.value)
     else:
         pytest.skip("vLLM is installed")
@@ -173,7 +173,7 @@ def test_record_seed_is_stable_and_31_bit():
 def test_auto_engine_is_vllm_only_with_a_cuda_device_and_vllm(monkeypatch):
     import importlib.util
 
-    from humpback.engines.factory import resolve_engine, resolved
+    from humpback.engines.factory import resolve_engine
 
     assert resolve_engine("openai") == "openai"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -184,4 +184,25 @@ def test_auto_engine_is_vllm_only_with_a_cuda_device_and_vllm(monkeypatch):
     assert resolve_engine("auto") == "transformers"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "vllm" else real(name))
     assert resolve_engine("auto") == "vllm"
-    assert resolved(dataclasses.replace(PARAMS, engine="auto"))["engine"] == "vllm"
+    assert engine_settings(dataclasses.replace(PARAMS, engine="auto"), RUN).resolved()["engine"] == "vllm"
+
+
+def test_auto_is_resolved_once_and_handed_down_as_it_is(tiny_model_dir, monkeypatch):
+    """`engine_settings` is the one place `auto` becomes an engine and a dtype (the dtype for the kind of work);
+    make_engine and load_model take what it resolved and refuse `auto` rather than resolve it a second time."""
+    from humpback.engines import models
+    from humpback.engines.models import load_model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(models, "fast_bfloat16", lambda compute_bound=False: not compute_bound)
+    unresolved = dataclasses.replace(PARAMS, engine="auto", dtype="auto")
+    settings = engine_settings(unresolved, RUN)
+    assert settings.resolved() == {"engine": "transformers", "dtype": "bfloat16"}
+    assert settings.runtime == RUN and settings.generation.temperature == PARAMS.temperature
+    assert engine_settings(unresolved, RUN, reads_only=True).resolved()["dtype"] == "float32"
+    engine = make_engine(tiny_model_dir, settings)
+    assert isinstance(engine, TransformersEngine) and engine.model.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown engine 'auto'"):
+        make_engine(tiny_model_dir, EngineSettings(unresolved, RUN))
+    with pytest.raises(ValueError, match="dtype 'auto'"):
+        load_model(tiny_model_dir, "auto")

@@ -29,7 +29,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from humpback.curation.scoring import score_pairs
-from humpback.engines.factory import make_engine
+from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.openai_engine import MAX_RETRIES, OpenAIEngine, ServerCapabilityError
 from humpback.engines.tokens import encode_prompts, first_token_after
 from humpback.engines.transformers_engine import TransformersEngine
@@ -214,7 +214,7 @@ def fake_server(tiny_model_dir):
 def engine_for(tiny_model_dir, server, monkeypatch, **params) -> OpenAIEngine:
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     url = f"http://127.0.0.1:{server.server_port}/v1"
-    return make_engine(tiny_model_dir, PARAMS, dataclasses.replace(RUN, base_url=url, **params))
+    return make_engine(tiny_model_dir, engine_settings(PARAMS, dataclasses.replace(RUN, base_url=url, **params)))
 
 
 def pairs_for(tokenizer) -> tuple[list[str], list[str]]:
@@ -357,7 +357,7 @@ def test_429_and_5xx_are_retried_by_the_openai_client(tiny_model_dir, fake_serve
 
 def test_openai_engine_needs_a_base_url(tiny_model_dir):
     with pytest.raises(ValueError, match="base_url"):
-        make_engine(tiny_model_dir, PARAMS, RUN)
+        make_engine(tiny_model_dir, engine_settings(PARAMS, RUN))
 
 
 # ------------------------------------------------------------------------------------- an engine per stage
@@ -385,9 +385,9 @@ def test_score_stage_curates_on_a_server_while_augment_stays_in_process(
     )
     params = load_params(params_path)
 
-    augment_engine = make_engine(tiny_model_dir, *stage_settings(params, "augment"))  # what stages/augment.py calls
+    augment_engine = make_engine(tiny_model_dir, stage_settings(params, "augment"))  # what stages/augment.py calls
     assert isinstance(augment_engine, TransformersEngine)
-    curate_engine = make_engine(tiny_model_dir, *stage_settings(params, "curate"))  # stages/score.py, score_dev.py
+    curate_engine = make_engine(tiny_model_dir, stage_settings(params, "curate"))  # stages/score.py, score_dev.py
     assert isinstance(curate_engine, OpenAIEngine)
     assert (curate_engine.base_url, curate_engine.model) == (url, "curator-on-vllm")
     assert not fake_server.requests  # a named api_model: nothing asked of the server yet
@@ -415,8 +415,9 @@ def test_a_judge_reading_answers_alone_runs_on_its_own_server(tiny_model_dir, fa
         evaluate=dataclasses.replace(shipped.evaluate, engine="openai", judge_read="pmi"),
         runtime=dataclasses.replace(shipped.runtime, base_url="http://augment-server/v1", evaluate_base_url=url),
     )
-    generation, runtime = stage_settings(params, "evaluate")
-    judge, described = make_judge(params.evaluate, generation, tiny_model_dir, cache_root=tmp_path, runtime=runtime)
+    judge, described = make_judge(
+        params.evaluate, stage_settings(params, "evaluate"), tiny_model_dir, cache_root=tmp_path
+    )
     assert isinstance(judge, ScoreJudge) and described["resolved"]["engine"] == "openai"
     assert isinstance(judge.engine, OpenAIEngine) and judge.engine.base_url == url
     rows = [{"instruction": "What is a list?", "output_1": "An ordered sequence.", "output_2": "No idea."}]

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from humpback.engines import ray_cluster
-from humpback.engines.factory import make_engine
+from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.model_folders import prepare_curator
 from humpback.engines.ray_cluster import ModelPathError, RayPool
 from stages import augment as augment_stage
@@ -239,11 +239,8 @@ def test_a_model_folder_a_node_cannot_read_stops_the_stage_naming_host_and_path(
 
     shutil.copytree(tiny_model_dir, missing)
     params = shipped_params()
-    pool = make_engine(
-        missing,
-        params.generation,
-        dataclasses.replace(params.runtime, cluster="ray", ray=dataclasses.replace(params.runtime.ray, actors=2)),
-    )
+    runtime = dataclasses.replace(params.runtime, cluster="ray", ray=dataclasses.replace(params.runtime.ray, actors=2))
+    pool = make_engine(missing, engine_settings(params.generation, runtime))
     assert isinstance(pool, RayPool) and not pool.actors
     shutil.rmtree(missing)
     with pytest.raises(
@@ -260,8 +257,8 @@ def test_a_single_engine_call_runs_whole_on_one_actor(ray_local, tiny_model_dir)
     params = shipped_params()
     generation = dataclasses.replace(params.generation, engine="transformers", dtype="float32")
     runtime = dataclasses.replace(params.runtime, cluster="ray", ray=dataclasses.replace(params.runtime.ray, actors=2))
-    local = make_engine(tiny_model_dir, generation, params.runtime)
-    pool = make_engine(tiny_model_dir, generation, runtime)
+    local = make_engine(tiny_model_dir, engine_settings(generation, params.runtime))
+    pool = make_engine(tiny_model_dir, engine_settings(generation, runtime))
     prompts, seeds = ["What is a decorator?", "Name two uses of a cache."], [11, 12]
     texts = pool.generate(prompts, 4, seeds)
     assert len(pool.actors) == 1 and texts == local.generate(prompts, 4, seeds)

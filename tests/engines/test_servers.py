@@ -18,7 +18,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from humpback.engines.factory import make_engine
+from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.model_folders import prepare_curator
 from humpback.engines.servers import ServedModelError, ServerPool, serve_command, served_name
 from humpback.params import load_params
@@ -217,7 +217,7 @@ def test_generation_is_spread_in_order_with_each_prompt_s_seed(tiny_model_dir, s
     runtime = dataclasses.replace(RUNTIME, concurrency=2)
     prompts = [f"Prompt number {i} " * (1 + i % 4) for i in range(9)]
     seeds = [1000 + 7 * i for i in range(9)]
-    single = make_engine(tiny_model_dir, PARAMS, dataclasses.replace(runtime, base_url=url(one)))
+    single = make_engine(tiny_model_dir, engine_settings(PARAMS, dataclasses.replace(runtime, base_url=url(one))))
     expected = single.generate(prompts, 8, seeds)
     assert len(set(expected)) == len(prompts)
     for urls in ([url(one), url(two)], [url(two), url(dying)]):
@@ -240,14 +240,15 @@ def test_make_engine_picks_the_stage_instance_s_servers(tiny_model_dir, start_se
         RUNTIME, cluster="servers", servers={"respond@m2": [url(server)]}, base_url="http://127.0.0.1:9/v1"
     )
     monkeypatch.setenv("DVC_STAGE", "respond@m2")
-    assert isinstance(make_engine(tiny_model_dir, PARAMS, runtime), ServerPool)
+    assert isinstance(make_engine(tiny_model_dir, engine_settings(PARAMS, runtime)), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "../dvc.yaml:respond@m2")  # dvc run from a subfolder names the file too
-    assert isinstance(make_engine(tiny_model_dir, PARAMS, runtime), ServerPool)
+    assert isinstance(make_engine(tiny_model_dir, engine_settings(PARAMS, runtime)), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "respond@m1")  # not listed: its base_url, as with `local`
-    assert not isinstance(make_engine(tiny_model_dir, dataclasses.replace(PARAMS, api_model="x"), runtime), ServerPool)
+    named = engine_settings(dataclasses.replace(PARAMS, api_model="x"), runtime)
+    assert not isinstance(make_engine(tiny_model_dir, named), ServerPool)
     monkeypatch.setenv("DVC_STAGE", "respond@m2")
     with pytest.raises(ValueError, match="servers run the openai engine"):
-        make_engine(tiny_model_dir, dataclasses.replace(PARAMS, engine="transformers"), runtime)
+        make_engine(tiny_model_dir, engine_settings(dataclasses.replace(PARAMS, engine="transformers"), runtime))
 
 
 def test_served_names_follow_the_model_content_and_the_serve_lines_use_them(tiny_model_dir, tmp_path):

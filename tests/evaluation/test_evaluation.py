@@ -510,7 +510,7 @@ class _JudgeServer:
 def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypatch):
     """evaluate.engine=openai at a server (runtime.evaluate_base_url), read pairwise: alpaca_eval's own OpenAI
     decoder, pointed at the server by client config, asking for evaluate.api_model; generation stays in-process."""
-    from humpback.engines.factory import stage_settings
+    from humpback.engines.factory import resolve_engine, stage_settings
     from humpback.evaluation.judges import make_judge
     from humpback.params import load_params
 
@@ -525,11 +525,10 @@ def test_openai_compatible_judge_through_alpaca_eval_decoder(tmp_path, monkeypat
             ),
             runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=server.url),
         )
-        assert stage_settings(params, "respond")[0].engine == "auto"  # the other stages keep generation.engine
-        generation, runtime = stage_settings(params, "evaluate")
-        annotator, judge = make_judge(
-            params.evaluate, generation, tmp_path / "unused", cache_root=tmp_path / "cache", runtime=runtime
-        )
+        respond = stage_settings(params, "respond").generation.engine
+        assert respond == resolve_engine(shipped.generation.engine)  # the other stages keep generation.engine
+        judge_engine = stage_settings(params, "evaluate")
+        annotator, judge = make_judge(params.evaluate, judge_engine, tmp_path / "unused", cache_root=tmp_path / "cache")
         reference, model = _data(4)
         models, _ = evaluate_models(annotator, {"m1": model}, reference, max_chars=1000)
     finally:
@@ -561,23 +560,21 @@ def test_judges_that_need_settings_say_so(tmp_path, monkeypatch):
     ]
     for settings, runtime, message in cases:
         params = dataclasses.replace(shipped, evaluate=settings, runtime=runtime)
-        generation, judge_runtime = stage_settings(params, "evaluate")
+        judge_engine = stage_settings(params, "evaluate")
         with pytest.raises(JudgeError, match=message):
-            make_judge(
-                settings, generation, tmp_path / "no-such-model", cache_root=tmp_path / "cache", runtime=judge_runtime
-            )
+            make_judge(settings, judge_engine, tmp_path / "no-such-model", cache_root=tmp_path / "cache")
 
 
 def test_local_judge_on_tiny_model(tmp_path, tiny_model_dir):
     """The real local path offline: transformers engine, judge chat template, one forward pass per judgement."""
+    from humpback.engines.factory import engine_settings
     from humpback.evaluation.judges import make_judge
     from humpback.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     settings = dataclasses.replace(params.evaluate, judge_read="pairwise")
-    annotator, judge = make_judge(
-        settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime
-    )
+    judge_engine = engine_settings(params.generation, params.runtime)
+    annotator, judge = make_judge(settings, judge_engine, tiny_model_dir, cache_root=tmp_path)
     reference, model = _data(3)
     models, annotations = evaluate_models(annotator, {"m1": model}, reference, max_chars=200)
     m1 = models["m1"]
@@ -608,12 +605,12 @@ def _score_settings(read: str):
 def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypatch):
     """judge_read=length needs no model: the longer answer wins in both orders, scores are cached per answer."""
     import humpback.curation.scoring
+    from humpback.engines.factory import engine_settings
     from humpback.evaluation.judges import make_judge
 
     params, settings = _score_settings("length")
-    judge, info = make_judge(
-        settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache", runtime=params.runtime
-    )
+    judge_engine = engine_settings(params.generation, params.runtime)
+    judge, info = make_judge(settings, judge_engine, tmp_path / "unused", cache_root=tmp_path / "cache")
     reference, model = _data(6)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=1000)
     longer = sum(len(m["output"]) > len(r["output"]) for m, r in zip(model, reference)) / len(model)
@@ -624,19 +621,19 @@ def test_score_judge_length_read_is_position_free_and_cached(tmp_path, monkeypat
 
     # A second judge with the same identity answers from the cache file: nothing is scored again.
     monkeypatch.setattr(humpback.curation.scoring, "score_pairs", lambda *a, **k: pytest.fail("scored a cached answer"))
-    again, _ = make_judge(
-        settings, params.generation, tmp_path / "unused", cache_root=tmp_path / "cache", runtime=params.runtime
-    )
+    again, _ = make_judge(settings, judge_engine, tmp_path / "unused", cache_root=tmp_path / "cache")
     models_again, _ = evaluate_models(again, {"m1": model}, reference, max_chars=1000)
     assert models_again["m1"]["win_rate"] == models["m1"]["win_rate"]
 
 
 def test_score_judge_on_tiny_model_mirrors_under_swap(tmp_path, tiny_model_dir):
     """judge_read=pmi on a real (tiny) model: each answer scored once; swapping the answers mirrors the verdict."""
+    from humpback.engines.factory import engine_settings
     from humpback.evaluation.judges import make_judge
 
     params, settings = _score_settings("pmi")
-    judge, info = make_judge(settings, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime)
+    judge_engine = engine_settings(params.generation, params.runtime)
+    judge, info = make_judge(settings, judge_engine, tiny_model_dir, cache_root=tmp_path)
     reference, model = _data(3)
     models, annotations = evaluate_models(judge, {"m1": model}, reference, max_chars=200)
     assert info["read"] == "pmi" and models["m1"]["n"] == 3 and models["m1"]["unparsed"] == 0

@@ -261,8 +261,8 @@ def test_the_annotator_is_checked_and_names_the_judge(tmp_path, monkeypatch):
         params = dataclasses.replace(
             shipped, evaluate=settings, runtime=dataclasses.replace(shipped.runtime, evaluate_base_url=url)
         )
-        generation, runtime = stage_settings(params, "evaluate")
-        return make_judge(settings, generation, tmp_path / "no-model", cache_root=tmp_path / "cache", runtime=runtime)
+        judge_engine = stage_settings(params, "evaluate")
+        return make_judge(settings, judge_engine, tmp_path / "no-model", cache_root=tmp_path / "cache")
 
     with pytest.raises(JudgeError, match=r"alpaca_eval_gpt4 parses generated text \(ranking_parser\).*local judge"):
         judge("transformers", "alpaca_eval_gpt4")

@@ -70,9 +70,7 @@ def test_stage_output_loads_in_alpaca_eval(tmp_path, monkeypatch, tiny_tokenizer
     write_jsonl(tmp_path / "eval.jsonl", RECORDS)
     import humpback.engines.factory
 
-    monkeypatch.setattr(
-        humpback.engines.factory, "make_engine", lambda model_dir, params, runtime: FakeEngine(tiny_tokenizer)
-    )
+    monkeypatch.setattr(humpback.engines.factory, "make_engine", lambda model_dir, settings: FakeEngine(tiny_tokenizer))
     params = Path(__file__).resolve().parents[2] / "params.yaml"
     out = tmp_path / "responses" / "m1.json"
     rc = stage.main(
@@ -123,11 +121,11 @@ def test_two_outputs_files_go_through_alpaca_eval_head2head(tmp_path, tiny_token
 
 
 def test_respond_with_real_engine_on_tiny_model(tiny_model_dir):
-    from humpback.engines.factory import make_engine
+    from humpback.engines.factory import make_engine, stage_settings
     from humpback.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    engine = make_engine(tiny_model_dir, params.generation, params.runtime)
+    engine = make_engine(tiny_model_dir, stage_settings(params, "respond"))  # what stages/respond.py builds
     first = respond(engine, RECORDS, "m0", "S_a", max_new_tokens=4, seed=0)
     again = respond(engine, list(reversed(RECORDS)), "m0", "S_a", max_new_tokens=4, seed=0)
     assert [r["output"] for r in first] == [r["output"] for r in reversed(again)]  # per-record seeds

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from humpback.curation import scoring
+from humpback.engines.factory import engine_settings
 from humpback.evaluation.head_to_head import evaluate_models
 from humpback.evaluation.judges import make_judge
 from humpback.storage import hashing as content_hash
@@ -78,7 +79,7 @@ def test_a_second_queued_run_judges_nothing_the_first_judged(tmp_path, tiny_mode
         workspace = dvc_temp_workspace(repo, name)
         shutil.copytree(tiny_model_dir, workspace / "models" / "base")
         monkeypatch.chdir(workspace)
-        judge, info = make_judge(settings, params.generation, "models/base", runtime=params.runtime)
+        judge, info = make_judge(settings, engine_settings(params.generation, params.runtime), "models/base")
         results.append((evaluate_models(judge, {"m1": model}, reference, max_chars=200)[0], info["id"]))
         monkeypatch.chdir(tmp_path)
         shutil.rmtree(workspace)  # DVC removes a temporary workspace once its experiment is committed

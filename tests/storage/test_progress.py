@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from humpback.curation.devset import build_dev_set
+from humpback.engines.factory import engine_settings
 from humpback.evaluation.head_to_head import evaluate_models
 from humpback.evaluation.judges import make_judge
 from humpback.params import load_params
@@ -52,9 +53,8 @@ def test_score_dev_draws_a_progress_bar_per_method(tmp_path, tiny_model_dir, cap
 
 def test_the_default_judge_draws_a_progress_bar(tmp_path, tiny_model_dir, capsys):
     params = load_params(REPO / "params.yaml")  # its evaluate section: the default judge
-    judge, _ = make_judge(
-        params.evaluate, params.generation, tiny_model_dir, cache_root=tmp_path, runtime=params.runtime
-    )
+    judge_engine = engine_settings(params.generation, params.runtime)
+    judge, _ = make_judge(params.evaluate, judge_engine, tiny_model_dir, cache_root=tmp_path)
     reference, model = _data(3)
     evaluate_models(judge, {"m1": model}, reference, max_chars=200)
     err = capsys.readouterr().err
