@@ -174,36 +174,36 @@ def test_split_gguf_of_the_embedded_model_converts_like_the_whole_file(tmp_path,
 def test_compute_bound_bfloat16_is_measured_on_a_cpu_without_amx(monkeypatch):
     """The AVX-512 BF16 flag alone does not tell (0.6x float32's matmul rate on one CPU, 2.2x on another):
     without AMX, compute-bound work takes bf16 where the probe measures it fast; decoding needs oneDNN only."""
-    from humpback.engines import models as modeling
+    from humpback.engines import models
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
-    for speedup, fast in ((2.2, True), (0.6, False), (modeling.BF16_MATMUL_SPEEDUP - 0.01, False)):
-        monkeypatch.setattr(modeling, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
-        assert modeling.fast_bfloat16(compute_bound=True) is fast
-        assert modeling.fast_bfloat16(compute_bound=False)  # memory-bound decoding: oneDNN's kernels suffice
+    for speedup, fast in ((2.2, True), (0.6, False), (models.BF16_MATMUL_SPEEDUP - 0.01, False)):
+        monkeypatch.setattr(models, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
+        assert models.fast_bfloat16(compute_bound=True) is fast
+        assert models.fast_bfloat16(compute_bound=False)  # memory-bound decoding: oneDNN's kernels suffice
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": True})
-    assert modeling.fast_bfloat16(compute_bound=True)  # AMX tiles: no probe needed (it reads 0.6 here)
+    assert models.fast_bfloat16(compute_bound=True)  # AMX tiles: no probe needed (it reads 0.6 here)
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    assert not modeling.fast_bfloat16(compute_bound=True) and not modeling.fast_bfloat16()
+    assert not models.fast_bfloat16(compute_bound=True) and not models.fast_bfloat16()
 
 
 def test_bf16_matmul_probe_measures_a_positive_ratio_once():
-    from humpback.engines import models as modeling
+    from humpback.engines import models
 
-    modeling.cpu_bf16_matmul_speedup.cache_clear()
-    ratio = modeling.cpu_bf16_matmul_speedup(rows=8, inner=16, cols=16, repeats=2)
-    assert ratio > 0 and modeling.cpu_bf16_matmul_speedup(rows=8, inner=16, cols=16, repeats=2) == ratio
+    models.cpu_bf16_matmul_speedup.cache_clear()
+    ratio = models.cpu_bf16_matmul_speedup(rows=8, inner=16, cols=16, repeats=2)
+    assert ratio > 0 and models.cpu_bf16_matmul_speedup(rows=8, inner=16, cols=16, repeats=2) == ratio
 
 
 def test_auto_dtype_is_bfloat16_only_where_it_is_fast(monkeypatch):
-    from humpback.engines import models as modeling
+    from humpback.engines import models
 
-    monkeypatch.setattr(modeling, "fast_bfloat16", lambda compute_bound=False: True)
-    assert modeling.resolve_dtype("auto") == "bfloat16"
-    monkeypatch.setattr(modeling, "fast_bfloat16", lambda compute_bound=False: False)
-    assert modeling.resolve_dtype("auto") == "float32"
-    assert modeling.resolve_dtype("float16") == "float16"  # an explicit dtype is kept
+    monkeypatch.setattr(models, "fast_bfloat16", lambda compute_bound=False: True)
+    assert models.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setattr(models, "fast_bfloat16", lambda compute_bound=False: False)
+    assert models.resolve_dtype("auto") == "float32"
+    assert models.resolve_dtype("float16") == "float16"  # an explicit dtype is kept
     with pytest.raises(ValueError, match="expected auto or one of"):
-        modeling.resolve_dtype("int8")
+        models.resolve_dtype("int8")

@@ -14,8 +14,7 @@ import yaml
 from transformers import TrainerCallback
 
 from humpback.params import ROLES
-from humpback.training import role as train_role_module
-from humpback.training.role import TrainJob, train_role
+from humpback.training.role import TrainJob, live_callbacks, train_role
 from tests.training.test_training import SEED_PAIRS, make_params, stage_paths, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,14 +53,13 @@ def test_kill_and_rerun_gives_one_curve_with_steps_1_to_n(tiny_model_dir, tmp_pa
     paths = stage_paths("m0")
     live = Path(paths["live"])
 
-    plain = train_role_module.live_callbacks
-    monkeypatch.setattr(train_role_module, "live_callbacks", lambda d: [*plain(d), KillAfterLog(3)])
+    monkeypatch.setattr("humpback.training.role.live_callbacks", lambda d: [*live_callbacks(d), KillAfterLog(3)])
     with pytest.raises(Killed):
         train_role(TrainJob("m0", "models/base", seed, None, **paths), params)
     before = dict(curve(live, "loss"))
     assert sorted(before) == [1, 2, 3]  # the trainer's global steps, not a counter from 0
 
-    monkeypatch.setattr(train_role_module, "live_callbacks", plain)
+    monkeypatch.setattr("humpback.training.role.live_callbacks", live_callbacks)
     shutil.rmtree(live)  # what `dvc repro` does to a stage's outputs before running it again
     summary = train_role(TrainJob("m0", "models/base", seed, None, **paths), params)
 

@@ -27,8 +27,6 @@ from humpback.prompts import (
     format_example,
     system_for_training,
 )
-from humpback.training import loss as train_loss
-from humpback.training import trainer as training
 from humpback.training.examples import (
     IGNORE_INDEX,
     PadCollator,
@@ -393,7 +391,7 @@ def test_first_logged_loss_is_the_stock_mean_over_the_step(tiny_model_dir, tiny_
     params = make_params()
     calls = []
     monkeypatch.setattr(
-        training, "head_cross_entropy", lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args)
+        "humpback.training.trainer.head_cross_entropy", lambda *args: calls.append(1) or head_cross_entropy(*args)
     )
     result = run_training(tiny_model_dir, tiny_tokenizer, params, tmp_path / "s")
     assert len(calls) == 2 * result.steps  # 2 micro-batches per step
@@ -413,7 +411,7 @@ def test_bf16_training_keeps_a_bf16_base_and_trains_a_float32_adapter(
     original = load_file(tiny_model_dir / "model.safetensors")
     calls = []
     monkeypatch.setattr(
-        training, "head_cross_entropy", lambda *args: calls.append(1) or train_loss.head_cross_entropy(*args)
+        "humpback.training.trainer.head_cross_entropy", lambda *args: calls.append(1) or head_cross_entropy(*args)
     )
     result = run_training(tiny_model_dir, tiny_tokenizer, make_params(dtype="bfloat16"), tmp_path / "s")
     assert len(calls) == 2 * result.steps  # 2 micro-batches per step
@@ -471,7 +469,7 @@ def test_labelled_loss_and_gradients_equal_the_stock_loss(tiny_model_dir, tiny_t
     ours = loss_path
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     vocab = model.config.vocab_size
-    monkeypatch.setattr(train_loss, "CHUNK_ELEMENTS", 7 * vocab)  # several chunks, the last one short
+    monkeypatch.setattr("humpback.training.loss.CHUNK_ELEMENTS", 7 * vocab)  # several chunks, the last one short
     batch = tiny_batch(tiny_tokenizer)
     n_labelled = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert n_labelled > 7 * 3 and n_labelled < batch["labels"][:, 1:].numel()  # prompts and padding masked
@@ -583,7 +581,7 @@ def test_bf16_head_in_the_loss_equals_the_chunked_loss_on_its_own_logits(tiny_mo
     with torch.no_grad():
         states = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     rows = states[logits_mask(batch["labels"])]
-    monkeypatch.setattr(train_loss, "CHUNK_ELEMENTS", 5 * model.config.vocab_size)  # 5 rows a chunk
+    monkeypatch.setattr("humpback.training.loss.CHUNK_ELEMENTS", 5 * model.config.vocab_size)  # 5 rows a chunk
     results = []
     for loss_of in (
         lambda h: head_cross_entropy(h, head, batch["labels"], 7),
@@ -880,7 +878,6 @@ def test_a_roles_seed_key_is_a_dependency_of_its_train_stage_only():
 def test_train_role_trains_with_the_roles_own_seed(tiny_model_dir, tmp_path, monkeypatch):
     """The role's seed reaches the Trainer's arguments and the adapter's initialisation (training stops there);
     another role's key moves neither."""
-    from humpback.training import role as module
 
     class Stop(Exception):
         pass
@@ -894,8 +891,8 @@ def test_train_role_trains_with_the_roles_own_seed(tiny_model_dir, tmp_path, mon
         seen["model"] = seed
         raise Stop
 
-    monkeypatch.setattr(module, "training_arguments", arguments)
-    monkeypatch.setattr(module, "load_trainable", load)
+    monkeypatch.setattr("humpback.training.role.training_arguments", arguments)
+    monkeypatch.setattr("humpback.training.role.load_trainable", load)
     seed = write_jsonl(tmp_path / "seed.jsonl", SEED_PAIRS[:4])
     params = params_with_seeds(training=7, training_m0=11)
     for role, expected in (("m0", 11), ("backward", 7)):
