@@ -163,10 +163,10 @@ def test_every_stage_defaults_to_the_shared_engine():
 
 def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
     """`auto`: bf16 for decoding wherever oneDNN has bf16 kernels; for reads (compute-bound) with AMX, or where
-    this CPU's bf16 matmuls measure fast (`modeling.cpu_bf16_matmul_speedup`, pinned here)."""
+    this CPU's bf16 matmuls measure fast (`models.cpu_bf16_matmul_speedup`, pinned here)."""
     import torch
 
-    from humpback.engines import models as modeling
+    from humpback.engines import models
     from humpback.engines.factory import stage_settings
 
     params = load_params(ROOT / "params.yaml")
@@ -175,7 +175,7 @@ def test_auto_precision_depends_on_the_kind_of_work(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     for amx, speedup, read_dtype in ((False, 0.6, "float32"), (False, 2.2, "bfloat16"), (True, 0.6, "bfloat16")):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda amx=amx: {"amx_bf16": amx})
-        monkeypatch.setattr(modeling, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
+        monkeypatch.setattr(models, "cpu_bf16_matmul_speedup", lambda speedup=speedup: speedup)
         assert stage_settings(params, "augment").generation.dtype == "bfloat16"
         assert stage_settings(params, "curate", reads_only=True).generation.dtype == read_dtype
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)

@@ -10,8 +10,7 @@ import pytest
 from humpback.params import EvalDataParams, OtherDataParams
 from humpback.sources import Counts, SourceError, prepare_eval, prepare_other, project_faqs
 from humpback.sources.overlap import normalize, seen_in_training
-from humpback.sources.python_faq import DEFAULT_ROOT as PYTHON_DOCS
-from humpback.sources.python_faq import faq_pairs
+from humpback.sources.python_faq import DEFAULT_ROOT, faq_pairs
 from humpback.sources.rst import rst_to_text
 
 # Excerpts of the five pinned packages' FAQ files, in their installed layout (heads of the real files).
@@ -168,7 +167,7 @@ def test_prepare_other_stage_writes_pairs_and_counts(tmp_path):
 
 
 @pytest.mark.skipif(
-    not (INSTALLED and Path(PYTHON_DOCS).is_dir()),
+    not (INSTALLED and Path(DEFAULT_ROOT).is_dir()),
     reason="needs python3.11-doc and the project-faqs packages (make setup installs them)",
 )
 def test_real_set_is_disjoint_from_the_whole_python_docs():
@@ -177,7 +176,7 @@ def test_real_set_is_disjoint_from_the_whole_python_docs():
     counts = Counts("project-faqs")
     pairs = project_faqs.read_pairs("", counts)
     assert 70 <= len(pairs) <= 150
-    sources = sorted((Path(PYTHON_DOCS) / "_sources").rglob("*.rst.txt"))
+    sources = sorted((Path(DEFAULT_ROOT) / "_sources").rglob("*.rst.txt"))
     seed = [p for f in sources if f.parent.name == "faq" for p in faq_pairs(f.read_text(encoding="utf-8"), f.name)]
     assert len(seed) > 150
     texts = [rst_to_text(f.read_text(encoding="utf-8").splitlines()) for f in sources]

@@ -17,8 +17,7 @@ from humpback.curation import scoring
 from humpback.engines.factory import engine_settings
 from humpback.evaluation.head_to_head import evaluate_models
 from humpback.evaluation.judges import make_judge
-from humpback.storage import hashing as content_hash
-from humpback.storage import workdirs
+from humpback.storage import hashing, workdirs
 from humpback.storage.hashing import hash_file
 from humpback.storage.workdirs import CACHE_ENV, cache_root, main_workspace, merge_json
 from tests.evaluation.test_evaluation import _data, _score_settings
@@ -110,8 +109,8 @@ def test_hash_cache_follows_the_file_not_its_path(tmp_path, monkeypatch):
     """Remembered by (device, inode, size, mtime): another name of the same file (a hard link, as DVC's
     `cache.type hardlink` checks out) hits; a copy, a rewrite and a file modified just now are read."""
     reads = []
-    real = content_hash.hash_files
-    monkeypatch.setattr(content_hash, "hash_files", lambda paths: reads.append(list(paths)) or real(paths))
+    real = hashing.hash_files
+    monkeypatch.setattr(hashing, "hash_files", lambda paths: reads.append(list(paths)) or real(paths))
     cache = tmp_path / "cache"
     weights = tmp_path / "a" / "model.safetensors"
     weights.parent.mkdir()
