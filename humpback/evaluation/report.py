@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from humpback.params import ROLES
 from humpback.storage.records import atomic_path, read_json, read_jsonl, write_csv, write_json
 
 DATA_STEPS = ("prepare_seed", "prepare_web", "sample_web", "prepare_eval", "prepare_dev", "augment")
-ROLES = ("backward", "m0", "m1", "m2")
 CURATORS = ("base", "m0", "m1", "curator")
 
 
