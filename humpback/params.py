@@ -157,11 +157,11 @@ class TrainParams(_Section):
     lora: LoraParams
 
 
-# The engines (generation.make_engine). auto: vLLM where a CUDA device and vLLM are present, else transformers.
+# The engines (engines/factory.make_engine). auto: vLLM where a CUDA device and vLLM are present, else transformers.
 ENGINES = ("auto", "transformers", "vllm", "openai")
 # The stages that choose their own engine, each by `<stage>.engine` and `<stage>.api_model`, where the value
 # `default` means generation.engine / generation.api_model; the server is runtime.<stage>_base_url, or
-# runtime.base_url where that is "" (generation.stage_settings).
+# runtime.base_url where that is "" (engines/factory.stage_settings).
 DEFAULT = "default"
 ENGINE_STAGES = ("augment", "curate", "respond", "evaluate")
 EngineName = Literal[ENGINES]  # type: ignore[valid-type]
@@ -170,9 +170,9 @@ StageEngine = Literal[(DEFAULT, *ENGINES)]  # type: ignore[valid-type]
 
 @dataclass(frozen=True)
 class GenerationParams(_Section):
-    # auto: vLLM where a CUDA device and vLLM are present, else transformers (generation.resolve_engine)
+    # auto: vLLM where a CUDA device and vLLM are present, else transformers (engines/factory.resolve_engine)
     engine: EngineName
-    # auto = bfloat16 where this machine has fast bf16 kernels (modeling.resolve_dtype), else float32
+    # auto = bfloat16 where this machine has fast bf16 kernels (engines/models.resolve_dtype), else float32
     dtype: Literal["auto", "float32", "bfloat16", "float16"]
     temperature: float
     top_p: float

@@ -106,7 +106,7 @@ def method(name: str) -> CurationMethod:
 
 def writes_text(names: list[str] | tuple[str, ...]) -> bool:
     """Whether any of these methods has the curator write (decode) rather than only read likelihoods: it
-    decides which precision `auto` picks on CPUs (generation.stage_settings)."""
+    decides which precision `auto` picks on CPUs (engines/factory.stage_settings)."""
     return any(n in METHODS and METHODS[n].read == "rubric_generate" for n in names)
 
 

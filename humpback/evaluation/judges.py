@@ -35,7 +35,7 @@ both orders explicitly, which measures position bias instead of hiding it in noi
 
 Annotations are cached by alpaca_eval itself (`caching_path`), one file per judge identity (the annotator's
 name included) under
-`.humpback/cache/judge/<judge id>/` of the repository's main workspace (`workdirs.judge_cache`: queued
+`.humpback/cache/judge/<judge id>/` of the repository's main workspace (`storage.workdirs.judge_cache`: queued
 experiments share it), keyed by (instruction, output_1, output_2): a rerun re-judges nothing.
 """
 

@@ -45,7 +45,7 @@ def hash_files(paths: Iterable[str | Path], sink: IO[bytes] | None = None) -> st
 
 
 def hash_file(path: str | Path, cache: Path | None = None) -> str:
-    """sha256 of one file's bytes. With `cache` (a folder, workdirs.hash_cache()), remembered there by the
+    """sha256 of one file's bytes. With `cache` (a folder, storage.workdirs.hash_cache()), remembered there by the
     file's identity, (device, inode, size, mtime): a large weight file is read once, not on every run.
 
     The identity is the rule DVC's own state database and git's index trust: a file rewritten in place or

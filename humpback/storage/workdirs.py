@@ -76,7 +76,7 @@ def judge_cache() -> Path:
 
 
 def hash_cache() -> Path:
-    """sha256 of fingerprinted files (model weights), one small file per file identity (content_hash.hash_file)."""
+    """sha256 of fingerprinted files (model weights), one small file per file identity (storage.hashing.hash_file)."""
     return cache_root() / "hash"
 
 

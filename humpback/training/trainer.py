@@ -229,9 +229,9 @@ class CausalLMTrainer(Trainer):
         return labelled_cross_entropy(outputs.logits, labels, num_items_in_batch)
 
     def _head_to_defer(self, model, return_outputs: bool) -> nn.Linear | None:
-        """The output head, when the loss can compute it (`train_loss.head_cross_entropy`): a training step of an
+        """The output head, when the loss can compute it (`loss.head_cross_entropy`): a training step of an
         unsharded model (FSDP and ZeRO-3 gather the head's weight only inside the forward) whose outputs
-        nobody else reads, with a head `train_loss.can_defer` takes (called under the step's autocast)."""
+        nobody else reads, with a head `loss.can_defer` takes (called under the step's autocast)."""
         if (
             return_outputs
             or not torch.is_grad_enabled()
@@ -328,7 +328,7 @@ class TrainResult:
     seconds: float  # this process's training time (a resumed run does not count the interrupted part)
     resumed_from_step: int
     precision: str  # "bf16" (autocast, where bf16 is fast here) or "fp32"
-    # The engine that trained, read from the trainer's objects (train_engine.engine_of): kind (single, ddp,
+    # The engine that trained, read from the trainer's objects (backends.engine_of): kind (single, ddp,
     # fsdp, deepspeed), processes, backend, ZeRO stage / FSDP version, whether the parameters were sharded.
     engine: dict[str, Any]
     # Under FSDP or DeepSpeed ZeRO-3 each process holds a shard of the weights: the full state dict, gathered
@@ -357,7 +357,7 @@ def training_arguments(
     accelerate launch) and reads accelerate's FSDP / DeepSpeed settings, so build them *before* loading the
     model: DeepSpeed ZeRO-3's `zero3_init_flag` and FSDP's `cpu_ram_efficient_loading` act inside
     `from_pretrained`, and only when the process group exists by then. Under `accelerate launch` the launch's
-    mixed precision is switched off first (`train_engine.launch_environment`: precision is train.dtype's)."""
+    mixed precision is switched off first (`backends.launch_environment`: precision is train.dtype's)."""
     launch_environment()
     # Without a GPU the Trainer sets up data parallelism (gloo) only when told the run is on the CPU; but with
     # `use_cpu` accelerate drops DeepSpeed, which brings its own CPU accelerator instead. That one needs the
@@ -471,7 +471,7 @@ def save_trained(
     save only this process's shard.
 
     An adapter records `base_ref` exactly as given (e.g. the relative `models/base`), so
-    `modeling.load_model(out)` finds its base from the repo root, in any clone of the project.
+    `engines.models.load_model(out)` finds its base from the repo root, in any clone of the project.
     """
     with atomic_folder(out) as tmp:
         if hasattr(model, "peft_config"):
