@@ -1,11 +1,20 @@
-"""Shared fixtures: a tiny in-memory Llama (2 layers, 64 wide) with the embedded model's real tokenizer."""
+"""The tests' one module of shared fixtures and helpers: a tiny in-memory Llama (2 layers, 64 wide) with the
+embedded model's real tokenizer, the shipped params, a local Ray cluster, data-source settings with every filter
+off, the pairs several stages' tests feed, stage command lines, and the metrics files the report stage reads.
+
+Tests import the helpers from here (`from tests.conftest import ...`), so one change to a stage's command line or a
+params section is made once."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
+from humpback.storage.records import write_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -126,3 +135,231 @@ def ray_local():
         finally:
             ray.shutdown()
     Config.initialize("")
+
+
+# ------------------------------------------------------------------------------------------ data-source settings
+
+
+def seed_data_params(source: str, path: str, **fields) -> SeedDataParams:
+    """The seed section a source test reads: English pairs, none over a limit, one held out, a bad record stops."""
+    neutral = {"instruction_field": "instruction", "output_field": "output", "language": "en", "limit": 0}
+    neutral.update(heldout=1, on_bad_record="error")
+    return SeedDataParams(source=source, path=path, **{**neutral, **fields})
+
+
+# The repetition, language and near-duplicate filters on, as params.yaml ships them.
+FILTERS_ON = {"max_repetition": 0.3, "language": "en", "near_duplicate": 0.8}
+
+
+def web_data_params(**fields) -> WebDataParams:
+    """The web section with every filter a test does not name off (no repetition, language or near-duplicate
+    filter, no limit, no bad record tolerated): each test states only the settings it is about."""
+    neutral = {"source": "jsonl", "path": "", "text_field": "text", "max_repetition": 1.0, "language": ""}
+    neutral.update(near_duplicate=0.0, limit=0, on_bad_record="error", max_bad_fraction=1.0)
+    return WebDataParams(**{**neutral, **fields})
+
+
+def eval_data_params(source: str, path: str, **fields) -> EvalDataParams:
+    """The eval section a source test reads: every prompt, no reference outputs, a bad record stops."""
+    neutral = {"instruction_field": "instruction", "reference": "none", "limit": 0, "on_bad_record": "error"}
+    return EvalDataParams(source=source, path=path, **{**neutral, **fields})
+
+
+# ------------------------------------------------------------------------------------------ pairs
+
+
+def seed_pairs(n: int) -> list[dict]:
+    """`n` seed-like pairs (Python how-tos) whose answers differ in length, for the training tests."""
+    return [
+        {
+            "id": f"s{i}",
+            "instruction": f"How do I use feature {i} in Python?",
+            "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3),
+        }
+        for i in range(n)
+    ]
+
+
+def candidate_pairs(n: int) -> list[dict]:
+    """`n` augmented pairs, each from its own web segment, for the score stage's tests."""
+    return [
+        {
+            "id": f"aug-{i}",
+            "segment_id": f"seg-{i}",
+            "instruction": f"Question {i}: what is item {i}?",
+            "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3),
+        }
+        for i in range(n)
+    ]
+
+
+# ------------------------------------------------------------------------------------------ stage command lines
+
+
+def cli_args(**options: object) -> list[str]:
+    """A stage's command line, options in the order given: `metrics_dir=path` is `--metrics-dir path`, `True` the
+    bare flag (`False` leaves it out), a list the option then each item (argparse's nargs)."""
+    args: list[str] = []
+    for name, value in options.items():
+        if value is False:
+            continue
+        args.append("--" + name.replace("_", "-"))
+        if isinstance(value, list | tuple):
+            args += [str(v) for v in value]
+        elif value is not True:
+            args.append(str(value))
+    return args
+
+
+def score_args(
+    folder: Path,
+    model: Path,
+    params: Path,
+    named: Path | None = None,
+    out: str = "scored.jsonl",
+    metrics: str = "score.json",
+) -> list[str]:
+    """score@1 on `folder`/pairs.jsonl, writing `out` and `metrics` there; without `named`, the self curator,
+    prepared in `folder` the first time."""
+    named = named or folder / "self-curator"
+    if named == folder / "self-curator" and not named.exists():
+        from humpback.engines.model_folders import prepare_curator
+
+        prepare_curator("self", "float32", named)
+    return cli_args(
+        iteration=1,
+        model=model,
+        named_curator=named,
+        pairs=folder / "pairs.jsonl",
+        out=folder / out,
+        metrics=folder / metrics,
+        params=params,
+    )
+
+
+def score_dev_args(folder: Path, model: Path, params: Path | str, tagged: bool = False) -> list[str]:
+    """score_dev rating `folder`/dev.jsonl into `folder`/scored.jsonl."""
+    return cli_args(model=model, tagged=tagged, dev=folder / "dev.jsonl", out=folder / "scored.jsonl", params=params)
+
+
+def curation_quality_args(folder: Path, name: str, params: Path | str) -> list[str]:
+    """curation_quality reading `folder`/scored.jsonl, writing m.json and m.png there."""
+    scored, metrics, plot = (folder / f for f in ("scored.jsonl", "m.json", "m.png"))
+    return cli_args(name=name, scored=scored, metrics=metrics, plot=plot, params=params)
+
+
+def report_args(folder: Path, metrics: Path, curation_data: str = "cq.csv", **inputs: object) -> list[str]:
+    """The report stage writing report.md, headline.json, comparisons.json and the curators' figures into
+    `folder` from `metrics`; `inputs` are its other options (likelihood=[...], scored=[...], html=...)."""
+    outputs = {"out": "report.md", "headline": "headline.json", "comparisons": "comparisons.json"}
+    written = {option: folder / name for option, name in outputs.items()}
+    return cli_args(
+        metrics_dir=metrics,
+        **written,
+        curation_data=folder / curation_data,
+        curation_plot=folder / "cq.png",
+        **inputs,
+    )
+
+
+# ------------------------------------------------------------------------------------------ the report's inputs
+# Every metrics file dvc.yaml's report stage depends on, each with the keys its stage always writes: the report
+# reads them without fallbacks, so a test writes this complete set first and then its own files over it.
+
+_KINDS = ("good", "mismatched", "truncated", "navigation", "forum")
+
+
+def _curator(name: str, auc: float) -> dict:
+    """A curation_quality metrics file with two methods (pmi, selected by default, and the length baseline)."""
+    by_kind = {
+        k: {"n": 10, "mean_score": 3.0 - i * 0.4, "selected_share": 0.8 - i * 0.15} for i, k in enumerate(_KINDS)
+    }
+    pmi = {
+        "precision": 0.625,
+        "recall": 0.5,
+        "roc_auc": auc,
+        "roc_auc_ci": [auc - 0.1, auc + 0.08],
+        "length_roc_auc": 0.55,
+        "length_roc_auc_ci": [0.45, 0.66],
+        "n": 50,
+        "n_positive": 10,
+        "n_selected": 8,
+        "unparsed": 0,
+        "by_kind": by_kind,
+        "threshold": 10.0,
+        "seconds_per_pair": 0.41,
+        "sweep": {},
+    }
+    length = {**pmi, "roc_auc": 0.55, "roc_auc_ci": [0.45, 0.66], "precision": None, "recall": None}
+    length.update(n_selected=None, threshold=None, seconds_per_pair=0.0)
+    return {"model": name, "method": "pmi", **pmi, "methods": {"pmi": pmi, "length": length}}
+
+
+def write_dag_metrics(metrics: str | Path, curators: Sequence[str] = ("base", "m0", "m1")) -> None:
+    """The report stage's metrics inputs for a small plausible run (no in-domain set, no head to head); the
+    curation_quality curators not in `curators` are written as skipped."""
+    metrics = Path(metrics)
+    for name, (read, kept) in {
+        "prepare_seed": (60, 40),
+        "prepare_web": (1500, 1000),
+        "sample_web": (1000, 64),
+        "prepare_eval": (80, 80),
+        "prepare_dev": (120, 50),
+        "augment": (64, 60),
+    }.items():
+        dropped = {"too_short": read - kept, "duplicate": 0}
+        write_json(metrics / f"{name}.json", {"read": read, "kept": kept, "dropped": dropped})
+    write_json(metrics / "select" / "1.json", {"iteration": 1, "n": 60, "selected": 20})
+    overlap = {"shared": 18, "only_this": 2, "only_previous": 2, "jaccard": 0.82, "identical": False}
+    write_json(
+        metrics / "select" / "2.json", {"iteration": 2, "n": 60, "selected": 20, "overlap_with_previous": overlap}
+    )
+    for role, (seed, web, loss) in {
+        "backward": (40, 0, 2.5),
+        "m0": (40, 0, 2.31),
+        "m1": (40, 20, 2.27),
+        "m2": (40, 20, 2.26),
+    }.items():
+        write_json(
+            metrics / "train" / f"{role}.json",
+            {
+                "final_loss": loss,
+                "steps": (seed + web) // 8,
+                "examples": seed + web,
+                "examples_seed": seed,
+                "examples_augmented": web,
+                "trained_tokens": 9000 + 200 * web,
+                "seconds": 140.0 + 3 * web,
+            },
+        )
+    model = {
+        "win_rate": 50.0,
+        "standard_error": 10.0,
+        "n": 16,
+        "avg_length": 600.0,
+        "order_agreement": 0.75,
+        "position_bias": False,
+        "unparsed": 0,
+    }
+    write_json(
+        metrics / "evaluate.json",
+        {
+            "reference": "base",
+            "reference_avg_length": 580.0,
+            "judge": {
+                "kind": "local",
+                "model": "models/base",
+                "annotator": "each answer scored alone",
+                "max_chars": 800,
+            },
+            "length_controlled_reason": None,
+            "models": {m: {**model, "win_rate": w} for m, w in (("m0", 50.0), ("m1", 53.1), ("m2", 56.2))},
+            "head_to_head": {},
+            "indomain": {},
+        },
+    )
+    for name, auc in (("base", 0.61), ("m0", 0.7), ("m1", 0.74), ("curator", 0.8)):
+        path = metrics / "curation_quality" / f"{name}.json"
+        write_json(
+            path, _curator(name, auc) if name in curators else {"model": name, "skipped": "curate.model is self"}
+        )

@@ -23,6 +23,7 @@ from humpback.storage.records import read_jsonl
 from stages import augment
 from stages import score as score_stage
 from stages import select as select_stage
+from tests.conftest import score_args
 
 ROOT = Path(__file__).resolve().parents[2]
 FILTERS = ["empty", "echo", "too_long", "not_instruction"]
@@ -262,30 +263,6 @@ def test_sigkilled_augment_resumes_to_identical_output(tmp_path, tiny_model_dir,
 
 
 # ------------------------------------------------------------------------------------------ score, select
-
-
-def score_args(folder: Path, model: Path, params: Path, named: Path | None = None) -> list[str]:
-    named = named or folder / "self-curator"
-    if named == folder / "self-curator" and not named.exists():
-        from humpback.engines.model_folders import prepare_curator
-
-        prepare_curator("self", "float32", named)
-    return [
-        "--iteration",
-        "1",
-        "--model",
-        str(model),
-        "--named-curator",
-        str(named),
-        "--pairs",
-        str(folder / "pairs.jsonl"),
-        "--out",
-        str(folder / "scored.jsonl"),
-        "--metrics",
-        str(folder / "score.json"),
-        "--params",
-        str(params),
-    ]
 
 
 def select_args(folder: Path, params: Path, iteration: int = 1) -> list[str]:

@@ -18,6 +18,7 @@ from humpback.curation.devset import (
     truncate_mid_sentence,
 )
 from humpback.storage.records import read_json, read_jsonl, write_jsonl
+from tests.conftest import cli_args, curation_quality_args, report_args, score_dev_args, write_dag_metrics
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "tiny_profile"
 
@@ -123,18 +124,13 @@ def test_prepare_dev_stage_writes_rows_and_counts(tmp_path):
     raw["curation_quality"].update(positives=3, negatives_per_kind=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     rc = main(
-        [
-            "--heldout",
-            str(tmp_path / "heldout.jsonl"),
-            "--web",
-            str(tmp_path / "web.jsonl"),
-            "--out",
-            str(tmp_path / "dev.jsonl"),
-            "--metrics",
-            str(tmp_path / "m.json"),
-            "--params",
-            str(tmp_path / "params.yaml"),
-        ]
+        cli_args(
+            heldout=tmp_path / "heldout.jsonl",
+            web=tmp_path / "web.jsonl",
+            out=tmp_path / "dev.jsonl",
+            metrics=tmp_path / "m.json",
+            params=tmp_path / "params.yaml",
+        )
     )
     assert rc == 0
     rows = read_jsonl(tmp_path / "dev.jsonl")
@@ -291,34 +287,9 @@ def test_score_dev_then_curation_quality_on_tiny_model(tmp_path, tiny_model_dir)
     raw["curate"].update(method="logprob", max_new_tokens=4)  # generate: a random model's text, short
     raw["curation_quality"]["bootstrap"] = 50
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    rc = score_main(
-        [
-            "--model",
-            str(tiny_model_dir),
-            "--tagged",
-            "--dev",
-            str(tmp_path / "dev.jsonl"),
-            "--out",
-            str(tmp_path / "scored.jsonl"),
-            "--params",
-            str(tmp_path / "params.yaml"),
-        ]
-    )
+    rc = score_main(score_dev_args(tmp_path, tiny_model_dir, tmp_path / "params.yaml", tagged=True))
     assert rc == 0
-    rc = main(
-        [
-            "--name",
-            "m0",
-            "--scored",
-            str(tmp_path / "scored.jsonl"),
-            "--metrics",
-            str(tmp_path / "m.json"),
-            "--plot",
-            str(tmp_path / "m.png"),
-            "--params",
-            str(tmp_path / "params.yaml"),
-        ]
-    )
+    rc = main(curation_quality_args(tmp_path, "m0", tmp_path / "params.yaml"))
     assert rc == 0
     metrics = read_json(tmp_path / "m.json")
     assert {
@@ -351,33 +322,9 @@ def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_
     _, heldout = _split()
     write_jsonl(tmp_path / "dev.jsonl", build_dev_set(heldout, _web(), 2, 1))
     params = str(Path(__file__).resolve().parents[2] / "params.yaml")
-    rc = score_main(
-        [
-            "--model",
-            str(tmp_path / "curator"),
-            "--dev",
-            str(tmp_path / "dev.jsonl"),
-            "--out",
-            str(tmp_path / "scored.jsonl"),
-            "--params",
-            params,
-        ]
-    )
+    rc = score_main(score_dev_args(tmp_path, tmp_path / "curator", params))
     assert rc == 0 and read_jsonl(tmp_path / "scored.jsonl") == []
-    rc = main(
-        [
-            "--name",
-            "curator",
-            "--scored",
-            str(tmp_path / "scored.jsonl"),
-            "--metrics",
-            str(tmp_path / "m.json"),
-            "--plot",
-            str(tmp_path / "m.png"),
-            "--params",
-            params,
-        ]
-    )
+    rc = main(curation_quality_args(tmp_path, "curator", params))
     assert rc == 0 and "skipped" in read_json(tmp_path / "m.json")
     assert (tmp_path / "m.png").is_file()
 
@@ -385,7 +332,6 @@ def test_curation_quality_skips_the_named_curator_when_curate_model_is_self(tmp_
 def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     from humpback.storage.records import write_json
     from stages.report import main
-    from tests.evaluation.report_inputs import write_dag_metrics
 
     _fake_scoring(monkeypatch, {"good": 4.6, "mismatched": 1.2, "truncated": 3.4, "navigation": 2.0, "forum": 3.1})
     _, heldout = _split()
@@ -396,25 +342,7 @@ def test_report_stage_shows_every_curator_and_method(tmp_path, monkeypatch):
     for name in ("base", "m0"):
         write_json(folder / f"{name}.json", {"model": name, **metrics})
     write_json(folder / "curator.json", {"model": "curator", "skipped": "curate.model is self"})
-    assert (
-        main(
-            [
-                "--metrics-dir",
-                str(tmp_path / "metrics"),
-                "--out",
-                str(tmp_path / "report.md"),
-                "--headline",
-                str(tmp_path / "headline.json"),
-                "--comparisons",
-                str(tmp_path / "comparisons.json"),
-                "--curation-plot",
-                str(tmp_path / "cq.png"),
-                "--curation-data",
-                str(tmp_path / "cq.csv"),
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(tmp_path, tmp_path / "metrics")) == 0
     text = (tmp_path / "report.md").read_text()
     assert "### Every method × curator" in text and "| base | **logprob** |" in text and "| m0 | pmi |" in text
     assert set(read_json(tmp_path / "headline.json")["curator_roc_auc"]) == {"base", "m0"}  # skipped: no column

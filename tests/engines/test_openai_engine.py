@@ -371,7 +371,8 @@ def test_score_stage_curates_on_a_server_while_augment_stays_in_process(
     from humpback.engines.factory import stage_settings
     from humpback.params import load_params
     from stages import score as score_stage
-    from tests.curation.test_augment_curate import edit_params, score_args, write_inputs, write_pairs
+    from tests.conftest import score_args
+    from tests.curation.test_augment_curate import edit_params, write_inputs, write_pairs
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     monkeypatch.chdir(tmp_path)

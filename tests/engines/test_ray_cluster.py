@@ -31,7 +31,7 @@ from humpback.engines.ray_cluster import ModelPathError, RayPool
 from stages import augment as augment_stage
 from stages import score as score_stage
 from tests.conftest import RAY_TOKEN as TOKEN
-from tests.conftest import shipped_params
+from tests.conftest import candidate_pairs, shipped_params
 
 ROOT = Path(__file__).resolve().parents[2]
 THREADS = 2  # torch threads in the local run and in each actor; Ray starts its workers with 1
@@ -41,15 +41,7 @@ SEGMENTS = [
     {"id": f"seg-{i}", "text": f"Segment {i}: " + "decorators wrap functions to extend them. " * (1 + i % 3)}
     for i in range(8)
 ]
-PAIRS = [
-    {
-        "id": f"aug-{i}",
-        "segment_id": f"seg-{i}",
-        "instruction": f"Question {i}: what is item {i}?",
-        "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3),
-    }
-    for i in range(8)
-]
+PAIRS = candidate_pairs(8)
 
 
 def stage_inputs(folder: Path) -> Path:

@@ -19,11 +19,10 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from humpback.engines.factory import engine_settings, make_engine
-from humpback.engines.model_folders import prepare_curator
 from humpback.engines.servers import ServedModelError, ServerPool, serve_command, served_name
 from humpback.params import load_params
 from stages import score as score_stage
-from tests.conftest import RUNTIME
+from tests.conftest import RUNTIME, candidate_pairs, score_args
 from tests.engines.test_openai_engine import PARAMS, FakeVLLM
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,27 +118,7 @@ def score_params(folder: Path, **runtime) -> Path:
 
 
 def run_score(folder: Path, model: Path, params: Path, out: str) -> int:
-    named = folder / "self-curator"
-    if not named.exists():
-        prepare_curator("self", "float32", named)
-    return score_stage.main(
-        [
-            "--iteration",
-            "1",
-            "--model",
-            str(model),
-            "--named-curator",
-            str(named),
-            "--pairs",
-            str(folder / "pairs.jsonl"),
-            "--out",
-            str(folder / out),
-            "--metrics",
-            str(folder / f"{out}.metrics.json"),
-            "--params",
-            str(params),
-        ]
-    )
+    return score_stage.main(score_args(folder, model, params, out=out, metrics=f"{out}.metrics.json"))
 
 
 @pytest.fixture()
@@ -148,16 +127,7 @@ def stage_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)  # `local`'s one-server engine reads the OpenAI variable
     monkeypatch.setenv("DVC_STAGE", "score@1")
-    rows = [
-        {
-            "id": f"aug-{i}",
-            "segment_id": f"seg-{i}",
-            "instruction": f"Question {i}: what is item {i}?",
-            "output": f"Item {i} is " + "a thing that matters " * (1 + i % 3),
-        }
-        for i in range(10)
-    ]
-    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in candidate_pairs(10)))
     return tmp_path
 
 

@@ -325,7 +325,7 @@ def test_evaluate_stage_with_local_judge(tmp_path, monkeypatch, tiny_tokenizer):
 
 def test_report_renders_every_table(tmp_path):
     from stages.report import main
-    from tests.evaluation.report_inputs import write_dag_metrics
+    from tests.conftest import report_args, write_dag_metrics
 
     metrics = tmp_path / "metrics"
     write_dag_metrics(metrics, curators=())
@@ -399,27 +399,7 @@ def test_report_renders_every_table(tmp_path):
         likelihood("m1", [-2.0, -2.5, -3.0, -1.5], [-1.9, -2.1]),
         likelihood("m2", [-1.95, -2.45, -2.95, -1.45], [-2.0, -2.0]),
     ]
-    assert (
-        main(
-            [
-                "--metrics-dir",
-                str(metrics),
-                "--out",
-                str(tmp_path / "report.md"),
-                "--headline",
-                str(tmp_path / "headline.json"),
-                "--comparisons",
-                str(tmp_path / "comparisons.json"),
-                "--curation-data",
-                str(tmp_path / "cq.csv"),
-                "--curation-plot",
-                str(tmp_path / "cq.png"),
-                "--likelihood",
-                *files,
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(tmp_path, metrics, likelihood=files)) == 0
     text = (tmp_path / "report.md").read_text()
     assert text.index("## The answers") < text.index("## Data")
     assert "Does M2 beat M0 on other-source human answers (a source the pipeline never reads)? **yes**" in text

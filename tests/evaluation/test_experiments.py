@@ -26,6 +26,7 @@ from humpback.evaluation.experiments import (
     without_workspace_copy,
 )
 from humpback.statistics import welch
+from tests.conftest import cli_args
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = "likelihood.m2.loglik_other"
@@ -355,39 +356,15 @@ def test_the_paper_preset_reads_every_metric_with_its_contrast(tmp_path):
     out, kept = tmp_path / "mix", tmp_path / "mix.runs.json"
     assert (
         main(
-            [
-                "--rows",
-                str(first),
-                "--rows",
-                str(second),
-                "--keep",
-                str(kept),
-                "--contrast",
-                "train.mix=seed+augmented",
-                "--metrics",
-                "paper",
-                "--out",
-                str(out),
-            ]
+            ["--rows", str(first), "--rows", str(second)]
+            + cli_args(keep=kept, contrast="train.mix=seed+augmented", metrics="paper", out=out)
         )
         == 0
     )
     text = out.with_suffix(".md").read_text()
     assert json.loads(kept.read_text())["rows"] == rows
     assert (
-        main(
-            [
-                "--rows",
-                str(kept),
-                "--contrast",
-                "train.mix=seed+augmented",
-                "--metrics",
-                "paper",
-                "--out",
-                str(tmp_path / "again"),
-            ]
-        )
-        == 0
+        main(cli_args(rows=kept, contrast="train.mix=seed+augmented", metrics="paper", out=tmp_path / "again")) == 0
         and (tmp_path / "again.md").read_text() == text
     )
     sections = text.split("\n## ")[1:]

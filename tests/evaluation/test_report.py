@@ -8,7 +8,7 @@ import pytest
 
 from humpback.storage.records import read_json, write_json, write_jsonl
 from stages.report import main
-from tests.evaluation.report_inputs import write_dag_metrics
+from tests.conftest import report_args, write_dag_metrics
 
 EXPECTED = Path(__file__).parents[1] / "fixtures" / "report"
 
@@ -36,29 +36,7 @@ def _report(tmp_path, overlap: dict, scored: list[str] = ()) -> tuple[str, dict,
         _likelihood(tmp_path, "m1", [-1.9, -2.4, -2.9, -1.4]),
         _likelihood(tmp_path, "m2", [-1.8, -2.3, -2.8, -1.3]),
     ]
-    assert (
-        main(
-            [
-                "--metrics-dir",
-                str(metrics),
-                "--out",
-                str(tmp_path / "report.md"),
-                "--headline",
-                str(tmp_path / "headline.json"),
-                "--comparisons",
-                str(tmp_path / "comparisons.json"),
-                "--curation-data",
-                str(tmp_path / "cq.csv"),
-                "--curation-plot",
-                str(tmp_path / "cq.png"),
-                "--likelihood",
-                *files,
-                "--scored",
-                *scored,
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(tmp_path, metrics, likelihood=files, scored=scored)) == 0
     return (
         (tmp_path / "report.md").read_text(),
         read_json(tmp_path / "headline.json"),
@@ -152,24 +130,7 @@ def _every_section(tmp_path) -> list[str]:
         rows = [{"id": f"p{i}", "score": scale * ((i * 5) % 7)} for i in range(7)]
         write_jsonl(tmp_path / "curated" / iteration / "scored.jsonl", rows)
         scored.append(str(tmp_path / "curated" / iteration / "scored.jsonl"))
-    return [
-        "--metrics-dir",
-        str(metrics),
-        "--out",
-        str(tmp_path / "report.md"),
-        "--headline",
-        str(tmp_path / "headline.json"),
-        "--comparisons",
-        str(tmp_path / "comparisons.json"),
-        "--curation-data",
-        str(tmp_path / "curation_quality.csv"),
-        "--curation-plot",
-        str(tmp_path / "cq.png"),
-        "--likelihood",
-        *files,
-        "--scored",
-        *scored,
-    ]
+    return report_args(tmp_path, metrics, curation_data="curation_quality.csv", likelihood=files, scored=scored)
 
 
 @pytest.mark.parametrize("name", ["report.md", "headline.json", "comparisons.json", "curation_quality.csv"])

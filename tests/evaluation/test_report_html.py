@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from humpback.storage.records import write_json, write_jsonl
-from tests.evaluation.report_inputs import write_dag_metrics
+from tests.conftest import report_args, write_dag_metrics
 
 HOSTILE = '<img src="https://tracker.example/pixel.png" onerror="alert(1)"><script>alert(2)</script>'
 SEGMENTS = [  # (header, segment, instruction the backward model wrote, pmi score)
@@ -214,24 +214,7 @@ def synthetic_run(root: Path) -> list[str]:
         _likelihood(root / "likelihood" / f"{m}.json", m, s, rng)
         for m, s in (("m0", 0.0), ("m1", 0.004), ("m2", 0.0089))
     ]
-    args = [
-        "--metrics-dir",
-        str(metrics),
-        "--out",
-        str(root / "report.md"),
-        "--headline",
-        str(root / "headline.json"),
-        "--comparisons",
-        str(root / "comparisons.json"),
-        "--curation-plot",
-        str(root / "cq.png"),
-        "--curation-data",
-        str(root / "cq.csv"),
-        "--likelihood",
-        *likelihood,
-        "--html",
-        str(root / "report.html"),
-    ]
+    args = report_args(root, metrics, likelihood=likelihood, html=root / "report.html")
     scored_files, selected_files, histograms = [], [], []
     for iteration in (1, 2):
         scored = [

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from humpback.params import WebDataParams
 from humpback.prompts import CURATION_PROMPT
 from humpback.sources.dedup import Deduplicator
 from humpback.sources.filters import (
@@ -21,6 +20,7 @@ from humpback.sources.filters import (
 )
 from humpback.sources.rater_text import remove_rater_text
 from humpback.sources.segment import Segment
+from tests.conftest import FILTERS_ON, web_data_params
 
 ENGLISH = (
     "The library keeps its books on open shelves, so readers can browse by subject. Each shelf carries a "
@@ -30,19 +30,7 @@ GERMAN = (
     "Die Bibliothek stellt ihre Bücher in offenen Regalen auf, damit die Leser nach Themen stöbern können. "
     "Jedes Regal trägt ein Schild mit den Signaturen, und ein Plan am Eingang zeigt, wo jedes Fach steht."
 )
-PARAMS = WebDataParams(
-    source="jsonl",
-    path="",
-    text_field="text",
-    min_chars=10,
-    max_chars=5000,
-    max_repetition=0.3,
-    language="en",
-    near_duplicate=0.8,
-    limit=0,
-    on_bad_record="error",
-    max_bad_fraction=0.01,
-)
+PARAMS = web_data_params(min_chars=10, max_chars=5000, max_bad_fraction=0.01, **FILTERS_ON)
 
 
 def test_repetition_share_of_repeated_word_5grams():

@@ -15,43 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
+from humpback.params import WebDataParams
 from humpback.sources import Counts, SourceError, prepare_eval, prepare_seed, prepare_web, web
 from humpback.storage.records import RecordError, read_jsonl
+from tests.conftest import FILTERS_ON, eval_data_params, seed_data_params, web_data_params
 
 REAL = Path(__file__).parents[1] / "fixtures" / "real_formats"
 
-SEED = SeedDataParams(
-    source="oasst1",
-    path=str(REAL / "oasst1.parquet"),
-    instruction_field="instruction",
-    output_field="output",
-    language="en",
-    limit=0,
-    heldout=2,
-    on_bad_record="error",
-)
-WEB = WebDataParams(
-    source="warc",
-    path=str(REAL / "web.warc.gz"),
-    text_field="text",
-    min_chars=100,
-    max_chars=3000,
-    max_repetition=0.3,
-    language="en",
-    near_duplicate=0.8,
-    limit=0,
-    on_bad_record="error",
-    max_bad_fraction=1.0,
-)
-EVAL = EvalDataParams(
-    source="alpaca-eval",
-    path=str(REAL / "alpaca_eval.json"),
-    instruction_field="instruction",
-    reference="none",
-    limit=0,
-    on_bad_record="error",
-)
+SEED = seed_data_params("oasst1", str(REAL / "oasst1.parquet"), heldout=2)
+WEB = web_data_params(source="warc", path=str(REAL / "web.warc.gz"), min_chars=100, max_chars=3000, **FILTERS_ON)
+EVAL = eval_data_params("alpaca-eval", str(REAL / "alpaca_eval.json"))
 
 
 def web_records(params: WebDataParams, tmp_path: Path, shard_size: int = 3) -> tuple[list[dict], Counts]:

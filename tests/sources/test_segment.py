@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from humpback.params import WebDataParams
 from humpback.sources.dedup import Deduplicator
 from humpback.sources.filters import SegmentFilter, header_problem
 from humpback.sources.segment import Segment, html_segments, text_segments
+from tests.conftest import web_data_params
 
 PAGE = Path(__file__).parents[1] / "fixtures" / "pydocs" / "library" / "sample.html"
 
@@ -21,19 +21,7 @@ def segments() -> list[Segment]:
 
 def filter_segments(segments, min_chars: int, max_chars: int, dropped: dict[str, int]):
     """The per-segment filters then exact dedup, as prepare_web applies them (other filters off)."""
-    params = WebDataParams(
-        source="jsonl",
-        path="",
-        text_field="text",
-        min_chars=min_chars,
-        max_chars=max_chars,
-        max_repetition=1.0,
-        language="",
-        near_duplicate=0.0,
-        limit=0,
-        on_bad_record="error",
-        max_bad_fraction=0.01,
-    )
+    params = web_data_params(min_chars=min_chars, max_chars=max_chars, max_bad_fraction=0.01)
     keep, dedup = SegmentFilter(params), Deduplicator(0.0)
     for segment in segments:
         if reason := keep.reason(segment) or dedup.check(segment.text):

@@ -10,50 +10,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from humpback.params import EvalDataParams, SeedDataParams, WebDataParams
+from humpback.params import WebDataParams
 from humpback.sources import Counts, SourceError, mtbench, prepare_eval, prepare_seed, prepare_web
 from humpback.sources.python_docs import doc_pages
 from humpback.sources.python_faq import faq_files
 from humpback.sources.rst import inline_to_text, rst_to_text
 from humpback.sources.sampling import sample_web
 from humpback.storage.records import RecordError, read_jsonl
+from tests.conftest import eval_data_params, seed_data_params, web_data_params
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 DOCS = FIXTURES / "pydocs"
 DEBIAN_DOCS = Path("/usr/share/doc/python3.11/html")
 RST_LITERAL = re.compile(r"(?<!`)``(?!`)")  # ``x`` left unconverted (``` fences are fine)
 
-SEED = SeedDataParams(
-    source="python-faq",
-    path=str(DOCS),
-    instruction_field="instruction",
-    output_field="output",
-    language="en",
-    limit=0,
-    heldout=1,
-    on_bad_record="error",
-)
-WEB = WebDataParams(
-    source="python-docs",
-    path=str(DOCS),
-    text_field="text",
-    min_chars=40,
-    max_chars=90,
-    max_repetition=1.0,
-    language="",
-    near_duplicate=0.0,
-    limit=0,
-    on_bad_record="error",
-    max_bad_fraction=1.0,
-)
-EVAL = EvalDataParams(
-    source="mt-bench",
-    path=str(FIXTURES / "mt_bench_question.jsonl"),
-    instruction_field="instruction",
-    reference="none",
-    limit=0,
-    on_bad_record="error",
-)
+SEED = seed_data_params("python-faq", str(DOCS))
+WEB = web_data_params(source="python-docs", path=str(DOCS), min_chars=40, max_chars=90)
+EVAL = eval_data_params("mt-bench", str(FIXTURES / "mt_bench_question.jsonl"))
 
 
 def web_records(params: WebDataParams, scratch: Path, shard_size: int = 1) -> tuple[list[dict], Counts]:

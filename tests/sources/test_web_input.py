@@ -22,20 +22,9 @@ from humpback.sources import Counts, SourceError, prepare_web
 from humpback.sources.documents import decode_markup, resolve_label
 from humpback.sources.filters import JUNK
 from humpback.storage.records import RecordError, read_jsonl
+from tests.conftest import web_data_params
 
-WEB = WebDataParams(
-    source="warc",
-    path="",
-    text_field="text",
-    min_chars=80,
-    max_chars=3000,
-    max_repetition=1.0,
-    language="",
-    near_duplicate=0.0,
-    limit=0,
-    on_bad_record="skip",
-    max_bad_fraction=1.0,
-)
+WEB = web_data_params(source="warc", min_chars=80, max_chars=3000, on_bad_record="skip")
 PROSE = [
     (
         "Generators produce their values lazily, one at a time, so a loop over a large file never holds it whole "

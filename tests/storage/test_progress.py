@@ -17,6 +17,7 @@ from humpback.params import load_params
 from humpback.stage_runner import stage
 from humpback.storage.records import write_jsonl
 from stages.score_dev import main as score_dev
+from tests.conftest import score_dev_args
 from tests.curation.test_devset import _split, _web
 from tests.evaluation.test_evaluation import _data
 
@@ -30,21 +31,7 @@ def test_score_dev_draws_a_progress_bar_per_method(tmp_path, tiny_model_dir, cap
     raw["curate"]["method"] = "logprob"
     raw["curation_quality"]["methods"] = ["pmi"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    assert (
-        score_dev(
-            [
-                "--model",
-                str(tiny_model_dir),
-                "--dev",
-                str(tmp_path / "dev.jsonl"),
-                "--out",
-                str(tmp_path / "scored.jsonl"),
-                "--params",
-                str(tmp_path / "params.yaml"),
-            ]
-        )
-        == 0
-    )
+    assert score_dev(score_dev_args(tmp_path, tiny_model_dir, tmp_path / "params.yaml")) == 0
     err = capsys.readouterr().err
     # every read of the engine: logprob one per row, pmi two (the answer with and without its instruction)
     for method, reads in (("logprob", 6), ("pmi", 12)):

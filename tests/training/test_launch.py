@@ -21,16 +21,10 @@ from humpback.params import ParamsError, parse_params
 from humpback.training import launch
 from humpback.training.launch import LAUNCHED_ENV, launch_command
 from stages import train as train_stage
+from tests.conftest import seed_pairs
 
 REPO = Path(__file__).resolve().parents[2]
-PAIRS = [
-    {
-        "id": f"s{i}",
-        "instruction": f"How do I use feature {i} in Python?",
-        "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3),
-    }
-    for i in range(16)
-]
+PAIRS = seed_pairs(16)
 
 
 def raw_params(**launcher) -> dict:

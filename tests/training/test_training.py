@@ -47,17 +47,11 @@ from humpback.training.plan import TrainPlan, linear_to_final, paper_batch_size,
 from humpback.training.role import TrainJob, train_role
 from humpback.training.trainer import EpochSeededLengthSampler, load_trainable, train
 from stages import train as train_stage
+from tests.conftest import seed_pairs
 
 REPO = Path(__file__).resolve().parents[2]
 
-SEED_PAIRS = [
-    {
-        "id": f"s{i}",
-        "instruction": f"How do I use feature {i} in Python?",
-        "output": f"Feature {i} is used like this: call it with {i} arguments. " * (1 + i % 3),
-    }
-    for i in range(12)
-]
+SEED_PAIRS = seed_pairs(12)
 AUGMENTED_PAIRS = [
     {"id": f"a{i}", "instruction": f"Explain module {i}.", "output": f"Module {i} provides tools. " * (1 + i % 2)}
     for i in range(4)
