@@ -97,6 +97,8 @@ RATER_PATTERNS = [  # one regex (RATER) scans a sentence once; listed apart to r
     ),
 ]
 RATER = re.compile("|".join(f"(?:{p})" for p in RATER_PATTERNS))
+# Rater words that are their own search key in RATER_KEYS (the key also finds the plural, where one is listed).
+_OWN_KEYS = ("judge", "ignore", "disregard", "forget", "assessor", "annotator", "reviewer")
 # Gates: every RATER pattern but the self-rating holds one of these words; a self-rating holds SELF_RATING.
 RATER_WORDS = frozenset(
     {
@@ -119,13 +121,7 @@ RATER_WORDS = frozenset(
         "evaluates",
         "evaluating",
         "evaluator",
-        "judge",
-        "ignore",
-        "disregard",
-        "forget",
-        "assessor",
-        "annotator",
-        "reviewer",
+        *_OWN_KEYS,
         "raters",
         "graders",
         "evaluators",
@@ -135,20 +131,8 @@ RATER_WORDS = frozenset(
         "assessors",
     }
 )
-RATER_KEYS = (
-    "rat",
-    "scor",
-    "grad",
-    "mark",
-    "evaluat",
-    "judge",
-    "ignore",
-    "disregard",
-    "forget",
-    "assessor",
-    "annotator",
-    "reviewer",
-)
+# How `_has_word` finds RATER_WORDS' candidates: a stem for each inflected family, the other words whole.
+RATER_KEYS = ("rat", "scor", "grad", "mark", "evaluat", *_OWN_KEYS)
 _WORD_AT = re.compile(r"\w*")
 SELF_RATING = re.compile(
     r"(?:answer|response|reply|output|text|passage|segment|page|article|content)\s+"
