@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from humpback.augmentation import augment
+from humpback.engines.base import Sampling
 from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.servers import ServerPool, served_name
 from humpback.params import DEFAULT_PARAMS_FILE, load_params
@@ -65,9 +66,8 @@ class Completions(BaseHTTPRequestHandler):
         text = engine.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt
         with self.server.lock:  # one engine call at a time, as `local` makes them
             torch.set_num_threads(self.server.threads)  # OpenMP's thread count is per calling thread
-            (out,) = engine.generate(
-                [text], body["max_tokens"], [body["seed"]], temperature=body["temperature"], top_p=body["top_p"]
-            )
+            sampling = Sampling(temperature=body["temperature"], top_p=body["top_p"])
+            (out,) = engine.generate([text], body["max_tokens"], [body["seed"]], sampling=sampling)
         self._send(
             {
                 "id": "cmpl-0",

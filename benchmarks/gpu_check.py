@@ -11,7 +11,7 @@ On the GPU machine (its own torch build; nothing to install, no registry needed)
 
 The model is the embedded model's architecture and tokenizer with random weights (seeded), or a full model
 folder given by --model. Checks, each recorded with ok/error so one failure does not hide the others:
-- greedy_fp32: `engine.generate(temperature=0)` (batched, left-padded, static cache) gives the same text as
+- greedy_fp32: `engine.generate(sampling=GREEDY)` (batched, left-padded, static cache) gives the same text as
   stock transformers `generate(do_sample=False)` run prompt by prompt, in float32;
 - logprobs_fp32 / logprobs_bf16: `next_token_logprobs` (shared-prefix cache) and `completion_logprobs` against
   one unpadded stock forward pass per prompt, within a tolerance per precision;
@@ -160,13 +160,14 @@ def stock_model(model_dir: Path, dtype: torch.dtype, device: str):
 
 
 def check_greedy(model_dir: Path, params, device: str, n: int, new_tokens: int) -> dict:
+    from humpback.engines.base import GREEDY
     from humpback.engines.tokens import encode_prompts, stop_token_ids
     from humpback.prompts import format_example
 
     engine = engine_for(model_dir, params, "float32")
     tok = engine.tokenizer
     prompts = [format_example(tok, user=u).prompt for u in INSTRUCTIONS[:n]]
-    ours = engine.generate(prompts, new_tokens, list(range(n)), temperature=0)
+    ours = engine.generate(prompts, new_tokens, list(range(n)), sampling=GREEDY)
     stock = stock_model(model_dir, torch.float32, device)
     expected = []
     with torch.inference_mode():

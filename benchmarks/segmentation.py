@@ -149,12 +149,7 @@ def write_warc(path: Path, pages: int, damaged_every: int, seed: int = 0) -> Non
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pages", type=int, default=100_000)
-    ap.add_argument(
-        "--damaged-every",
-        type=int,
-        default=1000,
-        help="a record with a wrong Content-Length every N pages (0: none, for code that cannot read past one)",
-    )
+    ap.add_argument("--damaged-every", type=int, default=1000, help="a bad-Content-Length record per N pages (0: none)")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args(argv)
 

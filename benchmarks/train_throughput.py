@@ -210,12 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="models/base")
     parser.add_argument("--seed-pairs", default="data/seed.jsonl", help="seed pairs JSONL (M0's training data)")
     parser.add_argument("--steps", type=int, default=10, help="optimizer steps per side (0 = one pass)")
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="runs of each side, alternating; figures pool them, ratios per round are listed",
-    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs per side, alternating (pooled; ratios per round)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # internal: run one side, print JSON

@@ -13,18 +13,8 @@ from humpback.storage.records import iter_jsonl, read_json
 
 
 def arguments(parser) -> None:
-    parser.add_argument(
-        "--selected",
-        nargs="+",
-        required=True,
-        help="select@N's selections in iteration order (data/curated/N/selected.jsonl)",
-    )
-    parser.add_argument(
-        "--select-metrics",
-        nargs="+",
-        required=True,
-        help="select@N's metrics in the same order: level, counts, histogram (metrics/select/N.json)",
-    )
+    parser.add_argument("--selected", nargs="+", required=True, help="data/curated/N/selected.jsonl, N = 1, 2, ...")
+    parser.add_argument("--select-metrics", nargs="+", required=True, help="metrics/select/N.json, N as in --selected")
     parser.add_argument("--web", required=True, help="the sampled web segments, for each pair's provenance")
     parser.add_argument("--out", required=True, help="the dataset folder")
 

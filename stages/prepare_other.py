@@ -15,12 +15,7 @@ from humpback.storage.records import iter_jsonl, write_json, write_jsonl
 
 
 def arguments(parser) -> None:
-    parser.add_argument(
-        "--training",
-        nargs="+",
-        required=True,
-        help="what the run trains, curates or tunes on: seed pairs, held-out pairs, the web pool",
-    )
+    parser.add_argument("--training", nargs="+", required=True, help="what the run trains, curates or tunes on")
     parser.add_argument("--out", required=True, help="held-out pairs (JSONL: id, instruction, output, source)")
     parser.add_argument("--metrics", required=True)
 

@@ -1,5 +1,5 @@
-"""What every engine shares, below them all: the protocol, the settings an engine is built from, the sampling
-preamble and the per-record seed.
+"""What every engine shares, below them all: the protocol, the settings an engine is built from, a call's sampling
+overrides (`Sampling`) with the preamble that resolves them, and the per-record seed.
 
 Engines (`humpback/engines/*`) and their users import these from here; `humpback.engines.factory.make_engine` picks an
 engine. Prompts are already formatted (`prompts.format_example(...).prompt`) and tokenized exactly as training
@@ -17,20 +17,26 @@ from typing import Protocol
 from humpback.params import GenerationParams, RuntimeParams
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A call's sampling in place of the params' (None = the params' value, temperature 0 = greedy)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+UNSET = Sampling()  # no override: the params' temperature and top_p
+GREEDY = Sampling(temperature=0.0)
+
+
 class Engine(Protocol):
     tokenizer: object  # a transformers PreTrainedTokenizerBase: formats prompts with the model's template
 
     def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        seeds: list[int],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        desc: str = "",
+        self, prompts: list[str], max_new_tokens: int, seeds: list[int], *, sampling: Sampling = UNSET, desc: str = ""
     ) -> list[str]:
-        """One completion per prompt (temperature 0 = greedy; None = the params' value)."""
+        """One completion per prompt, sampled with the params' temperature and top_p unless `sampling` overrides
+        them."""
         ...
 
     def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
@@ -61,11 +67,13 @@ class EngineSettings:
 
 
 def resolve_sampling(
-    params: GenerationParams, prompts: list[str], seeds: list[int], temperature: float | None, top_p: float | None
+    params: GenerationParams, prompts: list[str], seeds: list[int], sampling: Sampling
 ) -> tuple[float, float]:
-    """Every engine's `generate` preamble: one seed per prompt, and the params' sampling unless overridden."""
+    """Every engine's `generate` preamble: one seed per prompt, and (temperature, top_p): the params' unless
+    `sampling` overrides them."""
     if len(seeds) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    temperature, top_p = sampling.temperature, sampling.top_p
     return (params.temperature if temperature is None else temperature, params.top_p if top_p is None else top_p)
 
 

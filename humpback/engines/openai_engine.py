@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from humpback.engines.base import resolve_sampling
+from humpback.engines.base import UNSET, Sampling, resolve_sampling
 from humpback.engines.tokens import encode_completion_pairs, encode_prompts, first_token_after
 from humpback.params import GenerationParams, RuntimeParams
 from humpback.prompts import end_of_turn_token
@@ -96,16 +96,9 @@ class OpenAIEngine:
             return list(tqdm(pool.map(fn, range(n)), total=n, desc=desc, unit="prompt", disable=not desc))
 
     def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        seeds: list[int],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        desc: str = "",
+        self, prompts: list[str], max_new_tokens: int, seeds: list[int], *, sampling: Sampling = UNSET, desc: str = ""
     ) -> list[str]:
-        temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
+        temperature, top_p = resolve_sampling(self.params, prompts, seeds, sampling)
         ids = encode_prompts(self.tokenizer, prompts)
 
         def one(i: int) -> str:

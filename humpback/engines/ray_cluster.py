@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from humpback.engines.base import EngineSettings
+from humpback.engines.base import UNSET, EngineSettings, Sampling
 from humpback.params import RayParams
 
 SHARED_PATHS = (
@@ -285,16 +285,9 @@ class RayPool:
         return ray.get(self.actors[0].call.remote(method, args, kwargs))
 
     def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        seeds: list[int],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        desc: str = "",
+        self, prompts: list[str], max_new_tokens: int, seeds: list[int], *, sampling: Sampling = UNSET, desc: str = ""
     ) -> list[str]:
-        return self._call("generate", prompts, max_new_tokens, seeds, temperature=temperature, top_p=top_p, desc=desc)
+        return self._call("generate", prompts, max_new_tokens, seeds, sampling=sampling, desc=desc)
 
     def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:
         return self._call("next_token_logprobs", prompts, candidates, desc=desc)

@@ -29,6 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from humpback.engines.base import UNSET, Sampling
 from humpback.engines.openai_engine import OpenAIEngine
 from humpback.params import GenerationParams, RuntimeParams
 from humpback.storage.hashing import hash_json
@@ -200,20 +201,12 @@ class ServerPool:
         return [row for chunk in results for row in chunk]  # type: ignore[union-attr]
 
     def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        seeds: list[int],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        desc: str = "",
+        self, prompts: list[str], max_new_tokens: int, seeds: list[int], *, sampling: Sampling = UNSET, desc: str = ""
     ) -> list[str]:
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         return self._spread(
-            len(prompts),
-            lambda e, a, b: e.generate(prompts[a:b], max_new_tokens, seeds[a:b], temperature=temperature, top_p=top_p),
+            len(prompts), lambda e, a, b: e.generate(prompts[a:b], max_new_tokens, seeds[a:b], sampling=sampling)
         )
 
     def next_token_logprobs(self, prompts: list[str], candidates: list[str], *, desc: str = "") -> list[list[float]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from humpback.engines.base import resolve_sampling
+from humpback.engines.base import UNSET, Sampling, resolve_sampling
 from humpback.engines.cpu_kernels import use_cpu_kernels
 from humpback.engines.decoding import generate_batch, left_pad, real_positions, shared_prefix_cache
 from humpback.engines.models import load_model
@@ -59,16 +59,9 @@ class TransformersEngine:
 
     @torch.inference_mode()
     def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        seeds: list[int],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        desc: str = "",
+        self, prompts: list[str], max_new_tokens: int, seeds: list[int], *, sampling: Sampling = UNSET, desc: str = ""
     ) -> list[str]:
-        temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
+        temperature, top_p = resolve_sampling(self.params, prompts, seeds, sampling)
         ids = encode_prompts(self.tokenizer, prompts)
         texts: list[str] = [""] * len(prompts)
         with tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not desc) as bar:

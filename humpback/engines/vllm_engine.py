@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from humpback.engines.base import resolve_sampling
+from humpback.engines.base import UNSET, Sampling, resolve_sampling
 from humpback.engines.models import ADAPTER_CONFIG, adapter_base, is_adapter
 from humpback.engines.tokens import encode_prompts, first_token_after, stop_token_ids
 from humpback.params import GenerationParams, RuntimeParams
@@ -62,16 +62,9 @@ class VLLMEngine:
         return self.llm.generate(token_prompts, sampling, lora_request=self.lora, use_tqdm=True)
 
     def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int,
-        seeds: list[int],
-        *,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        desc: str = "",
+        self, prompts: list[str], max_new_tokens: int, seeds: list[int], *, sampling: Sampling = UNSET, desc: str = ""
     ) -> list[str]:
-        temperature, top_p = resolve_sampling(self.params, prompts, seeds, temperature, top_p)
+        temperature, top_p = resolve_sampling(self.params, prompts, seeds, sampling)
         sampling = [
             self.vllm.SamplingParams(
                 temperature=temperature,

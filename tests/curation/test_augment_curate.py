@@ -75,7 +75,7 @@ class FakeEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(FakeEngine.model_dir)
         self.prompts: list[str] = []
 
-    def generate(self, prompts, max_new_tokens, seeds, *, temperature=None, top_p=None, desc=""):
+    def generate(self, prompts, max_new_tokens, seeds, *, sampling=None, desc=""):
         self.prompts += prompts
         return [self.texts[len(self.prompts) - len(prompts) + i] for i in range(len(prompts))]
 

@@ -102,7 +102,7 @@ class FakeEngine:
         self.tokenizer, self.texts, self.logprobs = tokenizer, list(texts or []), logprobs
         self.calls: list[tuple[list[str], list[int]]] = []
 
-    def generate(self, prompts, max_new_tokens, seeds, *, temperature=None, top_p=None, desc=""):
+    def generate(self, prompts, max_new_tokens, seeds, *, sampling=None, desc=""):
         self.calls.append((prompts, seeds))
         return [self.texts.pop(0) for _ in prompts]
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from humpback.engines.base import EngineSettings, record_seed
+from humpback.engines.base import GREEDY, UNSET, EngineSettings, Sampling, record_seed, resolve_sampling
 from humpback.engines.decoding import sample_token
 from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.tokens import encode_prompts, stop_token_ids, token_budget_batches
@@ -69,7 +69,7 @@ def test_output_does_not_depend_on_batch_composition(engine, temperature, monkey
     prompts = prompts_for(engine.tokenizer, USERS)
     seeds = [record_seed(0, i) for i in range(len(prompts))]
     # The random tiny model's next-token distribution is flat: top_p=0.002 still samples among ~100 tokens.
-    kw = {"temperature": temperature, "top_p": 0.002}
+    kw = {"sampling": Sampling(temperature=temperature, top_p=0.002)}
     together = engine.generate(prompts, 8, seeds, **kw)
     alone = [engine.generate([p], 8, [s], **kw)[0] for p, s in zip(prompts, seeds)]
     reversed_ = engine.generate(prompts[::-1], 8, seeds[::-1], **kw)[::-1]
@@ -79,10 +79,20 @@ def test_output_does_not_depend_on_batch_composition(engine, temperature, monkey
     assert all(together)
 
 
+def test_a_call_overrides_only_the_sampling_it_names():
+    def resolved(sampling: Sampling) -> tuple[float, float]:
+        return resolve_sampling(PARAMS, ["a prompt"], [0], sampling)
+
+    assert resolved(UNSET) == (0.7, 0.9) and resolved(GREEDY) == (0.0, 0.9)
+    assert resolved(Sampling(temperature=1.0)) == (1.0, 0.9) and resolved(Sampling(top_p=0.5)) == (0.7, 0.5)
+    with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
+        resolve_sampling(PARAMS, ["a", "b"], [0], UNSET)
+
+
 def test_seed_changes_a_sample_and_fixes_it(engine):
     prompt = prompts_for(engine.tokenizer, ["Hi."])[0]
-    a = engine.generate([prompt, prompt], 6, [1, 1], temperature=1.0)
-    b = engine.generate([prompt, prompt], 6, [1, 2], temperature=1.0)
+    a = engine.generate([prompt, prompt], 6, [1, 1], sampling=Sampling(temperature=1.0))
+    b = engine.generate([prompt, prompt], 6, [1, 2], sampling=Sampling(temperature=1.0))
     assert a[0] == a[1] == b[0] and b[1] != b[0]
 
 
@@ -99,7 +109,7 @@ def test_greedy_equals_transformers_generate(engine):
             pad_token_id=engine.tokenizer.pad_token_id,
         )
     expected = engine._decode(ref[0, ids.shape[1] :].tolist())
-    assert engine.generate([prompt], 12, [0], temperature=0) == [expected]
+    assert engine.generate([prompt], 12, [0], sampling=GREEDY) == [expected]
 
 
 def test_decode_stops_at_the_end_of_turn_token(engine):

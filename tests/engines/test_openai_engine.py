@@ -29,6 +29,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from humpback.curation.scoring import score_pairs
+from humpback.engines.base import GREEDY
 from humpback.engines.factory import engine_settings, make_engine
 from humpback.engines.openai_engine import MAX_RETRIES, OpenAIEngine, ServerCapabilityError
 from humpback.engines.tokens import encode_prompts, first_token_after
@@ -295,7 +296,7 @@ def test_a_server_that_refuses_token_ids(tiny_model_dir, fake_server, monkeypatc
     engine = engine_for(tiny_model_dir, fake_server, monkeypatch, concurrency=1)
     prompts, completions = pairs_for(engine.tokenizer)
     with caplog.at_level(logging.WARNING, logger="humpback.engines.openai_engine"):
-        texts = engine.generate(prompts, 8, [1, 2, 3], temperature=0)
+        texts = engine.generate(prompts, 8, [1, 2, 3], sampling=GREEDY)
     assert "refused a token-id prompt" in caplog.text
     assert texts == [f"seed={s} tokens={len(engine.tokenizer(p)['input_ids'])}" for s, p in zip([1, 2, 3], prompts)]
     assert [type(r["prompt"]) for r in fake_server.requests] == [list, str, str, str]  # asked once, then text
@@ -310,7 +311,7 @@ def test_generation_sends_token_ids_in_order_with_seeds(tiny_model_dir, fake_ser
     engine = engine_for(tiny_model_dir, fake_server, monkeypatch)
     assert engine.model == "served-model"  # api_model empty: the server's first model
     prompts = [format_example(engine.tokenizer, user="x " * i).prompt for i in range(1, 11)]
-    texts = engine.generate(prompts, 16, list(range(100, 110)), temperature=0)
+    texts = engine.generate(prompts, 16, list(range(100, 110)), sampling=GREEDY)
     ids = encode_prompts(engine.tokenizer, prompts)
     assert texts == [f"seed={100 + i} tokens={len(x)}" for i, x in enumerate(ids)]
     requests = sorted((r for r in fake_server.requests), key=lambda r: r["seed"])
@@ -351,7 +352,7 @@ def test_429_and_5xx_are_retried_by_the_openai_client(tiny_model_dir, fake_serve
     fake_server.requests.clear()
     fake_server.failures = [503] * (MAX_RETRIES + 1)  # one more than the client retries
     with pytest.raises(openai.InternalServerError):
-        engine.generate(prompts[:1], 4, [0], temperature=0)
+        engine.generate(prompts[:1], 4, [0], sampling=GREEDY)
     assert len(fake_server.requests) == MAX_RETRIES + 1
 
 

@@ -26,7 +26,7 @@ class FakeEngine:
         self.prefix = prefix
         self.calls = []
 
-    def generate(self, prompts, max_new_tokens, seeds, *, temperature=None, top_p=None, desc=""):
+    def generate(self, prompts, max_new_tokens, seeds, *, sampling=None, desc=""):
         self.calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "seeds": seeds})
         return [f"  {self.prefix}answer {s} \n" for s in seeds]
 

@@ -246,17 +246,20 @@ def hand_written_factor(step: int, floor: float, warmup: int, total: int) -> flo
     return 1.0 - (1.0 - floor) * min(1.0, (step - warmup) / max(1, total - warmup))
 
 
-@pytest.mark.parametrize(
-    ("lr", "final", "warmup", "total"),
-    [
-        (1e-5, 9e-6, 0, 20),
-        (1e-3, 1e-4, 0, 7),
-        (1e-3, 1e-4, 3, 10),
-        (1e-3, 1e-4, 5, 5),
-        (1e-3, 1e-4, 8, 5),
-        (1e-3, 1e-3, 2, 6),
-    ],
-)
+# (lr, final, warmup, total): no warmup, and a warmup shorter than, as long as and longer than the run
+SCHEDULES = [
+    (1e-5, 9e-6, 0, 20),
+    (1e-3, 1e-4, 0, 7),
+    (1e-3, 1e-4, 3, 10),
+    (1e-3, 1e-4, 5, 5),
+    (1e-3, 1e-4, 8, 5),
+    (2e-4, 2e-5, 2, 37),
+    (1e-2, 1e-3, 0, 12),
+]
+
+
+# final = lr, a constant rate after warmup, too (transformers' polynomial schedule refuses it)
+@pytest.mark.parametrize(("lr", "final", "warmup", "total"), [*SCHEDULES, (1e-3, 1e-3, 2, 6)])
 def test_schedule_equals_the_hand_written_linear_decay(lr, final, warmup, total):
     """Every step's rate, the one after the last update and past it included (a resumed run may ask)."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
@@ -271,16 +274,7 @@ def test_schedule_equals_the_hand_written_linear_decay(lr, final, warmup, total)
         linear_to_final(opt, 1e-4, 1e-3, warmup_steps=0, total_steps=5)
 
 
-@pytest.mark.parametrize(
-    ("lr", "final", "warmup", "total"),
-    [
-        (1e-5, 9e-6, 0, 20),
-        (1e-3, 1e-4, 3, 10),
-        (1e-3, 1e-4, 8, 5),
-        (2e-4, 2e-5, 2, 37),
-        (1e-2, 1e-3, 0, 12),
-    ],
-)
+@pytest.mark.parametrize(("lr", "final", "warmup", "total"), SCHEDULES)
 def test_schedule_is_transformers_polynomial_one_bit_for_bit(lr, final, warmup, total):
     """Our factor (DeepSpeed's optimizer has no `defaults` for transformers' schedule to read) gives the very
     rates transformers' polynomial schedule gave before, so a single-process run trains exactly as it did."""
