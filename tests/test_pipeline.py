@@ -76,8 +76,6 @@ CONDITIONAL_READS = {
     # curation_quality method); the sampling seed only when curate.method is none and a cap is set
     "select": {"curate.threshold.*", "seeds.sampling"},
     "curation_quality": {"curate.threshold.*"},
-    # m0 trains on seed only: the mix is m1's and m2's
-    "train": {"train.mix"},
     # read only by the generate method (sampling, its reply length and retries) and the openai engine
     "score_dev": {
         "curate.max_new_tokens",
@@ -180,6 +178,8 @@ def declared_params(stage_name: str) -> set[str]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     base, _, item = stage_name.partition("@")
     stage = stages[base]
+    items = stage.get("foreach")
+    fields = items.get(item) if isinstance(items, dict) else None  # a foreach item's own values: ${item.<field>}
     stage = stage.get("do", stage)
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -191,6 +191,8 @@ def declared_params(stage_name: str) -> set[str]:
     keys = set()
     for entry in stage.get("params", []):
         key = entry.replace("${item}", item).replace("${key}", item)
+        if isinstance(fields, dict):
+            key = re.sub(r"\$\{item\.(\w+)\}", lambda m: fields[m.group(1)], key)
         node = raw
         for part in key.split("."):
             node = node[part]
@@ -280,16 +282,8 @@ def test_the_params_check_fails_on_a_broken_dvc_yaml(repo, monkeypatch):
 
 def test_execution_settings_rerun_nothing(repo):
     def runtime(raw):
-        raw["runtime"].update(
-            save_steps=7,
-            concurrency=3,
-            token_budget=1234,
-            web_shard_size=5,
-            augment_shard_size=3,
-            score_shard_size=5,
-            tensor_parallel_size=2,
-            gpu_memory_utilization=0.5,
-        )
+        raw["runtime"].update(save_steps=7, concurrency=3, token_budget=1234, gpu_memory_utilization=0.5)
+        raw["runtime"].update(web_shard_size=5, augment_shard_size=3, score_shard_size=5, tensor_parallel_size=2)
         raw["runtime"]["launcher"].update(
             kind="torchrun", processes=2, nodes=4, node_rank=1, rendezvous="node1:29400", srun=True
         )
@@ -299,7 +293,7 @@ def test_execution_settings_rerun_nothing(repo):
     assert _with_params(repo, runtime) == set()
 
 
-def test_a_selection_change_never_rescores(repo):
+def test_selection_and_mix_changes_touch_only_the_stages_that_read_them(repo):
     def cap_2(raw):
         raw["select"]["iteration_2"]["cap"] = 3
 
@@ -312,6 +306,9 @@ def test_a_selection_change_never_rescores(repo):
     def web_limit(raw):
         raw["data"]["web"]["limit"] = 10
 
+    def mix(raw):
+        raw["train"]["mix"] = "augmented"
+
     assert _with_params(repo, cap_2) == {"select@2"}
     assert _with_params(repo, threshold_1) == {"select@1"}
     assert _with_params(repo, method_threshold) == {
@@ -320,6 +317,7 @@ def test_a_selection_change_never_rescores(repo):
         *(f"curation_quality@{c}" for c in CURATORS),
     }
     assert _with_params(repo, web_limit) == {"sample_web"}
+    assert _with_params(repo, mix) == {"train@m1", "train@m2"}  # never M0: it trains on seed pairs alone
 
 
 def test_an_iteration_2_cap_reruns_only_what_follows_it(repo):

@@ -202,9 +202,13 @@ def write_outputs(job: TrainJob, examples: Examples, trained: Trained, params: P
         "tokens": result.tokens,
         "trained_tokens": result.trained_tokens,
         "padding_fraction": round(result.padding_fraction, 4),
+        "final_learning_rate": result.final_learning_rate,
+    }
+    # Timings go to the metrics only: in the card they would give the same weights a new folder hash on every
+    # rerun, and DVC would rerun everything downstream of a model that did not change.
+    timings = {
         "seconds": round(result.seconds, 1),
         "seconds_per_step": round(result.seconds / max(1, result.steps - result.resumed_from_step), 2),
-        "final_learning_rate": result.final_learning_rate,
     }
     card = {
         "role": job.role,
@@ -222,9 +226,9 @@ def write_outputs(job: TrainJob, examples: Examples, trained: Trained, params: P
     }
     if is_main_process():  # under a multi-process launch, rank 0 writes the outputs; the others wait for it
         save_trained(result.model, examples.tokenizer, job.out, job.base, card, state_dict=result.full_state_dict)
-        write_json(job.metrics, summary)
+        write_json(job.metrics, {**summary, **timings})
         shutil.rmtree(trained.scratch, ignore_errors=True)  # only once every output is in place
-    return summary
+    return {**summary, **timings}
 
 
 def live_callbacks(live_dir: str | Path | None) -> list:

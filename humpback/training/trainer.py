@@ -477,6 +477,8 @@ def save_trained(
         if hasattr(model, "peft_config"):
             for config in model.peft_config.values():
                 config.base_model_name_or_path = base_ref
+                if isinstance(config.target_modules, set):  # peft writes a set in this process's hash order
+                    config.target_modules = sorted(config.target_modules)
         model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "card.json", card)

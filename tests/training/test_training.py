@@ -732,6 +732,10 @@ def test_stage_writes_a_loadable_adapter_card_and_metrics(tiny_model_dir, tmp_pa
     assert card["engine"] == {"kind": "single", "processes": 1}  # what trained, read from the trainer
     assert "train.backward_max_output_tokens" not in card["params"]
     assert json.loads(Path("metrics/train/m1.json").read_text()) == summary
+    # The folder is a function of the weights: no timings in the card, peft's module set written sorted
+    assert "seconds" in summary and "seconds" not in card and "seconds_per_step" not in card
+    target_modules = json.loads(Path("models/m1/adapter_config.json").read_text())["target_modules"]
+    assert target_modules == sorted(target_modules) and len(target_modules) > 1
     # DVCLive's per-step curves, written while training ran: one row per optimizer step
     loss = Path("metrics/train/live_m1/plots/metrics/loss.tsv").read_text().splitlines()
     assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + 3
@@ -852,12 +856,16 @@ def test_a_roles_seed_key_is_a_dependency_of_its_train_stage_only():
     declared = {
         "backward": stages["train_backward"]["params"],
         **{
-            role: [key.replace("${key}", role) for key in stages["train"]["do"]["params"]]
-            for role in stages["train"]["foreach"]
+            role: [
+                key.replace("${key}", role).replace("${item.mix}", item["mix"])
+                for key in stages["train"]["do"]["params"]
+            ]
+            for role, item in stages["train"]["foreach"].items()
         },
     }
     assert set(declared) == set(ROLE_KEYS)
     for role, keys in declared.items():
+        assert set(keys) == set(ROLE_KEYS[role]), role  # m0 declares no train.mix: a mix sweep never retrains it
         seeds = {key for key in keys if key.startswith("seeds.")}
         assert seeds == {key for key in ROLE_KEYS[role] if key.startswith("seeds.")}
         assert seeds == {"seeds.training", f"seeds.training_{role}"}
