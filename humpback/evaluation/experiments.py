@@ -259,8 +259,17 @@ def compare_runs(
     runs = [r if isinstance(r, Run) else split_row(r) for r in rows]
     metric = pick_metric(runs, metric)
     read, not_read = [], []
+    first_with: dict[str, str] = {}  # params and x → the first run read with them
     for run in runs:
         reason = _reason(run, x, metric)
+        if not reason:
+            # Replicates differ in a seed: a run with every param the same (e.g. rerun to see the judge's noise) is
+            # a repeat, and averaging it in would narrow the interval with no new seed behind it.
+            same = first_with.setdefault(
+                json.dumps([run.params, _value(run, x)], sort_keys=True, default=str), run.name
+            )
+            if same != run.name:
+                reason = f"every param as {same}: a repeat, not a seed replicate (a replicate sets a seeds.* key)"
         if reason:
             not_read.append((run.name, reason))
         else:

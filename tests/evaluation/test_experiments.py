@@ -141,6 +141,21 @@ def test_failed_and_metricless_runs_are_listed_not_dropped():
     assert all(reason in text for reason in reasons) and "2 runs read, 3 not read" in text
 
 
+def test_a_run_repeating_another_runs_params_is_listed_not_pooled():
+    """Two runs with every param equal (a rerun to see the judge's noise, the baseline kept under two names) are
+    not two seeds: the second is listed, so n counts seeds only."""
+    params = {"select.iteration_2.cap": 8, "seeds.training_m2": 0}
+    rows = [row(-3.09, selected=8, **params), row(-3.07, selected=8, **params)]
+    rows.append(row(-3.08, selected=8, **{**params, "seeds.training_m2": 1}))
+    readout = compare_runs(rows, metric=METRIC)
+    [(name, reason)] = readout.not_read
+    assert (
+        name.startswith(rows[1]["Experiment"]) and rows[0]["Experiment"] in reason and "not a seed replicate" in reason
+    )
+    [(mean, _, _, n)] = readout.conditions[("all",)]["by_x"].values()
+    assert n == 2 and mean == pytest.approx((-3.09 - 3.08) / 2)
+
+
 def test_columns_split_into_params_and_metrics():
     run = split_row(
         {
