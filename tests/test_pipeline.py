@@ -255,7 +255,7 @@ def test_first_repro_runs_every_stage(repo):
     assert {"m0", "m1", "m2"} <= set(evaluate["models"])
     for curator in ("base", "m0", "m1"):
         quality = yaml.safe_load((repo / "metrics" / "curation_quality" / f"{curator}.json").read_text())
-        assert {"length", "logprob", "likelihood_gain"} <= set(quality["methods"]) and "roc_auc_ci" in quality
+        assert {"length", "pmi", "likelihood_gain"} <= set(quality["methods"]) and "roc_auc_ci" in quality
     assert "skipped" in yaml.safe_load((repo / "metrics" / "curation_quality" / "curator.json").read_text())
     assert "### Every method × curator" in (repo / "metrics" / "report.md").read_text()
 
