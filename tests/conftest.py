@@ -8,6 +8,7 @@ params section is made once."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,9 +122,11 @@ def ray_local():
     """A local Ray cluster (127.0.0.1, 2 CPUs) for one test module: starting one costs seconds. Every Ray the
     tests start is this one, with one token, so no test's cluster finds another's key cached."""
     import ray
+    from filelock import FileLock
     from ray._raylet import Config
 
-    with pytest.MonkeyPatch.context() as env:
+    # `make test` runs test files on two pytest-xdist workers: one Ray cluster at a time on the machine.
+    with FileLock(Path(tempfile.gettempdir()) / "humpback-tests-ray.lock"), pytest.MonkeyPatch.context() as env:
         env.setenv("RAY_AUTH_MODE", "token")
         env.setenv("RAY_AUTH_TOKEN", RAY_TOKEN)
         # Ray read its config when first imported (before these variables were set): read it again, as

@@ -304,7 +304,8 @@ def test_score_dev_then_curation_quality_on_tiny_model(tmp_path, tiny_model_dir)
         "methods",
     } <= set(metrics)
     assert metrics["n"] == 6 and metrics["unparsed"] == 0 and 0.0 <= metrics["roc_auc"] <= 1.0
-    assert set(metrics["methods"]) == {"length", *raw["curation_quality"]["methods"]}
+    # the length baseline, the configured curate.method, then the dev set's own methods
+    assert set(metrics["methods"]) == {"length", "logprob", *raw["curation_quality"]["methods"]}
     for method, m in metrics["methods"].items():
         assert m["n"] == 6 and set(m["by_kind"]) <= {"good", "mismatched", "truncated", "navigation", "forum"}
         assert method == "generate" or m["unparsed"] == 0
