@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from humpback.curation.curator import curator_for, score_iteration
-from humpback.curation.methods import writes_text
+from humpback.curation.curator import score_augmented
 from humpback.stage_runner import stage
-from humpback.storage.records import iter_jsonl, write_json, write_jsonl
+from humpback.storage.records import write_json, write_jsonl
 
 log = logging.getLogger("score")
 
@@ -28,50 +27,15 @@ def arguments(parser) -> None:
 
 
 def run(args, params) -> None:
-    from humpback.engines.factory import make_engine, stage_settings
-    from humpback.engines.models import model_identity
-    from humpback.storage.shards import ShardedRun, model_shards_key
-
-    pairs = [r for _, r in iter_jsonl(args.pairs, required=("id", "instruction", "output"))]
-    curator, tagging = curator_for(args.model, args.named_curator, params.train.tagging)
-    reads_only = not writes_text([params.curate.method])  # picks the precision `auto` means here
-    settings = stage_settings(params, "curate", reads_only)  # curate.engine, or generation.engine; `auto` resolved once
-    engine = None
-    if params.curate.method != "none":
-        engine = make_engine(curator, settings)
-    keys = [
-        "curate.method",
-        "curate.max_pair_chars",
-        "curate.max_new_tokens",
-        "curate.max_retries",
-        "curate.engine",
-        "curate.api_model",
-        "generation",
-        "seeds.generation",
-    ]
-    shard_stage = f"score-{args.iteration}"
-    identity = model_identity(curator)
-    shards = ShardedRun(
-        shard_stage, model_shards_key(shard_stage, {**params.values(keys), "tagging": tagging}, identity, [args.pairs])
-    )
-    scored, metrics = score_iteration(engine, pairs, params, tagging, shards)
+    scored, metrics, shards = score_augmented(args.iteration, args.model, args.named_curator, args.pairs, params)
     write_jsonl(args.out, scored)
-    write_json(
-        args.metrics,
-        {
-            "iteration": args.iteration,
-            "curator": curator,
-            "tagged": tagging,
-            **metrics,
-            "resolved": settings.resolved(),
-        },
-    )
-    shards.clear()
+    write_json(args.metrics, metrics)
+    shards.clear()  # only once both outputs are written: a crash before resumes from the shards
     log.info(
         "score@%d: %d pairs by %s (%s), %s s/pair -> %s",
         args.iteration,
         len(scored),
-        curator,
+        metrics["curator"],
         metrics["method"],
         metrics["seconds_per_pair"],
         args.out,

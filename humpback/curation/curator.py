@@ -16,8 +16,22 @@ from statistics import fmean
 from typing import Any
 
 from humpback.curation import scoring
-from humpback.curation.methods import BASELINE, NO_CURATION
+from humpback.curation.methods import BASELINE, NO_CURATION, writes_text
 from humpback.engines.model_folders import is_self
+from humpback.storage.records import iter_jsonl
+
+# What a score shard's content depends on besides the curator's identity, its tagging and the pairs file: a
+# change to any of these re-scores, a change to anything else resumes the shards already written.
+SHARD_KEYS = (
+    "curate.method",
+    "curate.max_pair_chars",
+    "curate.max_new_tokens",
+    "curate.max_retries",
+    "curate.engine",
+    "curate.api_model",
+    "generation",
+    "seeds.generation",
+)
 
 
 def curator_for(own_model: str, named_folder: str | None, tagging: bool) -> tuple[str, bool]:
@@ -63,6 +77,31 @@ def score_iteration(engine, pairs: list[dict], params, tagging: bool, run) -> tu
         "seconds_per_pair": round(seconds / len(scored), 3) if scored else None,
     }
     return scored, metrics
+
+
+def score_augmented(
+    iteration: int, own_model: str, named_curator: str, pairs_path: str, params
+) -> tuple[list[dict], dict[str, Any], Any]:
+    """The score stage's work: the iteration's curator (`curator_for`) rates every pair of `pairs_path` in
+    resumable shards. Returns the scored pairs, the stage's metrics (with the curator, its tagging and the
+    resolved engine settings) and the shard run, to be cleared once the outputs are written."""
+    from humpback.engines.factory import make_engine, stage_settings
+    from humpback.engines.models import model_identity
+    from humpback.storage.shards import ShardedRun, model_shards_key
+
+    pairs = [r for _, r in iter_jsonl(pairs_path, required=("id", "instruction", "output"))]
+    curator, tagging = curator_for(own_model, named_curator, params.train.tagging)
+    reads_only = not writes_text([params.curate.method])  # picks the precision `auto` means here
+    settings = stage_settings(params, "curate", reads_only)  # curate.engine, or generation.engine; `auto` resolved once
+    engine = None if params.curate.method == NO_CURATION else make_engine(curator, settings)
+    shard_stage = f"score-{iteration}"
+    key = model_shards_key(
+        shard_stage, {**params.values(SHARD_KEYS), "tagging": tagging}, model_identity(curator), [pairs_path]
+    )
+    shards = ShardedRun(shard_stage, key)
+    scored, scoring_metrics = score_iteration(engine, pairs, params, tagging, shards)
+    metrics = {"iteration": iteration, "curator": curator, "tagged": tagging, **scoring_metrics}
+    return scored, {**metrics, "resolved": settings.resolved()}, shards
 
 
 def methods_to_run(params) -> list[str]:

@@ -224,11 +224,12 @@ def write_outputs(job: TrainJob, examples: Examples, trained: Trained, params: P
         "resumed_from_step": result.resumed_from_step,
         **summary,
     }
+    metrics = {**summary, **timings}
     if is_main_process():  # under a multi-process launch, rank 0 writes the outputs; the others wait for it
         save_trained(result.model, examples.tokenizer, job.out, job.base, card, state_dict=result.full_state_dict)
-        write_json(job.metrics, {**summary, **timings})
+        write_json(job.metrics, metrics)
         shutil.rmtree(trained.scratch, ignore_errors=True)  # only once every output is in place
-    return {**summary, **timings}
+    return metrics
 
 
 def live_callbacks(live_dir: str | Path | None) -> list:
