@@ -13,12 +13,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from humpback.curation import scoring
 from humpback.curation.methods import BASELINE, NO_CURATION, writes_text
 from humpback.engines.model_folders import is_self
 from humpback.storage.records import iter_jsonl
+
+if TYPE_CHECKING:  # for the annotation only: score_augmented imports it when it runs
+    from humpback.storage.shards import ShardedRun
 
 # What a score shard's content depends on besides the curator's identity, its tagging and the pairs file: a
 # change to any of these re-scores, a change to anything else resumes the shards already written.
@@ -81,7 +84,7 @@ def score_iteration(engine, pairs: list[dict], params, tagging: bool, run) -> tu
 
 def score_augmented(
     iteration: int, own_model: str, named_curator: str, pairs_path: str, params
-) -> tuple[list[dict], dict[str, Any], Any]:
+) -> tuple[list[dict], dict[str, Any], ShardedRun]:
     """The score stage's work: the iteration's curator (`curator_for`) rates every pair of `pairs_path` in
     resumable shards. Returns the scored pairs, the stage's metrics (with the curator, its tagging and the
     resolved engine settings) and the shard run, to be cleared once the outputs are written."""
@@ -101,7 +104,8 @@ def score_augmented(
     shards = ShardedRun(shard_stage, key)
     scored, scoring_metrics = score_iteration(engine, pairs, params, tagging, shards)
     metrics = {"iteration": iteration, "curator": curator, "tagged": tagging, **scoring_metrics}
-    return scored, {**metrics, "resolved": settings.resolved()}, shards
+    metrics["resolved"] = settings.resolved()
+    return scored, metrics, shards
 
 
 def methods_to_run(params) -> list[str]:
