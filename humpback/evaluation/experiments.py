@@ -13,6 +13,8 @@ else M2's win rate; `a - b` is a difference of two keys per run; `--metrics pape
   KEY=VALUE`, every other arm's mean minus its reference arm's with a Welch 95% t interval and n per arm; and
   every run that was not read, with the reason;
 - `<out>.png`: the (first) metric against log N per condition, with the fitted lines.
+A write-up's own prose stays: what an existing `<out>.md` holds above the line READOUT_MARK is kept, and the
+tables replace what is below it.
 
 A condition is every param that differs between the runs read, except x and the seeds (`seeds.*`): each such
 key is a column, so runs that differ in anything but their seeds are never averaged together. x is the number of
@@ -579,6 +581,17 @@ def plot(readout: Readout, out: str | Path) -> None:
     save_figure(fig, out)
 
 
+READOUT_MARK = "<!-- the read-out: below this line, written by python -m humpback.evaluation.experiments -->"
+
+
+def under_preface(tables: str, path: Path) -> str:
+    """`tables` below what `path` already holds above READOUT_MARK (a write-up's prose, its commands), so reading
+    the runs again never loses it; a file without the mark is replaced whole."""
+    old = path.read_text() if path.exists() else ""
+    preface, mark, _ = old.partition(READOUT_MARK)
+    return f"{preface}{mark}\n\n{tables}" if mark else tables
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -650,8 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         names = " or ".join(r.metric for r in readouts)
         print(text + f"experiments: error: no run has both {args.x} and {names}", file=sys.stderr)
         return 1
-    Path(f"{args.out}.md").parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.md").write_text(text)
+    out_md = Path(f"{args.out}.md")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(under_preface(text, out_md))
     plot(shown[0], f"{args.out}.png")
     print(text)
     return 0

@@ -18,6 +18,7 @@ from scipy import stats
 
 from humpback.evaluation.experiments import (
     PRESETS,
+    READOUT_MARK,
     compare_runs,
     main,
     markdown,
@@ -183,6 +184,21 @@ def test_the_committed_cap_sweep_reads_from_its_rows_file(tmp_path):
     assert "5 runs read, 0 not read" in text and f"| all | {ref.slope:.4g} |" in text
     assert (tmp_path / "cap.png").read_bytes()[:4] == b"\x89PNG"
     assert text == (ROOT / "docs" / "sweeps" / "cap.md").read_text()  # the committed table is this read-out
+
+
+def test_a_write_up_keeps_its_prose_above_the_mark_and_its_tables_are_read_again(tmp_path):
+    rows_file = ROOT / "docs" / "sweeps" / "cap.runs.json"
+    out = tmp_path / "cap"
+    prose = "# The cap sweep\n\nWhat the figures show, and the commands that made them.\n\n"
+    (tmp_path / "cap.md").write_text(f"{prose}{READOUT_MARK}\n\n| stale | table |\n")
+    assert main(["--rows", str(rows_file), "--out", str(out)]) == 0
+    text = (tmp_path / "cap.md").read_text()
+    assert text.startswith(prose + READOUT_MARK) and "stale" not in text and "5 runs read, 0 not read" in text
+    assert main(["--rows", str(rows_file), "--out", str(out)]) == 0  # a second read-out changes nothing
+    assert (tmp_path / "cap.md").read_text() == text
+    (tmp_path / "cap.md").write_text("no mark: replaced whole\n")
+    assert main(["--rows", str(rows_file), "--out", str(out)]) == 0
+    assert not (tmp_path / "cap.md").read_text().startswith("no mark")
 
 
 def test_a_clean_workspace_is_not_counted_twice():
