@@ -201,6 +201,22 @@ def test_a_write_up_keeps_its_prose_above_the_mark_and_its_tables_are_read_again
     assert not (tmp_path / "cap.md").read_text().startswith("no mark")
 
 
+# Each measured write-up in docs/sweeps/ with the read-out that made its tables (its "Commands" section).
+WRITE_UPS = {
+    "mix": ["--contrast", "train.mix=seed+augmented", "--metrics", "paper"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITE_UPS))
+def test_a_committed_write_up_is_its_rows_read_again(tmp_path, name):
+    committed = ROOT / "docs" / "sweeps" / f"{name}.md"
+    (tmp_path / f"{name}.md").write_text(committed.read_text())
+    rows = str(ROOT / "docs" / "sweeps" / f"{name}.runs.json")
+    assert main(["--rows", rows, *WRITE_UPS[name], "--out", str(tmp_path / name)]) == 0
+    assert READOUT_MARK in committed.read_text()  # the prose above it is the write-up's own
+    assert (tmp_path / f"{name}.md").read_text() == committed.read_text()
+
+
 def test_a_clean_workspace_is_not_counted_twice():
     # exp_show after a committed run: the workspace and the branch are one run; an experiment is another.
     base = {"select.iteration_2.cap": 0, "likelihood.m2.loglik_other": -3.085}
