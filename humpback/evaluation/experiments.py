@@ -303,9 +303,13 @@ def compare_runs(
             "points": points,
             "by_x": {n: (*mean_interval(v), len(v)) for n, v in sorted(by_x.items())},
         }
-        if len(by_x) > 1:
+        if len(by_x) > 1 and len({v for _, _, v in points}) > 1:
             result.update(fit_log([(n, v) for n, _, v in points]))
             result["alpha_boot"] = bootstrap_alpha(points, BOOTSTRAP_RESAMPLES)
+        elif len(by_x) > 1:
+            # e.g. M1 − M0 in a sweep of iteration 2: the sweep never changes the models it reads, so there is
+            # no slope to fit (least squares would report α = 0 with a NaN interval)
+            result["unchanged"] = True
         conditions[condition] = result
     readout = Readout(
         metric,
@@ -466,7 +470,14 @@ def markdown(readout: Readout, level: int = 1) -> str:
                 f"{_interval(c['alpha_boot'], 'n/a (one seed per N: nothing to resample)')} | "
                 f"{c['C']:.5g} | {c['n']} | {len(c['by_x'])} |"
             )
-    elif r.conditions:
+    unchanged = [" | ".join(condition) for condition, c in r.conditions.items() if c.get("unchanged")]
+    if unchanged:
+        lines += [
+            "",
+            f"No fit for {', '.join(unchanged)}: the metric is the same in every run (nothing the sweep changes "
+            + "moves it).",
+        ]
+    if not fitted and not unchanged and r.conditions:
         lines += ["", "No fit: one N per condition."]
     if r.contrast:
         lines += _contrast_lines(r, head, level)

@@ -127,6 +127,17 @@ def test_x_is_the_pairs_selected_and_a_cap_0_run_is_kept_or_listed():
     assert "## Not read" in markdown(by_cap) and reason in markdown(by_cap)
 
 
+def test_a_metric_the_sweep_never_moves_is_not_fitted():
+    # an iteration-2 sweep reads M1 − M0 too: the same value in every run, so a slope would be 0 with a NaN interval
+    rows = [row(-3.0, selected=n, **{"seeds.training_m2": s}) for n in (4, 32) for s in (0, 1)]
+    readout = compare_runs(rows)
+    text = markdown(readout)
+    assert "No fit for all: the metric is the same in every run" in text
+    assert "nan" not in text and "alpha" not in readout.conditions[("all",)]
+    rows[0][f"metrics/headline.json:{METRIC}"] = -2.9  # one run moves: fitted again
+    assert "alpha" in compare_runs(rows).conditions[("all",)]
+
+
 def test_failed_and_metricless_runs_are_listed_not_dropped():
     rows = [
         row(-3.09, selected=4),
@@ -204,6 +215,14 @@ def test_a_write_up_keeps_its_prose_above_the_mark_and_its_tables_are_read_again
 # Each measured write-up in docs/sweeps/ with the read-out that made its tables (its "Commands" section).
 WRITE_UPS = {
     "mix": ["--contrast", "train.mix=seed+augmented", "--metrics", "paper"],
+    "scaling": [
+        *("--metric", "comparisons.m2_vs_m0.loglik_other.difference"),
+        *("--metric", "comparisons.m2_vs_m0.loglik_seed.difference"),
+        *("--metric", "comparisons.m2_vs_m0.judged.difference"),
+        *("--metric", "win_rate.m2"),
+        *("--metric", "likelihood.m1.loglik_other - likelihood.m0.loglik_other"),
+        *("--metric", "likelihood.m1.loglik_seed - likelihood.m0.loglik_seed"),
+    ],
 }
 
 
