@@ -214,6 +214,7 @@ def test_a_write_up_keeps_its_prose_above_the_mark_and_its_tables_are_read_again
 
 # Each measured write-up in docs/sweeps/ with the read-out that made its tables (its "Commands" section).
 WRITE_UPS = {
+    "curated": ["--contrast", "curate.method=pmi", "--metrics", "paper"],
     "mix": ["--contrast", "train.mix=seed+augmented", "--metrics", "paper"],
     "scaling": [
         *("--metric", "comparisons.m2_vs_m0.loglik_other.difference"),
