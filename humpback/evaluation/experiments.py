@@ -10,8 +10,8 @@ else M2's win rate; `a - b` is a difference of two keys per run; `--metrics pape
 - `<out>.md`, per metric: per condition and x, the mean over the seeds that ran with its 95% t interval and n; the
   data-scaling fit metric = α·ln N + C per condition by least squares over every run, α with its t interval
   (n − 2 df) and, beside it, a bootstrap interval that resamples whole seeds within each N; with `--contrast
-  KEY=VALUE`, every other arm's mean minus its reference arm's with a Welch 95% t interval and n per arm; and
-  every run that was not read, with the reason;
+  KEY=VALUE` (repeatable: a grid of two keys is read along each), every other arm's mean minus its reference
+  arm's with a Welch 95% t interval and n per arm; and every run that was not read, with the reason;
 - `<out>.png`: the (first) metric against log N per condition, with the fitted lines.
 A write-up's own prose stays: what an existing `<out>.md` holds above the line READOUT_MARK is kept, and the
 tables replace what is below it.
@@ -197,6 +197,16 @@ def pick_metric(runs: Sequence[Run], metric: str | None) -> str:
 
 
 @dataclasses.dataclass
+class Contrast:
+    """Every arm whose `key` is not `value` against its reference arm (where `key` is `value`)."""
+
+    key: str
+    value: str  # as a table cell
+    arms: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    not_contrasted: list[tuple[tuple[str, ...], float, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class Readout:
     """A sweep read: the condition columns, per condition the points, means and fit, and the runs not read."""
 
@@ -208,9 +218,7 @@ class Readout:
     not_read: list[tuple[str, str]]  # (run, reason)
     x_set_by: tuple[str, ...] = ()  # params folded into x (X_SET_BY) that differ between the runs
     label: str | None = None  # a preset's name for the metric
-    contrast: tuple[str, str] | None = None  # the reference arm: (key, value as a cell)
-    contrasts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    not_contrasted: list[tuple[tuple[str, ...], float, str]] = dataclasses.field(default_factory=list)
+    contrasts: list[Contrast] = dataclasses.field(default_factory=list)  # one per --contrast, in order
 
 
 def _cell(value: Any) -> str:
@@ -253,11 +261,12 @@ def compare_runs(
     x: str = DEFAULT_X,
     metric: str | None = None,
     by: Sequence[str] = (),
-    contrast: tuple[str, str] | None = None,
+    contrasts: Sequence[tuple[str, str]] = (),
     label: str | None = None,
 ) -> Readout:
     """Read the runs: conditions by every differing param (`by` first), means per x, the fit per condition, and
-    with `contrast` (key, value) every other arm against the reference arms where that key has that value."""
+    for each of `contrasts` (key, value) every other arm against the reference arms where that key has that value
+    (two contrasts read a two-key grid along each key, the other held)."""
     runs = [r if isinstance(r, Run) else split_row(r) for r in rows]
     metric = pick_metric(runs, metric)
     read, not_read = [], []
@@ -282,9 +291,12 @@ def compare_runs(
     def differs(key: str, among: Sequence[Run] = read) -> bool:
         return len({json.dumps(r.params.get(key), sort_keys=True, default=str) for r in among}) > 1
 
-    if contrast:
+    if len({key for key, _ in contrasts}) < len(contrasts):
+        raise ValueError(f"--contrast: a key named twice ({', '.join(f'{k}={v}' for k, v in contrasts)})")
+    for contrast in contrasts:
         _check_contrast(runs, contrast, folded, differs)
-        by = [contrast[0], *(k for k in by if k != contrast[0])]
+    firsts = [key for key, _ in contrasts]
+    by = [*firsts, *(k for k in by if k not in firsts)]
     keys = list(by) + [
         k for k in names if k not in by and k not in folded and not k.startswith(SEED_PREFIX) and differs(k)
     ]
@@ -320,10 +332,8 @@ def compare_runs(
         not_read,
         tuple(k for k in X_SET_BY.get(x, ()) if differs(k)),
         label,
-        contrast,
     )
-    if contrast:
-        readout.contrasts, readout.not_contrasted = contrast_arms(readout)
+    readout.contrasts = [contrast_arms(readout, key, value) for key, value in contrasts]
     return readout
 
 
@@ -345,14 +355,13 @@ def _check_contrast(
         raise ValueError(f"--contrast {key}={value}: no run has it ({key} is one of {', '.join(values)})")
 
 
-def contrast_arms(readout: Readout) -> tuple[list[dict[str, Any]], list[tuple[tuple[str, ...], float, str]]]:
-    """Every arm (a condition at one x) whose contrast key is not the reference value, against the reference arm
+def contrast_arms(readout: Readout, key: str, value: str) -> Contrast:
+    """Every arm (a condition at one x) whose `key` is not the reference `value`, against the reference arm
     of its stratum: the same values of every other condition key but the SIZE_KEYS (those may differ: the
     uncurated arm at all pairs against the curated one), and the same N where either is read at several N (a
     scaling sweep, contrasted N by N). The closest match wins (the exact stratum first). An arm with no
     reference in its stratum is not contrasted, the keys that separate it named: its difference would mix the
     contrast with another change."""
-    key, value = typing.cast(tuple[str, str], readout.contrast)
     at = readout.keys.index(key)
     size = {*SIZE_KEYS.get(readout.x, ()), *X_SET_BY.get(readout.x, ())}
     arms = [
@@ -400,7 +409,7 @@ def contrast_arms(readout: Readout) -> tuple[list[dict[str, Any]], list[tuple[tu
                     **welch(values, ref_values),
                 }
             )
-    return contrasts, not_contrasted
+    return Contrast(key, value, contrasts, not_contrasted)
 
 
 def _interval(ci: tuple[float, float] | None, missing: str) -> str:
@@ -479,16 +488,17 @@ def markdown(readout: Readout, level: int = 1) -> str:
         ]
     if not fitted and not unchanged and r.conditions:
         lines += ["", "No fit: one N per condition."]
-    if r.contrast:
-        lines += _contrast_lines(r, head, level)
+    for contrast in r.contrasts:
+        lines += _contrast_lines(r, contrast, head, level, named=len(r.contrasts) > 1)
     if r.not_read:
         lines += ["", f"{'#' * (level + 1)} Not read", "", "| run | reason |", "|---|---|"]
         lines += [f"| {name} | {reason} |" for name, reason in r.not_read]
     return "\n".join(lines) + "\n"
 
 
-def _contrast_lines(r: Readout, head: list[str], level: int) -> list[str]:
-    key, value = typing.cast(tuple[str, str], r.contrast)
+def _contrast_lines(r: Readout, contrast: Contrast, head: list[str], level: int, named: bool) -> list[str]:
+    """One contrast's table; `named`: its "Not contrasted" heading names the reference (several in a read)."""
+    key, value = contrast.key, contrast.value
     text = (
         f"Contrasts with the reference arm `{key}` = {value}: each arm's mean minus its reference's, Welch 95% "
         "t interval (Welch–Satterthwaite df). The reference agrees with the arm on every other condition key "
@@ -505,7 +515,7 @@ def _contrast_lines(r: Readout, head: list[str], level: int) -> list[str]:
         ),
         "|" + "---|" * (len(head) + 8),
     ]
-    for c in r.contrasts:
+    for c in contrast.arms:
         also = (
             ", ".join(
                 f"`{k}` ({c['condition'][r.keys.index(k)]} vs {c['reference'][r.keys.index(k)]})" for k in c["also"]
@@ -517,17 +527,17 @@ def _contrast_lines(r: Readout, head: list[str], level: int) -> list[str]:
             f"| {' | '.join(c['condition'])} | {c['x']:g} | {c['x_ref']:g} | {also} | {c['n']} | "
             f"{c['n_ref']} | {c['difference']:+.4g} | {_interval(c['ci'], c['why'])} | {df} |"
         )
-    if not r.contrasts:
+    if not contrast.arms:
         lines.append(f"| {' | '.join('—' for _ in head)} | — | — | — | — | — | — | none contrasted | — |")
-    if r.not_contrasted:
+    if contrast.not_contrasted:
         lines += [
             "",
-            f"{'#' * (level + 1)} Not contrasted",
+            f"{'#' * (level + 1)} Not contrasted" + (f" with `{key}` = {value}" if named else ""),
             "",
             f"| {' | '.join(head)} | {r.x} | why |",
             "|" + "---|" * (len(head) + 2),
         ]
-        lines += [f"| {' | '.join(condition)} | {n:g} | {why} |" for condition, n, why in r.not_contrasted]
+        lines += [f"| {' | '.join(condition)} | {n:g} | {why} |" for condition, n, why in contrast.not_contrasted]
     return lines
 
 
@@ -536,7 +546,8 @@ def markdown_all(readouts: Sequence[Readout]) -> str:
     if len(readouts) == 1:
         return markdown(readouts[0])
     r, names = readouts[0], ", ".join(f"`{m.metric}`" for m in readouts)
-    versus = f", contrasted with `{r.contrast[0]}` = {r.contrast[1]}" if r.contrast else ""
+    versus = " and ".join(f"`{c.key}` = {c.value}" for c in r.contrasts)
+    versus = f", contrasted with {versus}" if versus else ""
     return "\n".join(
         [
             f"# {len(readouts)} metrics against {r.x}{versus}",
@@ -633,9 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--contrast",
+        action="append",
+        default=[],
         metavar="KEY=VALUE",
         help="the reference arm (e.g. curate.method=pmi): every "
-        "other arm's mean minus the reference's, with a Welch 95%% t interval",
+        "other arm's mean minus the reference's, with a Welch 95%% t interval; repeatable (a grid of two keys, "
+        "e.g. train.tagging=true and respond.system_prompt=S_a, is read along each)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--repo", help="the DVC repository (default: here)")
@@ -663,8 +677,8 @@ def main(argv: list[str] | None = None) -> int:
         *((None, m) for m in args.metric),
     ] or [(None, None)]
     try:
-        contrast = parse_contrast(args.contrast) if args.contrast else None
-        readouts = [compare_runs(rows, args.x, metric, args.by, contrast, label) for label, metric in metrics]
+        contrasts = [parse_contrast(text) for text in args.contrast]
+        readouts = [compare_runs(rows, args.x, metric, args.by, contrasts, label) for label, metric in metrics]
     except ValueError as exc:
         print(f"experiments: error: {exc}", file=sys.stderr)
         return 1

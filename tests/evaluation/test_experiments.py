@@ -285,12 +285,12 @@ def curated_rows(**extra) -> list[dict]:
 
 
 def _by_arm(readout) -> dict:
-    return {(c["condition"], c["x"]): c for c in readout.contrasts}
+    return {(c["condition"], c["x"]): c for c in readout.contrasts[0].arms}
 
 
 def test_each_arm_is_contrasted_with_the_reference_of_its_stratum():
     metric = "comparisons.m2_vs_m0.loglik_other.difference"
-    readout = compare_runs(curated_rows(), metric=metric, contrast=("curate.method", "pmi"))
+    readout = compare_runs(curated_rows(), metric=metric, contrasts=[("curate.method", "pmi")])
     assert readout.keys == ["curate.method", "select.iteration_1.top_share", "select.iteration_2.top_share"]
     contrasts = _by_arm(readout)
     # `none` at equal N and at all pairs are two arms, never one; the latter differs from pmi in the pairs' count.
@@ -302,7 +302,7 @@ def test_each_arm_is_contrasted_with_the_reference_of_its_stratum():
     assert equal_n["ci"] == pytest.approx(tuple(ref.confidence_interval(0.95)))
     assert equal_n["df"] == pytest.approx(ref.df)
     assert equal_n["difference"] == pytest.approx(np.mean([0.0021, 0.0035, 0.0010]) - np.mean([0.006, 0.0072, 0.0055]))
-    assert (equal_n["n"], equal_n["n_ref"]) == (3, 3) and not readout.not_contrasted
+    assert (equal_n["n"], equal_n["n_ref"]) == (3, 3) and not readout.contrasts[0].not_contrasted
     text = markdown(readout)
     assert "No fit: one N per condition." in text and "α" not in text
     assert f"| none | 0.6 | 0.6 | 35 | 35 | — | 3 | 3 | {equal_n['difference']:+.4g} | [" in text
@@ -315,15 +315,15 @@ def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_mat
     big = curated_rows(**{"data.web.limit": 256})
     # A `none` arm on a larger web pool has no pmi arm on that pool: refused, the separating key named.
     rows.append(big[3])
-    readout = compare_runs(rows, metric=metric, contrast=("curate.method", "pmi"))
-    [(condition, n, why)] = readout.not_contrasted
+    readout = compare_runs(rows, metric=metric, contrasts=[("curate.method", "pmi")])
+    [(condition, n, why)] = readout.contrasts[0].not_contrasted
     assert condition == ("none", "256", "0.6", "0.6") and "`data.web.limit` (256 vs 64)" in why
-    assert len(readout.contrasts) == 2 and "### Not contrasted" not in markdown(readout)
+    assert len(readout.contrasts[0].arms) == 2 and "### Not contrasted" not in markdown(readout)
     assert "## Not contrasted" in markdown(readout) and why in markdown(readout)
     # With a pmi arm on each pool, each `none` arm meets the reference of its own pool.
-    readout = compare_runs(curated_rows() + big, metric=metric, contrast=("curate.method", "pmi"))
-    assert not readout.not_contrasted and len(readout.contrasts) == 4
-    assert all(c["condition"][1] == c["reference"][1] for c in readout.contrasts)
+    readout = compare_runs(curated_rows() + big, metric=metric, contrasts=[("curate.method", "pmi")])
+    assert not readout.contrasts[0].not_contrasted and len(readout.contrasts[0].arms) == 4
+    assert all(c["condition"][1] == c["reference"][1] for c in readout.contrasts[0].arms)
     # A condition read at several N (a scaling sweep) is contrasted N by N, never against another N.
     scaling = [
         row(
@@ -336,11 +336,48 @@ def test_a_contrast_that_would_pool_another_change_is_refused_and_strata_are_mat
         for s in (0, 1)
     ]
     scaling.append(row(0.03, selected=16, **{"curate.method": "none", "select.iteration_2.cap": 16}))
-    readout = compare_runs(scaling, metric=METRIC, contrast=("curate.method", "pmi"))
-    assert {(c["x"], c["x_ref"]) for c in readout.contrasts} == {(8, 8), (32, 32)}
-    assert all(c["difference"] == pytest.approx(-0.002) for c in readout.contrasts)
-    [(_, n, why)] = readout.not_contrasted
+    readout = compare_runs(scaling, metric=METRIC, contrasts=[("curate.method", "pmi")])
+    assert {(c["x"], c["x_ref"]) for c in readout.contrasts[0].arms} == {(8, 8), (32, 32)}
+    assert all(c["difference"] == pytest.approx(-0.002) for c in readout.contrasts[0].arms)
+    [(_, n, why)] = readout.contrasts[0].not_contrasted
     assert n == 16 and "N (16 vs" in why
+
+
+def test_a_two_key_grid_is_contrasted_along_each_key_the_other_held():
+    """Tagging at training × system prompt at inference: the tagging contrast pairs arms at the same prompt, the
+    prompt contrast arms trained the same way; the two keys are never crossed (that would pool two changes)."""
+    effect = {("True", "S_a"): 0.0, ("True", "none"): -0.001, ("False", "S_a"): -0.003, ("False", "none"): -0.005}
+    rows = [
+        row(
+            0.01 + effect[(str(tagging), prompt)] + 0.0005 * s,
+            selected=35,
+            **{"train.tagging": tagging, "respond.system_prompt": prompt, "seeds.training_m2": s},
+        )
+        for tagging in (True, False)
+        for prompt in ("S_a", "none")
+        for s in (0, 1, 2)
+    ]
+    readout = compare_runs(rows, contrasts=[("train.tagging", "True"), ("respond.system_prompt", "S_a")])
+    assert readout.keys == ["train.tagging", "respond.system_prompt"]
+    tagging, prompt = readout.contrasts
+    assert {(c["condition"], c["reference"]) for c in tagging.arms} == {
+        (("False", "S_a"), ("True", "S_a")),
+        (("False", "none"), ("True", "none")),
+    }
+    assert {(c["condition"], c["reference"]) for c in prompt.arms} == {
+        (("True", "none"), ("True", "S_a")),
+        (("False", "none"), ("False", "S_a")),
+    }
+    assert {c["condition"]: c["difference"] for c in tagging.arms} == pytest.approx(
+        {("False", "S_a"): -0.003, ("False", "none"): -0.004}
+    )
+    assert {c["condition"]: c["difference"] for c in prompt.arms} == pytest.approx(
+        {("True", "none"): -0.001, ("False", "none"): -0.002}
+    )
+    text = markdown(readout)
+    assert "reference arm `train.tagging` = True" in text and "reference arm `respond.system_prompt` = S_a" in text
+    with pytest.raises(ValueError, match="a key named twice"):
+        compare_runs(rows, contrasts=[("train.tagging", "True"), ("train.tagging", "False")])
 
 
 def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
@@ -350,9 +387,9 @@ def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
         if not (r["params.yaml:curate.method"] == "pmi" and r["params.yaml:seeds.training_m1"] != "default")
     ]
     readout = compare_runs(
-        rows, metric="comparisons.m2_vs_m0.loglik_other.difference", contrast=("curate.method", "pmi")
+        rows, metric="comparisons.m2_vs_m0.loglik_other.difference", contrasts=[("curate.method", "pmi")]
     )
-    assert all(c["ci"] is None and c["n_ref"] == 1 for c in readout.contrasts)
+    assert all(c["ci"] is None and c["n_ref"] == 1 for c in readout.contrasts[0].arms)
     text = markdown(readout)
     assert "cannot be computed: one run in the reference" in text and "| pmi | 0.6 | 0.6 | 35 |" in text
 
@@ -370,7 +407,7 @@ def test_a_contrast_key_must_be_a_condition_with_that_value(tmp_path, capsys):
                 rows + [row(-3.0, selected=35, **{"curate.method": "pmi", "select.iteration_2.cap": 8})]
                 if contrast[0].endswith("cap")
                 else rows,
-                contrast=contrast,
+                contrasts=[contrast],
             )
     assert parse_contrast("select.iteration_2.top_share=1.0") == ("select.iteration_2.top_share", "1")
     assert parse_contrast("train.tagging=true") == ("train.tagging", "True")
