@@ -568,16 +568,23 @@ def plot(readout: Readout, out: str | Path) -> None:
     labels = [", ".join(f"{k}={v}" for k, v in zip(readout.keys, condition)) for condition in readout.conditions]
     below = max(map(len, labels), default=0) > 40  # long condition labels would cover the points: list them below
     fig, ax = plt.subplots(figsize=(8, 4 + 0.25 * len(labels)) if below else (6, 4))
+    sharing: dict[float, list[tuple[str, ...]]] = defaultdict(list)  # x → the conditions read there
+    for condition, c in readout.conditions.items():
+        for n in c["by_x"]:
+            sharing[n].append(condition)
     for condition, c in readout.conditions.items():
         label = ", ".join(f"{k}={v}" for k, v in zip(readout.keys, condition)) or "all"
         ns = list(c["by_x"])
+        # Conditions read at the same N (a mix or tagging grid: every arm at N = 25) are drawn side by side,
+        # a few percent apart on the log axis, or their error bars would cover each other; the ticks stay at N.
+        drawn = [n * DODGE ** (sharing[n].index(condition) - (len(sharing[n]) - 1) / 2) for n in ns]
         stats_ = list(c["by_x"].values())
         means = [s[0] for s in stats_]
         errs = [
             [m - (s[1] if s[1] is not None else m) for m, s in zip(means, stats_)],
             [(s[2] if s[2] is not None else m) - m for m, s in zip(means, stats_)],
         ]
-        line = ax.errorbar(ns, means, yerr=errs, marker="o", capsize=3, linestyle="none", label=label)
+        line = ax.errorbar(drawn, means, yerr=errs, marker="o", capsize=3, linestyle="none", label=label)
         if "alpha" in c:
             grid = [min(ns) * (max(ns) / min(ns)) ** (i / 50) for i in range(51)]
             ax.plot(
@@ -602,6 +609,9 @@ def plot(readout: Readout, out: str | Path) -> None:
         ax.legend(fontsize=8)
     save_figure(fig, out)
 
+
+# The step between conditions drawn at one N, as a factor on the log x axis.
+DODGE = 1.04
 
 READOUT_MARK = "<!-- the read-out: below this line, written by python -m humpback.evaluation.experiments -->"
 

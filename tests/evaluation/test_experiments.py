@@ -23,6 +23,7 @@ from humpback.evaluation.experiments import (
     main,
     markdown,
     parse_contrast,
+    plot,
     split_row,
     without_workspace_copy,
 )
@@ -378,6 +379,26 @@ def test_a_two_key_grid_is_contrasted_along_each_key_the_other_held():
     assert "reference arm `train.tagging` = True" in text and "reference arm `respond.system_prompt` = S_a" in text
     with pytest.raises(ValueError, match="a key named twice"):
         compare_runs(rows, contrasts=[("train.tagging", "True"), ("train.tagging", "False")])
+
+
+def test_arms_read_at_one_n_are_drawn_side_by_side_not_on_top_of_each_other(monkeypatch, tmp_path):
+    from humpback.storage import plotting
+
+    drawn = {}
+
+    def keep(fig, out):  # the figure as plot() leaves it: each condition's points
+        drawn.update({bars.get_label(): bars.lines[0].get_xdata() for bars in fig.axes[0].containers})
+
+    monkeypatch.setattr(plotting, "save_figure", keep)
+    rows = [
+        row(0.01 * s, selected=25, **{"train.mix": mix, "seeds.training_m2": s})
+        for mix in ("augmented", "seed+augmented", "web")
+        for s in (0, 1)
+    ]
+    plot(compare_runs(rows), tmp_path / "mix.png")
+    xs = sorted(x for xdata in drawn.values() for x in xdata)
+    assert len(xs) == 3 and xs[1] == pytest.approx(25) and len(set(xs)) == 3  # centred on N, apart
+    assert xs[2] / xs[1] == pytest.approx(xs[1] / xs[0]) and xs[2] / xs[0] < 1.2  # evenly, and close to N
 
 
 def test_a_one_run_reference_arm_says_the_interval_cannot_be_computed():
