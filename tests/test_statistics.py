@@ -18,6 +18,7 @@ from humpback.statistics import (
     bootstrap_mean_interval,
     fit_log,
     mean_interval,
+    paired,
     percentile_interval,
     t_multiplier,
     welch,
@@ -77,6 +78,21 @@ def test_welch_df_is_scipys_and_the_satterthwaite_formula():
         assert result["df"] == float(test.df)
         va, vb = np.var(arm, ddof=1) / n, np.var(reference, ddof=1) / m
         assert result["df"] == pytest.approx((va + vb) ** 2 / (va**2 / (n - 1) + vb**2 / (m - 1)), rel=1e-12)
+
+
+def test_paired_is_the_t_interval_of_the_differences_and_says_when_it_cannot_be_computed():
+    rng = np.random.default_rng(9)
+    shared = rng.normal(0, 1, 3)  # each seed's own level, in both arms: pairing removes it
+    arm, reference = (shared + 0.5 + rng.normal(0, 0.1, 3)).tolist(), (shared + rng.normal(0, 0.1, 3)).tolist()
+    result = paired(list(zip(arm, reference)))
+    differences = np.subtract(arm, reference)
+    assert result["difference"] == pytest.approx(differences.mean()) and (result["n"], result["df"]) == (3, 2)
+    assert result["ci"] == pytest.approx(
+        stats.t.interval(0.95, 2, loc=differences.mean(), scale=stats.sem(differences))
+    )
+    assert result["ci"][0] > 0 and welch(arm, reference)["ci"][0] < 0  # the seeds' spread hides it from Welch
+    assert paired([(1.0, 0.5)])["why"] == "cannot be computed: 1 seed in both arms"
+    assert paired([(1.0, 0.5), (2.0, 1.5)])["why"] == "cannot be computed: the same difference at every seed"
 
 
 def test_fit_is_least_squares_on_log_n_with_its_t_interval():

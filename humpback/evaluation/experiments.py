@@ -11,7 +11,8 @@ else M2's win rate; `a - b` is a difference of two keys per run; `--metrics pape
   data-scaling fit metric = α·ln N + C per condition by least squares over every run, α with its t interval
   (n − 2 df) and, beside it, a bootstrap interval that resamples whole seeds within each N; with `--contrast
   KEY=VALUE` (repeatable: a grid of two keys is read along each), every other arm's mean minus its reference
-  arm's with a Welch 95% t interval and n per arm; and every run that was not read, with the reason;
+  arm's with a Welch 95% t interval and n per arm (with `--paired KEY`, seed by seed with a paired t interval:
+  for arms that are the same trained models read two ways); and every run that was not read, with the reason;
 - `<out>.png`: the (first) metric against log N per condition, with the fitted lines.
 A write-up's own prose stays: what an existing `<out>.md` holds above the line READOUT_MARK is kept, and the
 tables replace what is below it.
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from humpback.statistics import bootstrap_alpha, fit_log, mean_interval, welch
+from humpback.statistics import bootstrap_alpha, fit_log, mean_interval, paired, welch
 
 # Metrics in preference order: the judge-free other-source read first (it can tell models apart at 135M),
 # then the judged win rate.
@@ -202,6 +203,7 @@ class Contrast:
 
     key: str
     value: str  # as a table cell
+    paired: bool = False  # arm and reference paired by seed (the same trained models read two ways), else Welch
     arms: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     not_contrasted: list[tuple[tuple[str, ...], float, str]] = dataclasses.field(default_factory=list)
 
@@ -263,10 +265,12 @@ def compare_runs(
     by: Sequence[str] = (),
     contrasts: Sequence[tuple[str, str]] = (),
     label: str | None = None,
+    paired_keys: Sequence[str] = (),
 ) -> Readout:
     """Read the runs: conditions by every differing param (`by` first), means per x, the fit per condition, and
     for each of `contrasts` (key, value) every other arm against the reference arms where that key has that value
-    (two contrasts read a two-key grid along each key, the other held)."""
+    (two contrasts read a two-key grid along each key, the other held); a key in `paired_keys` is contrasted seed
+    by seed (paired t), the others by Welch."""
     runs = [r if isinstance(r, Run) else split_row(r) for r in rows]
     metric = pick_metric(runs, metric)
     read, not_read = [], []
@@ -295,6 +299,9 @@ def compare_runs(
         raise ValueError(f"--contrast: a key named twice ({', '.join(f'{k}={v}' for k, v in contrasts)})")
     for contrast in contrasts:
         _check_contrast(runs, contrast, folded, differs)
+    unknown = set(paired_keys) - {key for key, _ in contrasts}
+    if unknown:
+        raise ValueError(f"--paired {', '.join(sorted(unknown))}: not a --contrast key")
     firsts = [key for key, _ in contrasts]
     by = [*firsts, *(k for k in by if k not in firsts)]
     keys = list(by) + [
@@ -333,7 +340,7 @@ def compare_runs(
         tuple(k for k in X_SET_BY.get(x, ()) if differs(k)),
         label,
     )
-    readout.contrasts = [contrast_arms(readout, key, value) for key, value in contrasts]
+    readout.contrasts = [contrast_arms(readout, key, value, key in paired_keys) for key, value in contrasts]
     return readout
 
 
@@ -355,17 +362,18 @@ def _check_contrast(
         raise ValueError(f"--contrast {key}={value}: no run has it ({key} is one of {', '.join(values)})")
 
 
-def contrast_arms(readout: Readout, key: str, value: str) -> Contrast:
+def contrast_arms(readout: Readout, key: str, value: str, by_seed: bool = False) -> Contrast:
     """Every arm (a condition at one x) whose `key` is not the reference `value`, against the reference arm
     of its stratum: the same values of every other condition key but the SIZE_KEYS (those may differ: the
     uncurated arm at all pairs against the curated one), and the same N where either is read at several N (a
     scaling sweep, contrasted N by N). The closest match wins (the exact stratum first). An arm with no
     reference in its stratum is not contrasted, the keys that separate it named: its difference would mix the
-    contrast with another change."""
+    contrast with another change. `by_seed`: the difference is taken seed by seed over the seeds both arms ran
+    (paired t), for arms that are the same trained models read two ways (an inference prompt)."""
     at = readout.keys.index(key)
     size = {*SIZE_KEYS.get(readout.x, ()), *X_SET_BY.get(readout.x, ())}
     arms = [
-        (condition, n, [v for m, _, v in c["points"] if m == n], len(c["by_x"]) > 1)
+        (condition, n, {seed: v for m, seed, v in c["points"] if m == n}, len(c["by_x"]) > 1)
         for condition, c in readout.conditions.items()
         for n in c["by_x"]
     ]
@@ -406,10 +414,14 @@ def contrast_arms(readout: Readout, key: str, value: str) -> Contrast:
                     "reference": ref_condition,
                     "x_ref": ref_n,
                     "also": other,
-                    **welch(values, ref_values),
+                    **(
+                        paired([(values[s], ref_values[s]) for s in values if s in ref_values])
+                        if by_seed
+                        else welch(list(values.values()), list(ref_values.values()))
+                    ),
                 }
             )
-    return Contrast(key, value, contrasts, not_contrasted)
+    return Contrast(key, value, by_seed, contrasts, not_contrasted)
 
 
 def _interval(ci: tuple[float, float] | None, missing: str) -> str:
@@ -499,11 +511,24 @@ def markdown(readout: Readout, level: int = 1) -> str:
 def _contrast_lines(r: Readout, contrast: Contrast, head: list[str], level: int, named: bool) -> list[str]:
     """One contrast's table; `named`: its "Not contrasted" heading names the reference (several in a read)."""
     key, value = contrast.key, contrast.value
+    how, interval = (
+        (
+            (
+                "arm − reference seed by seed over the seeds both ran (paired: the same trained models read two "
+                "ways), its mean with a paired 95% t interval (seeds − 1 df; runs = seeds paired)"
+            ),
+            "paired 95% t interval",
+        )
+        if contrast.paired
+        else (
+            "each arm's mean minus its reference's, Welch 95% t interval (Welch–Satterthwaite df)",
+            "Welch 95% t interval",
+        )
+    )
     text = (
-        f"Contrasts with the reference arm `{key}` = {value}: each arm's mean minus its reference's, Welch 95% "
-        "t interval (Welch–Satterthwaite df). The reference agrees with the arm on every other condition key "
-        'but those that set the pairs\' count ("also differs in": arm vs reference) and, where either is '
-        "read at several N, on N."
+        f"Contrasts with the reference arm `{key}` = {value}: {how}. The reference agrees with the arm on every "
+        'other condition key but those that set the pairs\' count ("also differs in": arm vs reference) and, '
+        "where either is read at several N, on N."
     )
     lines = [
         "",
@@ -511,7 +536,7 @@ def _contrast_lines(r: Readout, contrast: Contrast, head: list[str], level: int,
         "",
         (
             f"| {' | '.join(head)} | {r.x} | reference {r.x} | also differs in | runs | reference runs | "
-            "arm − reference | Welch 95% t interval | df |"
+            f"arm − reference | {interval} | df |"
         ),
         "|" + "---|" * (len(head) + 8),
     ]
@@ -661,6 +686,14 @@ def main(argv: list[str] | None = None) -> int:
         "other arm's mean minus the reference's, with a Welch 95%% t interval; repeatable (a grid of two keys, "
         "e.g. train.tagging=true and respond.system_prompt=S_a, is read along each)",
     )
+    parser.add_argument(
+        "--paired",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a --contrast key whose arms are the same trained models read two ways (e.g. "
+        "respond.system_prompt): contrasted seed by seed with a paired t interval instead of Welch",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--repo", help="the DVC repository (default: here)")
     source.add_argument(
@@ -688,7 +721,9 @@ def main(argv: list[str] | None = None) -> int:
     ] or [(None, None)]
     try:
         contrasts = [parse_contrast(text) for text in args.contrast]
-        readouts = [compare_runs(rows, args.x, metric, args.by, contrasts, label) for label, metric in metrics]
+        readouts = [
+            compare_runs(rows, args.x, metric, args.by, contrasts, label, args.paired) for label, metric in metrics
+        ]
     except ValueError as exc:
         print(f"experiments: error: {exc}", file=sys.stderr)
         return 1

@@ -379,6 +379,22 @@ def test_a_two_key_grid_is_contrasted_along_each_key_the_other_held():
     assert "reference arm `train.tagging` = True" in text and "reference arm `respond.system_prompt` = S_a" in text
     with pytest.raises(ValueError, match="a key named twice"):
         compare_runs(rows, contrasts=[("train.tagging", "True"), ("train.tagging", "False")])
+    # The prompts read the same trained models: paired by seed, the seeds' shared spread cancels.
+    both = [("train.tagging", "True"), ("respond.system_prompt", "S_a")]
+    for r in rows:  # each seed's prompt effect a little different, or there is no spread to pair
+        if r["params.yaml:respond.system_prompt"] == "none":
+            r[f"metrics/headline.json:{METRIC}"] += 0.0001 * r["params.yaml:seeds.training_m2"] ** 2
+    _, prompt = compare_runs(rows, contrasts=both, paired_keys=["respond.system_prompt"]).contrasts
+    _, welch_prompt = compare_runs(rows, contrasts=both).contrasts
+    for c, w in zip(prompt.arms, welch_prompt.arms):
+        ci, welch_ci = c["ci"], w["ci"]
+        assert (c["n"], c["df"]) == (3, 2) and c["difference"] == pytest.approx(w["difference"])
+        assert ci[1] - ci[0] < (welch_ci[1] - welch_ci[0]) / 2  # the seeds' own level (0.0005 a seed) cancels
+    assert "paired 95% t interval" in markdown(
+        compare_runs(rows, contrasts=both, paired_keys=["respond.system_prompt"])
+    )
+    with pytest.raises(ValueError, match="not a --contrast key"):
+        compare_runs(rows, contrasts=both[:1], paired_keys=["respond.system_prompt"])
 
 
 def test_arms_read_at_one_n_are_drawn_side_by_side_not_on_top_of_each_other(monkeypatch, tmp_path):
