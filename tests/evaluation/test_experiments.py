@@ -217,6 +217,11 @@ def test_a_write_up_keeps_its_prose_above_the_mark_and_its_tables_are_read_again
 WRITE_UPS = {
     "curated": ["--contrast", "curate.method=pmi", "--metrics", "paper"],
     "mix": ["--contrast", "train.mix=seed+augmented", "--metrics", "paper"],
+    "tagging": [
+        *("--contrast", "train.tagging=true", "--contrast", "respond.system_prompt=S_a"),
+        *("--paired", "respond.system_prompt", "--metrics", "paper"),
+        *("--metric", "win_rate.m2", "--metric", "likelihood.m2.loglik_other", "--metric", "likelihood.m2.loglik_seed"),
+    ],
     "scaling": [
         *("--metric", "comparisons.m2_vs_m0.loglik_other.difference"),
         *("--metric", "comparisons.m2_vs_m0.loglik_seed.difference"),
