@@ -14,6 +14,7 @@ method: an interval is an instrument, and the same inputs give the same numbers 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -98,7 +99,12 @@ def welch(values: Sequence[float], reference: Sequence[float]) -> dict[str, Any]
     elif np.var(values) == 0 and np.var(reference) == 0:
         out["why"] = "cannot be computed: no spread in either arm"
     else:
-        test = stats.ttest_ind(values, reference, equal_var=False)
+        with warnings.catch_warnings():
+            # An arm whose runs all read the same (a 16-question win rate can) has zero variance, which Welch
+            # handles; scipy still warns of precision loss from demeaning identical values.
+            if np.ptp(values) == 0 or np.ptp(reference) == 0:
+                warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+            test = stats.ttest_ind(values, reference, equal_var=False)
         ci = test.confidence_interval(0.95)
         out.update(ci=(float(ci.low), float(ci.high)), df=float(test.df))
     return out

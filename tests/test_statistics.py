@@ -80,6 +80,17 @@ def test_welch_df_is_scipys_and_the_satterthwaite_formula():
         assert result["df"] == pytest.approx((va + vb) ** 2 / (va**2 / (n - 1) + vb**2 / (m - 1)), rel=1e-12)
 
 
+def test_welch_with_one_arm_all_alike_is_the_other_arms_t_interval_without_a_warning():
+    import warnings
+
+    arm, reference = [43.75, 43.75, 43.75], [40.625, 43.75, 50.0]  # a 16-question win rate, three seeds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = welch(arm, reference)
+    mean = 43.75 - np.mean(reference)
+    assert result["ci"] == pytest.approx(stats.t.interval(0.95, 2, loc=mean, scale=stats.sem(reference)))
+
+
 def test_paired_is_the_t_interval_of_the_differences_and_says_when_it_cannot_be_computed():
     rng = np.random.default_rng(9)
     shared = rng.normal(0, 1, 3)  # each seed's own level, in both arms: pairing removes it
