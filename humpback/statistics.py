@@ -112,26 +112,21 @@ def welch(values: Sequence[float], reference: Sequence[float]) -> dict[str, Any]
 
 def paired(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:
     """mean(arm − reference) over (arm, reference) pairs (e.g. one per training seed: the same trained models read
-    two ways) with its paired 95% t interval on pairs − 1 df, in the keys `welch` gives; None, with the reason,
-    where it cannot be computed (one pair, or the same difference in every pair)."""
-    from scipy import stats
-
-    arm, reference = [a for a, _ in pairs], [b for _, b in pairs]
-    out: dict[str, Any] = {
-        "difference": float(np.mean(np.subtract(arm, reference))) if pairs else float("nan"),
-        "n": len(pairs),
-        "n_ref": len(pairs),
-        "ci": None,
-        "df": None,
-        "why": None,
-    }
-    if len(pairs) < 2:
-        out["why"] = f"cannot be computed: {len(pairs)} seed{'s' if len(pairs) != 1 else ''} in both arms"
-    elif np.allclose(np.subtract(arm, reference), arm[0] - reference[0], rtol=1e-9, atol=0):  # float dust is not spread
+    two ways) with its paired 95% t interval on pairs − 1 df (the t interval of the differences' mean), in the keys
+    `welch` gives; None, with the reason, where it cannot be computed (one pair, or the same difference in every
+    pair)."""
+    differences = [a - b for a, b in pairs]
+    out: dict[str, Any] = {"n": len(pairs), "n_ref": len(pairs), "ci": None, "df": None, "why": None}
+    if not differences:
+        return {**out, "difference": float("nan"), "why": "cannot be computed: 0 seeds in both arms"}
+    mean, low, high = mean_interval(differences)
+    out["difference"] = mean
+    if low is None:
+        out["why"] = "cannot be computed: 1 seed in both arms"
+    elif np.allclose(differences, differences[0], rtol=1e-9, atol=0):  # float dust is not spread
         out["why"] = "cannot be computed: the same difference at every seed"
     else:
-        ci = stats.ttest_rel(arm, reference).confidence_interval(0.95)
-        out.update(ci=(float(ci.low), float(ci.high)), df=float(len(pairs) - 1))
+        out.update(ci=(low, high), df=float(len(differences) - 1))
     return out
 
 

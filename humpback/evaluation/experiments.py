@@ -295,14 +295,14 @@ def compare_runs(
     def differs(key: str, among: Sequence[Run] = read) -> bool:
         return len({json.dumps(r.params.get(key), sort_keys=True, default=str) for r in among}) > 1
 
-    if len({key for key, _ in contrasts}) < len(contrasts):
+    firsts = [key for key, _ in contrasts]
+    if len(set(firsts)) < len(firsts):
         raise ValueError(f"--contrast: a key named twice ({', '.join(f'{k}={v}' for k, v in contrasts)})")
     for contrast in contrasts:
         _check_contrast(runs, contrast, folded, differs)
-    unknown = set(paired_keys) - {key for key, _ in contrasts}
+    unknown = set(paired_keys) - set(firsts)
     if unknown:
         raise ValueError(f"--paired {', '.join(sorted(unknown))}: not a --contrast key")
-    firsts = [key for key, _ in contrasts]
     by = [*firsts, *(k for k in by if k not in firsts)]
     keys = list(by) + [
         k for k in names if k not in by and k not in folded and not k.startswith(SEED_PREFIX) and differs(k)
